@@ -1,0 +1,89 @@
+"""Benchmark corpora built from text already on the machine (no downloads).
+
+`english_like(n)`: documents of 1-4 KB of sentences whose words are drawn Zipf(1.07) from a
+vocabulary harvested from the CPython standard library's sources (the protocol of
+shared/specs/minhash.md section 8), plus optional planted near-duplicates.
+"""
+
+from __future__ import annotations
+
+import re
+import sysconfig
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+_WORD = re.compile(r"[A-Za-z]{3,}")
+
+
+def stdlib_files() -> list[Path]:
+    """The standard library's .py files, sorted (site-packages excluded)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts)
+
+
+def vocabulary(size: int = 30_000) -> list[str]:
+    counts: Counter[str] = Counter()
+    for p in stdlib_files():
+        try:
+            counts.update(w.lower() for w in _WORD.findall(p.read_text(encoding="utf-8", errors="replace")))
+        except OSError:
+            continue
+        if len(counts) > 4 * size:
+            break
+    return [w for w, _ in counts.most_common(size)]
+
+
+def english_like(n: int, *, seed: int = 12345, min_chars: int = 1000, max_chars: int = 4000) -> list[str]:
+    """n documents of min_chars..max_chars characters of Zipf-distributed words."""
+    rng = np.random.default_rng(seed)
+    vocab = np.array(vocabulary())
+    ranks = np.arange(1, len(vocab) + 1, dtype=np.float64)
+    p = ranks**-1.07
+    p /= p.sum()
+    docs = []
+    # Draw words in large blocks, then cut them into sentences and documents.
+    pool = vocab[rng.choice(len(vocab), size=n * 700, p=p)]
+    pos = 0
+    for _ in range(n):
+        target = int(rng.integers(min_chars, max_chars + 1))
+        parts: list[str] = []
+        length = 0
+        while length < target:
+            k = int(rng.integers(6, 23))
+            if pos + k > len(pool):
+                pool = vocab[rng.choice(len(vocab), size=n * 100, p=p)]
+                pos = 0
+            words = pool[pos : pos + k]
+            pos += k
+            sentence = " ".join(words).capitalize() + "."
+            parts.append(sentence)
+            length += len(sentence) + 1
+        docs.append(" ".join(parts)[:target])
+    return docs
+
+
+def perturb(text: str, rate: float, rng: np.random.Generator, vocab: list[str]) -> str:
+    """Delete, substitute or insert words, each at `rate` / 3 per word."""
+    out: list[str] = []
+    for w in text.split():
+        r = rng.random()
+        if r < rate / 3:
+            continue
+        if r < 2 * rate / 3:
+            out.append(vocab[int(rng.integers(len(vocab)))])
+            continue
+        out.append(w)
+        if r < rate:
+            out.append(vocab[int(rng.integers(len(vocab)))])
+    return " ".join(out)
+
+
+def with_near_duplicates(docs: list[str], n_dups: int, *, seed: int = 7) -> list[str]:
+    """docs plus n_dups perturbed copies of random docs (rates 0.5-12%), appended."""
+    rng = np.random.default_rng(seed)
+    vocab = vocabulary(5000)
+    rates = [0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12]
+    extra = [perturb(docs[int(rng.integers(len(docs)))], rates[i % len(rates)], rng, vocab) for i in range(n_dups)]
+    return docs + extra

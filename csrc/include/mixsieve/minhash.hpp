@@ -1,0 +1,167 @@
+// MinHash signatures: xxh64 of each shingle, then k fixed-width affine bijections
+// pi_k(x) = a_k * x + b_k (mod 2^32 or 2^64, a_k odd) and the minimum per slot.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <type_traits>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "mixsieve/cpu.hpp"
+#include "mixsieve/normalize.hpp"
+#include "mixsieve/rng.hpp"
+#include "mixsieve/xxh64.hpp"
+
+namespace mixsieve {
+
+// 32-bit slot input: fold the 64-bit shingle hash so both halves count.
+inline std::uint32_t fold32(std::uint64_t h) { return static_cast<std::uint32_t>(h ^ (h >> 32)); }
+
+namespace minhash_detail {
+
+template <class T>
+void permute_min_scalar(const T* x, std::size_t n, const T* a, const T* b, std::size_t k, T* sig) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const T xi = x[i];
+    for (std::size_t j = 0; j < k; ++j) {
+      const T v = static_cast<T>(a[j] * xi + b[j]);
+      sig[j] = v < sig[j] ? v : sig[j];
+    }
+  }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MIXSIEVE_HAVE_AVX2_PATH 1
+// Slots in blocks of 64 (eight 8-lane accumulators kept in registers across all shingles).
+__attribute__((target("avx2"))) inline void permute_min_u32_avx2(const std::uint32_t* x, std::size_t n,
+                                                                 const std::uint32_t* a,
+                                                                 const std::uint32_t* b, std::size_t k,
+                                                                 std::uint32_t* sig) {
+  std::size_t j = 0;
+  for (; j + 64 <= k; j += 64) {
+    __m256i acc[8];
+    for (int q = 0; q < 8; ++q) acc[q] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sig + j + 8 * q));
+    for (std::size_t i = 0; i < n; ++i) {
+      const __m256i xi = _mm256_set1_epi32(static_cast<int>(x[i]));
+      for (int q = 0; q < 8; ++q) {
+        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j + 8 * q));
+        const __m256i bv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + j + 8 * q));
+        acc[q] = _mm256_min_epu32(acc[q], _mm256_add_epi32(_mm256_mullo_epi32(av, xi), bv));
+      }
+    }
+    for (int q = 0; q < 8; ++q) _mm256_storeu_si256(reinterpret_cast<__m256i*>(sig + j + 8 * q), acc[q]);
+  }
+  for (; j + 8 <= k; j += 8) {
+    __m256i acc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sig + j));
+    const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j));
+    const __m256i bv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + j));
+    for (std::size_t i = 0; i < n; ++i) {
+      const __m256i xi = _mm256_set1_epi32(static_cast<int>(x[i]));
+      acc = _mm256_min_epu32(acc, _mm256_add_epi32(_mm256_mullo_epi32(av, xi), bv));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(sig + j), acc);
+  }
+  if (j < k) permute_min_scalar(x, n, a + j, b + j, k - j, sig + j);
+}
+#endif
+
+}  // namespace minhash_detail
+
+struct MinHashConfig {
+  int num_perm = 128;
+  int ngram = 5;
+  Unit unit = Unit::Word;
+  std::uint64_t seed = 1;
+};
+
+// Per-thread scratch space, reused across documents so the hot loop does not allocate.
+template <class T>
+struct MinHashWorkspace {
+  Normalized norm;
+  std::vector<std::size_t> offsets;
+  std::vector<T> x;
+};
+
+// T is std::uint32_t or std::uint64_t (the signature's slot type).
+template <class T>
+class MinHasher {
+  static_assert(std::is_same_v<T, std::uint32_t> || std::is_same_v<T, std::uint64_t>);
+
+ public:
+  explicit MinHasher(const MinHashConfig& cfg) : cfg_(cfg) {
+    if (cfg.num_perm < 1) throw std::invalid_argument("num_perm must be >= 1");
+    if (cfg.ngram < 1) throw std::invalid_argument("ngram must be >= 1");
+    a_.resize(cfg.num_perm);
+    b_.resize(cfg.num_perm);
+    for (int k = 0; k < cfg.num_perm; ++k) {
+      const std::uint64_t a = splitmix64_at(cfg.seed, 2 * static_cast<std::uint64_t>(k)) | 1ULL;
+      const std::uint64_t b = splitmix64_at(cfg.seed, 2 * static_cast<std::uint64_t>(k) + 1);
+      a_[k] = static_cast<T>(a);  // low bits: still odd, so pi_k is a bijection
+      b_[k] = static_cast<T>(b);
+    }
+  }
+
+  const MinHashConfig& config() const { return cfg_; }
+  const std::vector<T>& a() const { return a_; }
+  const std::vector<T>& b() const { return b_; }
+
+  // Writes the num_perm slots of one document's signature to `out`. A document without
+  // shingles gets every slot equal to the maximum value of T.
+  void signature(const char* data, std::size_t len, T* out, MinHashWorkspace<T>& ws) const {
+    normalize(data, len, ws.norm);
+    ws.x.clear();
+    const std::uint64_t seed = cfg_.seed;
+    for_each_shingle(ws.norm, cfg_.unit, cfg_.ngram, ws.offsets, [&](const char* p, std::size_t n) {
+      const std::uint64_t h = xxh64(p, n, seed);
+      if constexpr (std::is_same_v<T, std::uint32_t>) {
+        ws.x.push_back(fold32(h));
+      } else {
+        ws.x.push_back(h);
+      }
+    });
+    permute_min(ws.x.data(), ws.x.size(), out);
+  }
+
+  // Minimum over the permuted values of pre-computed slot inputs (fold32'd for uint32).
+  void permute_min(const T* x, std::size_t n, T* out) const {
+    const std::size_t k = static_cast<std::size_t>(cfg_.num_perm);
+    for (std::size_t j = 0; j < k; ++j) out[j] = std::numeric_limits<T>::max();
+#ifdef MIXSIEVE_HAVE_AVX2_PATH
+    if constexpr (std::is_same_v<T, std::uint32_t>) {
+      if (cpu_has_avx2()) {
+        minhash_detail::permute_min_u32_avx2(x, n, a_.data(), b_.data(), k, out);
+        return;
+      }
+    }
+#endif
+    minhash_detail::permute_min_scalar(x, n, a_.data(), b_.data(), k, out);
+  }
+
+ private:
+  MinHashConfig cfg_;
+  std::vector<T> a_, b_;
+};
+
+// Fraction of equal slots: the MinHash estimate of the Jaccard similarity.
+template <class T>
+inline double jaccard_estimate(const T* x, const T* y, std::size_t k) {
+  std::size_t eq = 0;
+  for (std::size_t j = 0; j < k; ++j) eq += x[j] == y[j];
+  return k ? static_cast<double>(eq) / static_cast<double>(k) : 0.0;
+}
+
+template <class T>
+inline bool is_empty_signature(const T* x, std::size_t k) {
+  for (std::size_t j = 0; j < k; ++j) {
+    if (x[j] != std::numeric_limits<T>::max()) return false;
+  }
+  return true;
+}
+
+}  // namespace mixsieve

@@ -1,0 +1,573 @@
+"""MinHash near-duplicate detection: signatures, LSH search and clustering.
+
+Text normalisation (done in C++, restated in plain Python in ``tests/oracles.py``):
+
+* UTF-8 throughout. ``bytes`` items are decoded with ill-formed sequences replaced, as
+  ``bytes.decode("utf-8", "replace")`` does.
+* A *word* is a maximal run of characters whose Unicode general category is a letter (L*),
+  mark (M*) or number (N*). Everything else -- punctuation, symbols, whitespace, control
+  characters -- separates words and is dropped.
+* Word characters are lower-cased one code point at a time with the simple mapping
+  (``ch.lower()`` where that is one code point; ``"İ"`` stays as it is, and a final sigma is
+  not special). The normalised text is the words joined by single spaces.
+* ``unit="word"``: shingles are ``ngram`` consecutive words joined by one space.
+  ``unit="char"``: shingles are ``ngram`` consecutive code points of the normalised text; use
+  it for text written without spaces (Chinese, Japanese, Thai), which ``unit="word"`` sees
+  as a few very long words.
+* A document with fewer units than ``ngram`` has one shingle: all of it. A document with no
+  words (empty, or only punctuation) has no shingles; its signature has every slot at the
+  dtype's maximum, and such documents never match anything unless ``match_empty=True``.
+
+Each shingle is hashed with xxh64 (seeded with ``seed``); slot ``k`` of the signature is the
+minimum over shingles of ``a_k * x + b_k`` modulo 2**32 (uint32; ``x`` is the 64-bit hash
+folded as ``h ^ (h >> 32)``) or 2**64 (uint64), with odd ``a_k``: a bijection, so the
+permutation adds no collisions. ``a_k, b_k`` come from a SplitMix64 stream keyed by ``seed``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import numpy as np
+
+from . import _core
+
+Text = Union[str, bytes]
+_UNITS = {"word": 0, "char": 1}
+_DTYPES = {np.dtype(np.uint32): 32, np.dtype(np.uint64): 64}
+_PROGRESS_MIN_DOCS = 50_000
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    v = int(value)
+    if v < lo or (hi is not None and v > hi):
+        bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ValueError(f"{name} must be {bound}, got {v}")
+    return v
+
+
+def _check_threshold(threshold: Any) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
+        raise TypeError(f"threshold must be a float, got {type(threshold).__name__}")
+    t = float(threshold)
+    if not 0.0 < t < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+    return t
+
+
+def _check_dtype(dtype: Any) -> np.dtype[Any]:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as e:
+        raise TypeError(f"dtype must be np.uint32 or np.uint64, got {dtype!r}") from e
+    if dt not in _DTYPES:
+        raise TypeError(f"dtype must be np.uint32 or np.uint64, got {dt}")
+    return dt
+
+
+def _threads(threads: int | None) -> int:
+    if threads is None:
+        return 0
+    return _check_int("threads", threads, 1)
+
+
+class MinHasher:
+    """Turns documents into MinHash signatures, normalising and shingling in C++.
+
+    Parameters
+    ----------
+    num_perm : int
+        Slots per signature (permutations), >= 1.
+    ngram : int
+        Shingle width in units, >= 1.
+    unit : {"word", "char"}
+        Shingle unit; see the module docstring for the exact rules.
+    seed : int
+        Seeds the shingle hash and the permutations (0 <= seed < 2**64). Equal seeds and
+        parameters give equal signatures on every machine and for every thread count.
+    dtype : np.uint32 or np.uint64
+        Slot type (keyword-only). uint32 halves memory; uint64 for very large sets.
+
+    Examples
+    --------
+    >>> import mixsieve as ms
+    >>> h = ms.MinHasher(num_perm=128, ngram=3, seed=1)
+    >>> sigs = h.signatures(["the quick brown fox jumps", "The quick brown fox jumps!"])
+    >>> sigs.shape, sigs.dtype.name
+    ((2, 128), 'uint32')
+    >>> ms.estimate_jaccard(sigs[0], sigs[1])
+    1.0
+    """
+
+    def __init__(
+        self,
+        num_perm: int = 128,
+        ngram: int = 5,
+        unit: str = "word",
+        seed: int = 1,
+        *,
+        dtype: Any = np.uint32,
+    ) -> None:
+        self.num_perm = _check_int("num_perm", num_perm, 1, 1 << 16)
+        self.ngram = _check_int("ngram", ngram, 1, 1 << 16)
+        if unit not in _UNITS:
+            raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
+        self.unit = unit
+        self.seed = _check_int("seed", seed, 0, (1 << 64) - 1)
+        self.dtype = _check_dtype(dtype)
+        cls = _core.MinHasher32 if _DTYPES[self.dtype] == 32 else _core.MinHasher64
+        self._core = cls(self.num_perm, self.ngram, _UNITS[unit], self.seed)
+
+    def signatures(self, texts: Sequence[Text], *, threads: int | None = None) -> np.ndarray:
+        """Signatures of many documents, computed on ``threads`` cores (None: all) without the GIL.
+
+        Parameters
+        ----------
+        texts : sequence of str or bytes
+            One document per item.
+        threads : int or None
+            Worker threads; the output does not depend on it.
+
+        Returns
+        -------
+        np.ndarray of shape (len(texts), num_perm) and this hasher's dtype.
+        """
+        return self._core.signatures(texts, _threads(threads))
+
+    def signature(self, text: Text) -> np.ndarray:
+        """The signature of one document, shape (num_perm,)."""
+        if not isinstance(text, (str, bytes)):
+            raise TypeError(f"text must be str or bytes, got {type(text).__name__}")
+        return self._core.signatures([text], 1)[0]
+
+    def params(self) -> dict[str, Any]:
+        """The parameters that define these signatures (stored with saved indexes)."""
+        return {
+            "num_perm": self.num_perm,
+            "ngram": self.ngram,
+            "unit": self.unit,
+            "seed": self.seed,
+            "dtype": self.dtype.name,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"MinHasher(num_perm={self.num_perm}, ngram={self.ngram}, unit={self.unit!r}, "
+            f"seed={self.seed}, dtype=np.{self.dtype.name})"
+        )
+
+
+def estimate_jaccard(a: np.ndarray, b: np.ndarray) -> float | np.ndarray:
+    """Estimated Jaccard similarity: the fraction of equal slots.
+
+    Two 1-D signatures give a float; two 2-D arrays of equal shape give one estimate per row.
+
+    >>> import numpy as np, mixsieve as ms
+    >>> ms.estimate_jaccard(np.array([1, 2, 3, 4], np.uint32), np.array([1, 2, 0, 4], np.uint32))
+    0.75
+    """
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.dtype != b.dtype:
+        raise TypeError(f"signature dtypes differ: {a.dtype} and {b.dtype}")
+    dt = _check_dtype(a.dtype)
+    if a.shape != b.shape:
+        raise ValueError(f"signature shapes differ: {a.shape} and {b.shape}")
+    if a.ndim not in (1, 2) or a.shape[-1] == 0:
+        raise ValueError(f"signatures must be non-empty 1-D or 2-D arrays, got shape {a.shape}")
+    out = _core.jaccard(np.ascontiguousarray(a, dt), np.ascontiguousarray(b, dt))
+    return float(out[0]) if a.ndim == 1 else out
+
+
+def resolve_bands(
+    threshold: float,
+    num_perm: int,
+    bands: int | None = None,
+    rows: int | None = None,
+    weights: tuple[float, float] = (0.5, 0.5),
+) -> tuple[int, int]:
+    """Bands and rows for an LSH index.
+
+    With neither given, they minimise ``weights[0] * false-positive area + weights[1] *
+    false-negative area`` under the S-curve ``1 - (1 - s**rows)**bands`` (datasketch's rule);
+    with one given, the other is ``num_perm // given`` (which must divide evenly).
+
+    >>> resolve_bands(0.8, 128)
+    (9, 13)
+    """
+    threshold = _check_threshold(threshold)
+    num_perm = _check_int("num_perm", num_perm, 1, 1 << 16)
+    if bands is None and rows is None:
+        fp, fn = (float(w) for w in weights)
+        if not (fp >= 0 and fn >= 0 and fp + fn > 0):
+            raise ValueError(f"weights must be two non-negative numbers, not both 0, got {weights!r}")
+        b, r = _core.optimal_bands(threshold, num_perm, fp, fn)
+        return int(b), int(r)
+    if bands is not None:
+        bands = _check_int("bands", bands, 1)
+    if rows is not None:
+        rows = _check_int("rows", rows, 1)
+    if rows is None:
+        assert bands is not None
+        if num_perm % bands:
+            raise ValueError(
+                f"num_perm={num_perm} is not divisible by bands={bands}; pass rows= too or pick a divisor"
+            )
+        rows = num_perm // bands
+    if bands is None:
+        if num_perm % rows:
+            raise ValueError(
+                f"num_perm={num_perm} is not divisible by rows={rows}; pass bands= too or pick a divisor"
+            )
+        bands = num_perm // rows
+    if bands * rows > num_perm:
+        raise ValueError(f"bands * rows = {bands} * {rows} = {bands * rows} exceeds num_perm={num_perm}")
+    return bands, rows
+
+
+class LSHIndex:
+    """An in-memory banded LSH index of MinHash signatures, saveable and appendable.
+
+    Each band of ``rows`` slots is hashed to an 8-byte key. Rows that share a band key with an
+    indexed row are candidates; with ``verify=True`` (default) a candidate counts only if the
+    signatures' estimated Jaccard is >= ``threshold``, which drops banding's false positives.
+
+    Parameters
+    ----------
+    threshold : float in (0, 1)
+        Jaccard similarity that makes two documents near-duplicates.
+    num_perm : int
+        Signature length; every added signature must have it.
+    bands, rows : int, optional (keyword-only)
+        Banding; by default chosen from the threshold (see :func:`resolve_bands`).
+    verify : bool
+        Check candidates against the signature estimate.
+    match_empty : bool
+        Let documents without shingles (all-maximum signatures) match each other.
+    weights : (float, float)
+        False-positive and false-negative weights for choosing bands and rows.
+
+    Examples
+    --------
+    >>> import mixsieve as ms
+    >>> h = ms.MinHasher(num_perm=128, ngram=2)
+    >>> idx = ms.LSHIndex(threshold=0.8, num_perm=128)
+    >>> idx.add(h.signatures(["a b c d e f g h", "x y z", "a b c d e f g h"])).tolist()
+    [-1, -1, 0]
+    >>> idx.query(h.signature("A b c d e f g h.")).tolist()
+    [0, 2]
+    """
+
+    def __init__(
+        self,
+        threshold: float = 0.8,
+        num_perm: int = 128,
+        *,
+        bands: int | None = None,
+        rows: int | None = None,
+        verify: bool = True,
+        match_empty: bool = False,
+        weights: tuple[float, float] = (0.5, 0.5),
+    ) -> None:
+        self.threshold = _check_threshold(threshold)
+        self.num_perm = _check_int("num_perm", num_perm, 1, 1 << 16)
+        self.bands, self.rows = resolve_bands(self.threshold, self.num_perm, bands, rows, weights)
+        self.verify = bool(verify)
+        self.match_empty = bool(match_empty)
+        self.meta: dict[str, Any] = {}
+        self._core: Any = None
+        self._dtype: np.dtype[Any] | None = None
+
+    @property
+    def dtype(self) -> np.dtype[Any] | None:
+        """Slot dtype of the indexed signatures (None until the first add)."""
+        return self._dtype
+
+    def _core_for(self, dtype: np.dtype[Any]) -> Any:
+        if self._core is None:
+            cls = _core.LSHIndex32 if _DTYPES[dtype] == 32 else _core.LSHIndex64
+            self._core = cls(self.num_perm, self.bands, self.rows, self.threshold, self.verify, self.match_empty)
+            self._dtype = dtype
+        elif dtype != self._dtype:
+            raise TypeError(f"signatures have dtype {dtype}, but this index holds {self._dtype}")
+        return self._core
+
+    def _signatures(self, signatures: Any, ndim: tuple[int, ...]) -> np.ndarray:
+        sigs = np.asarray(signatures)
+        _check_dtype(sigs.dtype)
+        if sigs.ndim not in ndim:
+            want = " or ".join(f"{d}-D" for d in ndim)
+            raise ValueError(f"signatures must be {want}, got shape {sigs.shape}")
+        if sigs.shape[-1] != self.num_perm:
+            raise ValueError(f"signatures have {sigs.shape[-1]} slots, this index expects num_perm={self.num_perm}")
+        return sigs
+
+    def add(
+        self, signatures: np.ndarray, *, keys: Any = None, return_similarity: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Index signatures; for each, report an earlier near-duplicate.
+
+        Rows are added in order, so a row can match earlier rows of the same call.
+
+        Parameters
+        ----------
+        signatures : np.ndarray, (n, num_perm) or (num_perm,), uint32 or uint64
+        keys : array-like of int64, optional
+            A key per row (e.g. document ids); default: running positions 0, 1, 2, ...
+        return_similarity : bool
+            Also return the estimated Jaccard of each reported match (float32, 0 for none).
+
+        Returns
+        -------
+        np.ndarray of int64, one per row: the key of the most similar earlier indexed
+        near-duplicate (ties: the earliest), or -1.
+        """
+        sigs = self._signatures(signatures, (1, 2))
+        n = 1 if sigs.ndim == 1 else sigs.shape[0]
+        core = self._core_for(sigs.dtype)
+        if keys is None:
+            keys = np.arange(len(core), len(core) + n, dtype=np.int64)
+        else:
+            k = np.asarray(keys)
+            if k.ndim != 1 or k.shape[0] != n:
+                raise ValueError(f"keys must be 1-D with one key per row ({n}), got shape {k.shape}")
+            if k.dtype.kind not in "iu":
+                raise TypeError(f"keys must be integers, got dtype {k.dtype}")
+            keys = k.astype(np.int64)
+        dup_key, _, sim = core.add(sigs, keys)
+        return (dup_key, sim) if return_similarity else dup_key
+
+    def query(self, signature: np.ndarray) -> np.ndarray:
+        """Keys of indexed near-duplicates of one signature (int64, in insertion order)."""
+        sig = self._signatures(signature, (1,))
+        if self._core is None:
+            return np.empty(0, dtype=np.int64)
+        return self._core_for(sig.dtype).query(sig)
+
+    def keys(self) -> np.ndarray:
+        """Keys of all indexed rows, in insertion order."""
+        return np.empty(0, np.int64) if self._core is None else self._core.keys()
+
+    def signatures(self) -> np.ndarray:
+        """A copy of all indexed signatures, in insertion order."""
+        if self._core is None:
+            return np.empty((0, self.num_perm), np.uint32)
+        return self._core.signatures()
+
+    def __len__(self) -> int:
+        return 0 if self._core is None else len(self._core)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the index to ``path`` (atomically: a temporary file renamed into place).
+
+        The file holds the parameters, ``meta``, keys and signatures with a checksum; loading
+        rebuilds the band tables exactly, so a loaded index answers as the saved one did.
+        """
+        core = self._core_for(self._dtype or np.dtype(np.uint32))
+        payload = core.to_bytes(json.dumps(self.meta, sort_keys=True).encode())
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".mixsieve-", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LSHIndex:
+        """Read an index written by :meth:`save` (or by ``mixsieve-dedup --update-index``).
+
+        Raises ValueError if the file is truncated, corrupt or not a mixsieve index.
+        """
+        with open(path, "rb") as f:
+            data = f.read()
+        try:
+            width = _core.index_width(data)
+            core_cls = _core.LSHIndex32 if width == 4 else _core.LSHIndex64
+            core, meta = core_cls.from_bytes(data)
+        except ValueError as e:
+            raise ValueError(f"{os.fspath(path)}: {e}") from None
+        p = _params_of(data)
+        self = cls.__new__(cls)
+        self.threshold, self.num_perm, self.bands, self.rows = p["threshold"], p["num_perm"], p["bands"], p["rows"]
+        self.verify, self.match_empty = p["verify"], p["match_empty"]
+        try:
+            self.meta = json.loads(meta.decode()) if meta else {}
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{os.fspath(path)}: index metadata is not valid JSON") from e
+        self._core = core
+        self._dtype = np.dtype(np.uint32 if width == 4 else np.uint64)
+        return self
+
+    def __repr__(self) -> str:
+        return (
+            f"LSHIndex(threshold={self.threshold}, num_perm={self.num_perm}, bands={self.bands}, "
+            f"rows={self.rows}, size={len(self)})"
+        )
+
+
+def _params_of(data: bytes) -> dict[str, Any]:
+    # Header layout of csrc/include/mixsieve/lsh.hpp (validated by from_bytes before this runs).
+    hdr = np.frombuffer(data, dtype=np.uint32, count=8, offset=0)
+    threshold = float(np.frombuffer(data, dtype=np.float64, count=1, offset=32)[0])
+    flags = int(hdr[7])
+    return {
+        "num_perm": int(hdr[4]),
+        "bands": int(hdr[5]),
+        "rows": int(hdr[6]),
+        "threshold": threshold,
+        "verify": bool(flags & 1),
+        "match_empty": bool(flags & 2),
+    }
+
+
+@dataclass
+class DedupResult:
+    """What :func:`dedup` found.
+
+    Attributes
+    ----------
+    keep : np.ndarray[bool]
+        True for the one kept document of each cluster (its lowest index).
+    cluster : np.ndarray[int64]
+        Cluster id of each document: the index of the cluster's kept document.
+    duplicate_of : np.ndarray[int64]
+        For each document, the earlier document it is most similar to among verified
+        near-duplicates, or -1.
+    similarity : np.ndarray[float32]
+        The estimated Jaccard of that match (0 where there is none).
+    """
+
+    keep: np.ndarray
+    cluster: np.ndarray
+    duplicate_of: np.ndarray
+    similarity: np.ndarray
+    bands: int
+    rows: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_removed(self) -> int:
+        return int(self.keep.size - np.count_nonzero(self.keep))
+
+    @property
+    def num_clusters(self) -> int:
+        """Clusters with more than one document."""
+        if self.cluster.size == 0:
+            return 0
+        counts = np.bincount(self.cluster, minlength=self.cluster.size)
+        return int(np.count_nonzero(counts > 1))
+
+    def __repr__(self) -> str:
+        return (
+            f"DedupResult(documents={self.keep.size}, kept={self.keep.size - self.num_removed}, "
+            f"removed={self.num_removed}, clusters={self.num_clusters}, bands={self.bands}, rows={self.rows})"
+        )
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.t0 = total, enabled, time.perf_counter()
+
+    def update(self, done: int, nbytes: int) -> None:
+        if self.enabled:
+            dt = max(time.perf_counter() - self.t0, 1e-9)
+            sys.stderr.write(
+                f"\rmixsieve: signatures {done:,}/{self.total:,} docs, {nbytes / dt / 1e6:.1f} MB/s"
+            )
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def dedup(
+    texts: Sequence[Text],
+    threshold: float = 0.8,
+    num_perm: int = 128,
+    ngram: int = 5,
+    threads: int | None = None,
+    *,
+    unit: str = "word",
+    seed: int = 1,
+    bands: int | None = None,
+    rows: int | None = None,
+    verify: bool = True,
+    match_empty: bool = False,
+    dtype: Any = np.uint32,
+    progress: bool | None = None,
+) -> DedupResult:
+    """Find near-duplicate clusters and keep one document (the lowest index) per cluster.
+
+    Signatures are computed on all cores; candidate pairs from LSH banding are verified
+    against the signature Jaccard estimate (``verify=True``) and joined by a C++ union-find,
+    so clusters are the connected components of verified pairs. The result is identical for
+    every thread count.
+
+    Parameters
+    ----------
+    texts : sequence of str or bytes
+    threshold, num_perm, ngram, unit, seed, dtype
+        As for :class:`MinHasher` and :class:`LSHIndex`.
+    threads : int or None
+        Threads for the signatures (None: all cores).
+    progress : bool or None
+        Progress on stderr; None shows it for large inputs when stderr is a terminal.
+
+    Examples
+    --------
+    >>> import mixsieve as ms
+    >>> docs = ["one two three four five six", "One two three four five six!", "something else entirely"]
+    >>> res = ms.dedup(docs, threshold=0.8, ngram=2)
+    >>> res.keep.tolist(), res.cluster.tolist()
+    ([True, False, True], [0, 0, 2])
+    """
+    hasher = MinHasher(num_perm, ngram, unit, seed, dtype=dtype)
+    threshold = _check_threshold(threshold)
+    b, r = resolve_bands(threshold, num_perm, bands, rows)
+    nthreads = _threads(threads)
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("texts must be a sequence of documents, not a single str/bytes (wrap it in a list)")
+    n = len(texts)
+    if progress is None:
+        progress = n >= _PROGRESS_MIN_DOCS and sys.stderr.isatty()
+    t0 = time.perf_counter()
+    if progress:
+        bar = _Progress(n, True)
+        parts, nbytes, step = [], 0, 20_000
+        for i in range(0, n, step):
+            chunk = texts[i : i + step]
+            parts.append(hasher.signatures(chunk, threads=threads))
+            nbytes += sum(len(t) for t in chunk)
+            bar.update(min(i + step, n), nbytes)
+        bar.close()
+        sigs = np.concatenate(parts) if parts else np.empty((0, num_perm), hasher.dtype)
+    else:
+        sigs = hasher._core.signatures(texts, nthreads)
+    t1 = time.perf_counter()
+    cluster, dup_pos, sim = _core.cluster_signatures(sigs, b, r, threshold, bool(verify), bool(match_empty))
+    t2 = time.perf_counter()
+    keep = cluster == np.arange(n, dtype=np.int64)
+    return DedupResult(
+        keep=keep,
+        cluster=cluster,
+        duplicate_of=dup_pos,
+        similarity=sim,
+        bands=b,
+        rows=r,
+        seconds={"signatures": t1 - t0, "clustering": t2 - t1},
+    )

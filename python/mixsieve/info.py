@@ -1,0 +1,34 @@
+"""What this mixsieve build contains: ``python -m mixsieve.info``."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from typing import Any
+
+import numpy as np
+
+from . import __version__, _core
+
+
+def build_info() -> dict[str, Any]:
+    """Compiler, SIMD level in use, usable cores, CUDA, Unicode tables and versions."""
+    info = dict(_core.build_info())
+    info.update(
+        mixsieve=__version__,
+        python=platform.python_version(),
+        numpy=np.__version__,
+        platform=platform.platform(),
+    )
+    return info
+
+
+def main() -> None:
+    info = build_info()
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        sys.stdout.write(f"{key:<{width}}  {value}\n")
+
+
+if __name__ == "__main__":
+    main()
