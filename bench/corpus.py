@@ -36,32 +36,36 @@ def vocabulary(size: int = 30_000) -> list[str]:
 
 
 def english_like(n: int, *, seed: int = 12345, min_chars: int = 1000, max_chars: int = 4000) -> list[str]:
-    """n documents of min_chars..max_chars characters of Zipf-distributed words."""
+    """n documents of min_chars..max_chars characters: sentences of 6-22 Zipf-drawn words."""
     rng = np.random.default_rng(seed)
-    vocab = np.array(vocabulary())
-    ranks = np.arange(1, len(vocab) + 1, dtype=np.float64)
-    p = ranks**-1.07
+    vocab = np.array(_cached_vocabulary())
+    p = np.arange(1, len(vocab) + 1, dtype=np.float64) ** -1.07
     p /= p.sum()
+    mean_len = float((np.char.str_len(vocab) * p).sum()) + 1.0
+    cdf = np.cumsum(p)
+    cdf[-1] = 1.0
     docs = []
-    # Draw words in large blocks, then cut them into sentences and documents.
-    pool = vocab[rng.choice(len(vocab), size=n * 700, p=p)]
-    pos = 0
     for _ in range(n):
         target = int(rng.integers(min_chars, max_chars + 1))
-        parts: list[str] = []
-        length = 0
-        while length < target:
-            k = int(rng.integers(6, 23))
-            if pos + k > len(pool):
-                pool = vocab[rng.choice(len(vocab), size=n * 100, p=p)]
-                pos = 0
-            words = pool[pos : pos + k]
-            pos += k
-            sentence = " ".join(words).capitalize() + "."
-            parts.append(sentence)
-            length += len(sentence) + 1
+        words = vocab[np.searchsorted(cdf, rng.random(int(target / mean_len * 1.3) + 30), side="right")].tolist()
+        cuts = np.cumsum(rng.integers(6, 23, size=len(words) // 6 + 1)).tolist()
+        parts, start = [], 0
+        for c in cuts:
+            if start >= len(words):
+                break
+            parts.append(" ".join(words[start:c]).capitalize() + ".")
+            start = c
         docs.append(" ".join(parts)[:target])
     return docs
+
+
+_VOCAB: list[str] = []
+
+
+def _cached_vocabulary() -> list[str]:
+    if not _VOCAB:
+        _VOCAB.extend(vocabulary())
+    return _VOCAB
 
 
 def perturb(text: str, rate: float, rng: np.random.Generator, vocab: list[str]) -> str:
@@ -83,7 +87,7 @@ def perturb(text: str, rate: float, rng: np.random.Generator, vocab: list[str]) 
 def with_near_duplicates(docs: list[str], n_dups: int, *, seed: int = 7) -> list[str]:
     """docs plus n_dups perturbed copies of random docs (rates 0.5-12%), appended."""
     rng = np.random.default_rng(seed)
-    vocab = vocabulary(5000)
+    vocab = _cached_vocabulary()[:5000]
     rates = [0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12]
     extra = [perturb(docs[int(rng.integers(len(docs)))], rates[i % len(rates)], rng, vocab) for i in range(n_dups)]
     return docs + extra

@@ -70,6 +70,9 @@ class LSHIndex {
   static constexpr std::int64_t kUnindexed = -2;  // rep_: empty document, not indexed
 
  public:
+  // Seed of the xxh64 checksum that closes a serialised index.
+  static constexpr std::uint64_t kChecksumSeed = 0x6D69787369657665ULL;
+
   explicit LSHIndex(const LSHParams& p) : p_(p), tables_(static_cast<std::size_t>(p.bands)) {
     if (p.num_perm < 1) throw std::invalid_argument("num_perm must be >= 1");
     if (p.bands < 1 || p.rows < 1) throw std::invalid_argument("bands and rows must be >= 1");
@@ -261,7 +264,6 @@ class LSHIndex {
   };
   static constexpr char kMagic[8] = {'M', 'X', 'S', 'V', 'L', 'S', 'H', '\0'};
   static constexpr std::uint32_t kVersion = 1;
-  static constexpr std::uint64_t kChecksumSeed = 0x6D69787369657665ULL;
 
   static Header read_header(const char* data, std::size_t len) {
     Header h;

@@ -2,11 +2,13 @@
 // pi_k(x) = a_k * x + b_k (mod 2^32 or 2^64, a_k odd) and the minimum per slot.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <stdexcept>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -85,6 +87,8 @@ template <class T>
 struct MinHashWorkspace {
   Normalized norm;
   std::vector<std::size_t> offsets;
+  std::vector<std::pair<std::size_t, std::size_t>> spans;  // (offset, length) of each shingle
+  std::vector<std::pair<std::size_t, std::size_t>> sorted;  // spans grouped by length
   std::vector<T> x;
 };
 
@@ -115,17 +119,33 @@ class MinHasher {
   // shingles gets every slot equal to the maximum value of T.
   void signature(const char* data, std::size_t len, T* out, MinHashWorkspace<T>& ws) const {
     normalize(data, len, ws.norm);
-    ws.x.clear();
-    const std::uint64_t seed = cfg_.seed;
+    // Collect shingle spans, then hash them grouped by length (a counting sort): the slot
+    // minimum ignores order, and equal lengths keep xxh64's length-dependent branches
+    // predictable, which roughly halves hashing time on text.
+    ws.spans.clear();
     for_each_shingle(ws.norm, cfg_.unit, cfg_.ngram, ws.offsets, [&](const char* p, std::size_t n) {
-      const std::uint64_t h = xxh64(p, n, seed);
-      if constexpr (std::is_same_v<T, std::uint32_t>) {
-        ws.x.push_back(fold32(h));
-      } else {
-        ws.x.push_back(h);
-      }
+      ws.spans.emplace_back(static_cast<std::size_t>(p - ws.norm.text.data()), n);
     });
-    permute_min(ws.x.data(), ws.x.size(), out);
+    const std::size_t count = ws.spans.size();
+    constexpr std::size_t kLenBuckets = 128;  // longer shingles share the last bucket
+    std::size_t start[kLenBuckets + 1] = {};
+    for (const auto& sp : ws.spans) ++start[std::min(sp.second, kLenBuckets - 1) + 1];
+    for (std::size_t b = 1; b <= kLenBuckets; ++b) start[b] += start[b - 1];
+    if (ws.sorted.size() < count) ws.sorted.resize(count);
+    for (const auto& sp : ws.spans) ws.sorted[start[std::min(sp.second, kLenBuckets - 1)]++] = sp;
+    if (ws.x.size() < count) ws.x.resize(count);
+    const char* text = ws.norm.text.data();
+    const std::uint64_t seed = cfg_.seed;
+    T* x = ws.x.data();
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::uint64_t h = xxh64(text + ws.sorted[i].first, ws.sorted[i].second, seed);
+      if constexpr (std::is_same_v<T, std::uint32_t>) {
+        x[i] = fold32(h);
+      } else {
+        x[i] = h;
+      }
+    }
+    permute_min(x, count, out);
   }
 
   // Minimum over the permuted values of pre-computed slot inputs (fold32'd for uint32).

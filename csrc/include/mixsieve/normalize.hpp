@@ -16,6 +16,10 @@
 
 #include "mixsieve/unicode.hpp"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace mixsieve {
 
 enum class Unit : int { Word = 0, Char = 1 };
@@ -23,8 +27,9 @@ enum class Unit : int { Word = 0, Char = 1 };
 struct Normalized {
   std::vector<char> text;               // normalised UTF-8 bytes (capacity reused)
   std::size_t size = 0;                 // bytes used in `text`
-  std::vector<std::size_t> word_start;  // byte offset of each word
+  std::vector<std::size_t> word_start;  // byte offset of each word (first `words` entries)
   std::vector<std::size_t> word_end;    // one past each word's last byte
+  std::size_t words = 0;
 };
 
 namespace normalize_detail {
@@ -45,60 +50,130 @@ inline constexpr AsciiTable kAscii{};
 
 }  // namespace normalize_detail
 
+namespace normalize_detail {
+
+inline char* put_utf8(char* w, std::uint32_t cp) {
+  if (cp < 0x80) {
+    *w++ = static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    *w++ = static_cast<char>(0xC0 | (cp >> 6));
+    *w++ = static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    *w++ = static_cast<char>(0xE0 | (cp >> 12));
+    *w++ = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    *w++ = static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    *w++ = static_cast<char>(0xF0 | (cp >> 18));
+    *w++ = static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    *w++ = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    *w++ = static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  return w;
+}
+
+}  // namespace normalize_detail
+
+#if defined(__SSE2__)
+#define MIXSIEVE_HAVE_SSE2_SCAN 1
+// Masks for 16 bytes: bit i of `word` is set for an ASCII letter or digit, bit i of `high` for
+// a byte >= 0x80. OR-ing 0x20 maps A-Z onto a-z and leaves digits unchanged.
+struct Scan16 {
+  __m128i lowered;
+  unsigned word;
+  unsigned high;
+};
+
+inline Scan16 scan16(const unsigned char* p) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i low = _mm_or_si128(v, _mm_set1_epi8(0x20));
+  // Signed compares: bytes >= 0x80 are negative and fall outside both ranges.
+  const __m128i letter = _mm_and_si128(_mm_cmpgt_epi8(low, _mm_set1_epi8('a' - 1)),
+                                       _mm_cmplt_epi8(low, _mm_set1_epi8('z' + 1)));
+  const __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
+                                      _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1)));
+  return {low, static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(letter, digit))),
+          static_cast<unsigned>(_mm_movemask_epi8(v))};
+}
+#endif
+
 inline void normalize(const char* data, std::size_t len, Normalized& out) {
-  // Lower-casing can lengthen a character by at most half (2 -> 3 bytes), plus separators.
-  if (out.text.size() < 2 * len + 4) out.text.resize(2 * len + 4);
-  out.word_start.clear();
-  out.word_end.clear();
+  using normalize_detail::kAscii;
+  // Lower-casing can lengthen a character by at most half (2 -> 3 bytes), and the vector
+  // path stores 16 bytes past its write position; a text of `len` bytes has at most
+  // (len + 1) / 2 words.
+  if (out.text.size() < 2 * len + 32) out.text.resize(2 * len + 32);
+  if (out.word_start.size() < len / 2 + 1) {
+    out.word_start.resize(len / 2 + 1);
+    out.word_end.resize(len / 2 + 1);
+  }
   char* const base = out.text.data();
+  std::size_t* const ws = out.word_start.data();
+  std::size_t* const we = out.word_end.data();
+  std::size_t nw = 0;
   char* w = base;
   bool in_word = false;
   const auto* p = reinterpret_cast<const unsigned char*>(data);
   const auto* const end = p + len;
-  auto begin_word = [&] {
-    if (!out.word_start.empty()) *w++ = ' ';
-    out.word_start.push_back(static_cast<std::size_t>(w - base));
-    in_word = true;
-  };
-  auto end_word = [&] {
-    out.word_end.push_back(static_cast<std::size_t>(w - base));
-    in_word = false;
-  };
   while (p < end) {
-    const unsigned char b = *p;
-    if (b < 0x80) {
-      ++p;
-      const unsigned char c = normalize_detail::kAscii.map[b];
-      if (c) {
-        if (!in_word) begin_word();
-        *w++ = static_cast<char>(c);
-      } else if (in_word) {
-        end_word();
-      }
-      continue;
-    }
-    const std::uint32_t cp = decode_utf8(p, end);
-    if (is_word_char(cp)) {
-      if (!in_word) begin_word();
-      std::uint32_t lc = to_lower(cp);
-      if (lc < 0x800) {
-        *w++ = static_cast<char>(0xC0 | (lc >> 6));
-        *w++ = static_cast<char>(0x80 | (lc & 0x3F));
-      } else if (lc < 0x10000) {
-        *w++ = static_cast<char>(0xE0 | (lc >> 12));
-        *w++ = static_cast<char>(0x80 | ((lc >> 6) & 0x3F));
-        *w++ = static_cast<char>(0x80 | (lc & 0x3F));
+#ifdef MIXSIEVE_HAVE_SSE2_SCAN
+    // Whole ASCII words and separator runs, 16 bytes at a time; a non-ASCII byte drops to
+    // the one-code-point step below.
+    if (end - p >= 16) {
+      const Scan16 s = scan16(p);
+      if (in_word) {
+        const unsigned stop = ~s.word & 0xFFFFu;
+        const unsigned r = stop ? static_cast<unsigned>(__builtin_ctz(stop)) : 16u;
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(w), s.lowered);
+        w += r;
+        p += r;
+        if (r == 16) continue;
+        if (!((s.high >> r) & 1u)) {
+          we[nw++] = static_cast<std::size_t>(w - base);
+          in_word = false;
+          continue;
+        }
       } else {
-        *w++ = static_cast<char>(0xF0 | (lc >> 18));
-        *w++ = static_cast<char>(0x80 | ((lc >> 12) & 0x3F));
-        *w++ = static_cast<char>(0x80 | ((lc >> 6) & 0x3F));
-        *w++ = static_cast<char>(0x80 | (lc & 0x3F));
+        const unsigned any = s.word | s.high;
+        if (!any) {
+          p += 16;
+          continue;
+        }
+        const unsigned i = static_cast<unsigned>(__builtin_ctz(any));
+        p += i;
+        if (!((s.high >> i) & 1u)) {
+          if (nw) *w++ = ' ';
+          ws[nw] = static_cast<std::size_t>(w - base);
+          in_word = true;
+          continue;
+        }
       }
+    }
+#endif
+    // One code point.
+    bool is_word;
+    std::uint32_t cp;
+    if (*p < 0x80) {
+      cp = kAscii.map[*p++];
+      is_word = cp != 0;
+    } else {
+      cp = decode_utf8(p, end);
+      is_word = is_word_char(cp);
+      if (is_word) cp = to_lower(cp);
+    }
+    if (is_word) {
+      if (!in_word) {
+        if (nw) *w++ = ' ';
+        ws[nw] = static_cast<std::size_t>(w - base);
+        in_word = true;
+      }
+      w = normalize_detail::put_utf8(w, cp);
     } else if (in_word) {
-      end_word();
+      we[nw++] = static_cast<std::size_t>(w - base);
+      in_word = false;
     }
   }
-  if (in_word) end_word();
+  if (in_word) we[nw++] = static_cast<std::size_t>(w - base);
+  out.words = nw;
   out.size = static_cast<std::size_t>(w - base);
 }
 
@@ -119,7 +194,7 @@ void for_each_shingle(const Normalized& norm, Unit unit, int ngram, std::vector<
   const char* t = norm.text.data();
   const std::size_t n = static_cast<std::size_t>(ngram);
   if (unit == Unit::Word) {
-    const std::size_t words = norm.word_start.size();
+    const std::size_t words = norm.words;
     if (words == 0) return;
     if (words < n) {
       fn(t, norm.size);
