@@ -39,7 +39,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import corpus  # noqa: E402
-
 import mixsieve as ms  # noqa: E402
 
 NUM_PERM = 128
@@ -71,14 +70,23 @@ def methods() -> dict[str, Callable[[list[str]], Any]]:
     try:
         from rensa import RMinHash
 
-        found["rensa"] = lambda docs: RMinHash.digest_matrix_from_token_sets(shingle_lists(docs), NUM_PERM, 42)
+        found["rensa"] = lambda docs: RMinHash.digest_matrix_from_token_sets(
+            shingle_lists(docs), NUM_PERM, 42
+        )
     except ImportError:
         print("rensa not installed: skipped", file=sys.stderr)
     try:
         from gaoya.minhash import MinHashStringIndex
 
-        gx = MinHashStringIndex(hash_size=32, jaccard_threshold=0.8, num_bands=16, band_size=8, analyzer="word",
-                                lowercase=True, ngram_range=(NGRAM, NGRAM))
+        gx = MinHashStringIndex(
+            hash_size=32,
+            jaccard_threshold=0.8,
+            num_bands=16,
+            band_size=8,
+            analyzer="word",
+            lowercase=True,
+            ngram_range=(NGRAM, NGRAM),
+        )
         found["gaoya"] = lambda docs: gx.minhash_index.bulk_hash_docs(docs)
     except ImportError:
         print("gaoya not installed: skipped", file=sys.stderr)
@@ -104,8 +112,13 @@ def sketch_benchmark(docs: list[str], runs: int) -> dict[str, Any]:
     for name in fns:
         c, w = statistics.median(cpu[name]), statistics.median(wall[name])
         rows[name] = {
-            "cpu_s_median": c, "cpu_s_min": min(cpu[name]), "cpu_s_max": max(cpu[name]), "wall_s_median": w,
-            "mb_per_s": mb / c, "docs_per_s": len(docs) / c, "mixsieve_speedup": c / ours,
+            "cpu_s_median": c,
+            "cpu_s_min": min(cpu[name]),
+            "cpu_s_max": max(cpu[name]),
+            "wall_s_median": w,
+            "mb_per_s": mb / c,
+            "docs_per_s": len(docs) / c,
+            "mixsieve_speedup": c / ours,
         }
     return {"docs": len(docs), "mb": mb, "runs": runs, "methods": rows}
 
@@ -127,11 +140,24 @@ def dedup_child(n: int, threads: int) -> None:
     res = ms.dedup(docs, threshold=0.8, num_perm=NUM_PERM, ngram=NGRAM, threads=threads)
     dt = time.perf_counter() - t0
     peak = status("VmHWM:")
-    print(json.dumps({
-        "docs": n, "mb": mb, "threads": threads, "seconds": dt, "seconds_parts": res.seconds,
-        "docs_per_s": n / dt, "mb_per_s": mb / dt, "removed": res.num_removed, "clusters": res.num_clusters,
-        "peak_rss_bytes": peak, "rss_before_bytes": rss0, "extra_bytes_per_doc": (peak - rss0) / n,
-    }))
+    print(
+        json.dumps(
+            {
+                "docs": n,
+                "mb": mb,
+                "threads": threads,
+                "seconds": dt,
+                "seconds_parts": res.seconds,
+                "docs_per_s": n / dt,
+                "mb_per_s": mb / dt,
+                "removed": res.num_removed,
+                "clusters": res.num_clusters,
+                "peak_rss_bytes": peak,
+                "rss_before_bytes": rss0,
+                "extra_bytes_per_doc": (peak - rss0) / n,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -140,7 +166,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--dedup-docs", type=int, default=200_000)
     ap.add_argument("--dedup-threads", type=int, default=2)
-    ap.add_argument("--cpu", type=int, default=None, help="core to pin the sketch benchmark to (default: the last)")
+    ap.add_argument(
+        "--cpu", type=int, default=None, help="core to pin the sketch benchmark to (default: the last)"
+    )
     ap.add_argument("--out", default="bench/results/minhash.json")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
     ap.add_argument("--_dedup-child", type=int, default=None, help=argparse.SUPPRESS)
@@ -160,25 +188,48 @@ def main() -> None:
     os.sched_setaffinity(0, set(cores))
 
     print(f"ms.dedup on {args.dedup_docs} documents, {args.dedup_threads} threads ...", file=sys.stderr)
-    out = subprocess.run([sys.executable, __file__, f"--_dedup-child={args.dedup_docs}",
-                          f"--dedup-threads={args.dedup_threads}"], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            f"--_dedup-child={args.dedup_docs}",
+            f"--dedup-threads={args.dedup_threads}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     dd = json.loads(out.stdout.strip().splitlines()[-1])
 
     m = sketch["methods"]
-    print(f"\nRaw text -> signatures, {NUM_PERM} permutations, word {NGRAM}-grams, one core "
-          f"({sketch['docs']:,} docs, {sketch['mb']:.1f} MB, median of {sketch['runs']} runs, CPU time)")
+    print(
+        f"\nRaw text -> signatures, {NUM_PERM} permutations, word {NGRAM}-grams, one core "
+        f"({sketch['docs']:,} docs, {sketch['mb']:.1f} MB, median of {sketch['runs']} runs, CPU time)"
+    )
     print(f"{'method':<12}{'CPU s':>9}{'wall s':>9}{'MB/s':>9}{'docs/s':>10}{'mixsieve x':>12}")
     for name, r in sorted(m.items(), key=lambda kv: kv[1]["cpu_s_median"]):
-        print(f"{name:<12}{r['cpu_s_median']:>9.3f}{r['wall_s_median']:>9.3f}{r['mb_per_s']:>9.1f}"
-              f"{r['docs_per_s']:>10.0f}{r['mixsieve_speedup']:>11.1f}x")
-    print(f"\nms.dedup end to end: {dd['docs']:,} docs ({dd['mb']:.0f} MB), {dd['threads']} threads: "
-          f"{dd['seconds']:.2f} s ({dd['docs_per_s']:.0f} docs/s, {dd['mb_per_s']:.0f} MB/s), "
-          f"peak RSS {dd['peak_rss_bytes'] / 2**20:.0f} MiB, {dd['extra_bytes_per_doc']:.0f} B/doc above the "
-          f"loaded text; removed {dd['removed']:,} in {dd['clusters']:,} clusters")
+        print(
+            f"{name:<12}{r['cpu_s_median']:>9.3f}{r['wall_s_median']:>9.3f}{r['mb_per_s']:>9.1f}"
+            f"{r['docs_per_s']:>10.0f}{r['mixsieve_speedup']:>11.1f}x"
+        )
+    print(
+        f"\nms.dedup end to end: {dd['docs']:,} docs ({dd['mb']:.0f} MB), {dd['threads']} threads: "
+        f"{dd['seconds']:.2f} s ({dd['docs_per_s']:.0f} docs/s, {dd['mb_per_s']:.0f} MB/s), "
+        f"peak RSS {dd['peak_rss_bytes'] / 2**20:.0f} MiB, {dd['extra_bytes_per_doc']:.0f} B/doc above the "
+        f"loaded text; removed {dd['removed']:,} in {dd['clusters']:,} clusters"
+    )
     result = {
-        "benchmark": "minhash", "num_perm": NUM_PERM, "ngram": NGRAM, "sketch_one_core": sketch, "dedup": dd,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": len(cores),
-                    "mixsieve": ms.__version__, "simd": ms._core.build_info()["simd"]},
+        "benchmark": "minhash",
+        "num_perm": NUM_PERM,
+        "ngram": NGRAM,
+        "sketch_one_core": sketch,
+        "dedup": dd,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": len(cores),
+            "mixsieve": ms.__version__,
+            "simd": ms._core.build_info()["simd"],
+        },
         "versions": _versions(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

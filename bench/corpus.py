@@ -47,7 +47,9 @@ def english_like(n: int, *, seed: int = 12345, min_chars: int = 1000, max_chars:
     docs = []
     for _ in range(n):
         target = int(rng.integers(min_chars, max_chars + 1))
-        words = vocab[np.searchsorted(cdf, rng.random(int(target / mean_len * 1.3) + 30), side="right")].tolist()
+        words = vocab[
+            np.searchsorted(cdf, rng.random(int(target / mean_len * 1.3) + 30), side="right")
+        ].tolist()
         cuts = np.cumsum(rng.integers(6, 23, size=len(words) // 6 + 1)).tolist()
         parts, start = [], 0
         for c in cuts:
@@ -89,5 +91,7 @@ def with_near_duplicates(docs: list[str], n_dups: int, *, seed: int = 7) -> list
     rng = np.random.default_rng(seed)
     vocab = _cached_vocabulary()[:5000]
     rates = [0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12]
-    extra = [perturb(docs[int(rng.integers(len(docs)))], rates[i % len(rates)], rng, vocab) for i in range(n_dups)]
+    extra = [
+        perturb(docs[int(rng.integers(len(docs)))], rates[i % len(rates)], rng, vocab) for i in range(n_dups)
+    ]
     return docs + extra

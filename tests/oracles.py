@@ -86,7 +86,9 @@ def perm_params(seed: int, num_perm: int, bits: int) -> tuple[list[int], list[in
     return a, b
 
 
-def signature(text: str | bytes, *, num_perm: int, ngram: int, unit: str, seed: int, bits: int = 32) -> list[int]:
+def signature(
+    text: str | bytes, *, num_perm: int, ngram: int, unit: str, seed: int, bits: int = 32
+) -> list[int]:
     mask = M32 if bits == 32 else M64
     a, b = perm_params(seed, num_perm, bits)
     xs = []
@@ -116,8 +118,8 @@ def optimal_bands(threshold: float, num_perm: int, fp_w: float = 0.5, fn_w: floa
     best, opt = float("inf"), (0, 0)
     for b in range(1, num_perm + 1):
         for r in range(1, num_perm // b + 1):
-            fp = _integrate(lambda s: 1 - (1 - s**r) ** b, 0.0, threshold)
-            fn = _integrate(lambda s: (1 - s**r) ** b, threshold, 1.0)
+            fp = _integrate(lambda s, r=r, b=b: 1 - (1 - s**r) ** b, 0.0, threshold)
+            fn = _integrate(lambda s, r=r, b=b: (1 - s**r) ** b, threshold, 1.0)
             err = fp_w * fp + fn_w * fn
             if err < best:
                 best, opt = err, (b, r)

@@ -1,9 +1,8 @@
 """Bad input gives a ValueError/TypeError that names the offending value, never a crash."""
 
+import mixsieve as ms
 import numpy as np
 import pytest
-
-import mixsieve as ms
 
 
 @pytest.mark.parametrize(

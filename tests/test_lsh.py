@@ -4,11 +4,10 @@ save/load round trips, incremental dedup, corrupt files, thread invariance."""
 
 import random
 
-import numpy as np
-import pytest
-
 import mixsieve as ms
+import numpy as np
 import oracles
+import pytest
 import textgen
 
 MAX32 = np.iinfo(np.uint32).max
@@ -20,7 +19,9 @@ def test_bands_match_datasketch_published_values(t, expected):
     assert ms.resolve_bands(t, 128) == expected
 
 
-@pytest.mark.parametrize(("t", "k", "w"), [(0.3, 64, (0.5, 0.5)), (0.85, 96, (0.5, 0.5)), (0.75, 128, (0.3, 0.7))])
+@pytest.mark.parametrize(
+    ("t", "k", "w"), [(0.3, 64, (0.5, 0.5)), (0.85, 96, (0.5, 0.5)), (0.75, 128, (0.3, 0.7))]
+)
 def test_bands_match_oracle(t, k, w):
     assert ms.resolve_bands(t, k, weights=w) == oracles.optimal_bands(t, k, *w)
 

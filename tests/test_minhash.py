@@ -5,14 +5,13 @@ document rules, Jaccard estimates against exact shingle-set Jaccard, and propert
 import hashlib
 import random
 
+import mixsieve as ms
 import numpy as np
+import oracles
 import pytest
+import textgen
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import mixsieve as ms
-import oracles
-import textgen
 from mixsieve import _core
 
 
@@ -51,8 +50,20 @@ def test_shingles_match_oracle():
 def test_invalid_utf8_bytes_decoded_like_python_replace():
     rng = random.Random(11)
     h = ms.MinHasher(num_perm=16, ngram=2, seed=5)
-    pieces = [b"abc ", b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\xf0\x9f\x98", b"\xf4\x90\x80\x80",
-              "Ünï".encode(), b"\xc0\xaf", b" xyz", b"\x80", "中".encode()]
+    pieces = [
+        b"abc ",
+        b"\xff",
+        b"\xc3",
+        b"\xe2\x82",
+        b"\xed\xa0\x80",
+        b"\xf0\x9f\x98",
+        b"\xf4\x90\x80\x80",
+        "Ünï".encode(),
+        b"\xc0\xaf",
+        b" xyz",
+        b"\x80",
+        "中".encode(),
+    ]
     docs = [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 20))) for _ in range(300)]
     sigs = h.signatures(docs)
     for d, s in zip(docs, sigs):
@@ -131,7 +142,9 @@ def test_jaccard_estimates_within_binomial_bound():
     sa = h.signatures([p[0] for p in pairs])
     sb = h.signatures([p[1] for p in pairs])
     est = ms.estimate_jaccard(sa, sb)
-    exact = np.array([oracles.jaccard(oracles.shingles(a, "word", 3), oracles.shingles(b, "word", 3)) for a, b in pairs])
+    exact = np.array(
+        [oracles.jaccard(oracles.shingles(a, "word", 3), oracles.shingles(b, "word", 3)) for a, b in pairs]
+    )
     sd = np.sqrt(np.maximum(exact * (1 - exact), 1 / k) / k)
     z = (est - exact) / sd
     assert np.abs(z).max() < 5.3, (np.abs(z).max(), exact[np.argmax(np.abs(z))])
@@ -161,8 +174,12 @@ def test_property_identical_docs_identical_signatures(text):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(["alpha", "beta", "Gamma", "δέλτα", "эпсилон", "zeta9"]), min_size=1, max_size=30),
-       st.randoms(use_true_random=False))
+@given(
+    st.lists(
+        st.sampled_from(["alpha", "beta", "Gamma", "δέλτα", "эпсилон", "zeta9"]), min_size=1, max_size=30
+    ),
+    st.randoms(use_true_random=False),
+)
 def test_property_unigram_signature_ignores_order_and_repeats(words, rnd):
     h = ms.MinHasher(num_perm=32, ngram=1)
     shuffled = list(words) * 2

@@ -3,7 +3,6 @@
 import random
 
 import xxhash
-
 from mixsieve import _core
 
 

@@ -66,7 +66,7 @@ def _check_threshold(threshold: Any) -> float:
 
 def _check_dtype(dtype: Any) -> np.dtype[Any]:
     try:
-        dt = np.dtype(dtype)
+        dt: np.dtype[Any] = np.dtype(dtype)
     except TypeError as e:
         raise TypeError(f"dtype must be np.uint32 or np.uint64, got {dtype!r}") from e
     if dt not in _DTYPES:
@@ -125,7 +125,7 @@ class MinHasher:
         self.seed = _check_int("seed", seed, 0, (1 << 64) - 1)
         self.dtype = _check_dtype(dtype)
         cls = _core.MinHasher32 if _DTYPES[self.dtype] == 32 else _core.MinHasher64
-        self._core = cls(self.num_perm, self.ngram, _UNITS[unit], self.seed)
+        self._core: _core.MinHasher32 = cls(self.num_perm, self.ngram, _UNITS[unit], self.seed)
 
     def signatures(self, texts: Sequence[Text], *, threads: int | None = None) -> np.ndarray:
         """Signatures of many documents, computed on ``threads`` cores (None: all) without the GIL.
@@ -147,7 +147,8 @@ class MinHasher:
         """The signature of one document, shape (num_perm,)."""
         if not isinstance(text, (str, bytes)):
             raise TypeError(f"text must be str or bytes, got {type(text).__name__}")
-        return self._core.signatures([text], 1)[0]
+        out: np.ndarray = self._core.signatures([text], 1)[0]
+        return out
 
     def params(self) -> dict[str, Any]:
         """The parameters that define these signatures (stored with saved indexes)."""
@@ -284,7 +285,7 @@ class LSHIndex:
         self.verify = bool(verify)
         self.match_empty = bool(match_empty)
         self.meta: dict[str, Any] = {}
-        self._core: Any = None
+        self._core: _core.LSHIndex32 | None = None
         self._dtype: np.dtype[Any] | None = None
 
     @property
@@ -292,10 +293,12 @@ class LSHIndex:
         """Slot dtype of the indexed signatures (None until the first add)."""
         return self._dtype
 
-    def _core_for(self, dtype: np.dtype[Any]) -> Any:
+    def _core_for(self, dtype: np.dtype[Any]) -> _core.LSHIndex32:
         if self._core is None:
             cls = _core.LSHIndex32 if _DTYPES[dtype] == 32 else _core.LSHIndex64
-            self._core = cls(self.num_perm, self.bands, self.rows, self.threshold, self.verify, self.match_empty)
+            self._core = cls(
+                self.num_perm, self.bands, self.rows, self.threshold, self.verify, self.match_empty
+            )
             self._dtype = dtype
         elif dtype != self._dtype:
             raise TypeError(f"signatures have dtype {dtype}, but this index holds {self._dtype}")
@@ -308,7 +311,9 @@ class LSHIndex:
             want = " or ".join(f"{d}-D" for d in ndim)
             raise ValueError(f"signatures must be {want}, got shape {sigs.shape}")
         if sigs.shape[-1] != self.num_perm:
-            raise ValueError(f"signatures have {sigs.shape[-1]} slots, this index expects num_perm={self.num_perm}")
+            raise ValueError(
+                f"signatures have {sigs.shape[-1]} slots, this index expects num_perm={self.num_perm}"
+            )
         return sigs
 
     def add(
@@ -361,7 +366,8 @@ class LSHIndex:
         """A copy of all indexed signatures, in insertion order."""
         if self._core is None:
             return np.empty((0, self.num_perm), np.uint32)
-        return self._core.signatures()
+        out: np.ndarray = self._core.signatures()
+        return out
 
     def __len__(self) -> int:
         return 0 if self._core is None else len(self._core)
@@ -402,7 +408,12 @@ class LSHIndex:
             raise ValueError(f"{os.fspath(path)}: {e}") from None
         p = _params_of(data)
         self = cls.__new__(cls)
-        self.threshold, self.num_perm, self.bands, self.rows = p["threshold"], p["num_perm"], p["bands"], p["rows"]
+        self.threshold, self.num_perm, self.bands, self.rows = (
+            p["threshold"],
+            p["num_perm"],
+            p["bands"],
+            p["rows"],
+        )
         self.verify, self.match_empty = p["verify"], p["match_empty"]
         try:
             self.meta = json.loads(meta.decode()) if meta else {}

@@ -25,8 +25,11 @@ _SYSTEM_TEXT_DIRS = (Path("/usr/share/common-licenses"), Path("/usr/share/doc"))
 def local_corpus(limit: int | None = None) -> tuple[list[str], list[str]]:
     """(names, texts) of the default corpus, in a sorted, deterministic order."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    paths = [(f"stdlib/{p.relative_to(stdlib)}", p) for p in sorted(stdlib.rglob("*.py"))
-             if "site-packages" not in p.parts]
+    paths = [
+        (f"stdlib/{p.relative_to(stdlib)}", p)
+        for p in sorted(stdlib.rglob("*.py"))
+        if "site-packages" not in p.parts
+    ]
     licenses, docs = _SYSTEM_TEXT_DIRS
     if licenses.is_dir():
         paths += [(str(p), p) for p in sorted(licenses.iterdir()) if p.is_file()]
@@ -42,8 +45,16 @@ def local_corpus(limit: int | None = None) -> tuple[list[str], list[str]]:
     return names, texts
 
 
-def run(*, threshold: float = 0.8, ngram: int = 5, num_perm: int = 128, threads: int | None = None,
-        limit: int | None = None, top: int = 8, out: TextIO = sys.stdout) -> int:
+def run(
+    *,
+    threshold: float = 0.8,
+    ngram: int = 5,
+    num_perm: int = 128,
+    threads: int | None = None,
+    limit: int | None = None,
+    top: int = 8,
+    out: TextIO = sys.stdout,
+) -> int:
     """Deduplicate the local corpus and print a short report; returns the number removed."""
     t0 = time.perf_counter()
     names, texts = local_corpus(limit)
@@ -59,14 +70,23 @@ def run(*, threshold: float = 0.8, ngram: int = 5, num_perm: int = 128, threads:
         members[c].append(i)
     clusters = sorted((m for m in members.values() if len(m) > 1), key=lambda m: (-len(m), m[0]))
     w = out.write
-    w(f"mixsieve demo: near-duplicates in {len(texts):,} local documents ({nbytes / 1e6:.1f} MB; "
-      f"read in {t_read:.2f} s)\n")
-    w(f"  MinHash {num_perm} permutations, word {ngram}-grams, threshold {threshold}, "
-      f"LSH {res.bands} bands x {res.rows} rows, verified\n")
-    w(f"  signatures {res.seconds['signatures']:.2f} s ({nbytes / 1e6 / max(res.seconds['signatures'], 1e-9):.0f} MB/s), "
-      f"clustering {res.seconds['clustering']:.2f} s\n")
-    w(f"  {res.num_clusters} clusters of near-duplicates; kept {int(res.keep.sum()):,}, "
-      f"removed {res.num_removed:,} ({res.num_removed / len(texts):.1%}) in {secs:.2f} s\n")
+    w(
+        f"mixsieve demo: near-duplicates in {len(texts):,} local documents ({nbytes / 1e6:.1f} MB; "
+        f"read in {t_read:.2f} s)\n"
+    )
+    w(
+        f"  MinHash {num_perm} permutations, word {ngram}-grams, threshold {threshold}, "
+        f"LSH {res.bands} bands x {res.rows} rows, verified\n"
+    )
+    sig_s = res.seconds["signatures"]
+    w(
+        f"  signatures {sig_s:.2f} s ({nbytes / 1e6 / max(sig_s, 1e-9):.0f} MB/s), "
+        f"clustering {res.seconds['clustering']:.2f} s\n"
+    )
+    w(
+        f"  {res.num_clusters} clusters of near-duplicates; kept {int(res.keep.sum()):,}, "
+        f"removed {res.num_removed:,} ({res.num_removed / len(texts):.1%}) in {secs:.2f} s\n"
+    )
     if clusters:
         w("\nLargest clusters (kept document first, estimated Jaccard to its match):\n")
     for m in clusters[:top]:
@@ -75,14 +95,19 @@ def run(*, threshold: float = 0.8, ngram: int = 5, num_perm: int = 128, threads:
             w(f"      drop {names[i]}  (J~{res.similarity[i]:.2f} with {names[int(res.duplicate_of[i])]})\n")
         if len(m) > 4:
             w(f"      ... and {len(m) - 4} more\n")
-    near = [i for i in np.argsort(-res.similarity, kind="stable").tolist()
-            if res.duplicate_of[i] >= 0 and res.similarity[i] < 1.0]
+    near = [
+        i
+        for i in np.argsort(-res.similarity, kind="stable").tolist()
+        if res.duplicate_of[i] >= 0 and res.similarity[i] < 1.0
+    ]
     if near:
         w("\nNear (not identical) duplicates found, most similar first:\n")
         for i in near[:top]:
             w(f"  J~{res.similarity[i]:.2f}  {names[i]}  ~  {names[int(res.duplicate_of[i])]}\n")
     sims = res.similarity[res.duplicate_of >= 0]
     if sims.size:
-        w(f"\nEstimated Jaccard of removed documents to their match: median {np.median(sims):.2f}, "
-          f"min {sims.min():.2f}\n")
+        w(
+            f"\nEstimated Jaccard of removed documents to their match: median {np.median(sims):.2f}, "
+            f"min {sims.min():.2f}\n"
+        )
     return res.num_removed

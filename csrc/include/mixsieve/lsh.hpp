@@ -85,7 +85,15 @@ class LSHIndex {
   const LSHParams& params() const { return p_; }
   std::size_t size() const { return keys_.size(); }
   const std::vector<std::int64_t>& keys() const { return keys_; }
-  const T* signature(std::size_t pos) const { return sigs_.data() + pos * k(); }
+  const T* signature(std::size_t pos) const { return (view_ ? view_ : sigs_.data()) + pos * k(); }
+
+  // An index over signatures the caller keeps alive and adds in order, starting at `view`
+  // (no copy): for one-shot clustering of a signature matrix.
+  static LSHIndex over(const LSHParams& p, const T* view) {
+    LSHIndex idx(p);
+    idx.view_ = view;
+    return idx;
+  }
 
   // Adds n signatures in order. For row i, dup_pos[i] is the position of the earlier
   // indexed row with the highest estimated Jaccard among verified candidates (ties: the
@@ -102,7 +110,11 @@ class LSHIndex {
       const T* sig = sigs + i * k();
       const auto pos = static_cast<std::uint32_t>(keys_.size());
       keys_.push_back(keys ? keys[i] : static_cast<std::int64_t>(pos));
-      sigs_.insert(sigs_.end(), sig, sig + k());
+      if (view_) {
+        if (sig != view_ + static_cast<std::size_t>(pos) * k()) throw std::logic_error("LSHIndex view: rows added out of order");
+      } else {
+        sigs_.insert(sigs_.end(), sig, sig + k());
+      }
       next_.resize(next_.size() + static_cast<std::size_t>(p_.bands), kEmpty);
       alias_next_.push_back(kEmpty);
       alias_head_.push_back(kEmpty);
@@ -181,7 +193,7 @@ class LSHIndex {
     put(meta.data(), meta.size());
     put(keys_.data(), keys_.size() * sizeof(std::int64_t));
     put(rep_.data(), rep_.size() * sizeof(std::int64_t));
-    put(sigs_.data(), sigs_.size() * sizeof(T));
+    put(signature(0), keys_.size() * k() * sizeof(T));
     const std::uint64_t sum = xxh64(out.data(), out.size(), kChecksumSeed);
     put(&sum, sizeof(sum));
     return out;
@@ -349,7 +361,7 @@ class LSHIndex {
   void reserve(std::size_t n) {
     keys_.reserve(n);
     rep_.reserve(n);
-    sigs_.reserve(n * k());
+    if (!view_) sigs_.reserve(n * k());
     next_.reserve(n * static_cast<std::size_t>(p_.bands));
     alias_next_.reserve(n);
     alias_head_.reserve(n);
@@ -364,7 +376,8 @@ class LSHIndex {
   std::vector<Table> tables_;
   std::vector<std::int64_t> keys_;
   std::vector<std::int64_t> rep_;         // kBucketed, kUnindexed, or the position it copies
-  std::vector<T> sigs_;                   // size() * num_perm slots
+  std::vector<T> sigs_;                   // size() * num_perm slots (unless view_)
+  const T* view_ = nullptr;               // caller-owned signatures, see over()
   std::vector<std::uint32_t> next_;       // per (row, band): next member of the same bucket
   std::vector<std::uint32_t> alias_head_;  // per bucketed row: its exact copies
   std::vector<std::uint32_t> alias_next_;
@@ -375,7 +388,7 @@ class LSHIndex {
 template <class T>
 void cluster_signatures(const T* sigs, std::size_t n, const LSHParams& p, std::int64_t* cluster,
                         std::int64_t* dup_pos, float* sim) {
-  LSHIndex<T> idx(p);
+  LSHIndex<T> idx = LSHIndex<T>::over(p, sigs);
   UnionFind uf(n);
   idx.add(sigs, n, nullptr, dup_pos, sim,
           [&uf](std::uint32_t a, std::uint32_t b, double) { uf.unite(a, b); });
