@@ -162,3 +162,142 @@ def clusters(
             ri, rj = find(i), find(j)
             parent[max(ri, rj)] = min(ri, rj)
     return [find(i) for i in range(n)]
+
+
+# ---- weighted sampling (shared/specs/algorithms.md section 1) ----
+
+
+def exact_successive(w, k):
+    """Successive sampling by enumeration: ordered-tuple pmf, subset pmf, inclusion probs."""
+    import itertools
+
+    w = [float(x) for x in w]
+    total = sum(w)
+    seq, sets, incl = {}, {}, [0.0] * len(w)
+    for perm in itertools.permutations([i for i in range(len(w)) if w[i] > 0], k):
+        p, rem = 1.0, total
+        for i in perm:
+            p *= w[i] / rem
+            rem -= w[i]
+        seq[perm] = p
+        key = frozenset(perm)
+        sets[key] = sets.get(key, 0.0) + p
+        for i in perm:
+            incl[i] += p
+    return seq, sets, incl
+
+
+def successive_inclusion(w, k, points=3000):
+    """Inclusion probabilities of successive sampling for larger n (the spec's 1-D integral):
+    pi_i = int_0^inf w_i exp(-w_i t) P(fewer than k of the other E_j ~ Exp(w_j) are below t) dt,
+    integrated on a log-spaced grid of t with the Poisson-binomial CDF from an O(nk) DP."""
+    import numpy as np
+
+    w = np.asarray(w, float)
+    n = len(w)
+    t = np.logspace(np.log10(1e-7 / w.max()), np.log10(60.0 / w.min()), points)
+    q = 1.0 - np.exp(-np.outer(w, t))  # q[j, :] = P(E_j < t)
+    out = np.zeros(n)
+    for i in range(n):
+        dp = np.zeros((points, k))
+        dp[:, 0] = 1.0  # P(exactly c of the others so far are below t), c < k
+        for j in range(n):
+            if j == i:
+                continue
+            qj = q[j][:, None]
+            shifted = np.concatenate([np.zeros((points, 1)), dp[:, :-1]], axis=1)
+            dp = dp * (1 - qj) + shifted * qj
+        f = w[i] * np.exp(-w[i] * t) * dp.sum(axis=1)
+        out[i] = np.trapz(f * t, np.log(t)) if hasattr(np, "trapz") else np.trapezoid(f * t, np.log(t))
+    return out
+
+
+def pps_targets(w, k):
+    """pi_i = min(1, c w_i) with sum k: certainty items found heaviest first."""
+    w = [float(x) for x in w]
+    order = sorted(range(len(w)), key=lambda i: -w[i])
+    certain, rest_w, slots = set(), sum(w), k
+    for i in order:
+        if w[i] * slots >= rest_w and slots > 0:
+            certain.add(i)
+            rest_w -= w[i]
+            slots -= 1
+        else:
+            break
+    c = slots / rest_w if rest_w > 0 else 0.0
+    return [1.0 if i in certain else min(1.0, c * w[i]) for i in range(len(w))]
+
+
+def soft_cap_exact(scores, penalty, total, batch):
+    """Exact distribution of SCS count vectors (FLYT's notebook algorithm) by enumeration."""
+    import itertools
+    import math
+
+    n = len(scores)
+    dist = {tuple([0] * n): 1.0}
+    done = 0
+    while done < total:
+        b = min(batch, total - done)
+        nxt: dict[tuple, float] = {}
+        for counts, pc in dist.items():
+            logits = [s - penalty * c for s, c in zip(scores, counts)]
+            m = max(logits)
+            e = [math.exp(x - m) for x in logits]
+            for perm in itertools.permutations(range(n), b):
+                p, rem = 1.0, sum(e)
+                for i in perm:
+                    p *= e[i] / rem
+                    rem -= e[i]
+                new = list(counts)
+                for i in perm:
+                    new[i] += 1
+                key = tuple(new)
+                nxt[key] = nxt.get(key, 0.0) + pc * p
+        dist = nxt
+        done += b
+    return dist
+
+
+def soft_cap_reference(scores, penalty, total, batch, rng):
+    """FLYT's notebook algorithm: per batch, numpy choice without replacement from softmax."""
+    import numpy as np
+
+    pre = np.asarray(scores, float).copy()
+    counts = np.zeros(len(pre), np.int64)
+    done = 0
+    while done < total:
+        b = min(batch, total - done)
+        p = np.exp(pre - pre.max())
+        p /= p.sum()
+        picked = rng.choice(len(pre), size=b, replace=False, p=p)
+        counts[picked] += 1
+        pre[picked] -= penalty
+        done += b
+    return counts
+
+
+# ---- chi-square tail without scipy ----
+
+
+def chi2_z(stat: float, df: int) -> float:
+    """Normal deviate of a chi-square statistic (Wilson-Hilferty); z > 4.75 is p < 1e-6."""
+    import math
+
+    return ((stat / df) ** (1 / 3) - (1 - 2 / (9 * df))) / math.sqrt(2 / (9 * df))
+
+
+def chi2_gof(observed, expected_probs, n, min_expected=5.0):
+    """Chi-square statistic and df against expected probabilities, pooling sparse cells."""
+    stat, df, pool_o, pool_e = 0.0, -1, 0.0, 0.0
+    for o, p in zip(observed, expected_probs):
+        e = p * n
+        if e < min_expected:
+            pool_o += o
+            pool_e += e
+            continue
+        stat += (o - e) ** 2 / e
+        df += 1
+    if pool_e > 0:
+        stat += (pool_o - pool_e) ** 2 / max(pool_e, 1e-12)
+        df += 1
+    return stat, df

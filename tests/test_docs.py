@@ -7,7 +7,7 @@ import pytest
 
 
 # importlib: the function mixsieve.dedup shadows the module of the same name as an attribute.
-@pytest.mark.parametrize("name", ["mixsieve.dedup"])
+@pytest.mark.parametrize("name", ["mixsieve.dedup", "mixsieve.sampling"])
 def test_docstring_examples(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

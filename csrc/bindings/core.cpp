@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common.hpp"
 #include "mixsieve/cpu.hpp"
 #include "mixsieve/lsh.hpp"
 #include "mixsieve/minhash.hpp"
@@ -20,6 +21,8 @@ namespace py = pybind11;
 using namespace mixsieve;
 
 namespace {
+
+using mixsieve_bind::thread_count;
 
 // UTF-8 views of a sequence of str/bytes, kept alive by `owners` while the GIL is released.
 struct TextBatch {
@@ -64,11 +67,6 @@ TextBatch collect_texts(const py::handle& texts) {
     batch.owners.push_back(std::move(item));
   }
   return batch;
-}
-
-unsigned thread_count(int threads) {
-  if (threads < 0) throw py::value_error("threads must be >= 0 (0 or None: all cores), got " + std::to_string(threads));
-  return static_cast<unsigned>(threads);
 }
 
 template <class T>
@@ -298,6 +296,7 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "mixsieve native kernels (see the mixsieve package for the documented API)";
   py::register_exception<IndexFormatError>(m, "IndexFormatError", PyExc_ValueError);
 
+  mixsieve_bind::bind_sampling(m);
   bind_width<std::uint32_t>(m, "MinHasher32", "LSHIndex32");
   bind_width<std::uint64_t>(m, "MinHasher64", "LSHIndex64");
 

@@ -1,12 +1,13 @@
 """mixsieve: fast, deterministic training-data sampling for language models.
 
-Near-duplicate detection (MinHash + LSH) today; weighted sampling and streaming mixtures build
-on the same native core. See ``help(mixsieve.dedup)`` for the text-normalisation rules.
+Near-duplicate detection (MinHash + LSH), weighted sampling (A-Res, A-ExpJ, Chao PPS, reservoirs
+that merge across shards) and FLYT soft-cap sampling, on one native core. See ``help(mixsieve.dedup)`` for the text-normalisation rules.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
 from .dedup import DedupResult, LSHIndex, MinHasher, dedup, estimate_jaccard, resolve_bands
+from .sampling import WeightedReservoir, soft_cap_sample, weighted_sample
 
 try:
     __version__ = version("mixsieve")
@@ -17,8 +18,11 @@ __all__ = [
     "DedupResult",
     "LSHIndex",
     "MinHasher",
+    "WeightedReservoir",
     "__version__",
     "dedup",
     "estimate_jaccard",
     "resolve_bands",
+    "soft_cap_sample",
+    "weighted_sample",
 ]

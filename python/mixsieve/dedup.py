@@ -127,7 +127,7 @@ class MinHasher:
         cls = _core.MinHasher32 if _DTYPES[self.dtype] == 32 else _core.MinHasher64
         self._core: _core.MinHasher32 = cls(self.num_perm, self.ngram, _UNITS[unit], self.seed)
 
-    def signatures(self, texts: Sequence[Text], *, threads: int | None = None) -> np.ndarray:
+    def signatures(self, texts: Sequence[Text], threads: int | None = None) -> np.ndarray:
         """Signatures of many documents, computed on ``threads`` cores (None: all) without the GIL.
 
         Parameters

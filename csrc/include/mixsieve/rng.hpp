@@ -19,3 +19,34 @@ inline constexpr std::uint64_t splitmix64_at(std::uint64_t seed, std::uint64_t i
 }
 
 }  // namespace mixsieve
+
+namespace mixsieve {
+
+// Streams of the sampling kernels: each kind of random draw has its own, so no two kernels
+// (or two uses inside one) ever reuse a number.
+enum class Stream : std::uint64_t {
+  AresKey = 1,
+  ExpJ = 2,
+  PpsEnter = 3,
+  PpsEvict = 4,
+  WithReplacement = 5,
+  SoftCap = 6,
+};
+
+// The key of stream `s` under `seed`: counter i of that stream is splitmix64_mix(key + (i+1)*gamma).
+inline constexpr std::uint64_t stream_key(std::uint64_t seed, Stream s, std::uint64_t sub = 0) {
+  return splitmix64_mix(seed ^ splitmix64_mix(static_cast<std::uint64_t>(s) * 0xD1B54A32D192ED03ULL +
+                                              sub * 0x8CB92BA72F3D8DD7ULL));
+}
+
+inline constexpr std::uint64_t stream_bits(std::uint64_t key, std::uint64_t i) {
+  return splitmix64_mix(key + (i + 1) * 0x9E3779B97F4A7C15ULL);
+}
+
+// Uniform on the open interval (0, 1) from the top 53 bits: never 0 (log) and never 1 (log of log).
+inline double open_unit(std::uint64_t bits) {
+  // Through int64: one conversion instruction (the value is below 2^53 either way).
+  return (static_cast<double>(static_cast<std::int64_t>(bits >> 11)) + 0.5) * 0x1.0p-53;
+}
+
+}  // namespace mixsieve

@@ -1,0 +1,403 @@
+// Weighted sampling without replacement (successive sampling: A-Res keys keyed by item id,
+// A-ExpJ exponential jumps), inclusion-probability-proportional sampling (Chao with exact
+// certainty items), and with-replacement draws. Keys live in log space: log(u) / w.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mixsieve/rng.hpp"
+
+namespace mixsieve {
+
+inline constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+// A sampled item: larger keys win; equal keys (practically never) fall back to the lower id,
+// so every order below is total and deterministic.
+struct Keyed {
+  double key;
+  std::int64_t id;
+};
+inline bool better(const Keyed& a, const Keyed& b) { return a.key > b.key || (a.key == b.key && a.id < b.id); }
+
+// The k best items seen so far, as a heap whose front is the worst kept item.
+class TopK {
+ public:
+  explicit TopK(std::size_t k) : k_(k) { heap_.reserve(std::min<std::size_t>(k, 1 << 20)); }
+
+  std::size_t capacity() const { return k_; }
+  std::size_t size() const { return heap_.size(); }
+  bool full() const { return heap_.size() >= k_; }
+  // Keys at or below this cannot enter (-inf while not full).
+  double threshold() const { return full() ? (k_ ? heap_.front().key : std::numeric_limits<double>::infinity()) : kNegInf; }
+
+  void offer(const Keyed& it) {
+    if (k_ == 0) return;
+    if (!full()) {
+      heap_.push_back(it);
+      std::push_heap(heap_.begin(), heap_.end(), better);
+    } else if (better(it, heap_.front())) {
+      std::pop_heap(heap_.begin(), heap_.end(), better);
+      heap_.back() = it;
+      std::push_heap(heap_.begin(), heap_.end(), better);
+    }
+  }
+
+  void merge(const TopK& other) {
+    for (const Keyed& it : other.heap_) offer(it);
+  }
+
+  // Best first: the order of successive sampling.
+  std::vector<Keyed> sorted() const {
+    std::vector<Keyed> out(heap_);
+    std::sort(out.begin(), out.end(), better);
+    return out;
+  }
+  const std::vector<Keyed>& items() const { return heap_; }
+  void clear() { heap_.clear(); }
+
+ private:
+  std::size_t k_;
+  std::vector<Keyed> heap_;
+};
+
+// The k best items of many offers, for scans: candidates above a threshold are buffered and,
+// when 2k have piled up, cut back to the best k with a linear-time selection, which raises the
+// threshold. O(1) amortised per candidate, against O(log k) for a heap.
+class BestK {
+ public:
+  explicit BestK(std::size_t k) : k_(k) {}
+
+  std::size_t capacity() const { return k_; }
+  // Keys below this cannot be among the best k (-inf until k items have been kept).
+  double threshold() const { return t_; }
+
+  void offer(const Keyed& it) {
+    if (k_ == 0 || it.key < t_) return;
+    buf_.push_back(it);
+    if (buf_.size() >= 2 * k_ + 64) cut();
+  }
+
+  void merge(const BestK& other) {
+    for (const Keyed& it : other.buf_) offer(it);
+  }
+
+  // The best k, best first.
+  std::vector<Keyed> sorted() {
+    cut();
+    std::vector<Keyed> out(buf_);
+    std::sort(out.begin(), out.end(), better);
+    return out;
+  }
+  const std::vector<Keyed>& items() {
+    cut();
+    return buf_;
+  }
+  std::size_t size() const { return std::min(buf_.size(), k_); }
+  void clear() {
+    buf_.clear();
+    t_ = kNegInf;
+  }
+
+ private:
+  void cut() {
+    if (buf_.size() <= k_) return;
+    std::nth_element(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(k_ - 1), buf_.end(), better);
+    buf_.resize(k_);
+    t_ = buf_[k_ - 1].key;  // the worst kept key
+  }
+
+  std::size_t k_;
+  std::vector<Keyed> buf_;
+  double t_ = kNegInf;
+};
+
+// Index of the first weight that is negative, NaN or infinite, or -1; counts positive weights.
+// The main pass has no early exit, so it vectorises; the index is searched only on failure.
+template <class W>
+std::int64_t first_bad_weight(const W* w, std::size_t n, std::size_t* positive) {
+  std::size_t pos = 0;
+  bool ok = true;
+  for (std::size_t i = 0; i < n; ++i) {
+    const W v = w[i];
+    ok &= (v >= W(0)) & (v <= std::numeric_limits<W>::max());
+    pos += v > W(0);
+  }
+  if (positive) *positive = pos;
+  if (ok) return -1;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!(w[i] >= W(0) && w[i] <= std::numeric_limits<W>::max())) return static_cast<std::int64_t>(i);
+  }
+  return -1;
+}
+
+// What a scan learned about its weights: the first index that is negative, NaN or infinite
+// (-1 if none) and how many are positive.
+struct ScanReport {
+  std::int64_t first_bad = -1;
+  std::size_t positive = 0;
+};
+
+// A-Res with keys log(u_id) / w, u_id a pure function of (seed, id): offers every item of
+// w[0..n) with id ids[i] (or base + i) to `top`, validating the weights in the same pass.
+// Most items are rejected without a logarithm: log(u) <= u - 1, so u - 1 <= T * w already
+// implies key <= T. Keys <= floor are skipped too (a bound known from elsewhere, e.g. the
+// reservoir a chunk will be merged into).
+template <class W, class Top>
+ScanReport ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, std::uint64_t key,
+                     Top& top, double floor = kNegInf) {
+  ScanReport rep;
+  double t = std::max(top.threshold(), floor);
+  for (std::size_t i = 0; i < n; ++i) {
+    const double wi = static_cast<double>(w[i]);
+    if (!(wi > 0.0 && wi <= std::numeric_limits<double>::max())) {
+      if (wi != 0.0 && rep.first_bad < 0) rep.first_bad = static_cast<std::int64_t>(i);
+      continue;
+    }
+    ++rep.positive;
+    const std::int64_t id = ids ? ids[i] : base + static_cast<std::int64_t>(i);
+    const double u = open_unit(stream_bits(key, static_cast<std::uint64_t>(id)));
+    if (u - 1.0 <= t * wi) continue;
+    const double k = std::log(u) / wi;
+    if (k < t) continue;
+    top.offer({k, id});
+    t = std::max(top.threshold(), floor);
+  }
+  return rep;
+}
+
+// One-pass A-ExpJ (Efraimidis & Spirakis 2006) in log space. Each random number is keyed by
+// (seed, purpose, id of the item it is drawn for), so the sample depends on the sequence of
+// items only -- not on how it was cut into batches -- and shards with the same seed but
+// disjoint ids draw independent numbers.
+class ExpJReservoir {
+ public:
+  ExpJReservoir(std::size_t k, std::uint64_t seed)
+      : top_(k),
+        fill_key_(stream_key(seed, Stream::ExpJ, 0)),
+        jump_key_(stream_key(seed, Stream::ExpJ, 1)),
+        cond_key_(stream_key(seed, Stream::ExpJ, 2)),
+        merge_key_(stream_key(seed, Stream::ExpJ, 3)) {}
+
+  // Weights must be finite and >= 0 (validated by the caller).
+  template <class W>
+  void add(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base) {
+    std::size_t i = 0;
+    auto id_of = [&](std::size_t j) { return ids ? ids[j] : base + static_cast<std::int64_t>(j); };
+    for (; i < n && !top_.full(); ++i) {
+      const double wi = static_cast<double>(w[i]);
+      if (!(wi > 0.0)) continue;
+      const std::int64_t id = id_of(i);
+      top_.offer({std::log(uniform(fill_key_, id)) / wi, id});
+      if (top_.full()) redraw_jump(jump_key_, id);
+    }
+    if (top_.capacity() == 0) return;
+    double skip = skip_;
+    while (i < n) {
+      // The hot loop: subtract weights until the jump is used up (zero weights subtract 0).
+      while (i < n && (skip -= static_cast<double>(w[i])) > 0.0) ++i;
+      if (i == n) break;
+      // Item i replaces the worst key; its key is drawn conditioned to exceed the threshold.
+      const double wi = static_cast<double>(w[i]);
+      const std::int64_t id = id_of(i);
+      const double log_t = top_.threshold();
+      const double k = std::log1p(std::expm1(wi * log_t) * uniform(cond_key_, id)) / wi;
+      top_.offer({std::max(k, std::nextafter(log_t, 0.0)), id});
+      redraw_jump(jump_key_, id);
+      skip = skip_;
+      ++i;
+    }
+    skip_ = skip;
+  }
+
+  // Exact merge (top-k of the union of keys); the jump is memoryless and is redrawn.
+  void merge(const ExpJReservoir& other) {
+    top_.merge(other.top_);
+    if (top_.full()) {
+      const std::vector<Keyed>& h = top_.items();
+      redraw_jump(merge_key_, h.front().id ^ static_cast<std::int64_t>(other.top_.size()));
+    }
+  }
+
+  TopK& top() { return top_; }
+  const TopK& top() const { return top_; }
+  double skip() const { return skip_; }
+  void restore(double skip) { skip_ = skip; }
+
+ private:
+  static double uniform(std::uint64_t key, std::int64_t id) {
+    return open_unit(stream_bits(key, static_cast<std::uint64_t>(id)));
+  }
+  void redraw_jump(std::uint64_t key, std::int64_t id) {
+    const double log_t = top_.threshold();
+    // Exp(1) / |log T|: the weight to skip before the next replacement.
+    skip_ = log_t < 0.0 ? std::log(uniform(key, id)) / log_t : std::numeric_limits<double>::infinity();
+  }
+
+  TopK top_;
+  std::uint64_t fill_key_, jump_key_, cond_key_, merge_key_;
+  double skip_ = 0.0;
+};
+
+// Chao's (1982) list-sequential scheme with exact certainty items: after any prefix of total
+// weight W the inclusion probability of item j is min(1, c * w_j) with sum k. The entering and
+// eviction draws of an item are keyed by its id, so batch boundaries do not matter.
+class ChaoReservoir {
+ public:
+  struct Slot {
+    std::int64_t id;
+    double w;
+  };
+
+  ChaoReservoir(std::size_t k, std::uint64_t seed)
+      : k_(k), enter_key_(stream_key(seed, Stream::PpsEnter)), evict_key_(stream_key(seed, Stream::PpsEvict)) {}
+
+  template <class W>
+  void add(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const double wi = static_cast<double>(w[i]);
+      if (wi > 0.0) feed(ids ? ids[i] : base + static_cast<std::int64_t>(i), wi);
+    }
+  }
+
+  // Current inclusion probability of a kept item of weight w.
+  double inclusion(double w, bool certain) const { return certain ? 1.0 : std::min(1.0, c_ * w); }
+  const std::vector<Slot>& certain() const { return a_; }   // heaviest first
+  const std::vector<Slot>& ordinary() const { return c_items_; }
+  double total() const { return total_ + comp_; }
+  double scale() const { return c_; }
+  std::size_t capacity() const { return k_; }
+  void restore(std::vector<Slot> a, std::vector<Slot> c, double total, double scale) {
+    a_ = std::move(a);
+    c_items_ = std::move(c);
+    total_ = total;
+    comp_ = 0.0;
+    c_ = scale;
+    sum_a_ = 0.0;
+    for (const Slot& s : a_) sum_a_ += s.w;
+  }
+
+ private:
+  void add_total(double w) {  // Neumaier summation: small weights after large ones still count
+    const double t = total_ + w;
+    comp_ += std::fabs(total_) >= std::fabs(w) ? (total_ - t) + w : (w - t) + total_;
+    total_ = t;
+  }
+
+  void insert_certain(const Slot& s) {
+    auto it = std::upper_bound(a_.begin(), a_.end(), s, [](const Slot& x, const Slot& y) {
+      return x.w > y.w || (x.w == y.w && x.id < y.id);
+    });
+    a_.insert(it, s);
+    sum_a_ += s.w;
+  }
+
+  void feed(std::int64_t id, double w) {
+    add_total(w);
+    const double total = total_ + comp_;
+    if (a_.size() + c_items_.size() < k_) {
+      insert_certain({id, w});
+      return;
+    }
+    // Certain items form a prefix of A ∪ {x} sorted by weight: f(j) = w_j (k - j) + S_j - W
+    // is non-increasing in j, so scan from the light end and stop at the first certain item.
+    const Slot x{id, w};
+    const auto heavier = [](const Slot& p, const Slot& q) { return p.w > q.w || (p.w == q.w && p.id < q.id); };
+    const std::size_t px = static_cast<std::size_t>(
+        std::upper_bound(a_.begin(), a_.end(), x, heavier) - a_.begin());  // x's place in the merged order
+    const std::size_t m = a_.size() + 1;
+    auto at = [&](std::size_t j) -> const Slot& { return j < px ? a_[j] : (j == px ? x : a_[j - 1]); };
+    double suffix = 0.0;  // weight of merged positions > j
+    std::size_t j = m;
+    const double sum_all = sum_a_ + w;
+    while (j > 0) {
+      const Slot& s = at(j - 1);
+      const double before = sum_all - suffix - s.w;  // S_{j-1}
+      if (s.w * static_cast<double>(k_ - (j - 1)) >= total - before) break;
+      suffix += s.w;
+      --j;
+    }
+    const std::size_t certain_count = j;                    // merged positions [0, j) are certain
+    const double certain_sum = sum_all - suffix;
+    const double rest = total - certain_sum;
+    c_ = rest > 0.0 ? static_cast<double>(k_ - certain_count) / rest : 0.0;
+    const bool x_certain = px < certain_count;
+    // A items that lost certainty: merged positions >= j other than x.
+    std::vector<Slot>& lost = scratch_;
+    lost.clear();
+    const std::size_t keep_a = x_certain ? certain_count - 1 : certain_count;
+    for (std::size_t q = keep_a; q < a_.size(); ++q) lost.push_back(a_[q]);
+    for (const Slot& s : lost) sum_a_ -= s.w;
+    a_.resize(keep_a);
+    const double p_enter = x_certain ? 1.0 : std::min(1.0, c_ * w);
+    const double u = open_unit(stream_bits(enter_key_, static_cast<std::uint64_t>(id)));
+    if (u < p_enter) {
+      // Evict one: an item of `lost` with probability (1 - c w_j) / p_enter, else a uniform
+      // ordinary item (using the rest of the same uniform number).
+      const double v = open_unit(stream_bits(evict_key_, static_cast<std::uint64_t>(id)));
+      double acc = 0.0;
+      std::size_t victim = lost.size();
+      for (std::size_t q = 0; q < lost.size(); ++q) {
+        acc += std::max(0.0, 1.0 - c_ * lost[q].w) / p_enter;
+        if (v < acc) {
+          victim = q;
+          break;
+        }
+      }
+      if (victim < lost.size()) {
+        lost.erase(lost.begin() + static_cast<std::ptrdiff_t>(victim));
+      } else if (!c_items_.empty()) {
+        const double r = acc < 1.0 ? (v - acc) / (1.0 - acc) : 0.0;
+        std::size_t q = static_cast<std::size_t>(r * static_cast<double>(c_items_.size()));
+        q = std::min(q, c_items_.size() - 1);
+        c_items_[q] = c_items_.back();
+        c_items_.pop_back();
+      } else if (!lost.empty()) {  // rounding left no ordinary item: drop the likeliest leaver
+        lost.pop_back();
+      }
+      if (x_certain) {
+        insert_certain(x);
+      } else {
+        c_items_.push_back(x);
+      }
+    }
+    c_items_.insert(c_items_.end(), lost.begin(), lost.end());
+  }
+
+  std::size_t k_;
+  std::uint64_t enter_key_, evict_key_;
+  std::vector<Slot> a_;        // certain items, heaviest first
+  std::vector<Slot> c_items_;  // ordinary items
+  std::vector<Slot> scratch_;
+  double sum_a_ = 0.0;
+  double total_ = 0.0, comp_ = 0.0;
+  double c_ = 0.0;
+};
+
+// k i.i.d. draws with probability w_i / W (inverse CDF over the prefix sums), in draw order.
+template <class W>
+void sample_with_replacement(const W* w, std::size_t n, std::size_t k, std::uint64_t seed, std::int64_t* out) {
+  std::vector<double> cdf(n);
+  double acc = 0.0;
+  for (std::size_t i = 0; i < n; ++i) {
+    acc += static_cast<double>(w[i]);
+    cdf[i] = acc;
+  }
+  const std::uint64_t key = stream_key(seed, Stream::WithReplacement);
+  for (std::size_t j = 0; j < k; ++j) {
+    const double target = open_unit(stream_bits(key, j)) * acc;
+    std::size_t i = static_cast<std::size_t>(std::upper_bound(cdf.begin(), cdf.end(), target) - cdf.begin());
+    if (i >= n) i = n - 1;
+    while (w[i] <= W(0) && i > 0) --i;  // rounding at the top end never lands on a zero weight
+    out[j] = static_cast<std::int64_t>(i);
+  }
+}
+
+}  // namespace mixsieve

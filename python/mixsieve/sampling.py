@@ -1,0 +1,288 @@
+"""Weighted sampling: one-pass samples and reservoirs that merge across shards, and FLYT's
+Soft Cap Sampling.
+
+Two meanings of "weighted sample without replacement" exist, and the method picks one:
+
+* ``"ares"`` and ``"expj"``: successive sampling. Items are drawn one after another, each
+  with probability ``w_i / (sum of the weights not yet drawn)``; this is what
+  ``numpy.random.Generator.choice(replace=False, p=...)`` and ``torch.multinomial`` do, and the
+  returned order is the draw order. Inclusion probabilities are *not* proportional to weight.
+* ``"pps"``: inclusion probability proportional to weight, ``P(i in sample) = min(1, c * w_i)``
+  with the probabilities summing to ``k`` (Chao 1982, heavy "certainty" items kept with
+  probability 1). The order of the returned ids carries no meaning (ascending id).
+
+Keys are kept in log space (``log(u) / w``), never ``u ** (1 / w)``, which loses all
+resolution for small or large weights. For ``"ares"`` and ``"pps"`` the random number of an
+item is a pure function of ``(seed, item id)``: the sample does not depend on batch
+boundaries, thread count, or how a stream was split into shards and merged. ``"expj"`` draws
+few random numbers (exponential jumps over the cumulative weight), each keyed by the item it
+is drawn at: it does not depend on batch boundaries, and merging shards (same seed, disjoint
+ids) gives a valid sample of the same distribution, but not the same bytes as one unsharded
+stream, since where the jumps land depends on the order of the stream.
+
+Weight 0 is never chosen. Negative, NaN or infinite weights raise ``ValueError`` naming the
+first offending index.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import _core
+
+_METHODS = {"ares": 0, "expj": 1, "pps": 2}
+_STATE_VERSION = 1
+
+
+def _as_weights(weights: Any, name: str = "weights") -> np.ndarray:
+    """A 1-D C-contiguous float32/float64 view of weights (numpy or CPU torch), copying only if needed."""
+    if type(weights).__module__.startswith("torch"):
+        if weights.device.type != "cpu":
+            raise ValueError(f"{name} must be on the CPU, got a tensor on {weights.device}")
+        weights = weights.detach().numpy()
+    arr = np.asarray(weights)
+    if arr.dtype not in (np.float32, np.float64):
+        if arr.dtype.kind not in "iub" and arr.size:
+            raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+        arr = arr.astype(np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if not 0 <= int(seed) < 1 << 64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    return int(seed)
+
+
+def _check_count(name: str, value: Any, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if int(value) < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {value}")
+    return int(value)
+
+
+def _check_method(method: str) -> int:
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {sorted(_METHODS)}, got {method!r}")
+    return _METHODS[method]
+
+
+def _threads(threads: int | None) -> int:
+    return 0 if threads is None else _check_count("threads", threads, 1)
+
+
+def weighted_sample(
+    weights: Any,
+    k: int,
+    *,
+    seed: int,
+    replace: bool = False,
+    method: str = "ares",
+    return_keys: bool = False,
+    threads: int | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Draw ``k`` indices from ``weights`` in one pass.
+
+    Parameters
+    ----------
+    weights : 1-D array-like of float (numpy float32/float64 or a CPU torch tensor: no copy)
+        Non-negative, finite; zero weights are never chosen.
+    k : int
+        Sample size. Without replacement, at most the number of positive weights.
+    seed : int
+        0 <= seed < 2**64. The same seed and weights give the same sample for any thread count.
+    replace : bool
+        ``True``: ``k`` independent draws with probability ``w_i / sum(w)``, in draw order.
+    method : {"ares", "expj", "pps"}
+        See the module docstring. Ignored when ``replace=True``.
+    return_keys : bool
+        Also return the keys: ``log(u) / w`` for ares/expj (descending), the inclusion
+        probability for pps, NaN with replacement.
+    threads : int or None
+        Threads for ``"ares"`` (None: all cores). The result does not depend on it.
+
+    Returns
+    -------
+    np.ndarray of int64, shape (k,): ares/expj in draw order (largest key first), pps by id.
+
+    Examples
+    --------
+    >>> import numpy as np, mixsieve as ms
+    >>> idx = ms.weighted_sample(np.array([1.0, 0.0, 5.0, 2.0]), 2, seed=7)
+    >>> sorted(idx.tolist()) in ([0, 2], [0, 3], [2, 3])
+    True
+    >>> 1 in ms.weighted_sample(np.array([1.0, 0.0, 5.0, 2.0]), 3, seed=1)
+    False
+    """
+    w = _as_weights(weights)
+    k = _check_count("k", k, 0)
+    m = _check_method(method)
+    ids, keys = _core.weighted_sample(w, k, _check_seed(seed), bool(replace), m, _threads(threads))
+    return (ids, keys) if return_keys else ids
+
+
+class WeightedReservoir:
+    """A bounded weighted sample of a stream, fed in batches, mergeable and resumable.
+
+    Memory is O(k) whatever the stream length. ``add`` takes a batch of weights (numpy or CPU
+    torch, float32/float64) and optional int64 ids (default: running positions 0, 1, 2, ...
+    across all batches). For ``"ares"`` the result equals :func:`weighted_sample` over the
+    concatenated stream, byte for byte, however the stream was batched, sharded or merged.
+
+    Parameters
+    ----------
+    k : int
+        Sample size.
+    seed : int
+    method : {"ares", "expj", "pps"}
+        Default ``"expj"``: fewest random draws for long streams.
+
+    Examples
+    --------
+    >>> import numpy as np, mixsieve as ms
+    >>> a = ms.WeightedReservoir(3, seed=1, method="ares")
+    >>> b = ms.WeightedReservoir(3, seed=1, method="ares")
+    >>> w = np.arange(1.0, 11.0)
+    >>> a.add(w[:6]); b.add(w[6:], ids=np.arange(6, 10)); a.merge(b)
+    >>> a.ids().tolist() == ms.weighted_sample(w, 3, seed=1).tolist()
+    True
+    """
+
+    def __init__(self, k: int, *, seed: int, method: str = "expj") -> None:
+        self.k = _check_count("k", k, 0)
+        self.seed = _check_seed(seed)
+        self.method = method
+        self._core = _core.WeightedReservoir(self.k, self.seed, _check_method(method))
+
+    def add(self, weights: Any, ids: Any = None, *, threads: int | None = None) -> None:
+        """Feed one batch of the stream (ids must be unique across the whole stream)."""
+        w = _as_weights(weights)
+        if ids is not None:
+            ids_arr = np.asarray(ids)
+            if ids_arr.ndim != 1 or ids_arr.shape[0] != w.shape[0]:
+                raise ValueError(
+                    f"ids must be 1-D with one id per weight ({w.shape[0]}), got shape {ids_arr.shape}"
+                )
+            if ids_arr.size and ids_arr.dtype.kind not in "iu":
+                raise TypeError(f"ids must be integers, got dtype {ids_arr.dtype}")
+            ids = ids_arr.astype(np.int64, copy=False)
+        self._core.add(w, ids, _threads(threads))
+
+    def merge(self, other: WeightedReservoir) -> None:
+        """Fold another reservoir (same k, seed and method) into this one.
+
+        Exact for ``"ares"`` and ``"expj"``: the result is a valid sample of both streams
+        (for ``"ares"``: the same bytes as one reservoir over both). ``"pps"`` cannot merge.
+        """
+        if not isinstance(other, WeightedReservoir):
+            raise TypeError(f"can only merge a WeightedReservoir, got {type(other).__name__}")
+        self._core.merge(other._core)
+
+    def ids(self) -> np.ndarray:
+        """The current sample (int64): ares/expj best key first, pps by id."""
+        ids: np.ndarray = self._core.items()[0]
+        return ids
+
+    def keys(self) -> np.ndarray:
+        """Keys of ``ids()``: ``log(u) / w`` (ares/expj), inclusion probabilities (pps)."""
+        keys: np.ndarray = self._core.items()[1]
+        return keys
+
+    def __len__(self) -> int:
+        return len(self._core)
+
+    def state_dict(self) -> dict[str, Any]:
+        """A small JSON-serialisable snapshot (O(k)): ``load_state_dict`` resumes exactly."""
+        state = dict(self._core.state())
+        for key in ("items", "certain", "ordinary"):
+            if key in state:
+                state[key] = [[int(i), float(v)] for i, v in state[key]]
+        return {"version": _STATE_VERSION, "k": self.k, "seed": self.seed, "method": self.method, **state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a snapshot taken by ``state_dict`` from a reservoir with the same k, seed, method."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        mine = {"k": self.k, "seed": self.seed, "method": self.method, "version": _STATE_VERSION}
+        diff = [
+            f"{key}: state has {state.get(key)!r}, reservoir has {v!r}"
+            for key, v in mine.items()
+            if state.get(key) != v
+        ]
+        if diff:
+            raise ValueError("state does not match this reservoir (" + "; ".join(diff) + ")")
+        try:
+            self._core.restore({k: v for k, v in state.items() if k not in mine})
+        except (KeyError, RuntimeError) as e:
+            raise ValueError(f"state is incomplete or malformed: {e}") from e
+
+    def __repr__(self) -> str:
+        return f"WeightedReservoir(k={self.k}, seed={self.seed}, method={self.method!r}, size={len(self)})"
+
+
+def soft_cap_sample(
+    scores: Any,
+    total: int,
+    *,
+    penalty: float,
+    batch_size: int,
+    seed: int,
+    return_indices: bool = False,
+    threads: int | None = None,
+) -> np.ndarray:
+    """FLYT's Soft Cap Sampling: repeat examples by score without over-representing any.
+
+    Builds a training multiset of ``total`` picks in batches of ``batch_size``: each batch is
+    a without-replacement sample from ``softmax(scores - penalty * counts)``, so every pick
+    multiplies that example's weight by ``exp(-penalty)``. Implemented exactly as the b
+    smallest exponential-race keys per batch (random numbers keyed by (seed, batch, item)),
+    on all cores; the same seed gives the same output for any thread count.
+
+    Parameters
+    ----------
+    scores : 1-D float array (numpy or CPU torch)
+        Per-example logits, finite. Adding a constant changes nothing.
+    total : int
+        Number of picks, >= 0.
+    penalty : float
+        Score drop per pick (FLYT's ``repetition_penalty``, e.g. 0.15), > 0.
+    batch_size : int
+        Picks per batch (>= 1); an example appears at most once per batch, so no count
+        exceeds the number of batches.
+    return_indices : bool
+        Return the picked indices in pick order (length ``total``) instead of the counts.
+
+    Returns
+    -------
+    np.ndarray of int64: counts per example (summing to ``total``), or the picked indices.
+
+    Examples
+    --------
+    >>> import numpy as np, mixsieve as ms
+    >>> c = ms.soft_cap_sample(np.array([2.0, 1.0, 0.0, -5.0]), 8, penalty=0.5, batch_size=2, seed=0)
+    >>> int(c.sum()), bool(c.max() <= 4)
+    (8, True)
+    """
+    s = _as_weights(scores, "scores")
+    total = _check_count("total", total, 0)
+    batch_size = _check_count("batch_size", batch_size, 1)
+    if isinstance(penalty, bool) or not isinstance(penalty, (int, float, np.floating)):
+        raise TypeError(f"penalty must be a float, got {type(penalty).__name__}")
+    if not (penalty > 0 and math.isfinite(penalty)):
+        raise ValueError(f"penalty must be a finite number > 0, got {penalty!r}")
+    if total > 0 and batch_size > s.shape[0] and total > s.shape[0]:
+        raise ValueError(
+            f"batch_size={batch_size} exceeds the {s.shape[0]} examples: a batch samples without replacement"
+        )
+    counts, picks = _core.soft_cap_sample(
+        s, total, float(penalty), batch_size, _check_seed(seed), _threads(threads), bool(return_indices)
+    )
+    return picks if return_indices else counts

@@ -1,0 +1,369 @@
+"""Weighted sampling and soft-cap sampling against exact references (tests/oracles.py):
+successive-sampling enumeration and integrals, numpy's Generator.choice, PPS targets, and the
+exact SCS count distribution; plus determinism across threads, batches and shard merges.
+
+Every statistical test fixes its seeds and its threshold in advance: a chi-square or z
+statistic must stay below the value whose tail probability is about 1e-6 (Wilson-Hilferty
+z = 4.75 for chi-square; |z| = 5.3 per item, Bonferroni over the items, for z-scores)."""
+
+import hashlib
+import itertools
+import json
+
+import mixsieve as ms
+import numpy as np
+import oracles
+import pytest
+
+W6 = [1.0, 2.0, 3.0, 4.0, 10.0, 0.5]
+Z_CHI2 = 4.75  # chi-square tail p ~ 1e-6
+
+
+def _z_max(freq, probs, n):
+    freq, probs = np.asarray(freq, float), np.asarray(probs, float)
+    sd = np.sqrt(np.maximum(probs * (1 - probs), 1e-12) / n)
+    return float(np.max(np.abs(freq - probs) / sd))
+
+
+@pytest.mark.parametrize("method", ["ares", "expj"])
+def test_successive_sampling_subsets_and_order_match_enumeration(method):
+    seq, sets, _ = oracles.exact_successive(W6, 3)
+    n = 30000
+    tuples = [tuple(ms.weighted_sample(np.array(W6), 3, seed=s, method=method).tolist()) for s in range(n)]
+    perms = list(seq)
+    counts = {p: 0 for p in perms}
+    for t in tuples:
+        counts[t] += 1
+    stat, df = oracles.chi2_gof([counts[p] for p in perms], [seq[p] for p in perms], n)
+    assert oracles.chi2_z(stat, df) < Z_CHI2, (stat, df)
+    subsets = list(sets)
+    sc = {s: 0 for s in subsets}
+    for t in tuples:
+        sc[frozenset(t)] += 1
+    stat, df = oracles.chi2_gof([sc[s] for s in subsets], [sets[s] for s in subsets], n)
+    assert oracles.chi2_z(stat, df) < Z_CHI2, (stat, df)
+
+
+def test_ares_matches_numpy_choice_in_distribution_including_order():
+    # Two-sample chi-square over ordered tuples: ours vs Generator.choice(replace=False, p=...).
+    w = np.array([0.3, 1.0, 2.5, 0.7, 4.0])
+    n = 30000
+    ours = [tuple(ms.weighted_sample(w, 2, seed=s).tolist()) for s in range(n)]
+    rng = np.random.default_rng(123)
+    theirs = [tuple(rng.choice(5, 2, replace=False, p=w / w.sum()).tolist()) for _ in range(n)]
+    cells = list(itertools.permutations(range(5), 2))
+    a = np.array([ours.count(c) for c in cells], float)
+    b = np.array([theirs.count(c) for c in cells], float)
+    keep = (a + b) > 0
+    stat = float((((a - b) ** 2) / (a + b))[keep].sum())
+    assert oracles.chi2_z(stat, int(keep.sum()) - 1) < Z_CHI2
+
+
+def test_integral_oracle_agrees_with_enumeration():
+    _, _, incl = oracles.exact_successive(W6, 3)
+    np.testing.assert_allclose(oracles.successive_inclusion(W6, 3, points=6000), incl, atol=2e-4)
+
+
+@pytest.mark.parametrize("method", ["ares", "expj"])
+def test_inclusion_probabilities_for_hundreds_of_items(method):
+    rng = np.random.default_rng(5)
+    w = rng.lognormal(0, 1.5, 150)
+    k = 12
+    pi = oracles.successive_inclusion(w, k)
+    assert abs(pi.sum() - k) < 1e-2
+    runs = 6000
+    hits = np.zeros(len(w))
+    for s in range(runs):
+        hits[ms.weighted_sample(w, k, seed=10_000 + s, method=method)] += 1
+    # 150 items at |z| < 5.3 each: family-wise p < 150 * 1.2e-7 = 2e-5.
+    assert _z_max(hits / runs, pi, runs) < 5.3
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 3, 4, 5], [4, 0, 5, 3, 1, 2], [5, 4, 3, 2, 1, 0]])
+def test_pps_inclusion_proportional_to_weight_with_certainty_items(order):
+    w = np.array(W6)[order]
+    target = oracles.pps_targets(w, 3)
+    assert max(target) == 1.0  # the weight-10 item is a certainty item
+    runs = 40000
+    hits = np.zeros(len(w))
+    for s in range(runs):
+        hits[ms.weighted_sample(w, 3, seed=s, method="pps")] += 1
+    freq = hits / runs
+    assert freq[int(np.argmax(w))] == 1.0
+    assert _z_max(freq, target, runs) < 5.3
+    assert hits.sum() == 3 * runs
+
+
+def test_pps_larger_stream_and_keys_are_inclusion_probabilities():
+    rng = np.random.default_rng(9)
+    w = np.concatenate([rng.lognormal(0, 1, 60), [40.0, 25.0]])
+    rng.shuffle(w)
+    k = 10
+    target = oracles.pps_targets(w, k)
+    runs = 8000
+    hits = np.zeros(len(w))
+    for s in range(runs):
+        idx, keys = ms.weighted_sample(w, k, seed=s, method="pps", return_keys=True)
+        hits[idx] += 1
+    np.testing.assert_allclose(keys, np.array(target)[idx], rtol=1e-9)
+    assert _z_max(hits / runs, target, runs) < 5.3
+
+
+def test_with_replacement_frequencies_proportional_to_weight():
+    w = np.array([0.0, 1.0, 3.0, 0.5, 5.5])
+    draws = ms.weighted_sample(w, 200_000, seed=3, replace=True)
+    assert draws.shape == (200_000,) and not (draws == 0).any()
+    counts = np.bincount(draws, minlength=5)[1:]
+    stat, df = oracles.chi2_gof(counts, (w / w.sum())[1:], len(draws))
+    assert oracles.chi2_z(stat, df) < Z_CHI2
+
+
+def test_merged_expj_reservoirs_distributed_as_one_reservoir():
+    seq, sets, _ = oracles.exact_successive(W6, 3)
+    runs = 20000
+    sc = {s: 0 for s in sets}
+    for s in range(runs):
+        a = ms.WeightedReservoir(3, seed=s, method="expj")
+        b = ms.WeightedReservoir(3, seed=s, method="expj")
+        a.add(np.array(W6[:2]))
+        b.add(np.array(W6[2:]), ids=np.arange(2, 6))
+        a.merge(b) if s % 2 else b.merge(a)
+        sc[frozenset((a if s % 2 else b).ids().tolist())] += 1
+    stat, df = oracles.chi2_gof([sc[s] for s in sets], [sets[s] for s in sets], runs)
+    assert oracles.chi2_z(stat, df) < Z_CHI2
+
+
+def _sha(*arrays):
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def test_ares_same_bytes_across_threads_batches_and_shards():
+    rng = np.random.default_rng(1)
+    w = rng.lognormal(0, 2, 300_000).astype(np.float32)
+    w[::7] = 0
+    ref_ids, ref_keys = ms.weighted_sample(w, 500, seed=42, return_keys=True, threads=1)
+    for t in [2, 3, None]:
+        ids, keys = ms.weighted_sample(w, 500, seed=42, return_keys=True, threads=t)
+        assert _sha(ids, keys) == _sha(ref_ids, ref_keys)
+    r = ms.WeightedReservoir(500, seed=42, method="ares")
+    for chunk in np.array_split(w, 13):
+        r.add(chunk)
+    assert _sha(r.ids(), r.keys()) == _sha(ref_ids, ref_keys)
+    shards = [ms.WeightedReservoir(500, seed=42, method="ares") for _ in range(4)]
+    bounds = [0, 1000, 150_000, 150_001, len(w)]
+    for sh, lo, hi in zip(shards, bounds, bounds[1:]):
+        sh.add(w[lo:hi], ids=np.arange(lo, hi))
+    shards[2].merge(shards[3])
+    shards[0].merge(shards[2])
+    shards[0].merge(shards[1])
+    assert _sha(shards[0].ids(), shards[0].keys()) == _sha(ref_ids, ref_keys)
+    # And the keys are what they claim: log(u)/w <= 0, best first.
+    assert (np.diff(ref_keys) <= 0).all() and (ref_keys < 0).all()
+
+
+@pytest.mark.parametrize("method", ["expj", "pps"])
+def test_sequential_methods_do_not_depend_on_batch_boundaries(method):
+    rng = np.random.default_rng(2)
+    w = rng.exponential(1.0, 50_000)
+    ref = ms.weighted_sample(w, 300, seed=11, method=method)
+    for parts in [2, 7, 50]:
+        r = ms.WeightedReservoir(300, seed=11, method=method)
+        for chunk in np.array_split(w, parts):
+            r.add(chunk)
+        assert r.ids().tolist() == ref.tolist()
+
+
+@pytest.mark.parametrize("method", ["ares", "expj", "pps"])
+def test_state_dict_resumes_exactly(method):
+    rng = np.random.default_rng(4)
+    w = rng.lognormal(0, 1, 20_000)
+    full = ms.WeightedReservoir(100, seed=8, method=method)
+    full.add(w[:7000])
+    full.add(w[7000:])
+    first = ms.WeightedReservoir(100, seed=8, method=method)
+    first.add(w[:7000])
+    state = json.loads(json.dumps(first.state_dict()))  # survives JSON
+    resumed = ms.WeightedReservoir(100, seed=8, method=method)
+    resumed.load_state_dict(state)
+    resumed.add(w[7000:])
+    assert resumed.ids().tolist() == full.ids().tolist()
+    np.testing.assert_array_equal(resumed.keys(), full.keys())
+    assert len(json.dumps(state)) < 20_000  # O(k), not O(stream)
+
+
+def test_state_dict_from_other_configuration_is_rejected():
+    r = ms.WeightedReservoir(10, seed=1, method="ares")
+    s = r.state_dict()
+    with pytest.raises(ValueError, match="seed"):
+        ms.WeightedReservoir(10, seed=2, method="ares").load_state_dict(s)
+    with pytest.raises(ValueError, match="method"):
+        ms.WeightedReservoir(10, seed=1, method="expj").load_state_dict(s)
+
+
+def test_pinned_output_streams():
+    # Format-stability guards (correctness is the tests above): the same seed must keep giving
+    # the same sample across releases, or users' runs stop being reproducible.
+    w = np.linspace(0.1, 5.0, 2000)
+    got = {
+        "ares": ms.weighted_sample(w, 50, seed=2026).tolist(),
+        "expj": ms.weighted_sample(w, 50, seed=2026, method="expj").tolist(),
+        "pps": ms.weighted_sample(w, 50, seed=2026, method="pps").tolist(),
+        "replace": ms.weighted_sample(w, 50, seed=2026, replace=True).tolist(),
+        "softcap": ms.soft_cap_sample(np.log(w), 3000, penalty=0.2, batch_size=100, seed=2026).tolist(),
+    }
+    digest = hashlib.sha256(json.dumps(got, sort_keys=True).encode()).hexdigest()
+    assert digest == PINNED
+
+
+PINNED = "c7a23dbfe4b9928203037a5f43c40feb209837c3e93e25a82e2f2be0c0f4cd30"
+
+
+def test_zero_weights_never_chosen_and_torch_tensors():
+    w = np.zeros(1000)
+    w[[3, 500, 999]] = [1.0, 2.0, 3.0]
+    for m in ["ares", "expj", "pps"]:
+        assert sorted(ms.weighted_sample(w, 3, seed=0, method=m).tolist()) == [3, 500, 999]
+    torch = pytest.importorskip("torch")
+    t = torch.tensor([1.0, 0.0, 2.0, 3.0], dtype=torch.float32)
+    a = ms.weighted_sample(t, 2, seed=5)
+    assert a.tolist() == ms.weighted_sample(t.numpy(), 2, seed=5).tolist()
+    assert 1 not in a.tolist()
+
+
+# ---- soft-cap sampling ----
+
+SPEC_SCORES = [0.0, 0.5, 1.0, 2.0, -1.0]
+
+
+def test_soft_cap_count_distribution_matches_exact_enumeration():
+    # shared/specs/algorithms.md 2.2: n = 5, delta = 0.7, N_tot = 6, B = 2.
+    exact = oracles.soft_cap_exact(SPEC_SCORES, 0.7, 6, 2)
+    mean = np.zeros(5)
+    for v, p in exact.items():
+        mean += p * np.array(v)
+    np.testing.assert_allclose(mean, [0.757, 1.100, 1.516, 2.312, 0.315], atol=6e-4)
+    runs = 40000
+    seen: dict[tuple, int] = {}
+    for s in range(runs):
+        c = tuple(ms.soft_cap_sample(np.array(SPEC_SCORES), 6, penalty=0.7, batch_size=2, seed=s).tolist())
+        seen[c] = seen.get(c, 0) + 1
+    assert set(seen) <= set(exact)
+    cells = list(exact)
+    stat, df = oracles.chi2_gof([seen.get(c, 0) for c in cells], [exact[c] for c in cells], runs)
+    assert oracles.chi2_z(stat, df) < Z_CHI2, (stat, df)
+
+
+def test_soft_cap_matches_flyt_reference_on_a_larger_case():
+    # Per-item mean counts, ours vs the notebook algorithm (numpy choice per batch), two-sample z.
+    rng = np.random.default_rng(0)
+    scores = rng.normal(0, 1.5, 40)
+    runs = 3000
+    ours = np.array([ms.soft_cap_sample(scores, 120, penalty=0.3, batch_size=8, seed=s) for s in range(runs)])
+    ref_rng = np.random.default_rng(99)
+    ref = np.array([oracles.soft_cap_reference(scores, 0.3, 120, 8, ref_rng) for _ in range(runs)])
+    diff = ours.mean(0) - ref.mean(0)
+    se = np.sqrt(ours.var(0) / runs + ref.var(0) / runs) + 1e-12
+    assert np.max(np.abs(diff / se)) < 5.3  # 40 items, family-wise p < 5e-6
+    # Unique-item counts agree too.
+    u_ours, u_ref = (ours > 0).sum(1), (ref > 0).sum(1)
+    z = (u_ours.mean() - u_ref.mean()) / np.sqrt(u_ours.var() / runs + u_ref.var() / runs)
+    assert abs(z) < 5.3
+
+
+def test_soft_cap_invariants_and_determinism():
+    rng = np.random.default_rng(3)
+    scores = rng.normal(0, 2.5, 20_000)
+    total, batch = 30_000, 1000
+    counts = ms.soft_cap_sample(scores, total, penalty=0.15, batch_size=batch, seed=7, threads=1)
+    assert counts.sum() == total and counts.min() >= 0
+    assert counts.max() <= -(-total // batch)  # at most once per batch
+    picks = ms.soft_cap_sample(scores, total, penalty=0.15, batch_size=batch, seed=7, return_indices=True)
+    np.testing.assert_array_equal(np.bincount(picks, minlength=len(scores)), counts)
+    for b in range(0, total, batch):  # no repeats inside a batch
+        assert len(np.unique(picks[b : b + batch])) == batch
+    for t in [2, None]:
+        np.testing.assert_array_equal(
+            ms.soft_cap_sample(scores, total, penalty=0.15, batch_size=batch, seed=7, threads=t), counts
+        )
+    shifted = ms.soft_cap_sample(scores + 123.0, total, penalty=0.15, batch_size=batch, seed=7)
+    np.testing.assert_array_equal(shifted, counts)  # shift invariance
+    f32 = ms.soft_cap_sample(scores.astype(np.float32), 10, penalty=0.15, batch_size=5, seed=1)
+    assert f32.sum() == 10
+
+
+def test_soft_cap_batch_one_large_penalty_is_without_replacement():
+    scores = np.array([3.0, 1.0, 0.0, 2.0, -1.0, 0.5])
+    c = ms.soft_cap_sample(scores, 6, penalty=1e6, batch_size=1, seed=0)
+    assert c.tolist() == [1] * 6
+
+
+# ---- bad input ----
+
+
+@pytest.mark.parametrize(
+    ("w", "match"),
+    [
+        ([1.0, -2.0, 3.0], r"weights\[1\] = -2 is negative"),
+        ([1.0, 2.0, float("nan")], r"weights\[2\] = nan is NaN"),
+        ([float("inf"), 1.0], r"weights\[0\] = inf is infinite"),
+    ],
+)
+@pytest.mark.parametrize("method", ["ares", "expj", "pps"])
+def test_bad_weights_name_first_offending_index(w, match, method):
+    with pytest.raises(ValueError, match=match):
+        ms.weighted_sample(np.array(w), 1, seed=0, method=method)
+    r = ms.WeightedReservoir(2, seed=0, method=method)
+    r.add(np.array([1.0, 2.0]))
+    before = r.state_dict()
+    with pytest.raises(ValueError, match=match):
+        r.add(np.array(w))
+    assert r.state_dict() == before  # a rejected batch changes nothing
+
+
+def test_bad_weights_large_arrays_report_first_index():
+    w = np.ones(500_000)
+    w[[400_000, 123_456]] = [-1.0, np.nan]
+    with pytest.raises(ValueError, match=r"weights\[123456\] = nan"):
+        ms.weighted_sample(w, 10, seed=0)
+
+
+def test_other_bad_inputs():
+    w = np.array([1.0, 0.0, 2.0])
+    with pytest.raises(ValueError, match="k=3 exceeds the 2 items with positive weight"):
+        ms.weighted_sample(w, 3, seed=0)
+    with pytest.raises(ValueError, match="k must be >= 0"):
+        ms.weighted_sample(w, -1, seed=0)
+    with pytest.raises(ValueError, match="all weights are zero"):
+        ms.weighted_sample(np.zeros(3), 2, seed=0, replace=True)
+    with pytest.raises(ValueError, match="method"):
+        ms.weighted_sample(w, 1, seed=0, method="reservoir")
+    with pytest.raises(ValueError, match="1-D"):
+        ms.weighted_sample(np.ones((2, 2)), 1, seed=0)
+    with pytest.raises(TypeError, match="seed"):
+        ms.weighted_sample(w, 1, seed=1.5)
+    with pytest.raises(TypeError, match="real numbers"):
+        ms.weighted_sample(np.array(["a", "b"]), 1, seed=0)
+    r = ms.WeightedReservoir(2, seed=0)
+    with pytest.raises(ValueError, match="ids"):
+        r.add(w, ids=[1, 2])
+    with pytest.raises(ValueError, match="same k, seed and method"):
+        r.merge(ms.WeightedReservoir(3, seed=0))
+    with pytest.raises(ValueError, match="no exact merge"):
+        ms.WeightedReservoir(2, seed=0, method="pps").merge(ms.WeightedReservoir(2, seed=0, method="pps"))
+    s = np.array([0.0, 1.0, 2.0])
+    for kwargs, match in [
+        ({"penalty": 0.0}, "penalty"),
+        ({"penalty": -1.0}, "penalty"),
+        ({"penalty": float("inf")}, "penalty"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"total": -1}, "total"),
+        ({"batch_size": 5, "total": 10}, "batch_size=5 exceeds the 3 examples"),
+    ]:
+        args = {"total": 4, "penalty": 0.1, "batch_size": 2, "seed": 0, **kwargs}
+        with pytest.raises(ValueError, match=match):
+            ms.soft_cap_sample(s, **args)
+    with pytest.raises(ValueError, match=r"scores\[1\] = nan is not finite"):
+        ms.soft_cap_sample(np.array([0.0, np.nan]), 1, penalty=0.1, batch_size=1, seed=0)
