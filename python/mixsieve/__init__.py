@@ -1,7 +1,8 @@
 """mixsieve: fast, deterministic training-data sampling for language models.
 
 Near-duplicate detection (MinHash + LSH), weighted sampling (A-Res, A-ExpJ, Chao PPS, reservoirs
-that merge across shards) and FLYT soft-cap sampling, on one native core. See ``help(mixsieve.dedup)`` for the text-normalisation rules.
+that merge across shards) and FLYT soft-cap sampling, on one native core. See
+``help(mixsieve.dedup)`` for the text-normalisation rules.
 """
 
 from importlib.metadata import PackageNotFoundError, version

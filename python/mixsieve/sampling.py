@@ -285,4 +285,5 @@ def soft_cap_sample(
     counts, picks = _core.soft_cap_sample(
         s, total, float(penalty), batch_size, _check_seed(seed), _threads(threads), bool(return_indices)
     )
-    return picks if return_indices else counts
+    out: np.ndarray = picks if return_indices else counts
+    return out
