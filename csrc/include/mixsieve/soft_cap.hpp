@@ -1,7 +1,9 @@
 // Soft Cap Sampling (FLYT, Shechter & Carmon 2025) in its exact reformulation: each batch is
 // a without-replacement sample of b items from softmax(scores - penalty * counts), taken as
-// the b smallest exponential-race keys E_i / w_i (w_i = exp(s_i - max s), E_i ~ Exp(1) drawn
-// from (seed, batch, item)); every picked item's weight is then multiplied by exp(-penalty).
+// the b smallest exponential-race keys E_i / w_i (w_i = exp(s_i - max s), E_i ~ Exp(1)); every
+// picked item's weight is then multiplied by exp(-penalty). The keys below a threshold are
+// generated directly as a Poisson process over the cumulative weight (race_points), so a
+// batch costs O(n / 64 + b), not O(n).
 #pragma once
 
 #include <algorithm>
@@ -24,11 +26,121 @@ struct RaceKey {
 };
 inline bool race_before(const RaceKey& a, const RaceKey& b) { return a.key < b.key || (a.key == b.key && a.id < b.id); }
 
+namespace soft_cap_detail {
+
+inline constexpr std::size_t kBlock = 64;
+
+// Weights as per-block prefix sums: pref[i] = w[block start] + ... + w[i]. Item i owns
+// [pref[i-1], pref[i]) of its block. block_sum mirrors each block's last prefix (the same
+// subtractions keep the two bit-identical) in a compact array the walk can stream through.
+struct BlockPrefix {
+  std::vector<double> pref;
+  std::vector<double> block_sum;
+  std::size_t blocks() const { return block_sum.size(); }
+  void build(const std::vector<double>& w) {
+    pref.resize(w.size());
+    for (std::size_t i = 0; i < w.size(); ++i) pref[i] = (i % kBlock ? pref[i - 1] : 0.0) + w[i];
+    block_sum.resize((w.size() + kBlock - 1) / kBlock);
+    for (std::size_t blk = 0; blk < block_sum.size(); ++blk) {
+      block_sum[blk] = pref[std::min(pref.size(), (blk + 1) * kBlock) - 1];
+    }
+  }
+  double weight(std::size_t i) const { return pref[i] - (i % kBlock ? pref[i - 1] : 0.0); }
+  void scale(std::size_t i, double factor) {  // w[i] *= factor
+    const double delta = weight(i) * (1.0 - factor);
+    const std::size_t e = std::min(pref.size(), (i / kBlock + 1) * kBlock);
+    for (std::size_t j = i; j < e; ++j) pref[j] -= delta;
+    block_sum[i / kBlock] -= delta;
+  }
+};
+
+struct Point {
+  std::size_t blk;
+  double x;    // offset inside the block's weight
+  double tau;  // arrival time
+};
+
+// Points of a unit-rate Poisson process on [0, weight of blocks [blk_begin, blk_end)) x
+// [lo, hi), in increasing weight position, each mapped to the item whose weight interval
+// holds it; an item keeps its earliest time. The first arrival time of item i is then Exp(w_i)
+// restricted to [lo, hi): exactly the exponential-race keys below hi, found in
+// O(blocks + points) instead of O(items).
+inline void race_points(const BlockPrefix& bp, std::size_t blk_begin, std::size_t blk_end, double lo, double hi,
+                        std::uint64_t key, std::vector<Point>& scratch, std::vector<RaceKey>& out) {
+  out.clear();
+  scratch.clear();
+  const double rate = hi - lo;
+  std::uint64_t c = 0;
+  auto uniform = [&] { return open_unit(stream_bits(key, c++)); };
+  // Phase 1: positions along the compact block sums only.
+  double next = -std::log(uniform()) / rate;
+  double acc = 0.0;
+  for (std::size_t blk = blk_begin; blk < blk_end; ++blk) {
+    const double end = acc + bp.block_sum[blk];
+    while (next < end) {
+      scratch.push_back({blk, next - acc, lo + uniform() * rate});
+      next += -std::log(uniform()) / rate;
+    }
+    acc = end;
+  }
+  // Phase 2: the item inside each block, with the block's cache lines fetched ahead.
+  const std::size_t n = bp.pref.size();
+  constexpr std::size_t kAhead = 6;
+  for (std::size_t j = 0; j < scratch.size(); ++j) {
+    if (j + kAhead < scratch.size()) {
+      const char* p = reinterpret_cast<const char*>(bp.pref.data() + scratch[j + kAhead].blk * kBlock);
+      for (std::size_t line = 0; line < kBlock * sizeof(double); line += 64) __builtin_prefetch(p + line);
+    }
+    const Point& pt = scratch[j];
+    const std::size_t first = pt.blk * kBlock;
+    const std::size_t len = std::min(n, first + kBlock) - first;
+    const double* pref = bp.pref.data() + first;
+    std::size_t below = 0;  // prefix values <= x: the item index in the block (branch-free)
+    for (std::size_t q = 0; q < len; ++q) below += pref[q] <= pt.x;
+    std::size_t i = std::min(below, len - 1);
+    while (i > 0 && pref[i] <= pref[i - 1]) --i;  // rounding: never a zero-weight item
+    if (!(pref[i] > (i ? pref[i - 1] : 0.0))) continue;
+    const auto id = static_cast<std::int64_t>(first + i);
+    if (!out.empty() && out.back().id == id) {
+      out.back().key = std::min(out.back().key, pt.tau);
+    } else {
+      out.push_back({pt.tau, id});
+    }
+  }
+}
+
+// Fixed number of independent segments of the item range (never the thread count).
+inline constexpr std::size_t kSegments = 16;
+
+// cand (sorted by item, times below the band) absorbs pts (sorted by item, times in the band):
+// an item already in cand keeps its earlier time.
+inline void merge_earliest(std::vector<RaceKey>& cand, const std::vector<RaceKey>& pts, std::vector<RaceKey>& tmp) {
+  if (cand.empty()) {
+    cand = pts;
+    return;
+  }
+  tmp.clear();
+  std::size_t a = 0, q = 0;
+  while (a < cand.size() || q < pts.size()) {
+    if (q == pts.size() || (a < cand.size() && cand[a].id <= pts[q].id)) {
+      if (q < pts.size() && cand[a].id == pts[q].id) ++q;
+      tmp.push_back(cand[a++]);
+    } else {
+      tmp.push_back(pts[q++]);
+    }
+  }
+  cand.swap(tmp);
+}
+
+}  // namespace soft_cap_detail
+
 // Writes counts[n] (times each item was picked; sum == total) and, if picks is not null, the
 // picked items in pick order (total entries). Throws std::invalid_argument on bad input.
+// The result depends on (scores, parameters, seed) only, not on `threads`.
 template <class S>
 void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double penalty, std::int64_t batch_size,
                      std::uint64_t seed, unsigned threads, std::int64_t* counts, std::int64_t* picks) {
+  using namespace soft_cap_detail;
   if (!(penalty > 0.0) || !std::isfinite(penalty)) throw std::invalid_argument("penalty must be a finite number > 0");
   if (batch_size < 1) throw std::invalid_argument("batch_size must be >= 1");
   if (total < 0) throw std::invalid_argument("total must be >= 0");
@@ -50,67 +162,76 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
                                 " or scores spanning more than ~700)");
   }
   const double decay = std::exp(-penalty);
+  BlockPrefix bp;
+  bp.build(w);
+  w = std::vector<double>();  // weights live in the prefix sums from here on
+  std::vector<RaceKey> cand, keys;
   if (threads == 0) threads = available_cores();
-  const std::size_t grain = std::max<std::size_t>(1 << 16, n / (8 * threads) + 1);
-  const std::size_t chunks = (n + grain - 1) / grain;
-
-  // A threshold T with at least b keys below it: first from exact keys of a strided sample,
-  // later from the last batch's cut. Items are rejected without a logarithm when
-  // 1 - u >= T * w, since E = -log(u) >= 1 - u.
+  const std::size_t segments = std::min<std::size_t>(kSegments, bp.blocks());
+  std::vector<std::size_t> seg_begin(segments + 1);
+  for (std::size_t sg = 0; sg <= segments; ++sg) seg_begin[sg] = sg * bp.blocks() / segments;
+  std::vector<std::vector<RaceKey>> seg_cand(segments), seg_pts(segments), seg_tmp(segments);
+  std::vector<std::vector<Point>> seg_scratch(segments);
   double guess = 0.0;
-  std::vector<RaceKey> cand;
-  std::vector<std::vector<RaceKey>> local(chunks);
   std::int64_t done = 0;
   for (std::uint64_t batch = 0; done < total; ++batch) {
     const std::size_t b = static_cast<std::size_t>(std::min<std::int64_t>(batch_size, total - done));
-    const std::uint64_t key = stream_key(seed, Stream::SoftCap, batch);
-    if (batch == 0) {
-      const std::size_t m = std::min<std::size_t>(n, 50000);
-      const std::size_t stride = n / m;
-      std::vector<double> ks;
-      ks.reserve(m);
-      for (std::size_t j = 0; j < m; ++j) {
-        const std::size_t i = j * stride;
-        if (w[i] > 0.0) ks.push_back(-std::log(open_unit(stream_bits(key, i))) / w[i]);
-      }
-      if (ks.empty()) {
-        guess = 1.0;
-      } else {
-        const std::size_t rank = std::min(ks.size() - 1, (b * ks.size()) / n * 2 + 16);
-        std::nth_element(ks.begin(), ks.begin() + static_cast<std::ptrdiff_t>(rank), ks.end());
-        guess = ks[rank];
-      }
+    if (batch == 0 || !(guess > 0.0) || !std::isfinite(guess)) {
+      double weight = 0.0;
+      for (double x : bp.block_sum) weight += x;
+      guess = 1.25 * static_cast<double>(b) / weight;  // about 1.25 b points expected
     }
-    for (double t = guess;; t *= 4.0) {
-      parallel_for(chunks, threads, 1, [&](std::size_t c0, std::size_t c1) {
-        for (std::size_t c = c0; c < c1; ++c) {
-          std::vector<RaceKey>& out = local[c];
-          out.clear();
-          const std::size_t end = std::min(n, (c + 1) * grain);
-          for (std::size_t i = c * grain; i < end; ++i) {
-            const double wi = w[i];
-            const double u = open_unit(stream_bits(key, i));
-            if (1.0 - u >= t * wi) continue;
-            const double k = -std::log(u) / wi;
-            if (k < t) out.push_back({k, static_cast<std::int64_t>(i)});
-          }
+    // Candidates: every item whose key is below hi, found band by band until there are b.
+    // The item range is cut into fixed segments, each its own Poisson process with its own
+    // random stream, walked in parallel; the result does not depend on the thread count.
+    for (auto& c : seg_cand) c.clear();
+    double lo = 0.0, hi = guess;
+    for (std::uint64_t round = 0;; ++round) {
+      if (round >= 256 || !std::isfinite(hi)) throw std::runtime_error("soft_cap_sample: no finite threshold found");
+      parallel_for(segments, threads, 1, [&](std::size_t s0, std::size_t s1) {
+        for (std::size_t sg = s0; sg < s1; ++sg) {
+          const std::uint64_t key = stream_key(seed, Stream::SoftCap, (batch * 256 + round) * kSegments + sg);
+          race_points(bp, seg_begin[sg], seg_begin[sg + 1], lo, hi, key, seg_scratch[sg], seg_pts[sg]);
+          merge_earliest(seg_cand[sg], seg_pts[sg], seg_tmp[sg]);
         }
       });
-      cand.clear();
-      for (const auto& l : local) cand.insert(cand.end(), l.begin(), l.end());
-      if (cand.size() >= b) break;
-      if (!std::isfinite(t * 4.0)) throw std::runtime_error("soft_cap_sample: no finite threshold found");
+      std::size_t found = 0;
+      for (const auto& c : seg_cand) found += c.size();
+      if (found >= b) break;
+      lo = hi;
+      hi *= 4.0;
     }
-    std::nth_element(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(b - 1), cand.end(), race_before);
-    std::sort(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(b), race_before);
-    for (std::size_t j = 0; j < b; ++j) {
-      const std::size_t i = static_cast<std::size_t>(cand[j].id);
-      ++counts[i];
-      w[i] *= decay;
-      if (picks) picks[done + static_cast<std::int64_t>(j)] = cand[j].id;
+    cand.clear();
+    for (const auto& c : seg_cand) cand.insert(cand.end(), c.begin(), c.end());
+    // The b-th smallest key, then the picks in item order: memory is touched in one
+    // increasing sweep instead of at b random places.
+    keys.resize(cand.size());
+    for (std::size_t j = 0; j < cand.size(); ++j) keys[j] = cand[j];
+    std::nth_element(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(b - 1), keys.end(), race_before);
+    const RaceKey cut_item = keys[b - 1];
+    const double cut = cut_item.key;
+    parallel_for(segments, threads, 1, [&](std::size_t s0, std::size_t s1) {
+      for (std::size_t sg = s0; sg < s1; ++sg) {
+        for (const RaceKey& c : seg_cand[sg]) {  // disjoint memory per segment
+          if (race_before(cut_item, c)) continue;
+          const auto i = static_cast<std::size_t>(c.id);
+          ++counts[i];
+          bp.scale(i, decay);
+        }
+      }
+    });
+    if (picks) {
+      std::size_t taken = 0;
+      for (const RaceKey& c : cand) {
+        if (!race_before(cut_item, c)) keys[taken++] = c;
+      }
+    }
+    if (picks) {  // pick order: smallest key first (successive sampling)
+      std::sort(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(b), race_before);
+      for (std::size_t j = 0; j < b; ++j) picks[done + static_cast<std::int64_t>(j)] = keys[j].id;
     }
     // Picked weights only shrink, so keys rise: aim a little above this batch's cut.
-    guess = cand[b - 1].key * 1.25;
+    guess = cut * 1.25;
     done += static_cast<std::int64_t>(b);
   }
 }
