@@ -101,42 +101,6 @@ py::tuple to_arrays(const std::vector<Keyed>& items) {
   return py::make_tuple(ids, keys);
 }
 
-// Parallel A-Res over a whole array, validating as it goes: one TopK per thread, merged into
-// `into` only if every weight is valid (so a bad batch leaves a reservoir untouched).
-template <class W>
-ScanReport ares_parallel(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, std::uint64_t key,
-                         BestK& into, unsigned threads) {
-  if (threads == 0) threads = available_cores();
-  if (n < (std::size_t{1} << 16)) {
-    ScanReport rep;
-    rep.first_bad = first_bad_weight(w, n, &rep.positive);
-    if (rep.first_bad < 0) ares_scan(w, n, ids, base, key, into);
-    return rep;
-  }
-  const std::size_t chunks = threads;  // each chunk fills its own k-heap once: fewer is cheaper
-  const std::size_t grain = (n + chunks - 1) / chunks;
-  std::vector<BestK> tops(chunks, BestK(into.capacity()));
-  std::vector<ScanReport> reps(chunks);
-  const double floor = into.threshold();
-  parallel_for(chunks, threads, 1, [&](std::size_t c0, std::size_t c1) {
-    for (std::size_t c = c0; c < c1; ++c) {
-      const std::size_t s = std::min(n, c * grain), e = std::min(n, s + grain);
-      reps[c] = ares_scan(w + s, e - s, ids ? ids + s : nullptr, base + static_cast<std::int64_t>(s), key, tops[c],
-                          floor);
-      if (reps[c].first_bad >= 0) reps[c].first_bad += static_cast<std::int64_t>(s);
-    }
-  });
-  ScanReport rep;
-  for (const ScanReport& r : reps) {
-    if (rep.first_bad < 0) rep.first_bad = r.first_bad;
-    rep.positive += r.positive;
-  }
-  if (rep.first_bad < 0) {
-    for (const BestK& t : tops) into.merge(t);
-  }
-  return rep;
-}
-
 class PyReservoir {
  public:
   PyReservoir(std::size_t k, std::uint64_t seed, int method)
@@ -154,7 +118,7 @@ class PyReservoir {
       with_weights(w, [&](auto* p) {
         switch (method_) {
           case Method::Ares:
-            bad = ares_parallel(p, w.n, ids, base, stream_key(seed_, Stream::AresKey), ares_, threads).first_bad;
+            bad = ares_select(p, w.n, ids, base, stream_key(seed_, Stream::AresKey), ares_, threads).first_bad;
             break;
           case Method::ExpJ:
             expj_.add(p, w.n, ids, base);
@@ -315,7 +279,7 @@ void bind_sampling(py::module_& m) {
             switch (static_cast<Method>(method)) {
               case Method::Ares: {
                 BestK top(kk);
-                const ScanReport rep = ares_parallel(p, w.n, nullptr, 0, stream_key(seed, Stream::AresKey), top, nt);
+                const ScanReport rep = ares_select(p, w.n, nullptr, 0, stream_key(seed, Stream::AresKey), top, nt);
                 bad = rep.first_bad;
                 w.positive = rep.positive;
                 if (bad < 0 && rep.positive >= kk) out = top.sorted();

@@ -7,12 +7,14 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "mixsieve/parallel.hpp"
 #include "mixsieve/rng.hpp"
 
 namespace mixsieve {
@@ -68,6 +70,36 @@ class TopK {
   std::vector<Keyed> heap_;
 };
 
+// Sorts best first. Large inputs of non-positive keys (A-Res keys log(u)/w) use an LSD radix
+// sort: for keys <= 0, best first is ascending order of the IEEE bit pattern. Equal keys are
+// then ordered by id, so the result is the same as std::sort with `better`.
+inline void sort_best_first(std::vector<Keyed>& v) {
+  const bool radix = v.size() > 4096 && std::all_of(v.begin(), v.end(), [](const Keyed& x) { return x.key <= 0.0; });
+  if (!radix) {
+    std::sort(v.begin(), v.end(), better);
+    return;
+  }
+  auto bits = [](const Keyed& x) {
+    std::uint64_t b;
+    std::memcpy(&b, &x.key, 8);
+    return x.key == 0.0 ? std::uint64_t{0} : b;  // -0.0 and +0.0 are the same (best) key
+  };
+  std::vector<Keyed> tmp(v.size());
+  for (int shift = 0; shift < 64; shift += 8) {
+    std::size_t count[257] = {};
+    for (const Keyed& x : v) ++count[((bits(x) >> shift) & 0xFF) + 1];
+    for (int d = 0; d < 256; ++d) count[d + 1] += count[d];
+    for (const Keyed& x : v) tmp[count[(bits(x) >> shift) & 0xFF]++] = x;
+    v.swap(tmp);
+  }
+  for (std::size_t i = 0; i < v.size();) {  // runs of equal keys: by id
+    std::size_t j = i + 1;
+    while (j < v.size() && v[j].key == v[i].key) ++j;
+    if (j - i > 1) std::sort(v.begin() + static_cast<std::ptrdiff_t>(i), v.begin() + static_cast<std::ptrdiff_t>(j), better);
+    i = j;
+  }
+}
+
 // The k best items of many offers, for scans: candidates above a threshold are buffered and,
 // when 2k have piled up, cut back to the best k with a linear-time selection, which raises the
 // threshold. O(1) amortised per candidate, against O(log k) for a heap.
@@ -93,7 +125,7 @@ class BestK {
   std::vector<Keyed> sorted() {
     cut();
     std::vector<Keyed> out(buf_);
-    std::sort(out.begin(), out.end(), better);
+    sort_best_first(out);
     return out;
   }
   const std::vector<Keyed>& items() {
@@ -145,32 +177,187 @@ struct ScanReport {
   std::size_t positive = 0;
 };
 
+namespace sampling_detail {
+
+// flag[j]: 0 = cannot enter, 1 = may enter (u - 1 > t * w, since log u <= u - 1), 2 = invalid
+// weight; u[j] is the item's uniform. Branch-free so that it vectorises.
+// Returns how many weights are positive; *any is non-zero if some flag is. The id comes from
+// ids[] or base + j; the loop is written out (no lambda) so that each variant vectorises.
+template <class W, bool kHasIds>
+inline __attribute__((always_inline)) std::size_t ares_flags_loop(const W* w, const std::int64_t* ids,
+                                                                  std::int64_t base, std::size_t cnt,
+                                                                  std::uint64_t key, double t, double* u,
+                                                                  std::int64_t* flag, std::int64_t* any) {
+  // Every lane is 64 bits wide and there are no branches: both keep the loop vectorisable.
+  std::int64_t pos = 0, seen = 0;
+  // stream_bits(key, id) = splitmix64_mix(key + (id + 1) * gamma): for consecutive ids the
+  // argument advances by gamma, an add instead of a 64-bit multiply.
+  constexpr std::uint64_t kGamma = 0x9E3779B97F4A7C15ULL;
+  const std::uint64_t start = key + (static_cast<std::uint64_t>(base) + 1) * kGamma;
+  for (std::size_t j = 0; j < cnt; ++j) {
+    const std::uint64_t bits = kHasIds ? stream_bits(key, static_cast<std::uint64_t>(ids[j]))
+                                       : splitmix64_mix(start + j * kGamma);
+    const double wi = static_cast<double>(w[j]);
+    const double uj = open_unit(bits);
+    u[j] = uj;
+    const std::int64_t positive = wi > 0.0;
+    const std::int64_t invalid = !((wi >= 0.0) & (wi <= std::numeric_limits<double>::max()));
+    const std::int64_t may = uj - 1.0 > t * wi;
+    const std::int64_t f = (positive & may) | (invalid << 1);
+    flag[j] = f;
+    seen |= f;
+    pos += positive;
+  }
+  *any = seen;
+  return static_cast<std::size_t>(pos);
+}
+
+template <class W>
+inline __attribute__((always_inline)) std::size_t ares_flags_body(const W* w, const std::int64_t* ids,
+                                                                  std::int64_t base, std::size_t cnt,
+                                                                  std::uint64_t key, double t, double* u,
+                                                                  std::int64_t* flag, std::int64_t* any) {
+  return ids ? ares_flags_loop<W, true>(w, ids, base, cnt, key, t, u, flag, any)
+             : ares_flags_loop<W, false>(w, ids, base, cnt, key, t, u, flag, any);
+}
+
+// One copy of the loop per instruction set, chosen at run time (the wheel targets baseline
+// x86-64): AVX-512 (with 64-bit multiplies), AVX2, or the baseline.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MIXSIEVE_FLAG_VARIANT(NAME, TARGET, W)                                                                     \
+  __attribute__((target(TARGET))) inline std::size_t NAME(const W* w, const std::int64_t* ids, std::int64_t base, \
+                                                          std::size_t cnt, std::uint64_t key, double t, double* u, \
+                                                          std::int64_t* flag, std::int64_t* any) {                 \
+    return ares_flags_body(w, ids, base, cnt, key, t, u, flag, any);                                               \
+  }
+MIXSIEVE_FLAG_VARIANT(ares_flags_avx512, "avx512f,avx512dq,avx512vl", double)
+MIXSIEVE_FLAG_VARIANT(ares_flags_avx512, "avx512f,avx512dq,avx512vl", float)
+MIXSIEVE_FLAG_VARIANT(ares_flags_avx2, "avx2,fma", double)
+MIXSIEVE_FLAG_VARIANT(ares_flags_avx2, "avx2,fma", float)
+#undef MIXSIEVE_FLAG_VARIANT
+
+inline int flag_isa() {
+  static const int isa = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                                 __builtin_cpu_supports("avx512vl")
+                             ? 2
+                             : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0);
+  return isa;
+}
+#endif
+
+template <class W>
+inline std::size_t ares_flags(const W* w, const std::int64_t* ids, std::int64_t base, std::size_t cnt,
+                              std::uint64_t key, double t, double* u, std::int64_t* flag, std::int64_t* any) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  switch (flag_isa()) {
+    case 2:
+      return ares_flags_avx512(w, ids, base, cnt, key, t, u, flag, any);
+    case 1:
+      return ares_flags_avx2(w, ids, base, cnt, key, t, u, flag, any);
+    default:
+      break;
+  }
+#endif
+  return ares_flags_body(w, ids, base, cnt, key, t, u, flag, any);
+}
+
+}  // namespace sampling_detail
+
 // A-Res with keys log(u_id) / w, u_id a pure function of (seed, id): offers every item of
 // w[0..n) with id ids[i] (or base + i) to `top`, validating the weights in the same pass.
 // Most items are rejected without a logarithm: log(u) <= u - 1, so u - 1 <= T * w already
-// implies key <= T. Keys <= floor are skipped too (a bound known from elsewhere, e.g. the
-// reservoir a chunk will be merged into).
+// implies key <= T. Keys below floor are skipped too (a bound known from elsewhere). `stride`
+// > 1 offers only every stride-th item (a sample, used to estimate thresholds).
 template <class W, class Top>
 ScanReport ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, std::uint64_t key,
                      Top& top, double floor = kNegInf) {
   ScanReport rep;
   double t = std::max(top.threshold(), floor);
-  for (std::size_t i = 0; i < n; ++i) {
-    const double wi = static_cast<double>(w[i]);
-    if (!(wi > 0.0 && wi <= std::numeric_limits<double>::max())) {
-      if (wi != 0.0 && rep.first_bad < 0) rep.first_bad = static_cast<std::int64_t>(i);
-      continue;
+  constexpr std::size_t kBlock = 256;
+  double u[kBlock];
+  std::int64_t flag[kBlock];
+  for (std::size_t i0 = 0; i0 < n; i0 += kBlock) {
+    const std::size_t cnt = std::min(kBlock, n - i0);
+    std::int64_t any = 0;
+    rep.positive += sampling_detail::ares_flags(w + i0, ids ? ids + i0 : nullptr,
+                                                base + static_cast<std::int64_t>(i0), cnt, key, t, u, flag, &any);
+    if (!any) continue;
+    for (std::size_t j = 0; j < cnt; ++j) {
+      if (!flag[j]) continue;
+      if (flag[j] & 2) {  // invalid weight (maybe also flagged as a candidate: +inf)
+        if (rep.first_bad < 0) rep.first_bad = static_cast<std::int64_t>(i0 + j);
+        continue;
+      }
+      const double wi = static_cast<double>(w[i0 + j]);
+      const double k = std::log(u[j]) / wi;
+      if (k < t) continue;
+      top.offer({k, ids ? ids[i0 + j] : base + static_cast<std::int64_t>(i0 + j)});
+      t = std::max(top.threshold(), floor);
     }
-    ++rep.positive;
-    const std::int64_t id = ids ? ids[i] : base + static_cast<std::int64_t>(i);
-    const double u = open_unit(stream_bits(key, static_cast<std::uint64_t>(id)));
-    if (u - 1.0 <= t * wi) continue;
-    const double k = std::log(u) / wi;
-    if (k < t) continue;
-    top.offer({k, id});
-    t = std::max(top.threshold(), floor);
   }
   return rep;
+}
+
+// A floor below the k-th best key, from the items at a stride (their exact keys): about
+// 1.15 k items of the whole array lie above it. -inf when the sample is too small to tell.
+template <class W>
+double ares_estimate_floor(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, std::uint64_t key,
+                           std::size_t k) {
+  // Whole 256-item blocks, one every `stride` blocks: contiguous reads, vectorised flags.
+  constexpr std::size_t kRun = 256;
+  const std::size_t stride = (k + 4095) / 4096 + 1;
+  const std::size_t runs = n / (kRun * stride);
+  if (runs * kRun < 4 * 4096) return kNegInf;
+  const std::size_t sampled = runs * kRun;
+  const auto q = static_cast<std::size_t>(1.15 * static_cast<double>(k) * static_cast<double>(sampled) /
+                                          static_cast<double>(n)) + 1;
+  BestK sample(q);
+  for (std::size_t r = 0; r < runs; ++r) {
+    const std::size_t s = r * kRun * stride;
+    ares_scan(w + s, kRun, ids ? ids + s : nullptr, base + static_cast<std::int64_t>(s), key, sample);
+  }
+  return sample.size() >= q ? sample.sorted().back().key : kNegInf;
+}
+
+// The k best A-Res keys of a whole array into `into`, on `threads` threads (one chunk each),
+// validating as it goes: merged into `into` only if every weight is valid, so a bad batch
+// leaves a reservoir untouched. An empty `into` with large k first estimates a floor from a
+// strided sample, so the scan handles ~1.15 k candidates instead of k (1 + ln(n / k)); if
+// the floor turns out too high the scan is repeated without it. The result never depends on
+// the floor or the thread count.
+template <class W>
+ScanReport ares_select(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, std::uint64_t key,
+                       BestK& into, unsigned threads) {
+  if (threads == 0) threads = available_cores();
+  const std::size_t k = into.capacity();
+  const double floor =
+      (into.size() == 0 && k >= 2048) ? ares_estimate_floor(w, n, ids, base, key, k) : into.threshold();
+  for (double fl : {floor, kNegInf}) {
+    const std::size_t chunks = n < (std::size_t{1} << 16) ? 1 : threads;
+    const std::size_t grain = (n + chunks - 1) / chunks;
+    std::vector<BestK> tops(chunks, BestK(k));
+    std::vector<ScanReport> reps(chunks);
+    parallel_for(chunks, threads, 1, [&](std::size_t c0, std::size_t c1) {
+      for (std::size_t c = c0; c < c1; ++c) {
+        const std::size_t s = std::min(n, c * grain), e = std::min(n, s + grain);
+        reps[c] = ares_scan(w + s, e - s, ids ? ids + s : nullptr, base + static_cast<std::int64_t>(s), key, tops[c],
+                            std::max(fl, into.threshold()));
+        if (reps[c].first_bad >= 0) reps[c].first_bad += static_cast<std::int64_t>(s);
+      }
+    });
+    ScanReport rep;
+    std::size_t found = 0;
+    for (std::size_t c = 0; c < chunks; ++c) {
+      if (rep.first_bad < 0) rep.first_bad = reps[c].first_bad;
+      rep.positive += reps[c].positive;
+      found += tops[c].size();
+    }
+    if (rep.first_bad >= 0) return rep;
+    if (fl != kNegInf && fl > into.threshold() && found < std::min(k, rep.positive)) continue;  // floor too high
+    for (const BestK& t : tops) into.merge(t);
+    return rep;
+  }
+  return {};
 }
 
 // One-pass A-ExpJ (Efraimidis & Spirakis 2006) in log space. Each random number is keyed by
