@@ -12,6 +12,7 @@
 
 #include "common.hpp"
 #include "mixsieve/cpu.hpp"
+#include "mixsieve/jsonl.hpp"
 #include "mixsieve/lsh.hpp"
 #include "mixsieve/minhash.hpp"
 #include "mixsieve/parallel.hpp"
@@ -337,6 +338,26 @@ PYBIND11_MODULE(_core, m) {
     return LSHIndex<std::uint32_t>::peek_width(static_cast<const char*>(info.ptr),
                                                static_cast<std::size_t>(info.size * info.itemsize));
   });
+  m.def(
+      "parse_json_line",
+      [](const py::bytes& line, const std::string& text_field, const std::string& id_field) {
+        std::string_view v = line;
+        JsonLine j;
+        {
+          py::gil_scoped_release release;
+          parse_json_line(v, text_field, id_field, j);
+        }
+        if (!j.ok) throw py::value_error("byte " + std::to_string(j.error_at) + ": " + j.error);
+        auto field = [&](const JsonField& f) -> py::object {
+          if (!f.found) return py::none();
+          if (f.is_string) return py::make_tuple(py::bytes(f.decoded), f.bad_utf8);
+          return py::bytes(std::string(v.substr(f.begin, f.end - f.begin)));
+        };
+        return py::make_tuple(field(j.text), field(j.id));
+      },
+      py::arg("line"), py::arg("text_field"), py::arg("id_field") = "",
+      "Validate one JSON-object line; (text, id): (decoded UTF-8 bytes, had_bad_utf8) for a string, the raw "
+      "JSON bytes for another value, None if absent. Raises ValueError with the byte offset.");
   m.def("build_info", [] {
     py::dict d;
 #if defined(__clang__)

@@ -1,14 +1,40 @@
-"""Command line: ``mixsieve demo`` (or ``python -m mixsieve demo``) and ``mixsieve info``."""
+"""Command line: ``mixsieve demo``, ``mixsieve info`` and ``mixsieve dedup`` (or ``python -m mixsieve ...``).
+
+``mixsieve dedup ARGS`` runs the native ``mixsieve-dedup`` binary with the same arguments.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import sysconfig
 
 from . import __version__
 
 
+def dedup_binary() -> str:
+    """Path of the installed ``mixsieve-dedup`` executable (the environment's scripts folder
+    first, then PATH); ``MIXSIEVE_DEDUP_BIN`` overrides both."""
+    override = os.environ.get("MIXSIEVE_DEDUP_BIN")
+    if override:
+        return override
+    for folder in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
+        path = os.path.join(folder, "mixsieve-dedup")
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    found = shutil.which("mixsieve-dedup")
+    if found:
+        return found
+    raise FileNotFoundError("mixsieve-dedup is not installed (pip install mixsieve builds it)")
+
+
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["dedup"]:
+        binary = dedup_binary()
+        os.execv(binary, [binary, *args_in[1:]])
     parser = argparse.ArgumentParser(
         prog="mixsieve", description="Fast, deterministic training-data sampling."
     )
@@ -23,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     demo.add_argument("--limit", type=int, default=None, help="use only the first N documents")
     sub.add_parser("info", help="print what this build contains (compiler, SIMD, CUDA, versions)")
-    args = parser.parse_args(argv)
+    sub.add_parser(
+        "dedup", help="deduplicate JSONL/text files with the native binary (see mixsieve-dedup --help)"
+    )
+    args = parser.parse_args(args_in)
     try:
         if args.command == "demo":
             from .demo import run

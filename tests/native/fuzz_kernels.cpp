@@ -1,5 +1,6 @@
-// Fuzz target for the byte-level parsers: text normalisation (arbitrary bytes, ill-formed
-// UTF-8), MinHash over it, and the LSH index file loader (arbitrary and mutated files).
+// Fuzz target for the byte-level parsers: the JSON-line scanner of mixsieve-dedup, text
+// normalisation (arbitrary bytes, ill-formed UTF-8), MinHash over it, and the LSH index file
+// loader (arbitrary and mutated files).
 // With clang: -fsanitize=fuzzer,address,undefined gives a libFuzzer binary. Without it,
 // main() below drives the same entry point with seeded random and mutated inputs, which is
 // what the MIXSIEVE_SANITIZE build runs (target mixsieve_fuzz).
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "mixsieve/jsonl.hpp"
 #include "mixsieve/lsh.hpp"
 #include "mixsieve/minhash.hpp"
 
@@ -46,6 +48,8 @@ std::vector<char> sample_index_file() {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const char* text = reinterpret_cast<const char*>(data);
+  JsonLine line;
+  parse_json_line(std::string_view(text, size), "text", "id", line);
   for (int unit = 0; unit < 2; ++unit) {
     MinHashConfig c;
     c.num_perm = 24;
@@ -83,7 +87,16 @@ int main(int argc, char** argv) {
   const std::vector<char> good = sample_index_file();
   for (long it = 0; it < iterations; ++it) {
     std::vector<char> buf;
-    switch (it % 3) {
+    switch (it % 4) {
+      case 3: {  // JSON-ish lines: structure characters, escapes, UTF-8 pieces
+        static const char* pieces[] = {"{", "}", "[", "]", "\"", ":", ",", "\\u", "\\", "d83d", "\\ude00",
+                                       "text", "id", "1e5", "-", "null", "NaN", " ", "\xc3\xa9", "\xff"};
+        const int count = static_cast<int>(rng() % 40);
+        std::string s;
+        for (int q = 0; q < count; ++q) s += pieces[rng() % 20];
+        buf.assign(s.begin(), s.end());
+        break;
+      }
       case 0: {  // random bytes, biased towards UTF-8 lead/continuation bytes and ASCII
         buf.resize(rng() % 600);
         for (auto& b : buf) {
