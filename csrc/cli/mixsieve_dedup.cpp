@@ -3,7 +3,9 @@
 // cores straight from the parsed text, clusters with the same LSH + union-find code as
 // mixsieve.dedup (so results agree exactly), and writes the kept records byte for byte.
 // Exit codes: 0 success, 1 bad input, 2 usage.
+#ifdef MIXSIEVE_HAVE_ZLIB
 #include <zlib.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -234,6 +236,10 @@ bool wanted_in_directory(const std::string& path, const std::string& format) {
 }
 
 std::string gunzip(const std::string& name, const std::string& raw) {
+#ifndef MIXSIEVE_HAVE_ZLIB
+  (void)raw;
+  throw InputError(name + ": gzip input, but this mixsieve-dedup was built without zlib");
+#else
   z_stream zs{};
   if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) throw InputError(name + ": cannot start gzip decoder");
   std::string out;
@@ -260,11 +266,12 @@ std::string gunzip(const std::string& name, const std::string& raw) {
       inflateReset(&zs);  // concatenated gzip members
       rc = Z_OK;
     }
-  } while (rc == Z_OK || rc == Z_BUF_ERROR && zs.avail_out == 0);
+  } while (rc == Z_OK || (rc == Z_BUF_ERROR && zs.avail_out == 0));
   inflateEnd(&zs);
   if (rc != Z_STREAM_END) throw InputError(name + ": corrupt or truncated gzip data");
   out.resize(produced);
   return out;
+#endif
 }
 
 std::string read_all(const std::string& path) {
