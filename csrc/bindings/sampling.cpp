@@ -282,7 +282,7 @@ void bind_sampling(py::module_& m) {
                 const ScanReport rep = ares_select(p, w.n, nullptr, 0, stream_key(seed, Stream::AresKey), top, nt);
                 bad = rep.first_bad;
                 w.positive = rep.positive;
-                if (bad < 0 && rep.positive >= kk) out = top.sorted();
+                if (bad < 0 && rep.positive >= kk) out = top.sorted(nt == 0 ? available_cores() : nt);
                 break;
               }
               case Method::ExpJ: {

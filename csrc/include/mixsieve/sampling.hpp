@@ -11,6 +11,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -70,13 +71,15 @@ class TopK {
   std::vector<Keyed> heap_;
 };
 
-// Sorts best first. Large inputs of non-positive keys (A-Res keys log(u)/w) use an LSD radix
-// sort: for keys <= 0, best first is ascending order of the IEEE bit pattern. Equal keys are
-// then ordered by id, so the result is the same as std::sort with `better`.
-inline void sort_best_first(std::vector<Keyed>& v) {
-  const bool radix = v.size() > 4096 && std::all_of(v.begin(), v.end(), [](const Keyed& x) { return x.key <= 0.0; });
+// Sorts [first, last) best first. Large inputs of non-positive keys (A-Res keys log(u)/w) use
+// an LSD radix sort: for keys <= 0, best first is ascending order of the IEEE bit pattern
+// (passes whose byte is the same for every key are skipped). Equal keys are then ordered by
+// id, so the result is the same as std::sort with `better`.
+inline void sort_best_first(Keyed* first, Keyed* last) {
+  const std::size_t n = static_cast<std::size_t>(last - first);
+  const bool radix = n > 4096 && std::all_of(first, last, [](const Keyed& x) { return x.key <= 0.0; });
   if (!radix) {
-    std::sort(v.begin(), v.end(), better);
+    std::sort(first, last, better);
     return;
   }
   auto bits = [](const Keyed& x) {
@@ -84,20 +87,37 @@ inline void sort_best_first(std::vector<Keyed>& v) {
     std::memcpy(&b, &x.key, 8);
     return x.key == 0.0 ? std::uint64_t{0} : b;  // -0.0 and +0.0 are the same (best) key
   };
-  std::vector<Keyed> tmp(v.size());
+  std::vector<Keyed> tmp(n);
+  Keyed* src = first;
+  Keyed* dst = tmp.data();
   for (int shift = 0; shift < 64; shift += 8) {
     std::size_t count[257] = {};
-    for (const Keyed& x : v) ++count[((bits(x) >> shift) & 0xFF) + 1];
+    for (std::size_t i = 0; i < n; ++i) ++count[((bits(src[i]) >> shift) & 0xFF) + 1];
+    if (std::any_of(count + 1, count + 257, [n](std::size_t c) { return c == n; })) continue;
     for (int d = 0; d < 256; ++d) count[d + 1] += count[d];
-    for (const Keyed& x : v) tmp[count[(bits(x) >> shift) & 0xFF]++] = x;
-    v.swap(tmp);
+    for (std::size_t i = 0; i < n; ++i) dst[count[(bits(src[i]) >> shift) & 0xFF]++] = src[i];
+    std::swap(src, dst);
   }
-  for (std::size_t i = 0; i < v.size();) {  // runs of equal keys: by id
-    std::size_t j = i + 1;
-    while (j < v.size() && v[j].key == v[i].key) ++j;
-    if (j - i > 1) std::sort(v.begin() + static_cast<std::ptrdiff_t>(i), v.begin() + static_cast<std::ptrdiff_t>(j), better);
+  if (src != first) std::copy(src, src + n, first);
+  for (Keyed* i = first; i < last;) {  // runs of equal keys: by id
+    Keyed* j = i + 1;
+    while (j < last && j->key == i->key) ++j;
+    if (j - i > 1) std::sort(i, j, better);
     i = j;
   }
+}
+
+// The same, on two threads for large inputs: split at the median, sort both halves at once.
+inline void sort_best_first(std::vector<Keyed>& v, unsigned threads = 1) {
+  if (threads < 2 || v.size() < (std::size_t{1} << 16)) {
+    sort_best_first(v.data(), v.data() + v.size());
+    return;
+  }
+  Keyed* mid = v.data() + v.size() / 2;
+  std::nth_element(v.data(), mid, v.data() + v.size(), better);
+  std::thread other([&] { sort_best_first(mid, v.data() + v.size()); });
+  sort_best_first(v.data(), mid);
+  other.join();
 }
 
 // The k best items of many offers, for scans: candidates above a threshold are buffered and,
@@ -121,11 +141,11 @@ class BestK {
     for (const Keyed& it : other.buf_) offer(it);
   }
 
-  // The best k, best first.
-  std::vector<Keyed> sorted() {
+  // The best k, best first (sorted on up to two threads).
+  std::vector<Keyed> sorted(unsigned threads = 1) {
     cut();
     std::vector<Keyed> out(buf_);
-    sort_best_first(out);
+    sort_best_first(out, threads);
     return out;
   }
   const std::vector<Keyed>& items() {
@@ -278,6 +298,11 @@ ScanReport ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::in
   std::int64_t flag[kBlock];
   for (std::size_t i0 = 0; i0 < n; i0 += kBlock) {
     const std::size_t cnt = std::min(kBlock, n - i0);
+    // Ask for the block after next now, so its weights stream in while this one computes.
+    if (i0 + 3 * kBlock <= n) {
+      const char* ahead = reinterpret_cast<const char*>(w + i0 + 2 * kBlock);
+      for (std::size_t b = 0; b < kBlock * sizeof(W); b += 64) __builtin_prefetch(ahead + b);
+    }
     std::int64_t any = 0;
     rep.positive += sampling_detail::ares_flags(w + i0, ids ? ids + i0 : nullptr,
                                                 base + static_cast<std::int64_t>(i0), cnt, key, t, u, flag, &any);
