@@ -28,7 +28,7 @@ inline bool race_before(const RaceKey& a, const RaceKey& b) { return a.key < b.k
 
 namespace soft_cap_detail {
 
-inline constexpr std::size_t kBlock = 64;
+inline constexpr std::size_t kBlock = 16;  // 2 cache lines of prefix sums per point
 
 // Weights as per-block prefix sums: pref[i] = w[block start] + ... + w[i]. Item i owns
 // [pref[i-1], pref[i]) of its block. block_sum mirrors each block's last prefix (the same
@@ -37,13 +37,17 @@ struct BlockPrefix {
   std::vector<double> pref;
   std::vector<double> block_sum;
   std::size_t blocks() const { return block_sum.size(); }
-  void build(const std::vector<double>& w) {
+  void build(const std::vector<double>& w, unsigned threads) {
     pref.resize(w.size());
-    for (std::size_t i = 0; i < w.size(); ++i) pref[i] = (i % kBlock ? pref[i - 1] : 0.0) + w[i];
     block_sum.resize((w.size() + kBlock - 1) / kBlock);
-    for (std::size_t blk = 0; blk < block_sum.size(); ++blk) {
-      block_sum[blk] = pref[std::min(pref.size(), (blk + 1) * kBlock) - 1];
-    }
+    parallel_for(block_sum.size(), threads, 4096, [&](std::size_t b0, std::size_t b1) {
+      for (std::size_t blk = b0; blk < b1; ++blk) {
+        const std::size_t e = std::min(w.size(), (blk + 1) * kBlock);
+        double acc = 0.0;
+        for (std::size_t i = blk * kBlock; i < e; ++i) pref[i] = acc += w[i];
+        block_sum[blk] = acc;
+      }
+    });
   }
   double weight(std::size_t i) const { return pref[i] - (i % kBlock ? pref[i - 1] : 0.0); }
   void scale(std::size_t i, double factor) {  // w[i] *= factor
@@ -144,16 +148,33 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
   if (!(penalty > 0.0) || !std::isfinite(penalty)) throw std::invalid_argument("penalty must be a finite number > 0");
   if (batch_size < 1) throw std::invalid_argument("batch_size must be >= 1");
   if (total < 0) throw std::invalid_argument("total must be >= 0");
+  if (threads == 0) threads = available_cores();
   std::fill(counts, counts + n, std::int64_t{0});
   if (total == 0) return;
-  double top = -std::numeric_limits<double>::infinity();
-  for (std::size_t i = 0; i < n; ++i) top = std::max(top, static_cast<double>(scores[i]));
+  // Weights exp(s - max s), computed in parallel chunks (the one O(n) pass with a transcendental).
+  const std::size_t grain = std::size_t{1} << 16;
+  const std::size_t chunks = (n + grain - 1) / grain;
+  std::vector<double> chunk_max(chunks, -std::numeric_limits<double>::infinity());
+  parallel_for(chunks, threads, 1, [&](std::size_t c0, std::size_t c1) {
+    for (std::size_t c = c0; c < c1; ++c) {
+      for (std::size_t i = c * grain; i < std::min(n, (c + 1) * grain); ++i) {
+        chunk_max[c] = std::max(chunk_max[c], static_cast<double>(scores[i]));
+      }
+    }
+  });
+  const double top = *std::max_element(chunk_max.begin(), chunk_max.end());
   std::vector<double> w(n);
+  std::vector<std::size_t> chunk_pos(chunks, 0);
+  parallel_for(chunks, threads, 1, [&](std::size_t c0, std::size_t c1) {
+    for (std::size_t c = c0; c < c1; ++c) {
+      for (std::size_t i = c * grain; i < std::min(n, (c + 1) * grain); ++i) {
+        w[i] = std::exp(static_cast<double>(scores[i]) - top);
+        chunk_pos[c] += w[i] > 0.0;
+      }
+    }
+  });
   std::size_t positive = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    w[i] = std::exp(static_cast<double>(scores[i]) - top);
-    positive += w[i] > 0.0;
-  }
+  for (std::size_t p : chunk_pos) positive += p;
   const std::size_t b_max = static_cast<std::size_t>(std::min<std::int64_t>(batch_size, total));
   if (positive < b_max) {
     throw std::invalid_argument("a batch needs " + std::to_string(b_max) + " distinct items but only " +
@@ -163,10 +184,9 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
   }
   const double decay = std::exp(-penalty);
   BlockPrefix bp;
-  bp.build(w);
+  bp.build(w, threads);
   w = std::vector<double>();  // weights live in the prefix sums from here on
   std::vector<RaceKey> cand, keys;
-  if (threads == 0) threads = available_cores();
   const std::size_t segments = std::min<std::size_t>(kSegments, bp.blocks());
   std::vector<std::size_t> seg_begin(segments + 1);
   for (std::size_t sg = 0; sg <= segments; ++sg) seg_begin[sg] = sg * bp.blocks() / segments;
