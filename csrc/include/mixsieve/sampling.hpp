@@ -327,7 +327,7 @@ ScanReport ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::in
 // 1.15 k items of the whole array lie above it. -inf when the sample is too small to tell.
 template <class W>
 double ares_estimate_floor(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, std::uint64_t key,
-                           std::size_t k) {
+                           std::size_t k, unsigned threads = 1) {
   // Whole 256-item blocks, one every `stride` blocks: contiguous reads, vectorised flags.
   constexpr std::size_t kRun = 256;
   const std::size_t stride = (k + 4095) / 4096 + 1;
@@ -336,12 +336,20 @@ double ares_estimate_floor(const W* w, std::size_t n, const std::int64_t* ids, s
   const std::size_t sampled = runs * kRun;
   const auto q = static_cast<std::size_t>(1.15 * static_cast<double>(k) * static_cast<double>(sampled) /
                                           static_cast<double>(n)) + 1;
-  BestK sample(q);
-  for (std::size_t r = 0; r < runs; ++r) {
-    const std::size_t s = r * kRun * stride;
-    ares_scan(w + s, kRun, ids ? ids + s : nullptr, base + static_cast<std::int64_t>(s), key, sample);
-  }
-  return sample.size() >= q ? sample.sorted().back().key : kNegInf;
+  // One sample heap per thread over its share of the runs; the q-th best key of the union
+  // does not depend on how the runs were shared out.
+  const std::size_t parts = std::max<unsigned>(1, threads);
+  std::vector<BestK> samples(parts, BestK(q));
+  parallel_for(parts, threads, 1, [&](std::size_t p0, std::size_t p1) {
+    for (std::size_t part = p0; part < p1; ++part) {
+      for (std::size_t r = part * runs / parts; r < (part + 1) * runs / parts; ++r) {
+        const std::size_t s = r * kRun * stride;
+        ares_scan(w + s, kRun, ids ? ids + s : nullptr, base + static_cast<std::int64_t>(s), key, samples[part]);
+      }
+    }
+  });
+  for (std::size_t part = 1; part < parts; ++part) samples[0].merge(samples[part]);
+  return samples[0].size() >= q ? samples[0].sorted().back().key : kNegInf;
 }
 
 // The k best A-Res keys of a whole array into `into`, on `threads` threads (one chunk each),
@@ -356,7 +364,7 @@ ScanReport ares_select(const W* w, std::size_t n, const std::int64_t* ids, std::
   if (threads == 0) threads = available_cores();
   const std::size_t k = into.capacity();
   const double floor =
-      (into.size() == 0 && k >= 2048) ? ares_estimate_floor(w, n, ids, base, key, k) : into.threshold();
+      (into.size() == 0 && k >= 2048) ? ares_estimate_floor(w, n, ids, base, key, k, threads) : into.threshold();
   for (double fl : {floor, kNegInf}) {
     const std::size_t chunks = n < (std::size_t{1} << 16) ? 1 : threads;
     const std::size_t grain = (n + chunks - 1) / chunks;
