@@ -48,6 +48,7 @@ const char* kHelp = R"(usage: mixsieve-dedup INPUT... -o OUT [options]
 
 Remove near-duplicate documents (MinHash + LSH, verified, union-find clusters; the lowest
 document of each cluster is kept). Kept records are written byte for byte, in input order.
+All input is held in memory: expect the (decompressed) input size plus about 1 KB per document.
 
 inputs:
   INPUT                 files or directories (walked recursively in sorted order); '-' is stdin.
@@ -393,9 +394,25 @@ bool valid_utf8(std::string_view s) {
 
 // ---- JSON output helpers ----
 
+// A JSON string literal; ill-formed UTF-8 is written as U+FFFD, so the output is always valid.
 std::string json_string(std::string_view s) {
   std::string out = "\"";
-  for (unsigned char c : s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* const end = p + s.size();
+  while (p < end) {
+    const unsigned char c = *p;
+    if (c >= 0x80) {
+      const auto* start = p;
+      const std::uint32_t cp = decode_utf8(p, end);
+      const bool ok = cp != kReplacementChar || (p - start == 3 && start[0] == 0xEF && start[1] == 0xBF);
+      if (ok) {
+        out.append(reinterpret_cast<const char*>(start), static_cast<std::size_t>(p - start));
+      } else {
+        out += "\\ufffd";
+      }
+      continue;
+    }
+    ++p;
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
