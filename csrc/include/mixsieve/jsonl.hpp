@@ -218,9 +218,8 @@ class Scanner {
 
   static void put(std::string* out, std::uint32_t cp) {
     if (!out) return;
-    std::vector<char> tmp;
-    append_utf8(tmp, cp);
-    out->append(tmp.data(), tmp.size());
+    char buf[4];
+    out->append(buf, static_cast<std::size_t>(put_utf8(buf, cp) - buf));
   }
 
   // A string at p_ ('"'); decoded into *out when out is not null. Lone surrogates (which

@@ -50,29 +50,6 @@ inline constexpr AsciiTable kAscii{};
 
 }  // namespace normalize_detail
 
-namespace normalize_detail {
-
-inline char* put_utf8(char* w, std::uint32_t cp) {
-  if (cp < 0x80) {
-    *w++ = static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    *w++ = static_cast<char>(0xC0 | (cp >> 6));
-    *w++ = static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    *w++ = static_cast<char>(0xE0 | (cp >> 12));
-    *w++ = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    *w++ = static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    *w++ = static_cast<char>(0xF0 | (cp >> 18));
-    *w++ = static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    *w++ = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    *w++ = static_cast<char>(0x80 | (cp & 0x3F));
-  }
-  return w;
-}
-
-}  // namespace normalize_detail
-
 #if defined(__SSE2__)
 #define MIXSIEVE_HAVE_SSE2_SCAN 1
 // Masks for 16 bytes: bit i of `word` is set for an ASCII letter or digit, bit i of `high` for
@@ -166,7 +143,7 @@ inline void normalize(const char* data, std::size_t len, Normalized& out) {
         ws[nw] = static_cast<std::size_t>(w - base);
         in_word = true;
       }
-      w = normalize_detail::put_utf8(w, cp);
+      w = put_utf8(w, cp);
     } else if (in_word) {
       we[nw++] = static_cast<std::size_t>(w - base);
       in_word = false;
