@@ -276,9 +276,9 @@ def test_python_module_wraps_the_binary(tmp_path, corpus):
 def test_file_format_output_is_valid_json_even_for_ill_formed_utf8(tmp_path):
     d = tmp_path / "files"
     d.mkdir()
-    (d / "a.txt").write_bytes(b"caf\xe9 \xff\xfe with \"quotes\" and \\ and \x01 control")
+    (d / "a.txt").write_bytes(b'caf\xe9 \xff\xfe with "quotes" and \\ and \x01 control')
     (d / "b.txt").write_text("plain text document")
     run(d, "--format", "file", "-o", tmp_path / "out.jsonl", "--invalid-utf8", "replace")
     rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert rows[0]["text"] == "caf\ufffd \ufffd\ufffd with \"quotes\" and \\ and \x01 control"
+    assert rows[0]["text"] == 'caf\ufffd \ufffd\ufffd with "quotes" and \\ and \x01 control'
     assert rows[1]["text"] == "plain text document"

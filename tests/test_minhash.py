@@ -195,3 +195,21 @@ def test_property_case_and_punctuation_do_not_matter(text):
     words = oracles.words(text)
     s = h.signatures([text, "  ".join(w.upper() if w.upper().lower() == w else w for w in words) + "!!"])
     np.testing.assert_array_equal(s[0], s[1])
+
+
+def test_arrow_string_arrays_read_in_place():
+    pa = pytest.importorskip("pyarrow")
+    rng = random.Random(17)
+    texts = [textgen.random_unicode(rng, 80) for _ in range(300)] + [None, ""]
+    as_list = [t or "" for t in texts]
+    h = ms.MinHasher(num_perm=32, ngram=2, unit="char")
+    ref = h.signatures(as_list)
+    np.testing.assert_array_equal(h.signatures(pa.array(texts)), ref)
+    np.testing.assert_array_equal(h.signatures(pa.array(texts, type=pa.large_string())), ref)
+    np.testing.assert_array_equal(h.signatures(pa.array(texts).slice(7, 50)), ref[7:57])
+    chunked = pa.chunked_array([pa.array(texts[:100]), pa.array(texts[100:])])
+    np.testing.assert_array_equal(h.signatures(chunked), ref)
+    res = ms.dedup(pa.array(texts), ngram=2)
+    np.testing.assert_array_equal(res.cluster, ms.dedup(as_list, ngram=2).cluster)
+    with pytest.raises(TypeError, match="string"):
+        h.signatures(pa.array([1, 2, 3]))

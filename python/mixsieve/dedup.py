@@ -132,8 +132,10 @@ class MinHasher:
 
         Parameters
         ----------
-        texts : sequence of str or bytes
-            One document per item.
+        texts : sequence of str or bytes, or an Arrow string array
+            One document per item. Arrow ``string``/``large_string`` arrays (anything with
+            ``__arrow_c_array__``, e.g. ``pyarrow.Array``, or a ``pyarrow.ChunkedArray``) are read
+            in place, without copying the text; nulls count as empty documents.
         threads : int or None
             Worker threads; the output does not depend on it.
 
@@ -141,7 +143,13 @@ class MinHasher:
         -------
         np.ndarray of shape (len(texts), num_perm) and this hasher's dtype.
         """
-        return self._core.signatures(texts, _threads(threads))
+        nthreads = _threads(threads)
+        chunks = getattr(texts, "chunks", None)
+        if chunks is not None and not hasattr(texts, "__arrow_c_array__"):  # pyarrow.ChunkedArray
+            parts = [self._core.signatures(c, nthreads) for c in chunks]
+            return np.concatenate(parts) if parts else np.empty((0, self.num_perm), self.dtype)
+        out: np.ndarray = self._core.signatures(texts, nthreads)
+        return out
 
     def signature(self, text: Text) -> np.ndarray:
         """The signature of one document, shape (num_perm,)."""
@@ -531,7 +539,7 @@ def dedup(
 
     Parameters
     ----------
-    texts : sequence of str or bytes
+    texts : sequence of str or bytes, or an Arrow string array (see :meth:`MinHasher.signatures`)
     threshold, num_perm, ngram, unit, seed, dtype
         As for :class:`MinHasher` and :class:`LSHIndex`.
     threads : int or None
@@ -568,7 +576,7 @@ def dedup(
         bar.close()
         sigs = np.concatenate(parts) if parts else np.empty((0, num_perm), hasher.dtype)
     else:
-        sigs = hasher._core.signatures(texts, nthreads)
+        sigs = hasher.signatures(texts, threads=threads)
     t1 = time.perf_counter()
     cluster, dup_pos, sim = _core.cluster_signatures(sigs, b, r, threshold, bool(verify), bool(match_empty))
     t2 = time.perf_counter()
