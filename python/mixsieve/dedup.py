@@ -558,7 +558,7 @@ def dedup(
     hasher = MinHasher(num_perm, ngram, unit, seed, dtype=dtype)
     threshold = _check_threshold(threshold)
     b, r = resolve_bands(threshold, num_perm, bands, rows)
-    nthreads = _threads(threads)
+    _threads(threads)  # validate early, before any work
     if isinstance(texts, (str, bytes)):
         raise TypeError("texts must be a sequence of documents, not a single str/bytes (wrap it in a list)")
     n = len(texts)
