@@ -15,6 +15,7 @@
 #include "mixsieve/jsonl.hpp"
 #include "mixsieve/lsh.hpp"
 #include "mixsieve/minhash.hpp"
+#include "mixsieve/sampling.hpp"
 #include "mixsieve/parallel.hpp"
 #include "mixsieve/xxh64.hpp"
 
@@ -435,7 +436,9 @@ PYBIND11_MODULE(_core, m) {
 #else
     d["compiler"] = "unknown";
 #endif
-    d["simd"] = simd_level();
+    d["simd"] = std::string(simd_level()) + " (minhash); " +
+                (sampling_detail::flag_isa() == 2 ? "avx512" : sampling_detail::flag_isa() == 1 ? "avx2" : "scalar") +
+                " (sampling)";
     d["cores"] = available_cores();
     d["unicode"] = unicode_version();
 #ifdef MIXSIEVE_SANITIZE

@@ -1,0 +1,46 @@
+"""The benchmark scripts run end to end in their tiny --smoke mode and write the JSON they
+promise (speed itself is measured by running them for real, never asserted here). Peers that
+are not installed are skipped by the scripts, which say so."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("script", "check"),
+    [
+        (
+            "bench_minhash.py",
+            lambda r: (
+                r["sketch_one_core"]["methods"]["mixsieve"]["mb_per_s"] > 0 and r["dedup"]["docs"] == 2000
+            ),
+        ),
+        (
+            "bench_sampling.py",
+            lambda r: (
+                all("numpy_choice" in w["ratio_vs_ours_all_cores"] for w in r["weighted_sample"])
+                and r["soft_cap"]["ratio"] > 0
+            ),
+        ),
+        (
+            "bench_dedup_cli.py",
+            lambda r: r["full"]["mb_per_s"] > 0 and set(r["peers"]) == {"datatrove", "text-dedup"},
+        ),
+    ],
+)
+def test_bench_script_smoke(tmp_path, script, check):
+    out = tmp_path / "result.json"
+    args = [sys.executable, str(ROOT / "bench" / script), "--smoke", "--out", str(out)]
+    if script == "bench_dedup_cli.py":
+        args += ["--workdir", str(tmp_path / "work")]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert check(result), result
