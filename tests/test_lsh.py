@@ -195,3 +195,28 @@ def test_uint64_signatures_index_and_dedup(tmp_path):
     assert loaded.dtype == np.uint64
     with pytest.raises(TypeError, match="uint64"):
         loaded.add(ms.MinHasher().signatures(["a b c"]))
+
+
+def test_large_cluster_of_near_identical_documents():
+    # Thousands of one-word edits of one template, among unrelated documents: one cluster, the
+    # template kept, every edit removed with a real near-duplicate named (exact Jaccard checked).
+    rng = random.Random(31)
+    vocab = textgen.vocab(rng, 3000)
+    template = textgen.random_words_doc(rng, vocab, 400).split()
+    docs, edited = [], []
+    for i in range(3000):
+        w = list(template)
+        w[rng.randrange(len(w))] = f"edit{i}"
+        edited.append(len(docs))
+        docs.append(" ".join(w))
+        if i % 10 == 0:
+            docs.append(textgen.random_words_doc(rng, vocab, 200))
+    res = ms.dedup(docs, threshold=0.8)
+    first = edited[0]
+    assert all(res.cluster[i] == first for i in edited)
+    others = [i for i in range(len(docs)) if i not in set(edited)]
+    assert all(res.keep[i] for i in others)
+    sh = {i: oracles.shingles(docs[i], "word", 5) for i in rng.sample(edited[1:], 50)}
+    for i in sh:
+        j = int(res.duplicate_of[i])
+        assert j in set(edited) and oracles.jaccard(sh[i], oracles.shingles(docs[j], "word", 5)) >= 0.8

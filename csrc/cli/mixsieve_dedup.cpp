@@ -656,8 +656,7 @@ int run(const Options& o) {
   std::vector<float> sim(n);
   for (std::size_t i = 0; i < n; ++i) keys[i] = next_key + static_cast<std::int64_t>(i);
   UnionFind uf(m + n);
-  idx.add(sigs.data(), n, keys.data(), dup_pos.data(), sim.data(),
-          [&uf](std::uint32_t a, std::uint32_t b, double) { uf.unite(a, b); });
+  idx.add_clustered(sigs.data(), n, keys.data(), dup_pos.data(), sim.data(), uf);
   std::vector<char> keep(n);
   std::size_t kept = 0, clusters = 0;
   for (std::size_t i = 0; i < n; ++i) {

@@ -464,8 +464,9 @@ class DedupResult:
     cluster : np.ndarray[int64]
         Cluster id of each document: the index of the cluster's kept document.
     duplicate_of : np.ndarray[int64]
-        For each document, the earlier document it is most similar to among verified
-        near-duplicates, or -1.
+        For each document, an earlier document it was verified to be a near-duplicate of (the
+        most similar among the candidates that were checked; candidates already in its cluster
+        are not checked again), or -1.
     similarity : np.ndarray[float32]
         The estimated Jaccard of that match (0 where there is none).
     """
@@ -534,8 +535,10 @@ def dedup(
 
     Signatures are computed on all cores; candidate pairs from LSH banding are verified
     against the signature Jaccard estimate (``verify=True``) and joined by a C++ union-find,
-    so clusters are the connected components of verified pairs. The result is identical for
-    every thread count.
+    so clusters are the connected components of verified pairs. Candidates already in a
+    document's cluster are not verified again, and a band bucket keeps at most 8 documents of
+    one cluster, so a cluster of m near-identical documents costs O(m), not O(m^2). The
+    result is identical for every thread count.
 
     Parameters
     ----------

@@ -102,55 +102,32 @@ class LSHIndex {
   template <class OnMatch>
   void add(const T* sigs, std::size_t n, const std::int64_t* keys, std::int64_t* dup_pos, float* sim,
            OnMatch&& on_match) {
-    if (keys_.size() + n >= kEmpty) throw std::length_error("an LSHIndex holds at most 2^32 - 2 rows");
-    reserve(keys_.size() + n);
-    std::vector<std::uint32_t> cand;
-    std::vector<std::uint64_t> bkeys(static_cast<std::size_t>(p_.bands));
-    for (std::size_t i = 0; i < n; ++i) {
-      const T* sig = sigs + i * k();
-      const auto pos = static_cast<std::uint32_t>(keys_.size());
-      keys_.push_back(keys ? keys[i] : static_cast<std::int64_t>(pos));
-      if (view_) {
-        if (sig != view_ + static_cast<std::size_t>(pos) * k()) throw std::logic_error("LSHIndex view: rows added out of order");
-      } else {
-        sigs_.insert(sigs_.end(), sig, sig + k());
-      }
-      next_.resize(next_.size() + static_cast<std::size_t>(p_.bands), kEmpty);
-      alias_next_.push_back(kEmpty);
-      alias_head_.push_back(kEmpty);
-      dup_pos[i] = -1;
-      sim[i] = 0.0f;
-      if (!p_.match_empty && is_empty_signature(sig, k())) {
-        rep_.push_back(kUnindexed);
-        continue;
-      }
-      band_keys(sig, bkeys.data());
-      gather(bkeys.data(), cand);
-      std::int64_t best = -1;
-      double best_sim = -1.0;
-      for (std::uint32_t c : cand) {
-        const double s = jaccard_estimate(sig, signature(c), k());
-        if (p_.verify && s < p_.threshold) continue;
-        on_match(c, pos, s);
-        if (s > best_sim) {
-          best_sim = s;
-          best = c;
-        }
-      }
-      if (best >= 0) {
-        dup_pos[i] = best;
-        sim[i] = static_cast<float>(best_sim);
-      }
-      if (best >= 0 && std::memcmp(sig, signature(static_cast<std::size_t>(best)), k() * sizeof(T)) == 0) {
-        // An exact copy: every query that finds it would find `best` with the same estimate,
-        // so it rides on best's buckets. Clusters of identical documents stay linear.
-        link_alias(static_cast<std::uint32_t>(best), pos);
-        rep_.push_back(best);
-      } else {
-        insert(pos, bkeys.data());
-        rep_.push_back(kBucketed);
-      }
-    }
+    add_impl(sigs, n, keys, dup_pos, sim, on_match, [](std::uint32_t, std::uint32_t) { return false; },
+             [](std::uint32_t, int) { return true; });
+  }
+
+  // The same for clustering into `uf` (positions of this index = uf elements): candidates
+  // already in the row's cluster are not verified again (connectivity is unchanged), so
+  // dup_pos/sim name an earlier verified near-duplicate, not necessarily the most similar one.
+  // A row is stored in a band bucket only while that bucket holds fewer than kClusterCap rows
+  // of its cluster: a cluster of m near-identical rows then costs O(m), not O(m^2). That cap
+  // makes the index an approximation, so it can no longer be saved.
+  static constexpr int kClusterCap = 8;
+  void add_clustered(const T* sigs, std::size_t n, const std::int64_t* keys, std::int64_t* dup_pos, float* sim,
+                     UnionFind& uf) {
+    capped_ = true;
+    add_impl(
+        sigs, n, keys, dup_pos, sim, [&uf](std::uint32_t a, std::uint32_t b, double) { uf.unite(a, b); },
+        [&uf](std::uint32_t c, std::uint32_t pos) { return uf.find(c) == uf.find(pos); },
+        [&](std::uint32_t pos, int band) {
+          const std::uint32_t root = uf.find(pos);
+          int same = 0;
+          for (std::uint32_t m = bucket_head(band, pos); m != kEmpty && same < kClusterCap;
+               m = next_[m * static_cast<std::size_t>(p_.bands) + static_cast<std::size_t>(band)]) {
+            same += uf.find(m) == root;
+          }
+          return same < kClusterCap;
+        });
   }
 
   // Positions (in insertion order) of indexed near-duplicates of `sig`, exact copies included.
@@ -172,6 +149,7 @@ class LSHIndex {
 
   // Serialised form: header, metadata bytes, keys, row states, signatures, xxh64 checksum.
   std::vector<char> to_bytes(const std::string& meta) const {
+    if (capped_) throw std::logic_error("an index used for clustering (add_clustered) cannot be saved");
     std::vector<char> out;
     auto put = [&out](const void* p, std::size_t n) {
       const char* c = static_cast<const char*>(p);
@@ -256,6 +234,79 @@ class LSHIndex {
   }
 
  private:
+  template <class OnMatch, class Skip, class Store>
+  void add_impl(const T* sigs, std::size_t n, const std::int64_t* keys, std::int64_t* dup_pos, float* sim,
+                OnMatch&& on_match, Skip&& skip, Store&& store) {
+    if (keys_.size() + n >= kEmpty) throw std::length_error("an LSHIndex holds at most 2^32 - 2 rows");
+    reserve(keys_.size() + n);
+    std::vector<std::uint32_t> cand;
+    std::vector<std::uint64_t> bkeys(static_cast<std::size_t>(p_.bands));
+    for (std::size_t i = 0; i < n; ++i) {
+      const T* sig = sigs + i * k();
+      const auto pos = static_cast<std::uint32_t>(keys_.size());
+      keys_.push_back(keys ? keys[i] : static_cast<std::int64_t>(pos));
+      if (view_) {
+        if (sig != view_ + static_cast<std::size_t>(pos) * k()) throw std::logic_error("LSHIndex view: rows added out of order");
+      } else {
+        sigs_.insert(sigs_.end(), sig, sig + k());
+      }
+      next_.resize(next_.size() + static_cast<std::size_t>(p_.bands), kEmpty);
+      alias_next_.push_back(kEmpty);
+      alias_head_.push_back(kEmpty);
+      dup_pos[i] = -1;
+      sim[i] = 0.0f;
+      if (!p_.match_empty && is_empty_signature(sig, k())) {
+        rep_.push_back(kUnindexed);
+        continue;
+      }
+      band_keys(sig, bkeys.data());
+      gather(bkeys.data(), cand);
+      std::int64_t best = -1;
+      double best_sim = -1.0;
+      for (std::uint32_t c : cand) {
+        if (skip(c, pos)) continue;
+        const double s = jaccard_estimate(sig, signature(c), k());
+        if (p_.verify && s < p_.threshold) continue;
+        on_match(c, pos, s);
+        if (s > best_sim) {
+          best_sim = s;
+          best = c;
+        }
+      }
+      if (best >= 0) {
+        dup_pos[i] = best;
+        sim[i] = static_cast<float>(best_sim);
+      }
+      if (best >= 0 && std::memcmp(sig, signature(static_cast<std::size_t>(best)), k() * sizeof(T)) == 0) {
+        // An exact copy: every query that finds it would find `best` with the same estimate,
+        // so it rides on best's buckets. Clusters of identical documents stay linear.
+        link_alias(static_cast<std::uint32_t>(best), pos);
+        rep_.push_back(best);
+      } else {
+        insert(pos, bkeys.data(), store);
+        rep_.push_back(kBucketed);
+      }
+    }
+  }
+
+  // First member of the bucket of `band` holding row `pos`'s band key (kEmpty if none yet).
+  std::uint32_t bucket_head(int band, std::uint32_t pos) const {
+    std::uint64_t key;
+    band_keys_one(signature(pos), band, &key);
+    const Table& t = tables_[static_cast<std::size_t>(band)];
+    if (t.heads.empty()) return kEmpty;
+    const std::size_t mask = t.heads.size() - 1;
+    for (std::size_t s = key & mask;; s = (s + 1) & mask) {
+      if (t.heads[s] == kEmpty) return kEmpty;
+      if (t.keys[s] == key) return t.heads[s];
+    }
+  }
+
+  void band_keys_one(const T* sig, int b, std::uint64_t* out) const {
+    const std::size_t r = static_cast<std::size_t>(p_.rows);
+    *out = xxh64(sig + static_cast<std::size_t>(b) * r, r * sizeof(T), static_cast<std::uint64_t>(b));
+  }
+
   struct Table {
     std::vector<std::uint64_t> keys;
     std::vector<std::uint32_t> heads;  // kEmpty marks a free slot
@@ -327,7 +378,13 @@ class LSHIndex {
   }
 
   void insert(std::uint32_t pos, const std::uint64_t* bkeys) {
+    insert(pos, bkeys, [](std::uint32_t, int) { return true; });
+  }
+
+  template <class Store>
+  void insert(std::uint32_t pos, const std::uint64_t* bkeys, Store&& store) {
     for (int b = 0; b < p_.bands; ++b) {
+      if (!store(pos, b)) continue;
       Table& t = tables_[static_cast<std::size_t>(b)];
       if (2 * (t.used + 1) > t.heads.size()) grow(t);
       const std::size_t mask = t.heads.size() - 1;
@@ -381,17 +438,17 @@ class LSHIndex {
   std::vector<std::uint32_t> next_;       // per (row, band): next member of the same bucket
   std::vector<std::uint32_t> alias_head_;  // per bucketed row: its exact copies
   std::vector<std::uint32_t> alias_next_;
+  bool capped_ = false;  // add_clustered was used: buckets are incomplete
 };
 
-// Near-duplicate clusters of n signatures: every verified candidate pair joins a cluster,
-// whose id is its lowest row. dup_pos/sim as in LSHIndex::add.
+// Near-duplicate clusters of n signatures: verified candidate pairs join clusters, whose id is
+// the lowest row. dup_pos/sim as in LSHIndex::add_clustered.
 template <class T>
 void cluster_signatures(const T* sigs, std::size_t n, const LSHParams& p, std::int64_t* cluster,
                         std::int64_t* dup_pos, float* sim) {
   LSHIndex<T> idx = LSHIndex<T>::over(p, sigs);
   UnionFind uf(n);
-  idx.add(sigs, n, nullptr, dup_pos, sim,
-          [&uf](std::uint32_t a, std::uint32_t b, double) { uf.unite(a, b); });
+  idx.add_clustered(sigs, n, nullptr, dup_pos, sim, uf);
   for (std::size_t i = 0; i < n; ++i) cluster[i] = uf.find(static_cast<std::uint32_t>(i));
 }
 
