@@ -156,13 +156,7 @@ class PyReservoir {
   // (ids, keys) best first; for pps the "keys" are the current inclusion probabilities.
   py::tuple items() {
     std::lock_guard<std::mutex> lock(mu_);
-    if (method_ == Method::Pps) {
-      std::vector<Keyed> out;
-      for (const auto& s : pps_.certain()) out.push_back({1.0, s.id});
-      for (const auto& s : pps_.ordinary()) out.push_back({pps_.inclusion(s.w, false), s.id});
-      std::sort(out.begin(), out.end(), [](const Keyed& a, const Keyed& b) { return a.id < b.id; });
-      return to_arrays(out);
-    }
+    if (method_ == Method::Pps) return to_arrays(pps_.sample());
     return to_arrays(method_ == Method::Ares ? ares_.sorted() : expj_.top().sorted());
   }
 
@@ -294,9 +288,7 @@ void bind_sampling(py::module_& m) {
               case Method::Pps: {
                 ChaoReservoir r(kk, seed);
                 r.add(p, w.n, nullptr, 0);
-                for (const auto& s : r.certain()) out.push_back({1.0, s.id});
-                for (const auto& s : r.ordinary()) out.push_back({r.inclusion(s.w, false), s.id});
-                std::sort(out.begin(), out.end(), [](const Keyed& a, const Keyed& b) { return a.id < b.id; });
+                out = r.sample();
                 break;
               }
             }
@@ -334,26 +326,11 @@ void bind_sampling(py::module_& m) {
         if (!py::isinstance<py::array_t<double>>(scores_in) && !py::isinstance<py::array_t<float>>(scores_in)) {
           throw py::type_error("scores must be float32 or float64");
         }
-        auto check_finite = [](const auto* s, std::size_t n) -> std::int64_t {
-          for (std::size_t i = 0; i < n; ++i) {
-            if (!std::isfinite(static_cast<double>(s[i]))) return static_cast<std::int64_t>(i);
-          }
-          return -1;
-        };
         const std::size_t n = static_cast<std::size_t>(scores_in.shape(0));
         py::array_t<std::int64_t> counts(n);
         py::array_t<std::int64_t> picks(return_indices ? std::max<std::int64_t>(total, 0) : 0);
         const unsigned nt = thread_count(threads);
-        auto run = [&](auto* s) {
-          std::int64_t bad;
-          {
-            py::gil_scoped_release release;
-            bad = check_finite(s, n);
-          }
-          if (bad >= 0) {
-            throw py::value_error("scores[" + std::to_string(bad) + "] = " + format_value(s[bad]) +
-                                  " is not finite");
-          }
+        auto run = [&](auto* s) {  // the kernel validates the scores in its first pass
           py::gil_scoped_release release;
           soft_cap_sample(s, n, total, penalty, batch_size, seed, nt, counts.mutable_data(),
                           return_indices ? picks.mutable_data() : nullptr);

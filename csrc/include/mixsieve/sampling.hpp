@@ -30,47 +30,6 @@ struct Keyed {
 };
 inline bool better(const Keyed& a, const Keyed& b) { return a.key > b.key || (a.key == b.key && a.id < b.id); }
 
-// The k best items seen so far, as a heap whose front is the worst kept item.
-class TopK {
- public:
-  explicit TopK(std::size_t k) : k_(k) { heap_.reserve(std::min<std::size_t>(k, 1 << 20)); }
-
-  std::size_t capacity() const { return k_; }
-  std::size_t size() const { return heap_.size(); }
-  bool full() const { return heap_.size() >= k_; }
-  // Keys at or below this cannot enter (-inf while not full).
-  double threshold() const { return full() ? (k_ ? heap_.front().key : std::numeric_limits<double>::infinity()) : kNegInf; }
-
-  void offer(const Keyed& it) {
-    if (k_ == 0) return;
-    if (!full()) {
-      heap_.push_back(it);
-      std::push_heap(heap_.begin(), heap_.end(), better);
-    } else if (better(it, heap_.front())) {
-      std::pop_heap(heap_.begin(), heap_.end(), better);
-      heap_.back() = it;
-      std::push_heap(heap_.begin(), heap_.end(), better);
-    }
-  }
-
-  void merge(const TopK& other) {
-    for (const Keyed& it : other.heap_) offer(it);
-  }
-
-  // Best first: the order of successive sampling.
-  std::vector<Keyed> sorted() const {
-    std::vector<Keyed> out(heap_);
-    std::sort(out.begin(), out.end(), better);
-    return out;
-  }
-  const std::vector<Keyed>& items() const { return heap_; }
-  void clear() { heap_.clear(); }
-
- private:
-  std::size_t k_;
-  std::vector<Keyed> heap_;
-};
-
 // Sorts [first, last) best first. Large inputs of non-positive keys (A-Res keys log(u)/w) use
 // an LSD radix sort: for keys <= 0, best first is ascending order of the IEEE bit pattern
 // (passes whose byte is the same for every key are skipped). Equal keys are then ordered by
@@ -119,6 +78,47 @@ inline void sort_best_first(std::vector<Keyed>& v, unsigned threads = 1) {
   sort_best_first(v.data(), mid);
   other.join();
 }
+
+// The k best items seen so far, as a heap whose front is the worst kept item.
+class TopK {
+ public:
+  explicit TopK(std::size_t k) : k_(k) {}  // grows as items arrive: unused reservoirs cost nothing
+
+  std::size_t capacity() const { return k_; }
+  std::size_t size() const { return heap_.size(); }
+  bool full() const { return heap_.size() >= k_; }
+  // Keys at or below this cannot enter (-inf while not full).
+  double threshold() const { return full() ? (k_ ? heap_.front().key : std::numeric_limits<double>::infinity()) : kNegInf; }
+
+  void offer(const Keyed& it) {
+    if (k_ == 0) return;
+    if (!full()) {
+      heap_.push_back(it);
+      std::push_heap(heap_.begin(), heap_.end(), better);
+    } else if (better(it, heap_.front())) {
+      std::pop_heap(heap_.begin(), heap_.end(), better);
+      heap_.back() = it;
+      std::push_heap(heap_.begin(), heap_.end(), better);
+    }
+  }
+
+  void merge(const TopK& other) {
+    for (const Keyed& it : other.heap_) offer(it);
+  }
+
+  // Best first: the order of successive sampling.
+  std::vector<Keyed> sorted() const {
+    std::vector<Keyed> out(heap_);
+    sort_best_first(out);
+    return out;
+  }
+  const std::vector<Keyed>& items() const { return heap_; }
+  void clear() { heap_.clear(); }
+
+ private:
+  std::size_t k_;
+  std::vector<Keyed> heap_;
+};
 
 // The k best items of many offers, for scans: candidates above a threshold are buffered and,
 // when 2k have piled up, cut back to the best k with a linear-time selection, which raises the
@@ -286,8 +286,7 @@ inline std::size_t ares_flags(const W* w, const std::int64_t* ids, std::int64_t 
 // A-Res with keys log(u_id) / w, u_id a pure function of (seed, id): offers every item of
 // w[0..n) with id ids[i] (or base + i) to `top`, validating the weights in the same pass.
 // Most items are rejected without a logarithm: log(u) <= u - 1, so u - 1 <= T * w already
-// implies key <= T. Keys below floor are skipped too (a bound known from elsewhere). `stride`
-// > 1 offers only every stride-th item (a sample, used to estimate thresholds).
+// implies key <= T. Keys below floor are skipped too (a bound known from elsewhere).
 template <class W, class Top>
 ScanReport ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, std::uint64_t key,
                      Top& top, double floor = kNegInf) {
@@ -487,8 +486,15 @@ class ChaoReservoir {
     }
   }
 
-  // Current inclusion probability of a kept item of weight w.
-  double inclusion(double w, bool certain) const { return certain ? 1.0 : std::min(1.0, c_ * w); }
+  // The sample by id, each with its current inclusion probability (1 for certain items).
+  std::vector<Keyed> sample() const {
+    std::vector<Keyed> out;
+    out.reserve(a_.size() + c_items_.size());
+    for (const Slot& s : a_) out.push_back({1.0, s.id});
+    for (const Slot& s : c_items_) out.push_back({std::min(1.0, c_ * s.w), s.id});
+    std::sort(out.begin(), out.end(), [](const Keyed& a, const Keyed& b) { return a.id < b.id; });
+    return out;
+  }
   const std::vector<Slot>& certain() const { return a_; }   // heaviest first
   const std::vector<Slot>& ordinary() const { return c_items_; }
   double total() const { return total_ + comp_; }

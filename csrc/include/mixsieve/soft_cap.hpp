@@ -3,16 +3,16 @@
 // the b smallest exponential-race keys E_i / w_i (w_i = exp(s_i - max s), E_i ~ Exp(1)); every
 // picked item's weight is then multiplied by exp(-penalty). The keys below a threshold are
 // generated directly as a Poisson process over the cumulative weight (race_points), so a
-// batch costs O(n / 64 + b), not O(n).
+// batch costs O(n / 16 + b), not O(n).
 #pragma once
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "mixsieve/parallel.hpp"
@@ -139,7 +139,8 @@ inline void merge_earliest(std::vector<RaceKey>& cand, const std::vector<RaceKey
 }  // namespace soft_cap_detail
 
 // Writes counts[n] (times each item was picked; sum == total) and, if picks is not null, the
-// picked items in pick order (total entries). Throws std::invalid_argument on bad input.
+// picked items in pick order (total entries). Throws std::invalid_argument on bad input,
+// naming the first non-finite score.
 // The result depends on (scores, parameters, seed) only, not on `threads`.
 template <class S>
 void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double penalty, std::int64_t batch_size,
@@ -155,13 +156,22 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
   const std::size_t grain = std::size_t{1} << 16;
   const std::size_t chunks = (n + grain - 1) / grain;
   std::vector<double> chunk_max(chunks, -std::numeric_limits<double>::infinity());
+  std::vector<std::size_t> chunk_bad(chunks, n);  // first non-finite score of each chunk
   parallel_for(chunks, threads, 1, [&](std::size_t c0, std::size_t c1) {
     for (std::size_t c = c0; c < c1; ++c) {
       for (std::size_t i = c * grain; i < std::min(n, (c + 1) * grain); ++i) {
-        chunk_max[c] = std::max(chunk_max[c], static_cast<double>(scores[i]));
+        const double v = static_cast<double>(scores[i]);
+        if (!std::isfinite(v) && chunk_bad[c] == n) chunk_bad[c] = i;
+        chunk_max[c] = std::max(chunk_max[c], v);
       }
     }
   });
+  for (std::size_t bad : chunk_bad) {
+    if (bad < n) {
+      throw std::invalid_argument("scores[" + std::to_string(bad) + "] = " +
+                                  std::to_string(static_cast<double>(scores[bad])) + " is not finite");
+    }
+  }
   const double top = *std::max_element(chunk_max.begin(), chunk_max.end());
   std::vector<double> w(n);
   std::vector<std::size_t> chunk_pos(chunks, 0);
@@ -186,7 +196,7 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
   BlockPrefix bp;
   bp.build(w, threads);
   w = std::vector<double>();  // weights live in the prefix sums from here on
-  std::vector<RaceKey> cand, keys;
+  std::vector<RaceKey> keys;
   const std::size_t segments = std::min<std::size_t>(kSegments, bp.blocks());
   std::vector<std::size_t> seg_begin(segments + 1);
   for (std::size_t sg = 0; sg <= segments; ++sg) seg_begin[sg] = sg * bp.blocks() / segments;
@@ -221,12 +231,10 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
       lo = hi;
       hi *= 4.0;
     }
-    cand.clear();
-    for (const auto& c : seg_cand) cand.insert(cand.end(), c.begin(), c.end());
     // The b-th smallest key, then the picks in item order: memory is touched in one
     // increasing sweep instead of at b random places.
-    keys.resize(cand.size());
-    for (std::size_t j = 0; j < cand.size(); ++j) keys[j] = cand[j];
+    keys.clear();
+    for (const auto& c : seg_cand) keys.insert(keys.end(), c.begin(), c.end());
     std::nth_element(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(b - 1), keys.end(), race_before);
     const RaceKey cut_item = keys[b - 1];
     const double cut = cut_item.key;
@@ -240,12 +248,6 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
         }
       }
     });
-    if (picks) {
-      std::size_t taken = 0;
-      for (const RaceKey& c : cand) {
-        if (!race_before(cut_item, c)) keys[taken++] = c;
-      }
-    }
     if (picks) {  // pick order: smallest key first (successive sampling)
       std::sort(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(b), race_before);
       for (std::size_t j = 0; j < b; ++j) picks[done + static_cast<std::int64_t>(j)] = keys[j].id;
