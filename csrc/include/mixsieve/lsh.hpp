@@ -103,7 +103,7 @@ class LSHIndex {
   void add(const T* sigs, std::size_t n, const std::int64_t* keys, std::int64_t* dup_pos, float* sim,
            OnMatch&& on_match) {
     add_impl(sigs, n, keys, dup_pos, sim, on_match, [](std::uint32_t, std::uint32_t) { return false; },
-             [](std::uint32_t, int) { return true; });
+             [](std::uint32_t, int, std::uint64_t) { return true; });
   }
 
   // The same for clustering into `uf` (positions of this index = uf elements): candidates
@@ -119,11 +119,10 @@ class LSHIndex {
     add_impl(
         sigs, n, keys, dup_pos, sim, [&uf](std::uint32_t a, std::uint32_t b, double) { uf.unite(a, b); },
         [&uf](std::uint32_t c, std::uint32_t pos) { return uf.find(c) == uf.find(pos); },
-        [&](std::uint32_t pos, int band) {
+        [&](std::uint32_t pos, int band, std::uint64_t key) {
           const std::uint32_t root = uf.find(pos);
           int same = 0;
-          for (std::uint32_t m = bucket_head(band, pos); m != kEmpty && same < kClusterCap;
-               m = next_[m * static_cast<std::size_t>(p_.bands) + static_cast<std::size_t>(band)]) {
+          for (std::uint32_t m = head(band, key); m != kEmpty && same < kClusterCap; m = next(m, band)) {
             same += uf.find(m) == root;
           }
           return same < kClusterCap;
@@ -289,10 +288,8 @@ class LSHIndex {
     }
   }
 
-  // First member of the bucket of `band` holding row `pos`'s band key (kEmpty if none yet).
-  std::uint32_t bucket_head(int band, std::uint32_t pos) const {
-    std::uint64_t key;
-    band_keys_one(signature(pos), band, &key);
+  // First member of the bucket of `band` with band key `key` (kEmpty if there is none).
+  std::uint32_t head(int band, std::uint64_t key) const {
     const Table& t = tables_[static_cast<std::size_t>(band)];
     if (t.heads.empty()) return kEmpty;
     const std::size_t mask = t.heads.size() - 1;
@@ -302,9 +299,8 @@ class LSHIndex {
     }
   }
 
-  void band_keys_one(const T* sig, int b, std::uint64_t* out) const {
-    const std::size_t r = static_cast<std::size_t>(p_.rows);
-    *out = xxh64(sig + static_cast<std::size_t>(b) * r, r * sizeof(T), static_cast<std::uint64_t>(b));
+  std::uint32_t next(std::uint32_t member, int band) const {
+    return next_[member * static_cast<std::size_t>(p_.bands) + static_cast<std::size_t>(band)];
   }
 
   struct Table {
@@ -360,31 +356,20 @@ class LSHIndex {
   void gather(const std::uint64_t* bkeys, std::vector<std::uint32_t>& cand) const {
     cand.clear();
     for (int b = 0; b < p_.bands; ++b) {
-      const Table& t = tables_[static_cast<std::size_t>(b)];
-      if (t.heads.empty()) continue;
-      const std::size_t mask = t.heads.size() - 1;
-      for (std::size_t s = bkeys[b] & mask;; s = (s + 1) & mask) {
-        if (t.heads[s] == kEmpty) break;
-        if (t.keys[s] == bkeys[b]) {
-          for (std::uint32_t m = t.heads[s]; m != kEmpty; m = next_[m * static_cast<std::size_t>(p_.bands) + b]) {
-            cand.push_back(m);
-          }
-          break;
-        }
-      }
+      for (std::uint32_t m = head(b, bkeys[b]); m != kEmpty; m = next(m, b)) cand.push_back(m);
     }
     std::sort(cand.begin(), cand.end());
     cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
   }
 
   void insert(std::uint32_t pos, const std::uint64_t* bkeys) {
-    insert(pos, bkeys, [](std::uint32_t, int) { return true; });
+    insert(pos, bkeys, [](std::uint32_t, int, std::uint64_t) { return true; });
   }
 
   template <class Store>
   void insert(std::uint32_t pos, const std::uint64_t* bkeys, Store&& store) {
     for (int b = 0; b < p_.bands; ++b) {
-      if (!store(pos, b)) continue;
+      if (!store(pos, b, bkeys[b])) continue;
       Table& t = tables_[static_cast<std::size_t>(b)];
       if (2 * (t.used + 1) > t.heads.size()) grow(t);
       const std::size_t mask = t.heads.size() - 1;
