@@ -291,6 +291,12 @@ std::string read_all(const std::string& path) {
   return data;
 }
 
+// gzip data (by its magic bytes, whatever the name) decompressed; anything else as it is.
+std::string maybe_gunzip(const std::string& name, std::string raw) {
+  const bool gz = raw.size() >= 2 && static_cast<unsigned char>(raw[0]) == 0x1F && static_cast<unsigned char>(raw[1]) == 0x8B;
+  return gz ? gunzip(name, raw) : raw;
+}
+
 std::vector<Input> read_inputs(const Options& o) {
   std::vector<std::string> paths;
   for (const std::string& in : o.inputs) {
@@ -316,21 +322,11 @@ std::vector<Input> read_inputs(const Options& o) {
   parallel_for(paths.size(), o.threads, 1, [&](std::size_t b, std::size_t e) {
     for (std::size_t i = b; i < e; ++i) {
       inputs[i].name = paths[i];
-      std::string raw = paths[i] == "-" ? std::string() : read_all(paths[i]);
-      if (paths[i] != "-") inputs[i].data = raw.size() >= 2 && static_cast<unsigned char>(raw[0]) == 0x1F &&
-                                                   static_cast<unsigned char>(raw[1]) == 0x8B
-                                               ? gunzip(paths[i], raw)
-                                               : std::move(raw);
+      if (paths[i] != "-") inputs[i].data = maybe_gunzip(paths[i], read_all(paths[i]));
     }
   });
   for (Input& in : inputs) {  // standard input is read on this thread
-    if (in.name == "-") {
-      std::string raw = read_all("-");
-      in.data = raw.size() >= 2 && static_cast<unsigned char>(raw[0]) == 0x1F &&
-                        static_cast<unsigned char>(raw[1]) == 0x8B
-                    ? gunzip("-", raw)
-                    : std::move(raw);
-    }
+    if (in.name == "-") in.data = maybe_gunzip("-", read_all("-"));
   }
   return inputs;
 }
@@ -383,11 +379,9 @@ bool valid_utf8(std::string_view s) {
       ++p;
       continue;
     }
-    const auto* start = p;
-    const std::uint32_t cp = decode_utf8(p, end);
-    if (cp == kReplacementChar && !(p - start == 3 && start[0] == 0xEF && start[1] == 0xBF && start[2] == 0xBD)) {
-      return false;
-    }
+    bool ok;
+    decode_utf8_checked(p, end, ok);
+    if (!ok) return false;
   }
   return true;
 }
@@ -403,8 +397,8 @@ std::string json_string(std::string_view s) {
     const unsigned char c = *p;
     if (c >= 0x80) {
       const auto* start = p;
-      const std::uint32_t cp = decode_utf8(p, end);
-      const bool ok = cp != kReplacementChar || (p - start == 3 && start[0] == 0xEF && start[1] == 0xBF);
+      bool ok;
+      decode_utf8_checked(p, end, ok);
       if (ok) {
         out.append(reinterpret_cast<const char*>(start), static_cast<std::size_t>(p - start));
       } else {
@@ -510,22 +504,22 @@ int run(const Options& o) {
   for (const Input& in : inputs) total_bytes += in.data.size();
 
   // Index: an earlier run's, or a new one.
+  // The earlier index is parsed once into `idx`, the clustering index (old rows first).
   std::string meta;
-  std::optional<LSHIndex<std::uint32_t>> old;
-  std::vector<char> old_bytes;
+  std::optional<LSHIndex<std::uint32_t>> idx;
+  std::string old_bytes;
   Options p = o;
   if (!o.index.empty() && fs::exists(o.index)) {
-    std::string raw = read_all(o.index);
-    old_bytes.assign(raw.begin(), raw.end());
+    old_bytes = read_all(o.index);
     try {
       if (LSHIndex<std::uint32_t>::peek_width(old_bytes.data(), old_bytes.size()) != 4) {
         throw IndexFormatError("index holds uint64 signatures; mixsieve-dedup uses uint32");
       }
-      old.emplace(LSHIndex<std::uint32_t>::from_bytes(old_bytes.data(), old_bytes.size(), &meta));
+      idx.emplace(LSHIndex<std::uint32_t>::from_bytes(old_bytes.data(), old_bytes.size(), &meta));
     } catch (const IndexFormatError& e) {
       throw InputError(o.index + ": " + e.what());
     }
-    const LSHParams& ip = old->params();
+    const LSHParams& ip = idx->params();
     auto conflict = [&](bool set, bool differs, const std::string& what) {
       if (set && differs) throw UsageError(what + " differs from the index " + o.index + "; leave it out");
     };
@@ -647,16 +641,15 @@ int run(const Options& o) {
   lp.bands = p.bands;
   lp.rows = p.rows;
   lp.threshold = p.threshold;
-  LSHIndex<std::uint32_t> idx = old ? LSHIndex<std::uint32_t>::from_bytes(old_bytes.data(), old_bytes.size(), nullptr)
-                                    : LSHIndex<std::uint32_t>(lp);
-  const std::size_t m = idx.size();
+  if (!idx) idx.emplace(lp);
+  const std::size_t m = idx->size();
   std::int64_t next_key = 0;
-  for (std::int64_t key : idx.keys()) next_key = std::max(next_key, key + 1);
+  for (std::int64_t key : idx->keys()) next_key = std::max(next_key, key + 1);
   std::vector<std::int64_t> keys(n), dup_pos(n);
   std::vector<float> sim(n);
   for (std::size_t i = 0; i < n; ++i) keys[i] = next_key + static_cast<std::int64_t>(i);
   UnionFind uf(m + n);
-  idx.add_clustered(sigs.data(), n, keys.data(), dup_pos.data(), sim.data(), uf);
+  idx->add_clustered(sigs.data(), n, keys.data(), dup_pos.data(), sim.data(), uf);
   std::vector<char> keep(n);
   std::size_t kept = 0, clusters = 0;
   for (std::size_t i = 0; i < n; ++i) {
@@ -696,13 +689,13 @@ int run(const Options& o) {
       double j = sim[i];
       if (target < 0) {  // joined only through later documents: report its cluster's kept one
         target = uf.find(static_cast<std::uint32_t>(m + i));
-        j = jaccard_estimate(sigs.data() + i * k, idx.signature(static_cast<std::size_t>(target)), k);
+        j = jaccard_estimate(sigs.data() + i * k, idx->signature(static_cast<std::size_t>(target)), k);
       }
       std::string line = "{\"file\": " + json_string(inputs[r.input].name) + ", \"line\": " +
                          (r.line ? std::to_string(r.line) : "null") + ", \"id\": " + (ids[i].empty() ? "null" : ids[i]) +
                          ", \"duplicate_of\": ";
       if (static_cast<std::size_t>(target) < m) {
-        line += "{\"index_key\": " + std::to_string(idx.keys()[static_cast<std::size_t>(target)]) + "}";
+        line += "{\"index_key\": " + std::to_string(idx->keys()[static_cast<std::size_t>(target)]) + "}";
       } else {
         const std::size_t t = static_cast<std::size_t>(target) - m;
         const Record& tr = recs[t];
@@ -716,8 +709,10 @@ int run(const Options& o) {
   }
   std::optional<AtomicFile> idx_out;
   if (o.update_index) {
-    LSHIndex<std::uint32_t> updated =
-        old ? LSHIndex<std::uint32_t>::from_bytes(old_bytes.data(), old_bytes.size(), nullptr) : LSHIndex<std::uint32_t>(lp);
+    // A clean copy of the earlier index (the clustering one is capped and holds removed rows).
+    LSHIndex<std::uint32_t> updated = old_bytes.empty()
+                                          ? LSHIndex<std::uint32_t>(lp)
+                                          : LSHIndex<std::uint32_t>::from_bytes(old_bytes.data(), old_bytes.size(), nullptr);
     std::vector<std::uint32_t> kept_sigs;
     std::vector<std::int64_t> kept_keys;
     for (std::size_t i = 0; i < n; ++i) {

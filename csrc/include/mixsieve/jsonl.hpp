@@ -283,9 +283,9 @@ class Scanner {
       const auto* q = reinterpret_cast<const unsigned char*>(s_.data()) + p_;
       const auto* end = reinterpret_cast<const unsigned char*>(s_.data()) + s_.size();
       const auto* start = q;
-      const std::uint32_t cp = decode_utf8(q, end);
+      bool valid;
+      decode_utf8_checked(q, end, valid);
       const std::size_t len = static_cast<std::size_t>(q - start);
-      const bool valid = cp != kReplacementChar || (len == 3 && start[0] == 0xEF && start[1] == 0xBF && start[2] == 0xBD);
       if (!valid && bad_utf8) *bad_utf8 = true;
       if (out) {
         if (valid) {

@@ -97,6 +97,15 @@ inline std::uint32_t decode_utf8(const unsigned char*& p, const unsigned char* e
   return cp;
 }
 
+// decode_utf8, also saying whether the bytes were well-formed UTF-8 (a literal U+FFFD is; an
+// ill-formed sequence, even one of three bytes such as a truncated 4-byte one, is not).
+inline std::uint32_t decode_utf8_checked(const unsigned char*& p, const unsigned char* end, bool& ok) {
+  const unsigned char* start = p;
+  const std::uint32_t cp = decode_utf8(p, end);
+  ok = cp != kReplacementChar || (p - start == 3 && start[0] == 0xEF && start[1] == 0xBF && start[2] == 0xBD);
+  return cp;
+}
+
 // Writes cp as UTF-8 at w (room for 4 bytes) and returns the position after it.
 inline char* put_utf8(char* w, std::uint32_t cp) {
   if (cp < 0x80) {
