@@ -296,6 +296,18 @@ void bind_width(py::module_& m, const char* hasher_name, const char* index_name)
       .def("keys", &PyLSHIndex<T>::keys)
       .def("signatures", &PyLSHIndex<T>::signatures)
       .def("__len__", &PyLSHIndex<T>::size)
+      .def("params",
+           [](const PyLSHIndex<T>& idx) {
+             const LSHParams& p = idx.params();
+             py::dict d;
+             d["num_perm"] = p.num_perm;
+             d["bands"] = p.bands;
+             d["rows"] = p.rows;
+             d["threshold"] = p.threshold;
+             d["verify"] = p.verify;
+             d["match_empty"] = p.match_empty;
+             return d;
+           })
       .def_static(
           "from_bytes",
           [](const py::buffer& data) {

@@ -414,7 +414,7 @@ class LSHIndex:
             core, meta = core_cls.from_bytes(data)
         except ValueError as e:
             raise ValueError(f"{os.fspath(path)}: {e}") from None
-        p = _params_of(data)
+        p = core.params()
         self = cls.__new__(cls)
         self.threshold, self.num_perm, self.bands, self.rows = (
             p["threshold"],
@@ -436,21 +436,6 @@ class LSHIndex:
             f"LSHIndex(threshold={self.threshold}, num_perm={self.num_perm}, bands={self.bands}, "
             f"rows={self.rows}, size={len(self)})"
         )
-
-
-def _params_of(data: bytes) -> dict[str, Any]:
-    # Header layout of csrc/include/mixsieve/lsh.hpp (validated by from_bytes before this runs).
-    hdr = np.frombuffer(data, dtype=np.uint32, count=8, offset=0)
-    threshold = float(np.frombuffer(data, dtype=np.float64, count=1, offset=32)[0])
-    flags = int(hdr[7])
-    return {
-        "num_perm": int(hdr[4]),
-        "bands": int(hdr[5]),
-        "rows": int(hdr[6]),
-        "threshold": threshold,
-        "verify": bool(flags & 1),
-        "match_empty": bool(flags & 2),
-    }
 
 
 @dataclass
