@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             info_main()
     except (ValueError, TypeError) as e:
         parser.exit(2, f"mixsieve: error: {e}\n")
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed it: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

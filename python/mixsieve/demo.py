@@ -92,7 +92,12 @@ def run(
     for m in clusters[:top]:
         w(f"  [{len(m)} docs] keep {names[m[0]]}\n")
         for i in m[1:4]:
-            w(f"      drop {names[i]}  (J~{res.similarity[i]:.2f} with {names[int(res.duplicate_of[i])]})\n")
+            # A document joined only through later ones has no earlier match: name the kept one.
+            d = int(res.duplicate_of[i])
+            match = (
+                f"J~{res.similarity[i]:.2f} with {names[d]}" if d >= 0 else f"same cluster as {names[m[0]]}"
+            )
+            w(f"      drop {names[i]}  ({match})\n")
         if len(m) > 4:
             w(f"      ... and {len(m) - 4} more\n")
     near = [
