@@ -379,6 +379,7 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception<IndexFormatError>(m, "IndexFormatError", PyExc_ValueError);
 
   mixsieve_bind::bind_sampling(m);
+  mixsieve_bind::bind_mixture(m);
   bind_width<std::uint32_t>(m, "MinHasher32", "LSHIndex32");
   bind_width<std::uint64_t>(m, "MinHasher64", "LSHIndex64");
 

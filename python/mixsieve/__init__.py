@@ -8,6 +8,7 @@ that merge across shards) and FLYT soft-cap sampling, on one native core. See
 from importlib.metadata import PackageNotFoundError, version
 
 from .dedup import DedupResult, LSHIndex, MinHasher, dedup, estimate_jaccard, resolve_bands
+from . import sources, weights
 from .sampling import WeightedReservoir, soft_cap_sample, weighted_sample
 
 try:
@@ -18,12 +19,25 @@ except PackageNotFoundError:  # running from a source tree
 __all__ = [
     "DedupResult",
     "LSHIndex",
+    "MixtureDataset",
     "MinHasher",
+    "SourceError",
     "WeightedReservoir",
     "__version__",
     "dedup",
     "estimate_jaccard",
     "resolve_bands",
     "soft_cap_sample",
+    "sources",
     "weighted_sample",
+    "weights",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # MixtureDataset imports torch (when installed), so it loads on first use only.
+    if name in ("MixtureDataset", "SourceError"):
+        from . import data
+
+        return getattr(data, name)
+    raise AttributeError(f"module 'mixsieve' has no attribute {name!r}")

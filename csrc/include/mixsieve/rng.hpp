@@ -32,6 +32,9 @@ enum class Stream : std::uint64_t {
   PpsEvict = 4,
   WithReplacement = 5,
   SoftCap = 6,
+  MixChoice = 7,
+  MixShuffle = 8,
+  BufferShuffle = 9,
 };
 
 // The key of stream `s` under `seed`: counter i of that stream is splitmix64_mix(key + (i+1)*gamma).

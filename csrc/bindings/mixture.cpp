@@ -1,0 +1,158 @@
+// Bindings of the mixing schedule (MixtureDataset's core): chunks of (source, item) pairs, the
+// per-epoch index permutation of map-style sources and the slots of the iterable shuffle buffer.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common.hpp"
+#include "mixsieve/mixture.hpp"
+
+namespace mixsieve_bind {
+
+using namespace mixsieve;
+
+namespace {
+
+using I64 = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
+using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+void check_length(const py::array& a, py::ssize_t n, const char* name) {
+  if (a.ndim() != 1 || a.shape(0) != n) {
+    throw py::value_error(std::string(name) + " must be 1-D of length " + std::to_string(n));
+  }
+}
+
+void set_weights(MixSchedule& s, const F64& w) {
+  check_length(w, s.num_sources(), "weights");
+  const int bad = s.set_weights(w.data());
+  if (bad == s.num_sources()) throw py::value_error("weights are all zero; at least one must be > 0");
+  if (bad >= 0) {
+    throw py::value_error("weights[" + std::to_string(bad) + "] = " + std::to_string(w.data()[bad]) +
+                          " is not a finite number >= 0");
+  }
+}
+
+py::tuple fill(MixSchedule& s, std::int64_t n, const py::object& caps_obj) {
+  if (n < 0) throw py::value_error("n must be >= 0");
+  I64 caps;
+  const std::int64_t* caps_ptr = nullptr;
+  if (!caps_obj.is_none()) {
+    caps = caps_obj.cast<I64>();
+    check_length(caps, s.num_sources(), "caps");
+    caps_ptr = caps.data();
+  }
+  py::array_t<std::int32_t> src(n);
+  py::array_t<std::int64_t> item(n);
+  std::int64_t got = 0;
+  {
+    py::gil_scoped_release release;
+    got = s.fill(n, src.mutable_data(), item.mutable_data(), caps_ptr);
+  }
+  if (got < n) {
+    src.resize({got});
+    item.resize({got});
+  }
+  return py::make_tuple(src, item);
+}
+
+py::dict state(const MixSchedule& s) {
+  py::dict d;
+  d["position"] = s.position();
+  d["segment_start"] = s.segment_start();
+  d["weights"] = s.weights();
+  d["counts"] = s.counts();
+  d["segment_counts"] = s.segment_counts();
+  return d;
+}
+
+void restore(MixSchedule& s, std::int64_t position, std::int64_t segment_start, const F64& w, const I64& counts,
+             const I64& seg_counts) {
+  const py::ssize_t k = s.num_sources();
+  check_length(w, k, "weights");
+  check_length(counts, k, "counts");
+  check_length(seg_counts, k, "segment_counts");
+  if (position < segment_start || segment_start < 0) throw py::value_error("need 0 <= segment_start <= position");
+  std::int64_t seg_total = 0;
+  for (py::ssize_t d = 0; d < k; ++d) {
+    if (counts.data()[d] < seg_counts.data()[d] || seg_counts.data()[d] < 0) {
+      throw py::value_error("counts must be >= segment_counts >= 0");
+    }
+    seg_total += seg_counts.data()[d];
+  }
+  if (seg_total != position - segment_start) {
+    throw py::value_error("segment_counts must sum to position - segment_start");
+  }
+  try {
+    s.restore(position, segment_start, w.data(), counts.data(), seg_counts.data());
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
+}
+
+// out[i] = the offsets[i]-th item of epoch epochs[i] of a source of n items, in shuffled order.
+py::array_t<std::int64_t> shuffle_indices(const I64& offsets, const I64& epochs, std::int64_t n, std::uint64_t seed,
+                                          std::uint64_t source_key) {
+  const py::ssize_t m = offsets.size();
+  check_length(epochs, m, "epochs");
+  if (n < 1) throw py::value_error("n must be >= 1");
+  py::array_t<std::int64_t> out(m);
+  const std::int64_t* off = offsets.data();
+  const std::int64_t* ep = epochs.data();
+  std::int64_t* o = out.mutable_data();
+  for (py::ssize_t i = 0; i < m; ++i) {
+    if (off[i] < 0 || off[i] >= n) throw py::value_error("offsets[" + std::to_string(i) + "] is outside [0, n)");
+  }
+  py::gil_scoped_release release;
+  std::int64_t cur_epoch = m > 0 ? ep[0] : 0;
+  IndexPermutation perm(static_cast<std::uint64_t>(n), shuffle_key(seed, source_key, static_cast<std::uint64_t>(cur_epoch)));
+  for (py::ssize_t i = 0; i < m; ++i) {
+    if (ep[i] != cur_epoch) {
+      cur_epoch = ep[i];
+      perm = IndexPermutation(static_cast<std::uint64_t>(n), shuffle_key(seed, source_key, static_cast<std::uint64_t>(cur_epoch)));
+    }
+    o[i] = static_cast<std::int64_t>(perm(static_cast<std::uint64_t>(off[i])));
+  }
+  return out;
+}
+
+// Slots in [0, size) for items start .. start+count-1 of one epoch of an iterable source.
+py::array_t<std::int64_t> buffer_slots(std::uint64_t seed, std::uint64_t source_key, std::uint64_t epoch,
+                                       std::int64_t start, std::int64_t count, std::int64_t size) {
+  if (count < 0 || start < 0 || size < 1) throw py::value_error("need start >= 0, count >= 0, size >= 1");
+  py::array_t<std::int64_t> out(count);
+  std::int64_t* o = out.mutable_data();
+  const std::uint64_t key = stream_bits(stream_key(seed, Stream::BufferShuffle, source_key), epoch);
+  for (std::int64_t i = 0; i < count; ++i) {
+    const std::uint64_t bits = stream_bits(key, static_cast<std::uint64_t>(start + i));
+    o[i] = static_cast<std::int64_t>((static_cast<unsigned __int128>(bits) * static_cast<std::uint64_t>(size)) >> 64);
+  }
+  return out;
+}
+
+}  // namespace
+
+void bind_mixture(py::module_& m) {
+  py::class_<MixSchedule>(m, "MixSchedule")
+      .def(py::init([](int num_sources, bool exact, std::uint64_t seed) {
+             if (num_sources < 1) throw py::value_error("a mixture needs at least one source");
+             return MixSchedule(num_sources, exact, seed);
+           }),
+           py::arg("num_sources"), py::arg("exact"), py::arg("seed"))
+      .def("set_weights", &set_weights, py::arg("weights"))
+      .def("fill", &fill, py::arg("n"), py::arg("caps") = py::none())
+      .def("state", &state)
+      .def("restore", &restore, py::arg("position"), py::arg("segment_start"), py::arg("weights"), py::arg("counts"),
+           py::arg("segment_counts"))
+      .def_property_readonly("position", &MixSchedule::position)
+      .def_property_readonly("num_sources", &MixSchedule::num_sources);
+  m.def("shuffle_indices", &shuffle_indices, py::arg("offsets"), py::arg("epochs"), py::arg("n"), py::arg("seed"),
+        py::arg("source_key"));
+  m.def("buffer_slots", &buffer_slots, py::arg("seed"), py::arg("source_key"), py::arg("epoch"), py::arg("start"),
+        py::arg("count"), py::arg("size"));
+}
+
+}  // namespace mixsieve_bind

@@ -1,0 +1,309 @@
+// The mixing schedule: which source fills each global position of a mixed stream, and which
+// item of that source it takes. Two modes:
+//   exact  - Tijdeman's "chairman assignment" (specs/mixing.md §8): at position n of a segment a
+//            source is eligible if taking it keeps it less than one sample ahead
+//            (c_d + 1 - w_d*n < 1); among the eligible, the earliest deadline (c_d + 1) / w_d
+//            wins, ties to the lowest index. Every prefix holds each source within one sample of
+//            w_d * n. Megatron's max-deficit rule is not bounded by one sample.
+//   random - i.i.d. choices by inverse CDF of a counter-based uniform keyed by (seed, position),
+//            so a choice never depends on how positions were split into chunks.
+// A weight change starts a new segment at the current position: the exact rule restarts there
+// with fresh counts (the bound then holds per segment).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "mixsieve/rng.hpp"
+
+namespace mixsieve {
+
+class MixSchedule {
+ public:
+  MixSchedule(int num_sources, bool exact, std::uint64_t seed)
+      : k_(num_sources),
+        exact_(exact),
+        key_(stream_key(seed, Stream::MixChoice)),
+        w_(num_sources, 0.0),
+        inv_w_(num_sources, 0.0),
+        cdf_(num_sources, 0.0),
+        release_(num_sources, std::numeric_limits<double>::infinity()),
+        deadline_(num_sources, std::numeric_limits<double>::infinity()),
+        seg_counts_(num_sources, 0),
+        counts_(num_sources, 0) {
+    if (num_sources < 1) throw std::invalid_argument("a mixture needs at least one source");
+  }
+
+  int num_sources() const { return k_; }
+  bool exact() const { return exact_; }
+  std::int64_t position() const { return position_; }
+  std::int64_t segment_start() const { return seg_start_; }
+  const std::vector<double>& weights() const { return w_; }
+  const std::vector<std::int64_t>& counts() const { return counts_; }
+  const std::vector<std::int64_t>& segment_counts() const { return seg_counts_; }
+
+  // New weights from the current position on. Returns -1 if they are valid, else the index of
+  // the first bad one (negative / NaN / inf), or k_ if they are all zero.
+  int set_weights(const double* w) {
+    double total = 0.0;
+    for (int d = 0; d < k_; ++d) {
+      if (!(w[d] >= 0.0) || w[d] == std::numeric_limits<double>::infinity()) return d;
+      total += w[d];
+    }
+    if (!(total > 0.0) || total == std::numeric_limits<double>::infinity()) return k_;
+    double acc = 0.0;
+    for (int d = 0; d < k_; ++d) {
+      w_[d] = w[d] / total;
+      inv_w_[d] = w_[d] > 0.0 ? 1.0 / w_[d] : 0.0;
+      acc += w_[d];
+      cdf_[d] = acc;
+    }
+    for (int d = k_ - 1; d >= 0; --d) {
+      if (w_[d] > 0.0) {
+        cdf_[d] = 2.0;  // the last positive source takes whatever rounding left over
+        break;
+      }
+    }
+    seg_start_ = position_;
+    for (auto& c : seg_counts_) c = 0;
+    reset_times();
+    return -1;
+  }
+
+  // Restores a state written by the accessors above (weights already normalised).
+  void restore(std::int64_t position, std::int64_t seg_start, const double* w, const std::int64_t* counts,
+               const std::int64_t* seg_counts) {
+    position_ = seg_start;
+    if (set_weights(w) >= 0) throw std::invalid_argument("restored weights are invalid");
+    position_ = position;
+    seg_start_ = seg_start;
+    for (int d = 0; d < k_; ++d) {
+      counts_[d] = counts[d];
+      seg_counts_[d] = seg_counts[d];
+    }
+    reset_times();
+  }
+
+  // Generates up to n positions: src[i] is the source of position position()+i and item[i] the
+  // running index of that source's items (0, 1, 2, ... over the whole stream). caps (may be null;
+  // a negative cap means none): stops before a position whose source has already given caps[d]
+  // items. Returns the number generated.
+  std::int64_t fill(std::int64_t n, std::int32_t* src, std::int64_t* item, const std::int64_t* caps) {
+    if (exact_) return fill_exact(n, src, item, caps);
+    return fill_random(n, src, item, caps);
+  }
+
+ private:
+  // Source d is eligible at segment position n (1-based) once n > release_d = c_d / w_d, and due
+  // at deadline_d = (c_d + 1) / w_d. Both are kept per source and change only for the source
+  // taken, so a position costs a scan of K (few sources) or O(log K) heap work (many); the two
+  // paths compare the same doubles and give the same choices.
+  void reset_times() {
+    for (int d = 0; d < k_; ++d) {
+      const double c = static_cast<double>(seg_counts_[d]);
+      release_[d] = w_[d] > 0.0 ? c * inv_w_[d] : std::numeric_limits<double>::infinity();
+      deadline_[d] = w_[d] > 0.0 ? (c + 1.0) * inv_w_[d] : std::numeric_limits<double>::infinity();
+    }
+    heaps_valid_ = false;
+  }
+
+  void take(int d, std::int32_t* src, std::int64_t* item, std::int64_t i) {
+    src[i] = d;
+    item[i] = counts_[d]++;
+    const double c = static_cast<double>(++seg_counts_[d]);
+    release_[d] = c * inv_w_[d];
+    deadline_[d] = (c + 1.0) * inv_w_[d];
+    ++position_;
+  }
+
+  int largest_deficit(double pos) const {
+    int best = 0;
+    double most = -std::numeric_limits<double>::infinity();
+    for (int d = 0; d < k_; ++d) {
+      if (!(w_[d] > 0.0)) continue;
+      const double deficit = w_[d] * pos - static_cast<double>(seg_counts_[d]);
+      if (deficit > most) {
+        most = deficit;
+        best = d;
+      }
+    }
+    return best;
+  }
+
+  bool capped(int d, const std::int64_t* caps) const {
+    return caps != nullptr && caps[d] >= 0 && counts_[d] >= caps[d];
+  }
+
+  std::int64_t fill_exact(std::int64_t n, std::int32_t* src, std::int64_t* item, const std::int64_t* caps) {
+    if (k_ > kScanLimit) return fill_exact_heap(n, src, item, caps);
+    // Local copies: the output pointers may alias members as far as the compiler knows.
+    const int k = k_;
+    double rel[kScanLimit], due[kScanLimit], inv_w[kScanLimit];
+    std::int64_t seg[kScanLimit], cnt[kScanLimit];
+    for (int d = 0; d < k; ++d) {
+      rel[d] = release_[d];
+      due[d] = deadline_[d];
+      inv_w[d] = inv_w_[d];
+      seg[d] = seg_counts_[d];
+      cnt[d] = counts_[d];
+    }
+    double pos = static_cast<double>(position_ - seg_start_);
+    std::int64_t i = 0;
+    for (; i < n; ++i) {
+      pos += 1.0;  // 1-based position in the segment
+      int best = -1;
+      double best_due = kInf;
+      for (int d = 0; d < k; ++d) {
+        if (rel[d] < pos && due[d] < best_due) {
+          best_due = due[d];
+          best = d;
+        }
+      }
+      if (best < 0) {  // rounding guard; the spec never saw it happen
+        for (int d = 0; d < k; ++d) seg_counts_[d] = seg[d];
+        best = largest_deficit(pos);
+      }
+      if (caps != nullptr && caps[best] >= 0 && cnt[best] >= caps[best]) break;
+      src[i] = best;
+      item[i] = cnt[best]++;
+      const double c = static_cast<double>(++seg[best]);
+      rel[best] = c * inv_w[best];
+      due[best] = (c + 1.0) * inv_w[best];
+    }
+    for (int d = 0; d < k; ++d) {
+      release_[d] = rel[d];
+      deadline_[d] = due[d];
+      seg_counts_[d] = seg[d];
+      counts_[d] = cnt[d];
+    }
+    position_ += i;
+    return i;
+  }
+
+  // Two binary heaps of (time, source): sources waiting for their release, and eligible sources
+  // by deadline; ties go to the lower index, as in the scan.
+  using Entry = std::pair<double, int>;
+  static bool later(const Entry& a, const Entry& b) { return a > b; }
+
+  void build_heaps() {
+    waiting_.clear();
+    eligible_.clear();
+    const double pos = static_cast<double>(position_ - seg_start_ + 1);
+    for (int d = 0; d < k_; ++d) {
+      if (!(w_[d] > 0.0)) continue;
+      if (release_[d] < pos) {
+        eligible_.emplace_back(deadline_[d], d);
+      } else {
+        waiting_.emplace_back(release_[d], d);
+      }
+    }
+    std::make_heap(waiting_.begin(), waiting_.end(), later);
+    std::make_heap(eligible_.begin(), eligible_.end(), later);
+    heaps_valid_ = true;
+  }
+
+  std::int64_t fill_exact_heap(std::int64_t n, std::int32_t* src, std::int64_t* item, const std::int64_t* caps) {
+    if (!heaps_valid_) build_heaps();
+    std::int64_t i = 0;
+    for (; i < n; ++i) {
+      const double pos = static_cast<double>(position_ - seg_start_ + 1);
+      while (!waiting_.empty() && waiting_.front().first < pos) {
+        const int d = waiting_.front().second;
+        std::pop_heap(waiting_.begin(), waiting_.end(), later);
+        waiting_.pop_back();
+        eligible_.emplace_back(deadline_[d], d);
+        std::push_heap(eligible_.begin(), eligible_.end(), later);
+      }
+      if (eligible_.empty()) {  // rounding guard, as in the scan
+        const int best = largest_deficit(pos);
+        if (capped(best, caps)) break;
+        take(best, src, item, i);
+        build_heaps();
+        continue;
+      }
+      const int best = eligible_.front().second;
+      if (capped(best, caps)) break;
+      std::pop_heap(eligible_.begin(), eligible_.end(), later);
+      eligible_.pop_back();
+      take(best, src, item, i);
+      waiting_.emplace_back(release_[best], best);
+      std::push_heap(waiting_.begin(), waiting_.end(), later);
+    }
+    return i;
+  }
+
+  std::int64_t fill_random(std::int64_t n, std::int32_t* src, std::int64_t* item, const std::int64_t* caps) {
+    const int k = k_;
+    const double* cdf = cdf_.data();
+    std::int64_t i = 0;
+    for (; i < n; ++i) {
+      const double u = open_unit(stream_bits(key_, static_cast<std::uint64_t>(position_)));
+      int d = 0;
+      while (d < k - 1 && !(u < cdf[d])) ++d;
+      if (caps != nullptr && caps[d] >= 0 && counts_[d] >= caps[d]) break;
+      src[i] = d;
+      item[i] = counts_[d]++;
+      ++seg_counts_[d];
+      ++position_;
+    }
+    return i;
+  }
+
+  int k_;
+  bool exact_;
+  std::uint64_t key_;
+  static constexpr int kScanLimit = 24;
+  static constexpr double kInf = std::numeric_limits<double>::infinity();
+  std::vector<double> w_, inv_w_, cdf_, release_, deadline_;
+  std::vector<Entry> waiting_, eligible_;
+  bool heaps_valid_ = false;
+  std::vector<std::int64_t> seg_counts_, counts_;
+  std::int64_t position_ = 0, seg_start_ = 0;
+};
+
+// A keyed bijection of [0, n) (a balanced Feistel network on the next even power of two, with
+// cycle walking): the order in which a map-style source is read in one epoch, in O(1) memory.
+class IndexPermutation {
+ public:
+  IndexPermutation(std::uint64_t n, std::uint64_t key) : n_(n), key_(key) {
+    unsigned bits = 2;
+    while (bits < 64 && (std::uint64_t{1} << bits) < n) bits += 2;
+    half_ = bits / 2;
+    mask_ = (std::uint64_t{1} << half_) - 1;
+  }
+
+  std::uint64_t operator()(std::uint64_t x) const {
+    if (n_ <= 1) return 0;
+    do {
+      x = encrypt(x);
+    } while (x >= n_);  // the domain is < 4n, so on average fewer than 4 rounds of walking
+    return x;
+  }
+
+ private:
+  std::uint64_t encrypt(std::uint64_t x) const {
+    std::uint64_t left = x >> half_, right = x & mask_;
+    for (std::uint64_t round = 0; round < 4; ++round) {
+      const std::uint64_t f = splitmix64_mix(key_ + round * 0x9E3779B97F4A7C15ULL + right) & mask_;
+      const std::uint64_t next = left ^ f;
+      left = right;
+      right = next;
+    }
+    return (left << half_) | right;
+  }
+
+  std::uint64_t n_, key_, mask_;
+  unsigned half_;
+};
+
+// The key of the permutation of one source in one epoch.
+inline std::uint64_t shuffle_key(std::uint64_t seed, std::uint64_t source_key, std::uint64_t epoch) {
+  return stream_bits(stream_key(seed, Stream::MixShuffle, source_key), epoch);
+}
+
+}  // namespace mixsieve

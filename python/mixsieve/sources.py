@@ -1,0 +1,283 @@
+"""Data sources and per-source filters for :class:`mixsieve.MixtureDataset`.
+
+Any object with ``__len__`` and ``__getitem__`` (a list, a numpy array, a Hugging Face
+``Dataset``, a :class:`JsonlSource`) is a *map-style* source: each worker reads only the items
+it serves, shuffling costs O(1) memory and resume is O(1). Anything else iterable is an
+*iterable* source: it is read in full by every worker (each keeps its own share), shuffled
+through a seeded buffer and replayed on resume; pass a function that returns a fresh iterator
+if the source must be read more than once (``on_exhausted="cycle"``).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import mmap
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["JsonlSource", "NearDupFilter", "IterableSource"]
+
+
+class JsonlSource:
+    """Lines of JSONL files as a map-style source (random access by file and byte range).
+
+    Opening indexes where each line starts (8 bytes per line, one vectorised pass); item ``i``
+    is then read from its byte range alone, so each DataLoader worker touches only the lines it
+    serves. Blank lines are skipped. Files are read through ``mmap``; gzip is not supported
+    (random access needs plain files).
+
+    Parameters
+    ----------
+    paths : str, path, or a sequence of them
+        Files, directories (every ``*.jsonl`` / ``*.json`` below, sorted) or glob patterns.
+    text_field : str or None
+        Return this field of each record (a ``ValueError`` naming ``file:line`` if it is
+        missing); ``None`` returns the whole decoded record.
+
+    >>> import mixsieve as ms, tempfile, os
+    >>> d = tempfile.mkdtemp(); p = os.path.join(d, "a.jsonl")
+    >>> _ = open(p, "w").write('{"text": "first"}\\n\\n{"text": "second"}\\n')
+    >>> src = ms.sources.JsonlSource(p)
+    >>> len(src), src[1]
+    (2, 'second')
+    """
+
+    def __init__(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], text_field: str | None = "text"):
+        self.paths = _expand(paths)
+        if not self.paths:
+            raise ValueError(f"no JSONL files found in {paths!r}")
+        self.text_field = text_field
+        starts: list[np.ndarray] = []
+        ends: list[np.ndarray] = []
+        files: list[np.ndarray] = []
+        lines: list[np.ndarray] = []
+        for f, path in enumerate(self.paths):
+            s, e, ln = _line_ranges(path)
+            starts.append(s)
+            ends.append(e)
+            lines.append(ln)
+            files.append(np.full(len(s), f, dtype=np.int32))
+        self._start = np.concatenate(starts)
+        self._end = np.concatenate(ends)
+        self._line = np.concatenate(lines)
+        self._file = np.concatenate(files)
+        self._maps: dict[int, mmap.mmap] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return int(self._start.shape[0])
+
+    def _map(self, f: int) -> mmap.mmap:
+        if self._pid != os.getpid():  # a forked worker opens its own maps
+            self._maps = {}
+            self._pid = os.getpid()
+        m = self._maps.get(f)
+        if m is None:
+            with open(self.paths[f], "rb") as fh:
+                m = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            self._maps[f] = m
+        return m
+
+    def __getitem__(self, i: int) -> Any:
+        n = len(self)
+        i = int(i)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"JsonlSource index {i} out of range for {n} lines")
+        f = int(self._file[i])
+        raw = self._map(f)[int(self._start[i]) : int(self._end[i])]
+        where = f"{self.paths[f]}:{int(self._line[i])}"
+        try:
+            record = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{where}: not valid JSON ({e})") from None
+        if self.text_field is None:
+            return record
+        if not isinstance(record, dict) or self.text_field not in record:
+            raise ValueError(f"{where}: no field {self.text_field!r}")
+        return record[self.text_field]
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = self.__dict__.copy()
+        d["_maps"] = {}
+        return d
+
+    def __repr__(self) -> str:
+        return f"JsonlSource({len(self.paths)} files, {len(self)} lines)"
+
+
+def _expand(paths: Any) -> list[str]:
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[str] = []
+    for p in paths:
+        p = os.fspath(p)
+        if os.path.isdir(p):
+            for root, _, names in sorted(os.walk(p)):
+                out.extend(os.path.join(root, n) for n in sorted(names) if n.endswith((".jsonl", ".json")))
+        elif os.path.exists(p):
+            out.append(p)
+        else:
+            matched = sorted(glob.glob(p))
+            if not matched:
+                raise FileNotFoundError(f"no such file or pattern: {p}")
+            out.extend(matched)
+    return out
+
+
+def _line_ranges(path: str, block: int = 1 << 26) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Byte ranges [start, end) and 1-based line numbers of the non-blank lines of a file."""
+    size = os.path.getsize(path)
+    if size == 0:
+        e = np.zeros(0, dtype=np.int64)
+        return e, e, e
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+        if head == b"\x1f\x8b":
+            raise ValueError(f"{path}: gzip files are not supported by JsonlSource (random access needs plain files)")
+        m = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        newlines = [np.flatnonzero(np.frombuffer(m, np.uint8, count=min(block, size - o), offset=o) == 10) + o
+                    for o in range(0, size, block)]
+    finally:
+        m.close()
+    nl = np.concatenate(newlines).astype(np.int64)
+    ends = nl if (nl.size and nl[-1] == size - 1) else np.append(nl, size)
+    starts = np.concatenate(([0], nl + 1))[: ends.size]
+    lines = np.arange(1, ends.size + 1, dtype=np.int64)
+    with open(path, "rb") as fh:
+        m = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            data = np.frombuffer(m, np.uint8)
+            keep = ends > starts
+            # a line of only whitespace is blank too (rare; checked per candidate line only)
+            short = np.flatnonzero(keep & (ends - starts <= 4))
+            for j in short:
+                if not bytes(data[starts[j] : ends[j]]).strip():
+                    keep[j] = False
+            del data
+        finally:
+            m.close()
+    return starts[keep], ends[keep], lines[keep]
+
+
+class IterableSource:
+    """Marks an iterable (or a function returning a fresh iterator) as a streaming source.
+
+    Needed only when an object has ``__len__``/``__getitem__`` but should be streamed, or to
+    pass a function: ``IterableSource(lambda: open_stream(...))``.
+    """
+
+    def __init__(self, iterable: Iterable[Any] | Callable[[], Iterable[Any]]):
+        self.iterable = iterable
+
+    def __iter__(self) -> Iterator[Any]:
+        it = self.iterable() if callable(self.iterable) else self.iterable
+        return iter(it)
+
+
+def _default_text(item: Any) -> str:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, Mapping) and "text" in item:
+        return str(item["text"])
+    raise ValueError(
+        f"NearDupFilter cannot find text in an item of type {type(item).__name__}; pass text=<field or function>"
+    )
+
+
+class NearDupFilter:
+    """Drops near-duplicate documents of the sources it is given to (MinHash + LSH).
+
+    ``MixtureDataset(..., filters={"web": f, "forum": f})`` with one shared filter removes
+    near-duplicates across both sources; the first occurrence (in source order, sources in the
+    order of the ``filters`` mapping) is kept.
+
+    Guarantee with several DataLoader workers and ranks: for map-style sources the filter runs
+    once, before iteration, over the whole source, so every process applies the same keep mask
+    and the mixture never serves two near-duplicates (at ``threshold``, up to MinHash's
+    estimation error) within one pass. An iterable source is filtered as it streams, per epoch,
+    identically in every process (each reads the whole stream); it only removes near-duplicates
+    within that source.
+
+    Parameters
+    ----------
+    threshold : float
+        Jaccard similarity at or above which two documents are near-duplicates.
+    text : str or callable, optional
+        Field name or function giving an item's text; default: the item if it is a ``str``,
+        else ``item["text"]``.
+    num_perm, ngram, unit, seed : as in :func:`mixsieve.dedup`.
+    """
+
+    def __init__(
+        self,
+        threshold: float = 0.8,
+        *,
+        text: str | Callable[[Any], str] | None = None,
+        num_perm: int = 128,
+        ngram: int = 5,
+        unit: str = "word",
+        seed: int = 1,
+    ) -> None:
+        from .dedup import _check_threshold
+
+        self.threshold = _check_threshold(threshold)
+        if text is None:
+            self._text: Callable[[Any], str] = _default_text
+        elif isinstance(text, str):
+            field = text
+            self._text = lambda item: str(item[field])
+        else:
+            self._text = text
+        self.num_perm = num_perm
+        self.ngram = ngram
+        self.unit = unit
+        self.seed = seed
+        self.removed: dict[str, int] = {}
+
+    def texts(self, items: Iterable[Any]) -> list[str]:
+        return [self._text(it) for it in items]
+
+    def keep_masks(self, sources: Mapping[str, Sequence[Any]]) -> dict[str, np.ndarray]:
+        """Keep masks for map-style sources, deduplicated together in the given order."""
+        from .dedup import dedup
+
+        texts: list[str] = []
+        bounds = [0]
+        for src in sources.values():
+            texts.extend(self._text(src[i]) for i in range(len(src)))
+            bounds.append(len(texts))
+        if not texts:
+            return {name: np.zeros(0, dtype=bool) for name in sources}
+        res = dedup(texts, threshold=self.threshold, num_perm=self.num_perm, ngram=self.ngram, unit=self.unit,
+                    seed=self.seed, progress=False)
+        out = {}
+        for j, name in enumerate(sources):
+            mask = res.keep[bounds[j] : bounds[j + 1]].copy()
+            out[name] = mask
+            self.removed[name] = int((~mask).sum())
+        return out
+
+    def stream(self, items: Iterator[Any], batch: int = 256) -> Iterator[Any]:
+        """Yields the items of one pass that are not near-duplicates of an earlier item of it."""
+        from .dedup import LSHIndex, MinHasher
+
+        hasher = MinHasher(num_perm=self.num_perm, ngram=self.ngram, unit=self.unit, seed=self.seed)
+        index = LSHIndex(threshold=self.threshold, num_perm=self.num_perm)
+        while True:
+            chunk = [x for _, x in zip(range(batch), items)]
+            if not chunk:
+                return
+            dup = index.add(hasher.signatures(self.texts(chunk), threads=1))
+            for x, d in zip(chunk, dup.tolist()):
+                if d < 0:
+                    yield x
+
+    def __repr__(self) -> str:
+        return f"NearDupFilter(threshold={self.threshold})"

@@ -1,0 +1,293 @@
+"""Mixing-weight policies for :class:`mixsieve.MixtureDataset`.
+
+Static policies (:func:`temperature`, :func:`unimax`) return weights; :func:`schedule` makes
+weights a function of the global stream position; :class:`OnlineMixer` changes them from the
+training loop (Online Data Mixing, EXP3). Formulas and test vectors: specs/algorithms.md §4 and
+specs/mixing.md §3.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Union
+
+import numpy as np
+
+WeightsLike = Union[Mapping[str, float], Sequence[float], np.ndarray]
+
+
+def _sizes(sizes: Any, what: str = "sizes") -> tuple[list[str] | None, np.ndarray]:
+    if isinstance(sizes, Mapping):
+        names = [str(k) for k in sizes]
+        values = np.array([float(sizes[k]) for k in sizes], dtype=np.float64)
+    else:
+        names = None
+        values = np.asarray(sizes, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"{what} must be a non-empty 1-D sequence or a dict, got shape {values.shape}")
+    bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+    if bad.size:
+        label = names[bad[0]] if names else str(int(bad[0]))
+        raise ValueError(f"{what}[{label}] = {values[bad[0]]} must be finite and >= 0")
+    if not values.sum() > 0:
+        raise ValueError(f"{what} are all zero")
+    return names, values
+
+
+def _out(names: list[str] | None, p: np.ndarray) -> Any:
+    return {n: float(v) for n, v in zip(names, p)} if names is not None else p
+
+
+def temperature(sizes: Mapping[str, float] | Sequence[float], tau: float = 1.0) -> Any:
+    """Temperature sampling: ``p_i ∝ n_i ** (1 / tau)`` (XLM: tau = 2; mT5: tau ≈ 3.3).
+
+    ``tau = 1`` is proportional to size, large ``tau`` tends to uniform. Sizes are in whatever
+    unit you mix by (examples, tokens, characters). Returns a dict for a dict, else an array.
+
+    >>> import mixsieve as ms
+    >>> {k: round(v, 6) for k, v in ms.weights.temperature({"a": 100, "b": 10, "c": 1}, tau=2).items()}
+    {'a': 0.706101, 'b': 0.223289, 'c': 0.07061}
+    """
+    names, n = _sizes(sizes)
+    if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 0):
+        raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
+    q = n / n.sum()
+    with np.errstate(divide="ignore"):
+        p = np.where(q > 0, np.exp(np.log(np.where(q > 0, q, 1.0)) / tau), 0.0)
+    return _out(names, p / p.sum())
+
+
+def unimax(sizes: Mapping[str, float] | Sequence[float], budget: float, max_epochs: float = 4) -> Any:
+    """UniMax (Chung et al., ICLR 2023): uniform over sources, capped at ``max_epochs`` each.
+
+    Sources are visited from smallest to largest; each gets an equal share of what is left of
+    ``budget``, but at most ``max_epochs * size``. Raises ``ValueError`` if the budget cannot be
+    spent without exceeding ``max_epochs`` on every source.
+
+    >>> import mixsieve as ms
+    >>> w = ms.weights.unimax({"big": 1000, "small": 10}, budget=500, max_epochs=4)
+    >>> {k: round(v, 3) for k, v in w.items()}
+    {'big': 0.92, 'small': 0.08}
+    """
+    names, c = _sizes(sizes)
+    if not (math.isfinite(budget) and budget > 0):
+        raise ValueError(f"budget must be a finite number > 0, got {budget!r}")
+    if not (math.isfinite(max_epochs) and max_epochs > 0):
+        raise ValueError(f"max_epochs must be a finite number > 0, got {max_epochs!r}")
+    if budget > max_epochs * c.sum() * (1 + 1e-12):
+        raise ValueError(
+            f"budget {budget:g} exceeds max_epochs * total size = {max_epochs * c.sum():g}: every source "
+            "would be capped; lower the budget or raise max_epochs"
+        )
+    order = np.argsort(c, kind="stable")
+    remaining = float(budget)
+    alloc = np.zeros_like(c)
+    for i, src in enumerate(order):
+        share = remaining / (len(order) - i)
+        alloc[src] = min(share, max_epochs * c[src])
+        remaining -= alloc[src]
+    return _out(names, alloc / alloc.sum())
+
+
+class WeightSchedule:
+    """Weights as a function of the global stream position (see :func:`schedule`)."""
+
+    def __init__(self, points: Sequence[tuple[int, WeightsLike]], interpolate: str = "step", every: int = 1024):
+        if interpolate not in ("step", "linear"):
+            raise ValueError(f"interpolate must be 'step' or 'linear', got {interpolate!r}")
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an int >= 1, got {every!r}")
+        if not points:
+            raise ValueError("a schedule needs at least one (position, weights) point")
+        pos = [int(p) for p, _ in points]
+        if pos[0] != 0:
+            raise ValueError(f"the first schedule point must be at position 0, got {pos[0]}")
+        if any(b <= a for a, b in zip(pos, pos[1:])):
+            raise ValueError(f"schedule positions must increase strictly, got {pos}")
+        self.positions = pos
+        self.points = [w for _, w in points]
+        self.interpolate = interpolate
+        self.every = every
+
+    def vectors(self, names: Sequence[str]) -> list[np.ndarray]:
+        return [weight_vector(w, names) for w in self.points]
+
+    def at(self, position: int, vectors: list[np.ndarray]) -> np.ndarray:
+        """The weights in force at ``position`` (linear: evaluated at the last multiple of ``every``)."""
+        i = bisect.bisect_right(self.positions, position) - 1
+        if self.interpolate == "step" or i == len(self.positions) - 1:
+            return vectors[i]
+        p0, p1 = self.positions[i], self.positions[i + 1]
+        q = p0 + (position - p0) // self.every * self.every
+        t = (q - p0) / (p1 - p0)
+        return (1 - t) * vectors[i] / vectors[i].sum() + t * vectors[i + 1] / vectors[i + 1].sum()
+
+    def next_change(self, position: int) -> int | None:
+        """The first position after ``position`` where the weights change, or None."""
+        i = bisect.bisect_right(self.positions, position)
+        nxt = self.positions[i] if i < len(self.positions) else None
+        if self.interpolate == "linear" and 0 < i < len(self.positions):
+            p0 = self.positions[i - 1]
+            step = p0 + ((position - p0) // self.every + 1) * self.every
+            nxt = step if nxt is None else min(nxt, step)
+        return nxt
+
+    def config(self) -> dict[str, Any]:
+        return {"positions": self.positions, "interpolate": self.interpolate, "every": self.every}
+
+    def __repr__(self) -> str:
+        return f"WeightSchedule({len(self.positions)} points, interpolate={self.interpolate!r})"
+
+
+def schedule(
+    points: Sequence[tuple[int, WeightsLike]], interpolate: str = "step", *, every: int = 1024
+) -> WeightSchedule:
+    """Weights that change with the global position of the mixed stream (a curriculum).
+
+    ``points`` are ``(position, weights)`` pairs, the first at position 0. ``"step"`` switches at
+    each point; ``"linear"`` moves from one point to the next in steps of ``every`` positions.
+    Every change starts a new segment of the exact schedule at that position, on every worker
+    and rank alike, so a resumed run replays it.
+
+    >>> import mixsieve as ms
+    >>> s = ms.weights.schedule([(0, {"web": 1.0, "code": 0.0}), (1000, {"web": 0.5, "code": 0.5})])
+    >>> s.next_change(0), s.next_change(1000)
+    (1000, None)
+    """
+    return WeightSchedule(points, interpolate, every)
+
+
+def weight_vector(weights: WeightsLike, names: Sequence[str]) -> np.ndarray:
+    """Weights (a dict by name, or a sequence in ``names`` order) as a validated float64 vector."""
+    if isinstance(weights, Mapping):
+        unknown = [k for k in weights if k not in names]
+        if unknown:
+            raise ValueError(f"weights name unknown sources {unknown}; the sources are {list(names)}")
+        vec = np.array([float(weights.get(n, 0.0)) for n in names], dtype=np.float64)
+    else:
+        vec = np.asarray(weights, dtype=np.float64)
+        if vec.shape != (len(names),):
+            raise ValueError(f"weights must have one value per source ({len(names)}), got shape {vec.shape}")
+    bad = np.flatnonzero(~np.isfinite(vec) | (vec < 0))
+    if bad.size:
+        raise ValueError(f"weight of source {names[bad[0]]!r} is {vec[bad[0]]}; weights must be finite and >= 0")
+    if not vec.sum() > 0:
+        raise ValueError("weights are all zero; at least one source needs a weight > 0")
+    return vec
+
+
+class OnlineMixer:
+    """Online Data Mixing (Albalak et al. 2023): weights from an EXP3 bandit over sources.
+
+    Call :meth:`update` from the training loop with each source's recent training loss (higher
+    loss = more to learn = higher reward). With ``t`` updates so far and ``K`` sources:
+    ``eps_t = min(1/K, sqrt(ln K / (K t)))``, ``p = (1 - K eps_t) softmax(eps_{t-1} R) + eps_t``
+    and each reported source's reward estimate moves as ``R_i <- a R_i + (1 - a) loss_i / p_i``
+    (importance-weighted, ``a = smoothing``).
+
+    Pass the mixer as ``weights=`` of a :class:`~mixsieve.MixtureDataset`; every update then
+    takes effect in the dataset at a recorded global position (reaching DataLoader workers
+    through shared memory), and the dataset's ``state_dict`` carries the mixer's state.
+
+    >>> import mixsieve as ms
+    >>> m = ms.weights.OnlineMixer(["web", "code"])
+    >>> m.weights
+    {'web': 0.5, 'code': 0.5}
+    >>> w = m.update({"web": 2.0, "code": 4.0})
+    >>> w["code"] > w["web"]
+    True
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        algorithm: str = "exp3",
+        *,
+        smoothing: float = 0.9,
+        initial: WeightsLike | None = None,
+        sync: bool = True,
+    ) -> None:
+        if algorithm != "exp3":
+            raise ValueError(f"algorithm must be 'exp3', got {algorithm!r}")
+        self.names = [str(n) for n in names]
+        if len(self.names) < 1 or len(set(self.names)) != len(self.names):
+            raise ValueError(f"names must be distinct and non-empty, got {self.names}")
+        if not (0.0 <= smoothing < 1.0):
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
+        self.algorithm = algorithm
+        self.smoothing = float(smoothing)
+        self.sync = bool(sync)
+        k = len(self.names)
+        self._initial = weight_vector(initial, self.names) if initial is not None else np.ones(k)
+        self._p = self._initial / self._initial.sum()
+        self._rewards = np.zeros(k)
+        self._t = 0
+        self._listeners: list[weakref.ref[Any]] = []
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {n: float(v) for n, v in zip(self.names, self._p)}
+
+    def update(self, losses: Mapping[str, float]) -> dict[str, float]:
+        """Feed per-source losses (only the sources seen since the last update); returns new weights.
+
+        In a ``torch.distributed`` run, call it on every rank with the same (all-reduced) losses:
+        the datasets it drives then agree on the position where the change takes effect.
+        """
+        k = len(self.names)
+        for name, loss in losses.items():
+            if name not in self.names:
+                raise ValueError(f"unknown source {name!r}; the sources are {self.names}")
+            loss = float(loss)
+            if not math.isfinite(loss):
+                raise ValueError(f"loss of source {name!r} is {loss}; losses must be finite")
+            i = self.names.index(name)
+            a = self.smoothing
+            self._rewards[i] = a * self._rewards[i] + (1 - a) * loss / self._p[i]
+        eps_prev = self._eps(self._t) if self._t > 0 else 1.0 / k
+        self._t += 1
+        eps = self._eps(self._t)
+        z = eps_prev * self._rewards
+        z = np.exp(z - z.max())
+        self._p = (1 - k * eps) * z / z.sum() + eps
+        self._notify()
+        return self.weights
+
+    def _eps(self, t: int) -> float:
+        k = len(self.names)
+        if k == 1:
+            return 0.0
+        return min(1.0 / k, math.sqrt(math.log(k) / (k * t)))
+
+    def _attach(self, listener: Callable[..., Any]) -> None:
+        self._listeners.append(weakref.WeakMethod(listener))  # type: ignore[arg-type]
+
+    def _notify(self) -> None:
+        alive = []
+        for ref in self._listeners:
+            fn = ref()
+            if fn is not None:
+                fn(self._p.copy())
+                alive.append(ref)
+        self._listeners = alive
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"names": self.names, "t": self._t, "rewards": self._rewards.tolist(), "p": self._p.tolist()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if list(state["names"]) != self.names:
+            raise ValueError(f"mixer state is for sources {list(state['names'])}, this mixer has {self.names}")
+        self._t = int(state["t"])
+        self._rewards = np.array(state["rewards"], dtype=np.float64)
+        self._p = np.array(state["p"], dtype=np.float64)
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = self.__dict__.copy()
+        d["_listeners"] = []
+        return d
+
+    def __repr__(self) -> str:
+        return f"OnlineMixer({self.names}, t={self._t})"
