@@ -577,8 +577,10 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type]
         of workers. A state from a different configuration (source names, seed, mode, sizes,
         ...) raises ``ValueError`` saying what differs.
         """
-        if "_snapshot" in state or "_snapshot_step" in state:
+        if "_snapshot" in state:
             state = self._from_loader_state(state)
+        elif "dataset_state" in state and "_num_yielded" in state:  # StatefulDataLoader, num_workers=0
+            state = state["dataset_state"]
         if not isinstance(state, Mapping) or "config" not in state or "state" not in state:
             raise ValueError("not a MixtureDataset state dict (missing 'config'/'state')")
         self._check_config(state["config"])
@@ -623,7 +625,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type]
         for s in states:
             self._check_config(s["config"])
         w0 = states[0]["worker"]
-        total = sum(int(s["worker"]["yielded"]) for s in states)
+        # batches consumed after the snapshot (snapshot_every_n_steps > 1) come next in order
+        later = int(loader_state.get("_steps_since_snapshot", 0)) * self.batch_size
+        total = sum(int(s["worker"]["yielded"]) for s in states) + later
         pos = int(w0["base"]) + total * int(w0["ranks"])
         start = min(states, key=lambda s: s["state"]["position"])
         self._entries = [(int(p), list(w)) for p, w in start.get("changes", [])]
