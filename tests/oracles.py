@@ -302,3 +302,64 @@ def chi2_gof(observed, expected_probs, n, min_expected=5.0):
         stat += (pool_o - pool_e) ** 2 / max(pool_e, 1e-12)
         df += 1
     return stat, df
+
+
+# ---- mixing (specs/mixing.md §8, specs/algorithms.md §4) ----
+
+
+def exact_interleave(weights, n):
+    """The eligible-earliest-deadline rule in exact rational arithmetic: at 1-based position t a
+    source is eligible if c_d < w_d * t; the eligible one with the smallest (c_d + 1) / w_d
+    wins, ties to the lowest index."""
+    from fractions import Fraction
+
+    total = sum(Fraction(w) for w in weights)
+    w = [Fraction(x) / total for x in weights]
+    c = [0] * len(w)
+    out = []
+    for t in range(1, n + 1):
+        best, best_due = None, None
+        for d, wd in enumerate(w):
+            if wd == 0 or not c[d] < wd * t:
+                continue
+            due = (c[d] + 1) / wd
+            if best_due is None or due < best_due:
+                best, best_due = d, due
+        assert best is not None, "no eligible source"
+        out.append(best)
+        c[best] += 1
+    return out
+
+
+def temperature_weights(sizes, tau):
+    q = [s / sum(sizes) for s in sizes]
+    p = [x ** (1.0 / tau) for x in q]
+    return [x / sum(p) for x in p]
+
+
+def unimax_weights(sizes, budget, max_epochs):
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    remaining = budget
+    alloc = [0.0] * len(sizes)
+    for i, src in enumerate(order):
+        alloc[src] = min(remaining / (len(order) - i), max_epochs * sizes[src])
+        remaining -= alloc[src]
+    return [a / sum(alloc) for a in alloc]
+
+
+def exp3_step(p, rewards, t, losses, smoothing):
+    """One OnlineMixer update (ODM's EXP3 with importance-weighted smoothed rewards)."""
+    import math
+
+    k = len(p)
+    rewards = list(rewards)
+    for i, loss in losses.items():
+        rewards[i] = smoothing * rewards[i] + (1 - smoothing) * loss / p[i]
+
+    def eps(s):
+        return min(1.0 / k, math.sqrt(math.log(k) / (k * s)))
+
+    eps_prev = eps(t) if t > 0 else 1.0 / k
+    e = eps(t + 1)
+    z = [math.exp(eps_prev * r) for r in rewards]
+    return [(1 - k * e) * x / sum(z) + e for x in z], rewards

@@ -228,7 +228,7 @@ class _IterSource:
                     raise ValueError(f"source {self.name!r} is empty (epoch {self.epoch} yielded nothing)")
                 if not cycle:
                     return self.next_item
-                if self._it is self.data:
+                if isinstance(self.data, Iterator):
                     raise ValueError(
                         f"source {self.name!r} is a one-shot iterator and cannot cycle; pass a list, an "
                         "iterable that can be iterated again, or ms.sources.IterableSource(function)"
@@ -813,7 +813,9 @@ class _Engine:
         self.dropped = set(start["dropped"])
         self.lengths = list(start["lengths"])
         self.ended = bool(start["ended"])
-        self.entries = sorted((p, np.array(w, np.float64)) for p, w in ds._entries if p >= start["position"])
+        # stable sort: of several changes at one position, the last one made wins
+        self.entries = sorted(((p, np.array(w, np.float64)) for p, w in ds._entries if p >= start["position"]),
+                              key=lambda e: e[0])
         self.seen_entries = ds._ring_seen
         self.claimed = start["position"]
         self.served = np.zeros(k, np.int64)

@@ -49,7 +49,12 @@ class MixSchedule {
 
   // New weights from the current position on. Returns -1 if they are valid, else the index of
   // the first bad one (negative / NaN / inf), or k_ if they are all zero.
-  int set_weights(const double* w) {
+  int set_weights(const double* w) { return set_weights(w, true); }
+
+ private:
+  // normalise=false keeps already-normalised weights bit for bit (a restored state must make
+  // exactly the choices the saved one would have).
+  int set_weights(const double* w, bool normalise) {
     double total = 0.0;
     for (int d = 0; d < k_; ++d) {
       if (!(w[d] >= 0.0) || w[d] == std::numeric_limits<double>::infinity()) return d;
@@ -58,7 +63,7 @@ class MixSchedule {
     if (!(total > 0.0) || total == std::numeric_limits<double>::infinity()) return k_;
     double acc = 0.0;
     for (int d = 0; d < k_; ++d) {
-      w_[d] = w[d] / total;
+      w_[d] = normalise ? w[d] / total : w[d];
       inv_w_[d] = w_[d] > 0.0 ? 1.0 / w_[d] : 0.0;
       acc += w_[d];
       cdf_[d] = acc;
@@ -75,11 +80,12 @@ class MixSchedule {
     return -1;
   }
 
+ public:
   // Restores a state written by the accessors above (weights already normalised).
   void restore(std::int64_t position, std::int64_t seg_start, const double* w, const std::int64_t* counts,
                const std::int64_t* seg_counts) {
     position_ = seg_start;
-    if (set_weights(w) >= 0) throw std::invalid_argument("restored weights are invalid");
+    if (set_weights(w, false) >= 0) throw std::invalid_argument("restored weights are invalid");
     position_ = position;
     seg_start_ = seg_start;
     for (int d = 0; d < k_; ++d) {
