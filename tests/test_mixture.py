@@ -417,7 +417,7 @@ def test_stream_is_pinned():
     assert digest == PINNED
 
 
-PINNED = "97777ca4a4272001c4cbb6c899f1e9b9e042a1812d016d115eb8814a6d823d02"
+PINNED = "64098e8730738149bd473bb3d38a4807241d23f541b6bf2429ef35a107c452d1"
 
 
 # ---- bad input -----------------------------------------------------------------------------

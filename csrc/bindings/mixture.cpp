@@ -133,6 +133,105 @@ py::array_t<std::int64_t> buffer_slots(std::uint64_t seed, std::uint64_t source_
   return out;
 }
 
+// One piece of the stream, gathered in one pass: for position i of source d = src[i], its item
+// number k = item[i] maps to index (shuffled: perm_{k / n}(k % n), else k % n) of that source,
+// through table[d] when the source is filtered/repeated, and the value is read straight from a
+// Python list (lists[d]), or taken in order from prefetched[d] (an object array the Python layer
+// filled for other kinds of sources). Returns (names, values) as two lists.
+py::tuple gather_piece(const py::array_t<std::int32_t, py::array::c_style>& src,
+                       const py::array_t<std::int64_t, py::array::c_style>& item, const py::list& lists,
+                       const py::list& tables, const py::list& prefetched, const py::list& names,
+                       const py::array_t<std::int64_t, py::array::c_style>& sizes, bool shuffle,
+                       std::uint64_t seed, const py::array_t<std::uint64_t, py::array::c_style>& keys) {
+  const py::ssize_t n = src.size();
+  const auto k = static_cast<std::size_t>(names.size());
+  if (item.size() != n) throw py::value_error("src and item differ in length");
+  if (lists.size() != k || tables.size() != k || prefetched.size() != k || static_cast<std::size_t>(sizes.size()) != k ||
+      static_cast<std::size_t>(keys.size()) != k) {
+    throw py::value_error("one list, table, prefetched entry, size and key per source needed");
+  }
+  struct Src {
+    PyObject* list = nullptr;
+    const std::int64_t* table = nullptr;
+    py::ssize_t table_len = 0;
+    PyObject** pre = nullptr;
+    py::ssize_t pre_len = 0, pre_used = 0;
+    std::int64_t size = 0;
+    std::uint64_t key = 0;
+    std::int64_t epoch = -1;
+    IndexPermutation perm{1, 0};
+  };
+  std::vector<Src> ss(k);
+  std::vector<py::object> hold;
+  for (std::size_t d = 0; d < k; ++d) {
+    Src& x = ss[d];
+    x.size = sizes.data()[d];
+    x.key = keys.data()[d];
+    py::handle l = lists[d];
+    if (!l.is_none()) {
+      if (!PyList_Check(l.ptr())) throw py::type_error("lists entries must be lists or None");
+      x.list = l.ptr();
+    }
+    py::handle t = tables[d];
+    if (!t.is_none()) {
+      auto arr = py::array_t<std::int64_t, py::array::c_style>::ensure(t);
+      if (!arr) throw py::type_error("tables entries must be int64 arrays or None");
+      x.table = arr.data();
+      x.table_len = arr.size();
+      hold.push_back(arr);
+    }
+    py::handle p = prefetched[d];
+    if (!p.is_none()) {
+      py::array arr = py::reinterpret_borrow<py::array>(p);
+      if (arr.dtype().kind() != 'O' || arr.ndim() != 1 || !(arr.flags() & py::array::c_style)) {
+        throw py::type_error("prefetched entries must be 1-D contiguous object arrays or None");
+      }
+      x.pre = static_cast<PyObject**>(arr.mutable_data());
+      x.pre_len = arr.shape(0);
+      hold.push_back(arr);
+    }
+  }
+  const std::int32_t* s = src.data();
+  const std::int64_t* it = item.data();
+  py::list values(n), out_names(n);
+  for (py::ssize_t i = 0; i < n; ++i) {
+    const std::int32_t d = s[i];
+    if (d < 0 || static_cast<std::size_t>(d) >= k) throw py::value_error("source index out of range");
+    Src& x = ss[static_cast<std::size_t>(d)];
+    PyObject* v = nullptr;
+    if (x.pre != nullptr) {
+      if (x.pre_used >= x.pre_len) throw py::value_error("a source has fewer prefetched values than positions");
+      v = x.pre[x.pre_used++];
+    } else {
+      if (x.list == nullptr || x.size < 1 || it[i] < 0) throw py::value_error("no data for a position");
+      const std::int64_t epoch = it[i] / x.size;
+      std::int64_t idx = it[i] % x.size;
+      if (shuffle) {
+        if (epoch != x.epoch) {
+          x.perm = IndexPermutation(static_cast<std::uint64_t>(x.size),
+                                    shuffle_key(seed, x.key, static_cast<std::uint64_t>(epoch)));
+          x.epoch = epoch;
+        }
+        idx = static_cast<std::int64_t>(x.perm(static_cast<std::uint64_t>(idx)));
+      }
+      if (x.table != nullptr) {
+        if (idx >= x.table_len) throw py::value_error("table shorter than the source size");
+        idx = x.table[idx];
+      }
+      if (idx < 0 || idx >= PyList_GET_SIZE(x.list)) {
+        throw py::index_error("source list changed size while mixing (index " + std::to_string(idx) + ")");
+      }
+      v = PyList_GET_ITEM(x.list, idx);
+    }
+    Py_INCREF(v);
+    PyList_SET_ITEM(values.ptr(), i, v);
+    PyObject* nm = PyList_GET_ITEM(names.ptr(), d);
+    Py_INCREF(nm);
+    PyList_SET_ITEM(out_names.ptr(), i, nm);
+  }
+  return py::make_tuple(out_names, values);
+}
+
 }  // namespace
 
 void bind_mixture(py::module_& m) {
@@ -151,6 +250,9 @@ void bind_mixture(py::module_& m) {
       .def_property_readonly("num_sources", &MixSchedule::num_sources);
   m.def("shuffle_indices", &shuffle_indices, py::arg("offsets"), py::arg("epochs"), py::arg("n"), py::arg("seed"),
         py::arg("source_key"));
+  m.def("gather_piece", &gather_piece, py::arg("src"), py::arg("item"), py::arg("lists"), py::arg("tables"),
+        py::arg("prefetched"), py::arg("names"), py::arg("sizes"), py::arg("shuffle"), py::arg("seed"),
+        py::arg("keys"));
   m.def("buffer_slots", &buffer_slots, py::arg("seed"), py::arg("source_key"), py::arg("epoch"), py::arg("start"),
         py::arg("count"), py::arg("size"));
 }

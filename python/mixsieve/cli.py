@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--num-perm", type=int, default=128, help="MinHash permutations (default 128)")
     demo.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     demo.add_argument("--limit", type=int, default=None, help="use only the first N documents")
+    demo.add_argument("--samples", type=int, default=20_000, help="samples to mix (default 20000; 0: no mixing)")
+    demo.add_argument("--workers", type=int, default=2, help="DataLoader workers for the mixture (default 2)")
     sub.add_parser("info", help="print what this build contains (compiler, SIMD, CUDA, versions)")
     sub.add_parser(
         "dedup", help="deduplicate JSONL/text files with the native binary (see mixsieve-dedup --help)"
@@ -63,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                 num_perm=args.num_perm,
                 threads=args.threads,
                 limit=args.limit,
+                mix=args.samples > 0,
+                samples=args.samples,
+                workers=args.workers,
             )
         elif args.command == "info":
             from .info import main as info_main

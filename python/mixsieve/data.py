@@ -15,6 +15,7 @@ a recorded position and reach workers through a small shared-memory block.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import math
 import mmap
@@ -155,23 +156,34 @@ class _MapSource:
         self.size = len(table) if table is not None else len(data)
         self.batched = getattr(data, "__getitems__", None)
 
-    def fetch(self, idx: np.ndarray) -> list[Any]:
+    def fetch(self, idx: np.ndarray) -> np.ndarray:
+        """The items at ``idx`` as a 1-D object array."""
         if self.table is not None:
             idx = self.table[idx]
-        ids = idx.tolist()
+        data = self.data
         try:
+            if isinstance(data, np.ndarray):
+                return _objects(data[idx], len(idx))
+            ids = idx.tolist()
             if self.batched is not None:
-                return list(self.batched(ids))
-            if len(ids) == 1:
-                return [self.data[ids[0]]]
-            return list(operator.itemgetter(*ids)(self.data))
+                got = list(self.batched(ids))
+            elif len(ids) == 1:
+                got = [data[ids[0]]]
+            else:
+                got = list(operator.itemgetter(*ids)(data))
         except Exception as e:
-            for i in ids:  # find the first item that fails, to name it
+            for i in idx.tolist():  # find the first item that fails, to name it
                 try:
-                    self.data[i]
+                    data[i]
                 except Exception as e2:
                     raise SourceError(f"source {self.name!r} raised {type(e2).__name__} at item {i}: {e2}") from e2
             raise SourceError(f"source {self.name!r} raised {type(e).__name__}: {e}") from e
+        return _objects(got, len(got))
+
+
+def _objects(items: Any, n: int) -> np.ndarray:
+    # fromiter keeps each item whole (np.array would turn a list of lists into a 2-D array)
+    return np.fromiter(items, dtype=object, count=n)
 
 
 class _IterSource:
@@ -212,7 +224,7 @@ class _IterSource:
                 self._epoch_items = 0
             want = item + 1 - self.next_item
             try:
-                got = list(_islice(self._it, want))
+                got = list(itertools.islice(self._it, want))
             except SourceError:
                 raise
             except Exception as e:
@@ -260,12 +272,6 @@ class _IterSource:
             for _ in range(n):
                 self.pending.popleft()
             self.base += n
-
-
-def _islice(it: Iterator[Any], n: int) -> Iterator[Any]:
-    import itertools
-
-    return itertools.islice(it, n)
 
 
 def _buffer_shuffle(it: Iterator[Any], seed: int, key: int, epoch: int, size: int) -> Iterator[Any]:
@@ -833,7 +839,13 @@ class _Engine:
             for d, size in enumerate(ds.sizes):
                 if size is not None:
                     self.caps_fixed[d] = size
-        self.names_arr = np.array(ds.names, dtype=object)
+        self.name_list = list(ds.names)
+        # map-style sources held in Python lists are gathered (and shuffled) in C++ directly
+        self.lists = [m.data if m is not None and type(m.data) is list else None for m in ds._map]
+        self.tables = [m.table if m is not None else None for m in ds._map]
+        self.sizes = np.array([m.size if m is not None else 0 for m in ds._map], np.int64)
+        self.keys = np.array(ds._keys, np.uint64)
+        self.seed = ds.seed & (2**64 - 1)
 
     # -- bookkeeping for state dicts --
 
@@ -1047,6 +1059,11 @@ class _Engine:
         self._skipped = True
 
     def run(self) -> Iterator[Any]:
+        # Per-sample cost is one C-level step of itertools.chain over a zip of ready lists;
+        # Python runs once per piece of the schedule.
+        return itertools.chain.from_iterable(self._run_pieces())
+
+    def _run_pieces(self) -> Iterator[Iterator[Any]]:
         ds = self.ds
         self._skip_iterables()
         bsz, period, slot, base = ds.batch_size, self.period, self.slot, self.base
@@ -1057,21 +1074,20 @@ class _Engine:
             n = len(src)
             g = np.arange(pos, pos + n, dtype=np.int64)
             mine = ((g - base) // bsz) % period == slot if period > 1 else np.ones(n, bool)
-            own_src = src[mine]
-            own_item = item[mine]
+            own_src = src[mine] if period > 1 else src
+            own_item = item[mine] if period > 1 else item
             m = len(own_src)
-            values: list[Any] = [None] * 0
-            if m:
-                values = self._fetch(own_src, own_item)
-            for d, it in self.iters.items():  # drop every process's share of the iterables' items
+            prefetched: list[np.ndarray | None] = [None] * self.k
+            present = np.bincount(own_src, minlength=self.k) if m else np.zeros(self.k, np.int64)
+            for d in np.flatnonzero(present).tolist():
+                if self.lists[d] is None and ds._map[d] is not None:  # lists are read in C++ below
+                    prefetched[d] = self._fetch_map(d, own_item if present[d] == m else own_item[own_src == d])
+            for d, it in self.iters.items():  # every process drops the others' share of the iterables
                 sel = src == d
                 if sel.any():
                     got = it.take(item[sel], mine[sel])
-                    if got:
-                        idx = np.flatnonzero(own_src == d)
-                        for j, x in zip(idx.tolist(), got):
-                            values[j] = x
-            add = np.bincount(own_src, minlength=self.k)
+                    prefetched[d] = _objects(got, len(got))
+            add = present
             if row >= 0 and shared is not None:
                 shared.rows[row, 0] += add
                 np.maximum(shared.rows[row, 1], np.array(self.sched.state()["counts"]), out=shared.rows[row, 1])
@@ -1079,46 +1095,20 @@ class _Engine:
                 self.served += add
             if not m:
                 continue
-            names = self.names_arr[own_src].tolist()
-            if out_dict:
-                rows = [_as_dict(nm, v) for nm, v in zip(names, values)]
-            else:
-                rows = list(zip(names, values))
-            self._cur_pos = g[mine]
+            self.yielded_pieces += self._cur_len
+            self._cur_pos = g[mine] if period > 1 else g
             self._cur_len = m
-            self._cur = iter(rows)
-            yield from self._cur
-            self.yielded_pieces += m
-            self._cur = None
-            self._cur_len = 0
+            # zip reuses its result tuple when the consumer lets go of it; the names iterator's
+            # length hint tells how many samples of this piece were taken (for state_dict)
+            names, values = _core.gather_piece(own_src, own_item, self.lists, self.tables, prefetched,
+                                               self.name_list, self.sizes, ds.shuffle, self.seed, self.keys)
+            self._cur = iter(names)
+            if out_dict:
+                yield map(_as_dict, self._cur, values)
+            else:
+                yield zip(self._cur, values)
 
-    def _fetch(self, own_src: np.ndarray, own_item: np.ndarray) -> list[Any]:
-        ds = self.ds
-        m = len(own_src)
-        present = np.unique(own_src)
-        if len(present) == 1 and ds._map[int(present[0])] is not None:
-            return self._fetch_map(int(present[0]), own_item)
-        values: list[Any] = [None] * m
-        order_parts = []
-        fetched: list[Any] = []
-        for d in present.tolist():
-            if ds._map[d] is None:
-                continue
-            idx = np.flatnonzero(own_src == d)
-            order_parts.append(idx)
-            fetched.extend(self._fetch_map(d, own_item[idx]))
-        if order_parts:
-            order = np.concatenate(order_parts)
-            if len(order) == m:  # all map-style: one C-level gather in stream order
-                inv = np.empty(m, np.int64)
-                inv[order] = np.arange(m)
-                got = operator.itemgetter(*inv.tolist())(fetched) if m > 1 else (fetched[0],)
-                return list(got)
-            for j, x in zip(order.tolist(), fetched):
-                values[j] = x
-        return values
-
-    def _fetch_map(self, d: int, items: np.ndarray) -> list[Any]:
+    def _fetch_map(self, d: int, items: np.ndarray) -> np.ndarray:
         ds = self.ds
         src = ds._map[d]
         assert src is not None

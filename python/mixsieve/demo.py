@@ -1,4 +1,9 @@
-"""The bundled default job: near-duplicate detection over real text already on the machine.
+"""The bundled default job: dedup and mix real text already on the machine.
+
+Step 1 finds near-duplicates (MinHash + LSH) across the whole corpus. Step 2 streams a weighted
+mixture of its three sources (Python code, licence texts, package copyright files), with the
+near-duplicates filtered out, through a PyTorch DataLoader with 2 worker processes, and compares
+the realised proportions with the targets.
 
 The corpus is the Python standard library's own sources (one document per file; tests,
 vendored copies and generated modules hold real near-duplicates) plus, where present, the
@@ -8,12 +13,13 @@ licence texts under /usr/share/common-licenses and the per-package copyright fil
 
 from __future__ import annotations
 
+import math
 import sys
 import sysconfig
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -53,9 +59,13 @@ def run(
     threads: int | None = None,
     limit: int | None = None,
     top: int = 8,
+    mix: bool = True,
+    samples: int = 20_000,
+    workers: int = 2,
     out: TextIO = sys.stdout,
 ) -> int:
-    """Deduplicate the local corpus and print a short report; returns the number removed."""
+    """Deduplicate the local corpus, print a short report, then (``mix``) stream a mixture of
+    its deduplicated sources through a DataLoader; returns the number of documents removed."""
     t0 = time.perf_counter()
     names, texts = local_corpus(limit)
     t_read = time.perf_counter() - t0
@@ -115,4 +125,75 @@ def run(
             f"\nEstimated Jaccard of removed documents to their match: median {np.median(sims):.2f}, "
             f"min {sims.min():.2f}\n"
         )
+    if mix:
+        mix_report(names, texts, res.keep, samples=samples, workers=workers, out=out)
     return res.num_removed
+
+
+MIX_TARGETS = {"code": 0.6, "copyright": 0.3, "licenses": 0.1}
+
+
+def _source_of(name: str) -> str:
+    if name.startswith("stdlib/"):
+        return "code"
+    return "licenses" if "common-licenses" in name else "copyright"
+
+
+def mix_report(
+    names: list[str], texts: list[str], keep: np.ndarray, *, samples: int = 20_000, workers: int = 2,
+    batch_size: int = 64, out: TextIO = sys.stdout,
+) -> dict[str, float]:
+    """Mix the corpus's sources (near-duplicates removed) and print realised vs target shares."""
+    from .data import MixtureDataset
+
+    w = out.write
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, n in enumerate(names):
+        groups[_source_of(n)].append(i)
+    srcs = {k: [{"id": names[i], "text": texts[i]} for i in groups[k]] for k in MIX_TARGETS if groups.get(k)}
+    masks = {k: keep[np.array(groups[k])] for k in srcs}
+    srcs = {k: v for k, v in srcs.items() if masks[k].any()}
+    targets = {k: MIX_TARGETS[k] for k in srcs}
+    ds = MixtureDataset(srcs, weights=targets, seed=0, num_samples=samples, batch_size=batch_size,
+                        filters={k: masks[k] for k in srcs})
+    try:
+        from torch.utils.data import DataLoader
+    except ImportError:
+        loader: Any = [list(ds)]
+        how = "in this process (torch is not installed; install it for the DataLoader)"
+    else:
+        loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_as_list)
+        how = f"through a DataLoader with {workers} workers, batch {batch_size}"
+    t0 = time.perf_counter()
+    order: list[str] = []
+    nbytes = 0
+    for batch in loader:
+        for source, doc in batch:
+            order.append(source)
+            nbytes += len(doc["text"])
+    secs = time.perf_counter() - t0
+    total = sum(targets.values())
+    w(f"\nmixsieve demo: mixing {len(srcs)} deduplicated sources, {len(order):,} samples {how}\n")
+    w(f"  {len(order) / max(secs, 1e-9):,.0f} samples/s ({nbytes / 1e6 / max(secs, 1e-9):.0f} MB/s of text)\n")
+    w(f"  {'source':10s} {'docs':>6s} {'dedup removed':>14s} {'target':>7s} {'realised':>9s} "
+      f"{'max prefix error':>17s} {'epochs':>7s}\n")
+    index = {k: d for d, k in enumerate(srcs)}
+    seq = np.array([index[s] for s in order], dtype=np.int64)
+    counts = np.zeros((len(seq), len(srcs)), np.int64)
+    counts[np.arange(len(seq)), seq] = 1
+    counts = counts.cumsum(axis=0)
+    positions = np.arange(1, len(seq) + 1)[:, None]
+    err = np.abs(counts - positions * np.array([targets[k] / total for k in srcs]))
+    realised = {}
+    stats = ds.stats()
+    for k, d in index.items():
+        realised[k] = float(counts[-1, d] / len(seq)) if len(seq) else 0.0
+        removed = int((~masks[k]).sum())
+        w(f"  {k:10s} {len(masks[k]):6,d} {removed:14,d} {targets[k] / total:7.3f} {realised[k]:9.4f} "
+          f"{math.floor(err[:, d].max() * 1000) / 1000:17.3f} {stats['epochs'][k]:7d}\n")
+    w("  (exact mode: every prefix of the stream is within one sample of its target share)\n")
+    return realised
+
+
+def _as_list(batch: list[Any]) -> list[Any]:
+    return batch

@@ -281,6 +281,7 @@ class IndexPermutation {
     while (bits < 64 && (std::uint64_t{1} << bits) < n) bits += 2;
     half_ = bits / 2;
     mask_ = (std::uint64_t{1} << half_) - 1;
+    for (std::uint64_t r = 0; r < 4; ++r) round_keys_[r] = splitmix64_at(key, r) | 1;
   }
 
   std::uint64_t operator()(std::uint64_t x) const {
@@ -295,7 +296,8 @@ class IndexPermutation {
   std::uint64_t encrypt(std::uint64_t x) const {
     std::uint64_t left = x >> half_, right = x & mask_;
     for (std::uint64_t round = 0; round < 4; ++round) {
-      const std::uint64_t f = splitmix64_mix(key_ + round * 0x9E3779B97F4A7C15ULL + right) & mask_;
+      // round function: the top bits of a keyed multiply (one multiplication per round)
+      const std::uint64_t f = (((right ^ round_keys_[round]) * 0xD6E8FEB86659FD93ULL) >> (64 - half_)) & mask_;
       const std::uint64_t next = left ^ f;
       left = right;
       right = next;
@@ -304,6 +306,7 @@ class IndexPermutation {
   }
 
   std::uint64_t n_, key_, mask_;
+  std::uint64_t round_keys_[4];
   unsigned half_;
 };
 

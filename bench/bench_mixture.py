@@ -1,0 +1,258 @@
+"""Mixing overhead: mixsieve MixtureDataset vs HF datasets, torchdata, grain, random.choices.
+
+In-memory sources only (no I/O), three sources weighted 0.5 / 0.3 / 0.2, items are ints.
+  * kernel: ``_core.MixSchedule.fill`` decisions per second (exact and random, K = 3, 10, 100).
+  * per-sample overhead: time per sample of each mixer minus the time per sample of iterating
+    one source alone *in the same framework* (for us: a plain Python list), medians of --runs:
+      - mixsieve ``iter(MixtureDataset)`` (mode="exact" and "random");
+      - ``datasets.interleave_datasets`` of ``IterableDataset.from_generator`` sources
+        (probabilities=..., all_exhausted);
+      - torchdata ``nodes.MultiNodeWeightedSampler`` over ``IterableWrapper`` sources, via ``Loader``;
+      - grain ``MapDataset.mix`` (random access, read in order);
+      - a plain Python loop: ``random.choices`` per sample, then ``next()`` of that source.
+  * DataLoader throughput (batch 256, default collate) with 0 and 2 workers: MixtureDataset
+    (shuffle=False) vs a one-source IterableDataset over a list (sharded by worker) that yields
+    the same (name, item) pairs, same item count.
+
+Ratios: their overhead / ours. JSON to --out.
+
+Usage: python bench/bench_mixture.py [--n 2e6] [--peer-n 2e5] [--hf-n 2e4] [--runs 5] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import mixsieve as ms
+from mixsieve import _core
+
+warnings.simplefilter("ignore")
+WEIGHTS = [0.5, 0.3, 0.2]
+NAMES = ["web", "code", "math"]
+
+
+def median_time(fn: Callable[[], Any], runs: int) -> float:
+    fn()  # warm-up
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def bench_kernel(n: int, runs: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    rng = np.random.default_rng(0)
+    for mode in ("exact", "random"):
+        for k in (3, 10, 100):
+            w = rng.dirichlet(np.ones(k))
+
+            def run() -> None:
+                s = _core.MixSchedule(k, mode == "exact", 0)
+                s.set_weights(w)
+                s.fill(n)
+
+            t = median_time(run, runs)
+            out[f"{mode}_k{k}"] = {"decisions_per_s": n / t}
+            print(f"kernel {mode:6s} K={k:3d}: {n / t / 1e6:7.1f} M decisions/s", flush=True)
+    return out
+
+
+def sources(n_each: int) -> dict[str, list[int]]:
+    return {name: list(range(d * 10**9, d * 10**9 + n_each)) for d, name in enumerate(NAMES)}
+
+
+def consume(it: Any, n: int) -> None:
+    for _ in zip(range(n), it):
+        pass
+
+
+def bench_overhead(n: int, peer_n: int, hf_n: int, runs: int) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    src = sources(max(n, peer_n))
+    single = src["web"]
+
+    def per_sample(fn: Callable[[], Any], count: int) -> float:
+        return median_time(fn, runs) / count
+
+    base_py = per_sample(lambda: consume(iter(single), n), n)
+    res["plain_list_us"] = base_py * 1e6
+    # The peers read their sources in order; shuffle=False compares like with like. With
+    # shuffle=True each source is read in a fresh random order per epoch (cache misses included).
+    for mode, shuffle in (("exact", False), ("random", False), ("exact", True)):
+        label = f"mixsieve_{mode}" + ("_shuffled" if shuffle else "")
+
+        def ours() -> None:
+            consume(iter(ms.MixtureDataset(src, WEIGHTS, mode=mode, seed=0, shuffle=shuffle)), n)
+
+        t = per_sample(ours, n)
+        res[label] = {"per_sample_us": t * 1e6, "overhead_us": (t - base_py) * 1e6, "samples_per_s": 1 / t}
+        print(f"{label}: {1 / t / 1e6:.2f} M samples/s, overhead {(t - base_py) * 1e9:.0f} ns/sample", flush=True)
+
+    def choices_loop() -> None:
+        its = [iter(src[k]) for k in NAMES]
+        idx = range(3)
+        for _ in range(n):
+            d = random.choices(idx, WEIGHTS)[0]
+            next(its[d])
+
+    t = per_sample(choices_loop, n)
+    res["random_choices_loop"] = {"per_sample_us": t * 1e6, "overhead_us": (t - base_py) * 1e6}
+    print(f"random.choices loop: overhead {(t - base_py) * 1e9:.0f} ns/sample", flush=True)
+
+    try:
+        from torchdata.nodes import IterableWrapper, Loader, MultiNodeWeightedSampler
+
+        def td_mix() -> None:
+            node = MultiNodeWeightedSampler({k: IterableWrapper(src[k]) for k in NAMES},
+                                            {k: float(w) for k, w in zip(NAMES, WEIGHTS)}, seed=0)
+            consume(iter(Loader(node)), peer_n)
+
+        def td_single() -> None:
+            consume(iter(Loader(IterableWrapper(single))), peer_n)
+
+        tm, ts = per_sample(td_mix, peer_n), per_sample(td_single, peer_n)
+        res["torchdata"] = {"per_sample_us": tm * 1e6, "single_us": ts * 1e6, "overhead_us": (tm - ts) * 1e6}
+        print(f"torchdata MultiNodeWeightedSampler: overhead {(tm - ts) * 1e9:.0f} ns/sample", flush=True)
+    except ImportError as e:
+        print(f"torchdata not installed, skipped ({e})", file=sys.stderr)
+
+    try:
+        import grain
+
+        def gr_mix() -> None:
+            mixed = grain.MapDataset.mix([grain.MapDataset.source(src[k]) for k in NAMES], weights=WEIGHTS)
+            for i in range(peer_n):
+                mixed[i]
+
+        def gr_single() -> None:
+            s = grain.MapDataset.source(single)
+            for i in range(peer_n):
+                s[i]
+
+        tm, ts = per_sample(gr_mix, peer_n), per_sample(gr_single, peer_n)
+        res["grain"] = {"per_sample_us": tm * 1e6, "single_us": ts * 1e6, "overhead_us": (tm - ts) * 1e6}
+        print(f"grain MapDataset.mix: overhead {(tm - ts) * 1e9:.0f} ns/sample", flush=True)
+    except ImportError as e:
+        print(f"grain not installed, skipped ({e})", file=sys.stderr)
+
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+
+        def gen(lst: list[int]) -> Any:
+            for x in lst:
+                yield {"x": x}
+
+        def hf_sources() -> list[Any]:
+            return [datasets.IterableDataset.from_generator(gen, gen_kwargs={"lst": src[k][:hf_n]}) for k in NAMES]
+
+        def hf_mix() -> None:
+            mixed = datasets.interleave_datasets(hf_sources(), probabilities=WEIGHTS, seed=0,
+                                                 stopping_strategy="all_exhausted")
+            consume(iter(mixed), hf_n)
+
+        def hf_single() -> None:
+            consume(iter(hf_sources()[0]), hf_n)
+
+        tm, ts = per_sample(hf_mix, hf_n), per_sample(hf_single, hf_n)
+        res["hf_interleave"] = {"per_sample_us": tm * 1e6, "single_us": ts * 1e6, "overhead_us": (tm - ts) * 1e6,
+                                "version": datasets.__version__}
+        print(f"HF interleave_datasets {datasets.__version__}: overhead {(tm - ts) * 1e6:.1f} us/sample", flush=True)
+    except ImportError as e:
+        print(f"datasets not installed, skipped ({e})", file=sys.stderr)
+    return res
+
+
+class OneSource:
+    """The baseline IterableDataset: one list, sharded over DataLoader workers, yielding the
+    same (source name, item) pairs as MixtureDataset so that collation costs the same."""
+
+    def __init__(self, items: list[int]):
+        self.items = items
+
+    def __iter__(self) -> Any:
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+        items = self.items if info is None else self.items[info.id :: info.num_workers]
+        return zip(["web"] * len(items), items)
+
+
+def bench_loader(n: int, runs: int) -> dict[str, Any]:
+    try:
+        import torch  # noqa: F401
+        from torch.utils.data import DataLoader, IterableDataset
+    except ImportError:
+        print("torch not installed, DataLoader throughput skipped", file=sys.stderr)
+        return {}
+
+    class Single(OneSource, IterableDataset):  # type: ignore[misc]
+        pass
+
+    src = sources(n)
+    out: dict[str, Any] = {}
+    for workers in (0, 2):
+        def ours() -> None:
+            ds = ms.MixtureDataset(src, WEIGHTS, seed=0, num_samples=n, batch_size=256, shuffle=False)
+            for _ in DataLoader(ds, batch_size=256, num_workers=workers):
+                pass
+
+        def single() -> None:
+            for _ in DataLoader(Single(src["web"][:n]), batch_size=256, num_workers=workers):
+                pass
+
+        to, ts = median_time(ours, runs), median_time(single, runs)
+        out[f"workers_{workers}"] = {"mixsieve_samples_per_s": n / to, "single_source_samples_per_s": n / ts,
+                                     "ratio": ts / to}
+        print(f"DataLoader, {workers} workers: mixsieve {n / to / 1e3:.0f} k/s, one source {n / ts / 1e3:.0f} k/s "
+              f"-> {ts / to:.2f} of the single-source throughput", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kernel-n", type=float, default=1e7)
+    ap.add_argument("--n", type=float, default=2e6, help="samples for mixsieve and the plain loop")
+    ap.add_argument("--peer-n", type=float, default=2e5, help="samples for torchdata and grain")
+    ap.add_argument("--hf-n", type=float, default=2e4, help="samples for HF datasets (slow)")
+    ap.add_argument("--loader-n", type=float, default=1e6)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--out", default="bench/results/mixture.json")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    args = ap.parse_args()
+    if args.smoke:
+        args.kernel_n, args.n, args.peer_n, args.hf_n, args.loader_n, args.runs = 1e4, 2e3, 1e3, 200, 2048, 1
+    out: dict[str, Any] = {
+        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "kernel": bench_kernel(int(args.kernel_n), args.runs),
+        "overhead": bench_overhead(int(args.n), int(args.peer_n), int(args.hf_n), args.runs),
+        "loader": bench_loader(int(args.loader_n), max(1, args.runs // 2)),
+    }
+    ov = out["overhead"]
+    ours = ov["mixsieve_exact"]["overhead_us"]
+    ratios = {peer: ov[peer]["overhead_us"] / ours for peer in ("hf_interleave", "torchdata", "grain",
+                                                                 "random_choices_loop") if peer in ov}
+    out["ratio_overhead_theirs_over_ours"] = ratios
+    print("overhead ratios (theirs / ours): " + ", ".join(f"{k} {v:.1f}x" for k, v in ratios.items()))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
