@@ -33,9 +33,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 import mixsieve as ms
+import numpy as np
 from mixsieve import _core
 
 warnings.simplefilter("ignore")
@@ -60,7 +59,7 @@ def bench_kernel(n: int, runs: int) -> dict[str, Any]:
         for k in (3, 10, 100):
             w = rng.dirichlet(np.ones(k))
 
-            def run() -> None:
+            def run(k: int = k, mode: str = mode, w: np.ndarray = w) -> None:
                 s = _core.MixSchedule(k, mode == "exact", 0)
                 s.set_weights(w)
                 s.fill(n)
@@ -95,12 +94,15 @@ def bench_overhead(n: int, peer_n: int, hf_n: int, runs: int) -> dict[str, Any]:
     for mode, shuffle in (("exact", False), ("random", False), ("exact", True)):
         label = f"mixsieve_{mode}" + ("_shuffled" if shuffle else "")
 
-        def ours() -> None:
+        def ours(mode: str = mode, shuffle: bool = shuffle) -> None:
             consume(iter(ms.MixtureDataset(src, WEIGHTS, mode=mode, seed=0, shuffle=shuffle)), n)
 
         t = per_sample(ours, n)
         res[label] = {"per_sample_us": t * 1e6, "overhead_us": (t - base_py) * 1e6, "samples_per_s": 1 / t}
-        print(f"{label}: {1 / t / 1e6:.2f} M samples/s, overhead {(t - base_py) * 1e9:.0f} ns/sample", flush=True)
+        print(
+            f"{label}: {1 / t / 1e6:.2f} M samples/s, overhead {(t - base_py) * 1e9:.0f} ns/sample",
+            flush=True,
+        )
 
     def choices_loop() -> None:
         its = [iter(src[k]) for k in NAMES]
@@ -117,8 +119,11 @@ def bench_overhead(n: int, peer_n: int, hf_n: int, runs: int) -> dict[str, Any]:
         from torchdata.nodes import IterableWrapper, Loader, MultiNodeWeightedSampler
 
         def td_mix() -> None:
-            node = MultiNodeWeightedSampler({k: IterableWrapper(src[k]) for k in NAMES},
-                                            {k: float(w) for k, w in zip(NAMES, WEIGHTS)}, seed=0)
+            node = MultiNodeWeightedSampler(
+                {k: IterableWrapper(src[k]) for k in NAMES},
+                {k: float(w) for k, w in zip(NAMES, WEIGHTS)},
+                seed=0,
+            )
             consume(iter(Loader(node)), peer_n)
 
         def td_single() -> None:
@@ -159,20 +164,30 @@ def bench_overhead(n: int, peer_n: int, hf_n: int, runs: int) -> dict[str, Any]:
                 yield {"x": x}
 
         def hf_sources() -> list[Any]:
-            return [datasets.IterableDataset.from_generator(gen, gen_kwargs={"lst": src[k][:hf_n]}) for k in NAMES]
+            return [
+                datasets.IterableDataset.from_generator(gen, gen_kwargs={"lst": src[k][:hf_n]}) for k in NAMES
+            ]
 
         def hf_mix() -> None:
-            mixed = datasets.interleave_datasets(hf_sources(), probabilities=WEIGHTS, seed=0,
-                                                 stopping_strategy="all_exhausted")
+            mixed = datasets.interleave_datasets(
+                hf_sources(), probabilities=WEIGHTS, seed=0, stopping_strategy="all_exhausted"
+            )
             consume(iter(mixed), hf_n)
 
         def hf_single() -> None:
             consume(iter(hf_sources()[0]), hf_n)
 
         tm, ts = per_sample(hf_mix, hf_n), per_sample(hf_single, hf_n)
-        res["hf_interleave"] = {"per_sample_us": tm * 1e6, "single_us": ts * 1e6, "overhead_us": (tm - ts) * 1e6,
-                                "version": datasets.__version__}
-        print(f"HF interleave_datasets {datasets.__version__}: overhead {(tm - ts) * 1e6:.1f} us/sample", flush=True)
+        res["hf_interleave"] = {
+            "per_sample_us": tm * 1e6,
+            "single_us": ts * 1e6,
+            "overhead_us": (tm - ts) * 1e6,
+            "version": datasets.__version__,
+        }
+        print(
+            f"HF interleave_datasets {datasets.__version__}: overhead {(tm - ts) * 1e6:.1f} us/sample",
+            flush=True,
+        )
     except ImportError as e:
         print(f"datasets not installed, skipped ({e})", file=sys.stderr)
     return res
@@ -207,20 +222,28 @@ def bench_loader(n: int, runs: int) -> dict[str, Any]:
     src = sources(n)
     out: dict[str, Any] = {}
     for workers in (0, 2):
-        def ours() -> None:
+
+        def ours(workers: int = workers) -> None:
             ds = ms.MixtureDataset(src, WEIGHTS, seed=0, num_samples=n, batch_size=256, shuffle=False)
             for _ in DataLoader(ds, batch_size=256, num_workers=workers):
                 pass
 
-        def single() -> None:
+        def single(workers: int = workers) -> None:
             for _ in DataLoader(Single(src["web"][:n]), batch_size=256, num_workers=workers):
                 pass
 
         to, ts = median_time(ours, runs), median_time(single, runs)
-        out[f"workers_{workers}"] = {"mixsieve_samples_per_s": n / to, "single_source_samples_per_s": n / ts,
-                                     "ratio": ts / to}
-        print(f"DataLoader, {workers} workers: mixsieve {n / to / 1e3:.0f} k/s, one source {n / ts / 1e3:.0f} k/s "
-              f"-> {ts / to:.2f} of the single-source throughput", flush=True)
+        out[f"workers_{workers}"] = {
+            "mixsieve_samples_per_s": n / to,
+            "single_source_samples_per_s": n / ts,
+            "ratio": ts / to,
+        }
+        print(
+            f"DataLoader, {workers} workers: mixsieve {n / to / 1e3:.0f} k/s, "
+            f"one source {n / ts / 1e3:.0f} k/s "
+            f"-> {ts / to:.2f} of the single-source throughput",
+            flush=True,
+        )
     return out
 
 
@@ -238,15 +261,22 @@ def main() -> None:
     if args.smoke:
         args.kernel_n, args.n, args.peer_n, args.hf_n, args.loader_n, args.runs = 1e4, 2e3, 1e3, 200, 2048, 1
     out: dict[str, Any] = {
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "kernel": bench_kernel(int(args.kernel_n), args.runs),
         "overhead": bench_overhead(int(args.n), int(args.peer_n), int(args.hf_n), args.runs),
         "loader": bench_loader(int(args.loader_n), max(1, args.runs // 2)),
     }
     ov = out["overhead"]
     ours = ov["mixsieve_exact"]["overhead_us"]
-    ratios = {peer: ov[peer]["overhead_us"] / ours for peer in ("hf_interleave", "torchdata", "grain",
-                                                                 "random_choices_loop") if peer in ov}
+    ratios = {
+        peer: ov[peer]["overhead_us"] / ours
+        for peer in ("hf_interleave", "torchdata", "grain", "random_choices_loop")
+        if peer in ov
+    }
     out["ratio_overhead_theirs_over_ours"] = ratios
     print("overhead ratios (theirs / ours): " + ", ".join(f"{k} {v:.1f}x" for k, v in ratios.items()))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -5,11 +5,10 @@ import json
 import sys
 import warnings
 
-import torch.distributed as dist
-from torch.utils.data import DataLoader
-
 import mixsieve as ms
+import torch.distributed as dist
 from mixture_sources import make_dataset
+from torch.utils.data import DataLoader
 
 warnings.simplefilter("ignore")
 

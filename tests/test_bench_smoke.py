@@ -30,6 +30,14 @@ ROOT = Path(__file__).resolve().parent.parent
             ),
         ),
         (
+            "bench_mixture.py",
+            lambda r: (
+                r["kernel"]["exact_k3"]["decisions_per_s"] > 0
+                and r["overhead"]["mixsieve_exact"]["samples_per_s"] > 0
+                and "random_choices_loop" in r["ratio_overhead_theirs_over_ours"]
+            ),
+        ),
+        (
             "bench_dedup_cli.py",
             lambda r: r["full"]["mb_per_s"] > 0 and set(r["peers"]) == {"datatrove", "text-dedup"},
         ),

@@ -18,11 +18,10 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch.utils.data import DataLoader  # noqa: E402
-
 import mixsieve as ms  # noqa: E402
 from mixture_sources import Countdown, make_dataset, sources  # noqa: E402
 from oracles import chi2_gof, chi2_z, exact_interleave  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
 
 # DataLoader warns when asked for more workers than this 2-core machine suggests.
 # torchdata 0.11 calls torch.set_vital, which torch 2.13 deprecates.
@@ -117,7 +116,9 @@ def test_workers_yield_the_single_process_stream(workers):
 
 def test_spawned_workers_share_the_control_block():
     ref = list(make_dataset(num_samples=400))
-    got = collect(make_dataset(num_samples=400, batch_size=4), 2, batch_size=4, multiprocessing_context="spawn")
+    got = collect(
+        make_dataset(num_samples=400, batch_size=4), 2, batch_size=4, multiprocessing_context="spawn"
+    )
     assert got == ref
 
 
@@ -125,8 +126,18 @@ def test_two_ranks_with_gloo_equal_the_single_process_stream(tmp_path):
     here = Path(__file__).parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), env_path()]))
     procs = [
-        subprocess.Popen([sys.executable, str(here / "mixture_rank.py"), str(r), "2", str(tmp_path / "init"),
-                          str(tmp_path / f"r{r}.json"), "2"], env=env)
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(here / "mixture_rank.py"),
+                str(r),
+                "2",
+                str(tmp_path / "init"),
+                str(tmp_path / f"r{r}.json"),
+                "2",
+            ],
+            env=env,
+        )
         for r in range(2)
     ]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
@@ -182,14 +193,16 @@ def test_resume_with_consumed_samples(before, after):
 def test_resume_through_stateful_dataloader(workers):
     sdl = pytest.importorskip("torchdata.stateful_dataloader")
     ref = list(make_dataset())
-    loader = sdl.StatefulDataLoader(make_dataset(batch_size=4), batch_size=4, num_workers=workers,
-                                    collate_fn=as_list)
+    loader = sdl.StatefulDataLoader(
+        make_dataset(batch_size=4), batch_size=4, num_workers=workers, collate_fn=as_list
+    )
     it = iter(loader)
     first = [x for _ in range(101) for x in next(it)]
     state = loader.state_dict()
     del it
-    again = sdl.StatefulDataLoader(make_dataset(batch_size=4), batch_size=4, num_workers=workers,
-                                   collate_fn=as_list)
+    again = sdl.StatefulDataLoader(
+        make_dataset(batch_size=4), batch_size=4, num_workers=workers, collate_fn=as_list
+    )
     again.load_state_dict(state)
     assert first + [x for b in again for x in b] == ref
     # elastic: the loader's state into a dataset read with another worker count
@@ -276,7 +289,9 @@ def test_schedule_reaches_workers_and_resumes():
 
 
 def test_cycle_serves_each_item_once_per_epoch_in_a_new_order():
-    ds = ms.MixtureDataset({"a": list(range(50)), "b": list(range(100, 130))}, weights=[5, 3], num_samples=800)
+    ds = ms.MixtureDataset(
+        {"a": list(range(50)), "b": list(range(100, 130))}, weights=[5, 3], num_samples=800
+    )
     got = [v for n, v in ds if n == "a"]
     epochs = [got[i : i + 50] for i in range(0, 500, 50)]
     assert all(sorted(e) == list(range(50)) for e in epochs)
@@ -297,11 +312,24 @@ def test_iterable_buffer_shuffle_is_a_permutation_per_epoch():
 
 
 def test_stop_ends_at_the_first_exhausted_source():
-    ds = ms.MixtureDataset({"a": list(range(100)), "g": Countdown(10, "g")}, weights=[0.5, 0.5], on_exhausted="stop")
+    ds = ms.MixtureDataset(
+        {"a": list(range(100)), "g": Countdown(10, "g")}, weights=[0.5, 0.5], on_exhausted="stop"
+    )
     got = list(ds)
     assert len(got) == 21 and got[-1][0] == "a"
-    assert collect(ms.MixtureDataset({"a": list(range(100)), "g": Countdown(10, "g")}, weights=[0.5, 0.5],
-                                     on_exhausted="stop", batch_size=2), 2, batch_size=2) == got
+    assert (
+        collect(
+            ms.MixtureDataset(
+                {"a": list(range(100)), "g": Countdown(10, "g")},
+                weights=[0.5, 0.5],
+                on_exhausted="stop",
+                batch_size=2,
+            ),
+            2,
+            batch_size=2,
+        )
+        == got
+    )
 
 
 def test_drop_renormalises_the_rest():
@@ -316,8 +344,11 @@ def test_drop_renormalises_the_rest():
     # after g ran out, a and b share 2:1 exactly (within one sample of every prefix)
     seg = names[g_end:b_end]
     assert abs(seg.count("a") - 2 * seg.count("b")) <= 2
-    got2 = collect(ms.MixtureDataset(srcs, weights=[0.5, 0.25, 0.25], on_exhausted="drop", shuffle=False,
-                                     batch_size=4), 3, batch_size=4)
+    got2 = collect(
+        ms.MixtureDataset(srcs, weights=[0.5, 0.25, 0.25], on_exhausted="drop", shuffle=False, batch_size=4),
+        3,
+        batch_size=4,
+    )
     assert got2 == got
 
 
@@ -336,8 +367,13 @@ def test_keep_mask_and_soft_cap_repeats():
     keep = np.array([i % 2 == 0 for i in range(20)])
     scores = np.linspace(0, 3, 20)
     counts = ms.soft_cap_sample(scores, 40, penalty=1.0, batch_size=4, seed=0)
-    ds = ms.MixtureDataset({"web": web, "ranked": web}, filters={"web": keep}, repeats={"ranked": counts},
-                           weights=[1, 2], num_samples=60)
+    ds = ms.MixtureDataset(
+        {"web": web, "ranked": web},
+        filters={"web": keep},
+        repeats={"ranked": counts},
+        weights=[1, 2],
+        num_samples=60,
+    )
     got = list(ds)
     served_web = [v for n, v in got if n == "web"]  # 20 draws: two passes over the 10 kept
     assert sorted(served_web) == sorted(web[i] for i in range(0, 20, 2) for _ in range(2))
@@ -348,19 +384,29 @@ def test_keep_mask_and_soft_cap_repeats():
 
 def test_near_dup_filter_across_sources_and_in_streams():
     base = [f"document number {i} talks about topic {i} at some length with several words" for i in range(40)]
-    forum = [t + " indeed" for t in base[:10]] + [f"forum post {i} is quite different from everything" for i in range(30)]
+    forum = [t + " indeed" for t in base[:10]] + [
+        f"forum post {i} is quite different from everything" for i in range(30)
+    ]
     f = ms.sources.NearDupFilter(threshold=0.7, ngram=3)
-    ds = ms.MixtureDataset({"web": base, "forum": forum}, filters={"web": f, "forum": f}, num_samples=70,
-                           shuffle=False)
+    ds = ms.MixtureDataset(
+        {"web": base, "forum": forum}, filters={"web": f, "forum": f}, num_samples=70, shuffle=False
+    )
     got = list(ds)
     assert ds.removed == {"web": 0, "forum": 10}
     assert {v for n, v in got if n == "forum"} == set(forum[10:])
-    stream = ms.MixtureDataset({"s": ms.sources.IterableSource(lambda: iter(base + base[:5]))},
-                               filters={"s": ms.sources.NearDupFilter(threshold=0.7, ngram=3)}, num_samples=40,
-                               shuffle=False)
+    stream = ms.MixtureDataset(
+        {"s": ms.sources.IterableSource(lambda: iter(base + base[:5]))},
+        filters={"s": ms.sources.NearDupFilter(threshold=0.7, ngram=3)},
+        num_samples=40,
+        shuffle=False,
+    )
     assert [v for _, v in stream] == base  # the repeats at the end of the pass are dropped
-    got_w = collect(ms.MixtureDataset({"web": base, "forum": forum}, filters={"web": f, "forum": f},
-                                      num_samples=70, shuffle=False), 2)
+    got_w = collect(
+        ms.MixtureDataset(
+            {"web": base, "forum": forum}, filters={"web": f, "forum": f}, num_samples=70, shuffle=False
+        ),
+        2,
+    )
     assert sorted(got_w) == sorted(got)
 
 
@@ -368,12 +414,18 @@ def test_near_dup_filter_across_sources_and_in_streams():
 
 
 def test_dict_output_and_default_collate():
-    ds = ms.MixtureDataset({"a": [{"x": i} for i in range(10)], "b": list(range(5))}, output="dict", num_samples=8,
-                           shuffle=False)
+    ds = ms.MixtureDataset(
+        {"a": [{"x": i} for i in range(10)], "b": list(range(5))}, output="dict", num_samples=8, shuffle=False
+    )
     got = list(ds)
     assert got[0] == {"x": 0, "source": "a"} and {"source": "b", "sample": 0} in got
-    batch = next(iter(DataLoader(ms.MixtureDataset({"a": [torch.ones(3) * i for i in range(10)]}, num_samples=8),
-                                 batch_size=4)))
+    batch = next(
+        iter(
+            DataLoader(
+                ms.MixtureDataset({"a": [torch.ones(3) * i for i in range(10)]}, num_samples=8), batch_size=4
+            )
+        )
+    )
     names, tensors = batch
     assert list(names) == ["a"] * 4 and tensors.shape == (4, 3)
 
@@ -490,7 +542,9 @@ def test_exception_in_a_source_names_it():
         yield 1
         raise OSError("disk gone")
 
-    ds = ms.MixtureDataset({"ok": [1], "stream": ms.sources.IterableSource(gen)}, num_samples=10, shuffle=False)
+    ds = ms.MixtureDataset(
+        {"ok": [1], "stream": ms.sources.IterableSource(gen)}, num_samples=10, shuffle=False
+    )
     with pytest.raises(ms.SourceError, match=r"source 'stream' raised OSError .*disk gone"):
         list(ds)
 

@@ -6,12 +6,11 @@ oracles in tests/oracles.py.
 
 from __future__ import annotations
 
+import mixsieve as ms
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import mixsieve as ms
 from oracles import exp3_step, temperature_weights, unimax_weights
 
 
@@ -29,8 +28,9 @@ def test_temperature_spec_vectors(tau, expected):
     assert got == pytest.approx(expected, abs=1e-6)
 
 
-@given(st.lists(st.integers(0, 10**9), min_size=1, max_size=20).filter(lambda v: sum(v) > 0),
-       st.floats(0.2, 20))
+@given(
+    st.lists(st.integers(0, 10**9), min_size=1, max_size=20).filter(lambda v: sum(v) > 0), st.floats(0.2, 20)
+)
 @settings(max_examples=60, deadline=None)
 def test_temperature_matches_oracle(sizes, tau):
     got = ms.weights.temperature(sizes, tau=tau)
@@ -39,7 +39,13 @@ def test_temperature_matches_oracle(sizes, tau):
 
 
 def test_unimax_spec_vector():
-    sizes = {"swe": 179955884499, "fas": 184595788282, "ekk": 42541080893, "isl": 10027573389, "fao": 549707867}
+    sizes = {
+        "swe": 179955884499,
+        "fas": 184595788282,
+        "ekk": 42541080893,
+        "isl": 10027573389,
+        "fao": 549707867,
+    }
     w = ms.weights.unimax(sizes, budget=250e9, max_epochs=4)
     assert w["fao"] == pytest.approx(0.008795325872, abs=1e-11)
     assert w["isl"] == pytest.approx(0.160441174224, abs=1e-11)

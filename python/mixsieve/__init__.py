@@ -7,8 +7,8 @@ that merge across shards) and FLYT soft-cap sampling, on one native core. See
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .dedup import DedupResult, LSHIndex, MinHasher, dedup, estimate_jaccard, resolve_bands
 from . import sources, weights
+from .dedup import DedupResult, LSHIndex, MinHasher, dedup, estimate_jaccard, resolve_bands
 from .sampling import WeightedReservoir, soft_cap_sample, weighted_sample
 
 try:

@@ -66,3 +66,38 @@ def soft_cap_sample(
     threads: int,
     return_indices: bool,
 ) -> tuple[np.ndarray, np.ndarray]: ...
+
+class MixSchedule:
+    def __init__(self, num_sources: int, exact: bool, seed: int) -> None: ...
+    def set_weights(self, weights: np.ndarray) -> None: ...
+    def fill(self, n: int, caps: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+    def state(self) -> dict[str, Any]: ...
+    def restore(
+        self,
+        position: int,
+        segment_start: int,
+        weights: np.ndarray,
+        counts: np.ndarray,
+        segment_counts: np.ndarray,
+    ) -> None: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def num_sources(self) -> int: ...
+
+def shuffle_indices(
+    offsets: np.ndarray, epochs: np.ndarray, n: int, seed: int, source_key: int
+) -> np.ndarray: ...
+def buffer_slots(seed: int, source_key: int, epoch: int, start: int, count: int, size: int) -> np.ndarray: ...
+def gather_piece(
+    src: np.ndarray,
+    item: np.ndarray,
+    lists: list[Any],
+    tables: list[Any],
+    prefetched: list[Any],
+    names: list[str],
+    sizes: np.ndarray,
+    shuffle: bool,
+    seed: int,
+    keys: np.ndarray,
+) -> tuple[list[str], list[Any]]: ...

@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--num-perm", type=int, default=128, help="MinHash permutations (default 128)")
     demo.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     demo.add_argument("--limit", type=int, default=None, help="use only the first N documents")
-    demo.add_argument("--samples", type=int, default=20_000, help="samples to mix (default 20000; 0: no mixing)")
+    demo.add_argument(
+        "--samples", type=int, default=20_000, help="samples to mix (default 20000; 0: no mixing)"
+    )
     demo.add_argument("--workers", type=int, default=2, help="DataLoader workers for the mixture (default 2)")
     sub.add_parser("info", help="print what this build contains (compiler, SIMD, CUDA, versions)")
     sub.add_parser(

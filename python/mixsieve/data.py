@@ -17,15 +17,14 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
-import math
 import mmap
 import operator
 import os
 import tempfile
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Callable
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -88,9 +87,13 @@ class _Shared:
         self.header = np.frombuffer(self._mm, np.int64, 4, 0)
         self.lengths = np.frombuffer(self._mm, np.int64, k, 32)
         off = 32 + 8 * k
-        self.rows = np.frombuffer(self._mm, np.int64, (_MAX_WORKERS + 1) * 2 * k, off).reshape(_MAX_WORKERS + 1, 2, k)
+        self.rows = np.frombuffer(self._mm, np.int64, (_MAX_WORKERS + 1) * 2 * k, off).reshape(
+            _MAX_WORKERS + 1, 2, k
+        )
         off += 8 * (_MAX_WORKERS + 1) * 2 * k
-        self.ring = np.frombuffer(self._mm, np.float64, _MAX_ENTRIES * (1 + k), off).reshape(_MAX_ENTRIES, 1 + k)
+        self.ring = np.frombuffer(self._mm, np.float64, _MAX_ENTRIES * (1 + k), off).reshape(
+            _MAX_ENTRIES, 1 + k
+        )
 
     def reset(self, frontier: int) -> None:
         with self.lock():
@@ -176,7 +179,9 @@ class _MapSource:
                 try:
                     data[i]
                 except Exception as e2:
-                    raise SourceError(f"source {self.name!r} raised {type(e2).__name__} at item {i}: {e2}") from e2
+                    raise SourceError(
+                        f"source {self.name!r} raised {type(e2).__name__} at item {i}: {e2}"
+                    ) from e2
             raise SourceError(f"source {self.name!r} raised {type(e).__name__}: {e}") from e
         return _objects(got, len(got))
 
@@ -189,7 +194,9 @@ def _objects(items: Any, n: int) -> np.ndarray:
 class _IterSource:
     """One process's reader of an iterable source: epochs, shuffle buffer, dedup filter."""
 
-    def __init__(self, name: str, data: Any, seed: int, shuffle: bool, buffer: int, filt: NearDupFilter | None):
+    def __init__(
+        self, name: str, data: Any, seed: int, shuffle: bool, buffer: int, filt: NearDupFilter | None
+    ):
         self.name = name
         self.data = data
         self.seed = seed
@@ -206,7 +213,9 @@ class _IterSource:
 
     def _open_epoch(self) -> Iterator[Any]:
         try:
-            it = iter(self.data() if callable(self.data) and not hasattr(self.data, "__iter__") else self.data)
+            it: Iterator[Any] = iter(
+                self.data() if callable(self.data) and not hasattr(self.data, "__iter__") else self.data
+            )
         except Exception as e:
             raise SourceError(f"source {self.name!r} raised {type(e).__name__} when opened: {e}") from e
         if self.filter is not None:
@@ -288,7 +297,11 @@ def _buffer_shuffle(it: Iterator[Any], seed: int, key: int, epoch: int, size: in
         i += len(batch)
     if buf:
         order = _core.shuffle_indices(
-            np.arange(len(buf), dtype=np.int64), np.full(len(buf), epoch, np.int64), len(buf), seed & (2**64 - 1), key ^ 1
+            np.arange(len(buf), dtype=np.int64),
+            np.full(len(buf), epoch, np.int64),
+            len(buf),
+            seed & (2**64 - 1),
+            key ^ 1,
         )
         for j in order.tolist():
             yield buf[j]
@@ -299,7 +312,7 @@ def _buffer_shuffle(it: Iterator[Any], seed: int, key: int, epoch: int, size: in
 # --------------------------------------------------------------------------------------------
 
 
-class MixtureDataset(_Base):  # type: ignore[misc,valid-type]
+class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ignore]
     """A weighted mixture of data sources, streamed into a PyTorch ``DataLoader``.
 
     Parameters
@@ -308,7 +321,8 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type]
         Map-style sources (``len`` + ``getitem``: lists, arrays, HF ``Dataset``,
         :class:`~mixsieve.sources.JsonlSource`), iterables, or
         :class:`~mixsieve.sources.IterableSource`. See :mod:`mixsieve.sources`.
-    weights : dict, sequence, :class:`~mixsieve.weights.WeightSchedule` or :class:`~mixsieve.weights.OnlineMixer`
+    weights : dict, sequence, :class:`~mixsieve.weights.WeightSchedule` or
+        :class:`~mixsieve.weights.OnlineMixer`.
         Relative weights by source name (need not sum to 1); default uniform.
     seed : int
         Every random choice (mode ``"random"``, shuffles) is keyed by (seed, source, position or
@@ -402,8 +416,8 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type]
         # sources: map-style (with index tables from filters / repeats) or iterable
         filters = dict(filters or {})
         repeats = dict(repeats or {})
-        for what, d in (("filters", filters), ("repeats", repeats)):
-            unknown = [n for n in d if n not in self.names]
+        for what, given in (("filters", filters), ("repeats", repeats)):
+            unknown = [n for n in given if n not in self.names]
             if unknown:
                 raise ValueError(f"{what} name unknown sources {unknown}; the sources are {self.names}")
         tables: dict[str, np.ndarray | None] = {n: None for n in self.names}
@@ -419,7 +433,10 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type]
             if not _is_map_style(src):
                 raise ValueError(f"filters[{name!r}]: a keep mask needs a map-style source (len + getitem)")
             if mask.dtype != np.bool_ or mask.shape != (len(src),):
-                raise ValueError(f"filters[{name!r}] must be a bool mask of length {len(src)}, got {mask.dtype} {mask.shape}")
+                raise ValueError(
+                    f"filters[{name!r}] must be a bool mask of length {len(src)}, "
+                    f"got {mask.dtype} {mask.shape}"
+                )
             tables[name] = np.flatnonzero(mask).astype(np.int64)
             self.removed[name] = int((~mask).sum())
         for f, group in by_filter.values():
@@ -447,7 +464,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type]
             if _is_map_style(src):
                 ms_ = _MapSource(name, src, tables[name])
                 if ms_.size == 0:
-                    raise ValueError(f"source {name!r} is empty" + (" after filtering" if tables[name] is not None else ""))
+                    raise ValueError(
+                        f"source {name!r} is empty" + (" after filtering" if tables[name] is not None else "")
+                    )
                 self._map.append(ms_)
             elif isinstance(src, Iterable) or callable(src):
                 self._map.append(None)
@@ -455,7 +474,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type]
                 f = filters.get(name)
                 self._iter_filters[d] = f if isinstance(f, NearDupFilter) else None
             else:
-                raise ValueError(f"source {name!r} is neither map-style (len + getitem) nor iterable: {type(src).__name__}")
+                raise ValueError(
+                    f"source {name!r} is neither map-style (len + getitem) nor iterable: {type(src).__name__}"
+                )
         self.sizes = [m.size if m is not None else None for m in self._map]
 
         # weights policy
@@ -466,7 +487,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type]
             w0 = np.ones(k)
         elif isinstance(weights, OnlineMixer):
             if weights.names != self.names:
-                raise ValueError(f"the OnlineMixer is for sources {weights.names}, the mixture has {self.names}")
+                raise ValueError(
+                    f"the OnlineMixer is for sources {weights.names}, the mixture has {self.names}"
+                )
             self._mixer = weights
             w0 = weight_vector(weights._p, self.names)
             weights._attach(self._on_mixer_update)
@@ -490,7 +513,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type]
     def _check_rank(self, rank: int | None, world: int | None) -> None:
         if (rank is None) != (world is None):
             raise ValueError("give both rank and world_size, or neither")
-        if world is not None and not (isinstance(world, int) and world >= 1 and isinstance(rank, int) and 0 <= rank < world):
+        if world is not None and not (
+            isinstance(world, int) and world >= 1 and isinstance(rank, int) and 0 <= rank < world
+        ):
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank!r}, world_size={world!r}")
 
     def _rank_world(self) -> tuple[int, int]:
@@ -554,8 +579,8 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type]
             st = self._advance(self._state, pos)
         elif self._shared is not None and self._shared.rows[1:].any():
             raise ValueError(
-                    "this dataset was iterated by DataLoader worker processes, so it cannot know what the "
-                    "training loop consumed: pass consumed_samples=<samples consumed over all ranks>, or use "
+                "this dataset was iterated by DataLoader worker processes, so it cannot know what the "
+                "training loop consumed: pass consumed_samples=<samples consumed over all ranks>, or use "
                 "torchdata.stateful_dataloader.StatefulDataLoader"
             )
         elif eng is not None:
@@ -574,7 +599,8 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type]
         }
         if self._mixer is not None:
             out["mixer"] = self._mixer.state_dict()
-        return json.loads(json.dumps(out))  # plain JSON types only
+        plain: dict[str, Any] = json.loads(json.dumps(out))  # plain JSON types only
+        return plain
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict` (or from a ``StatefulDataLoader.state_dict()``).
@@ -609,9 +635,13 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type]
 
     def _check_config(self, cfg: Mapping[str, Any]) -> None:
         mine = self._config()
-        diffs = [f"{k}: state has {cfg.get(k)!r}, dataset has {v!r}" for k, v in mine.items() if cfg.get(k) != v]
+        diffs = [
+            f"{k}: state has {cfg.get(k)!r}, dataset has {v!r}" for k, v in mine.items() if cfg.get(k) != v
+        ]
         if diffs:
-            raise ValueError("state dict is from a different MixtureDataset configuration; " + "; ".join(diffs))
+            raise ValueError(
+                "state dict is from a different MixtureDataset configuration; " + "; ".join(diffs)
+            )
 
     def _from_loader_state(self, loader_state: Mapping[str, Any]) -> dict[str, Any]:
         """Global state from a StatefulDataLoader state (any num_workers later)."""
@@ -707,7 +737,8 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type]
             w = ws["worker"]
             if (w["slot"], w["period"]) != (wid * world + rank, nw * world):
                 raise ValueError(
-                    f"worker state is for slot {w['slot']} of {w['period']}, this is slot {wid * world + rank} "
+                    f"worker state is for slot {w['slot']} of {w['period']}, "
+                    f"this is slot {wid * world + rank} "
                     f"of {nw * world}; resume with the same num_workers and world size, or load the state "
                     "through MixtureDataset.load_state_dict for a different layout"
                 )
@@ -715,8 +746,16 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type]
             self._worker_state = None
         else:
             start, base, yielded = dict(self._state), int(self._state["position"]), 0
-        eng = _Engine(self, start, base, slot=wid * world + rank, period=nw * world, ranks=world,
-                      row=0 if info is None else 1 + wid, yielded=yielded)
+        eng = _Engine(
+            self,
+            start,
+            base,
+            slot=wid * world + rank,
+            period=nw * world,
+            ranks=world,
+            row=0 if info is None else 1 + wid,
+            yielded=yielded,
+        )
         self._engine = eng
         return eng.run()
 
@@ -727,11 +766,22 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type]
             info = _worker_info()
             rank, world = self._rank_world()
             nw, wid = (info.num_workers, info.id) if info is not None else (1, 0)
-            worker = {"slot": wid * world + rank, "period": nw * world, "ranks": world, "base": base, "yielded": yielded}
+            worker = {
+                "slot": wid * world + rank,
+                "period": nw * world,
+                "ranks": world,
+                "base": base,
+                "yielded": yielded,
+            }
         else:
             st = eng.resume_state()
-            worker = {"slot": eng.slot, "period": eng.period, "ranks": eng.ranks, "base": eng.base,
-                      "yielded": eng.yielded()}
+            worker = {
+                "slot": eng.slot,
+                "period": eng.period,
+                "ranks": eng.ranks,
+                "base": eng.base,
+                "yielded": eng.yielded(),
+            }
         out = self._wrap(st)
         out["worker"] = worker
         return out
@@ -742,7 +792,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type]
             raise ValueError(f"cannot go back from position {start['position']} to {position}")
         eng = _Engine(self, dict(start), int(start["position"]), slot=0, period=1, ranks=1, row=-1, yielded=0)
         if self._shared is not None:
-            eng.lengths = [max(a, b) if b >= 0 else a for a, b in zip(eng.lengths, self._shared.lengths.tolist())]
+            eng.lengths = [
+                max(a, b) if b >= 0 else a for a, b in zip(eng.lengths, self._shared.lengths.tolist())
+            ]
         eng.replay(position)
         return eng.global_state()
 
@@ -804,8 +856,18 @@ def _sync_position(pos: int, sync: bool | None) -> int:
 class _Engine:
     """One process's walk along the schedule, from a saved state."""
 
-    def __init__(self, ds: MixtureDataset, start: dict[str, Any], base: int, *, slot: int, period: int, ranks: int,
-                 row: int, yielded: int) -> None:
+    def __init__(
+        self,
+        ds: MixtureDataset,
+        start: dict[str, Any],
+        base: int,
+        *,
+        slot: int,
+        period: int,
+        ranks: int,
+        row: int,
+        yielded: int,
+    ) -> None:
         self.ds = ds
         k = len(ds.names)
         self.k = k
@@ -813,15 +875,22 @@ class _Engine:
         self.base = base
         self.slot, self.period, self.ranks, self.row = slot, period, ranks, row
         self.sched = _core.MixSchedule(k, ds.mode == "exact", ds.seed & (2**64 - 1))
-        self.sched.restore(start["position"], start["segment_start"], np.array(start["weights"], np.float64),
-                           np.array(start["counts"], np.int64), np.array(start["segment_counts"], np.int64))
+        self.sched.restore(
+            start["position"],
+            start["segment_start"],
+            np.array(start["weights"], np.float64),
+            np.array(start["counts"], np.int64),
+            np.array(start["segment_counts"], np.int64),
+        )
         self.policy = np.array(start["policy"], np.float64)
         self.dropped = set(start["dropped"])
         self.lengths = list(start["lengths"])
         self.ended = bool(start["ended"])
         # stable sort: of several changes at one position, the last one made wins
-        self.entries = sorted(((p, np.array(w, np.float64)) for p, w in ds._entries if p >= start["position"]),
-                              key=lambda e: e[0])
+        self.entries = sorted(
+            ((p, np.array(w, np.float64)) for p, w in ds._entries if p >= start["position"]),
+            key=lambda e: e[0],
+        )
         self.seen_entries = ds._ring_seen
         self.claimed = start["position"]
         self.served = np.zeros(k, np.int64)
@@ -831,8 +900,10 @@ class _Engine:
         self._cur: Iterator[Any] | None = None
         self._cur_len = 0
         self._cur_pos = np.zeros(0, np.int64)
-        self.iters = {d: _IterSource(ds.names[d], src, ds.seed, ds.shuffle, ds.shuffle_buffer, ds._iter_filters[d])
-                      for d, src in ds._iterables.items()}
+        self.iters = {
+            d: _IterSource(ds.names[d], src, ds.seed, ds.shuffle, ds.shuffle_buffer, ds._iter_filters[d])
+            for d, src in ds._iterables.items()
+        }
         self._skipped = not self.iters
         self.caps_fixed = np.full(k, -1, np.int64)
         if ds.on_exhausted != "cycle":
@@ -900,7 +971,9 @@ class _Engine:
         if self.period == 1:
             return self.resume_state()
         pos = self.base + self.yielded() * self.ranks
-        if self._piece is not None and self._piece[0]["position"] <= pos <= self._piece[0]["position"] + len(self._piece[1]):
+        if self._piece is not None and self._piece[0]["position"] <= pos <= self._piece[0]["position"] + len(
+            self._piece[1]
+        ):
             return self._state_in_piece(pos - self._piece[0]["position"])
         return self.ds._advance(self.start, pos)
 
@@ -1020,8 +1093,13 @@ class _Engine:
             if with_data and self.iters:
                 short = self._pull_iterables(src, item)
                 if short:  # an iterable ended inside this piece: regenerate with its length known
-                    sched.restore(snap["position"], snap["segment_start"], np.array(snap["weights"]),
-                                  np.array(snap["counts"], np.int64), np.array(snap["segment_counts"], np.int64))
+                    sched.restore(
+                        snap["position"],
+                        snap["segment_start"],
+                        np.array(snap["weights"]),
+                        np.array(snap["counts"], np.int64),
+                        np.array(snap["segment_counts"], np.int64),
+                    )
                     continue
             self._piece = (snap, src, item, pos)
             if len(src):
@@ -1081,7 +1159,9 @@ class _Engine:
             present = np.bincount(own_src, minlength=self.k) if m else np.zeros(self.k, np.int64)
             for d in np.flatnonzero(present).tolist():
                 if self.lists[d] is None and ds._map[d] is not None:  # lists are read in C++ below
-                    prefetched[d] = self._fetch_map(d, own_item if present[d] == m else own_item[own_src == d])
+                    prefetched[d] = self._fetch_map(
+                        d, own_item if present[d] == m else own_item[own_src == d]
+                    )
             for d, it in self.iters.items():  # every process drops the others' share of the iterables
                 sel = src == d
                 if sel.any():
@@ -1090,7 +1170,9 @@ class _Engine:
             add = present
             if row >= 0 and shared is not None:
                 shared.rows[row, 0] += add
-                np.maximum(shared.rows[row, 1], np.array(self.sched.state()["counts"]), out=shared.rows[row, 1])
+                np.maximum(
+                    shared.rows[row, 1], np.array(self.sched.state()["counts"]), out=shared.rows[row, 1]
+                )
             else:
                 self.served += add
             if not m:
@@ -1100,8 +1182,18 @@ class _Engine:
             self._cur_len = m
             # zip reuses its result tuple when the consumer lets go of it; the names iterator's
             # length hint tells how many samples of this piece were taken (for state_dict)
-            names, values = _core.gather_piece(own_src, own_item, self.lists, self.tables, prefetched,
-                                               self.name_list, self.sizes, ds.shuffle, self.seed, self.keys)
+            names, values = _core.gather_piece(
+                own_src,
+                own_item,
+                self.lists,
+                self.tables,
+                prefetched,
+                self.name_list,
+                self.sizes,
+                ds.shuffle,
+                self.seed,
+                self.keys,
+            )
             self._cur = iter(names)
             if out_dict:
                 yield map(_as_dict, self._cur, values)

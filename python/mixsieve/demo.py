@@ -140,8 +140,14 @@ def _source_of(name: str) -> str:
 
 
 def mix_report(
-    names: list[str], texts: list[str], keep: np.ndarray, *, samples: int = 20_000, workers: int = 2,
-    batch_size: int = 64, out: TextIO = sys.stdout,
+    names: list[str],
+    texts: list[str],
+    keep: np.ndarray,
+    *,
+    samples: int = 20_000,
+    workers: int = 2,
+    batch_size: int = 64,
+    out: TextIO = sys.stdout,
 ) -> dict[str, float]:
     """Mix the corpus's sources (near-duplicates removed) and print realised vs target shares."""
     from .data import MixtureDataset
@@ -154,8 +160,14 @@ def mix_report(
     masks = {k: keep[np.array(groups[k])] for k in srcs}
     srcs = {k: v for k, v in srcs.items() if masks[k].any()}
     targets = {k: MIX_TARGETS[k] for k in srcs}
-    ds = MixtureDataset(srcs, weights=targets, seed=0, num_samples=samples, batch_size=batch_size,
-                        filters={k: masks[k] for k in srcs})
+    ds = MixtureDataset(
+        srcs,
+        weights=targets,
+        seed=0,
+        num_samples=samples,
+        batch_size=batch_size,
+        filters={k: masks[k] for k in srcs},
+    )
     try:
         from torch.utils.data import DataLoader
     except ImportError:
@@ -174,9 +186,14 @@ def mix_report(
     secs = time.perf_counter() - t0
     total = sum(targets.values())
     w(f"\nmixsieve demo: mixing {len(srcs)} deduplicated sources, {len(order):,} samples {how}\n")
-    w(f"  {len(order) / max(secs, 1e-9):,.0f} samples/s ({nbytes / 1e6 / max(secs, 1e-9):.0f} MB/s of text)\n")
-    w(f"  {'source':10s} {'docs':>6s} {'dedup removed':>14s} {'target':>7s} {'realised':>9s} "
-      f"{'max prefix error':>17s} {'epochs':>7s}\n")
+    w(
+        f"  {len(order) / max(secs, 1e-9):,.0f} samples/s "
+        f"({nbytes / 1e6 / max(secs, 1e-9):.0f} MB/s of text)\n"
+    )
+    w(
+        f"  {'source':10s} {'docs':>6s} {'dedup removed':>14s} {'target':>7s} {'realised':>9s} "
+        f"{'max prefix error':>17s} {'epochs':>7s}\n"
+    )
     index = {k: d for d, k in enumerate(srcs)}
     seq = np.array([index[s] for s in order], dtype=np.int64)
     counts = np.zeros((len(seq), len(srcs)), np.int64)
@@ -189,8 +206,10 @@ def mix_report(
     for k, d in index.items():
         realised[k] = float(counts[-1, d] / len(seq)) if len(seq) else 0.0
         removed = int((~masks[k]).sum())
-        w(f"  {k:10s} {len(masks[k]):6,d} {removed:14,d} {targets[k] / total:7.3f} {realised[k]:9.4f} "
-          f"{math.floor(err[:, d].max() * 1000) / 1000:17.3f} {stats['epochs'][k]:7d}\n")
+        w(
+            f"  {k:10s} {len(masks[k]):6,d} {removed:14,d} {targets[k] / total:7.3f} {realised[k]:9.4f} "
+            f"{math.floor(err[:, d].max() * 1000) / 1000:17.3f} {stats['epochs'][k]:7d}\n"
+        )
     w("  (exact mode: every prefix of the stream is within one sample of its target share)\n")
     return realised
 

@@ -40,13 +40,18 @@ class JsonlSource:
 
     >>> import mixsieve as ms, tempfile, os
     >>> d = tempfile.mkdtemp(); p = os.path.join(d, "a.jsonl")
-    >>> _ = open(p, "w").write('{"text": "first"}\\n\\n{"text": "second"}\\n')
+    >>> with open(p, "w") as f:
+    ...     _ = f.write('{"text": "first"}\\n\\n{"text": "second"}\\n')
     >>> src = ms.sources.JsonlSource(p)
     >>> len(src), src[1]
     (2, 'second')
     """
 
-    def __init__(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], text_field: str | None = "text"):
+    def __init__(
+        self,
+        paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        text_field: str | None = "text",
+    ):
         self.paths = _expand(paths)
         if not self.paths:
             raise ValueError(f"no JSONL files found in {paths!r}")
@@ -139,11 +144,15 @@ def _line_ranges(path: str, block: int = 1 << 26) -> tuple[np.ndarray, np.ndarra
     with open(path, "rb") as fh:
         head = fh.read(2)
         if head == b"\x1f\x8b":
-            raise ValueError(f"{path}: gzip files are not supported by JsonlSource (random access needs plain files)")
+            raise ValueError(
+                f"{path}: gzip files are not supported by JsonlSource (random access needs plain files)"
+            )
         m = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     try:
-        newlines = [np.flatnonzero(np.frombuffer(m, np.uint8, count=min(block, size - o), offset=o) == 10) + o
-                    for o in range(0, size, block)]
+        newlines = [
+            np.flatnonzero(np.frombuffer(m, np.uint8, count=min(block, size - o), offset=o) == 10) + o
+            for o in range(0, size, block)
+        ]
     finally:
         m.close()
     nl = np.concatenate(newlines).astype(np.int64)
@@ -187,7 +196,8 @@ def _default_text(item: Any) -> str:
     if isinstance(item, Mapping) and "text" in item:
         return str(item["text"])
     raise ValueError(
-        f"NearDupFilter cannot find text in an item of type {type(item).__name__}; pass text=<field or function>"
+        f"NearDupFilter cannot find text in an item of type {type(item).__name__}; "
+        "pass text=<field or function>"
     )
 
 
@@ -255,8 +265,15 @@ class NearDupFilter:
             bounds.append(len(texts))
         if not texts:
             return {name: np.zeros(0, dtype=bool) for name in sources}
-        res = dedup(texts, threshold=self.threshold, num_perm=self.num_perm, ngram=self.ngram, unit=self.unit,
-                    seed=self.seed, progress=False)
+        res = dedup(
+            texts,
+            threshold=self.threshold,
+            num_perm=self.num_perm,
+            ngram=self.ngram,
+            unit=self.unit,
+            seed=self.seed,
+            progress=False,
+        )
         out = {}
         for j, name in enumerate(sources):
             mask = res.keep[bounds[j] : bounds[j + 1]].copy()
@@ -274,7 +291,7 @@ class NearDupFilter:
             chunk = [x for _, x in zip(range(batch), items)]
             if not chunk:
                 return
-            dup = index.add(hasher.signatures(self.texts(chunk), threads=1))
+            dup = np.asarray(index.add(hasher.signatures(self.texts(chunk), threads=1)))
             for x, d in zip(chunk, dup.tolist()):
                 if d < 0:
                     yield x

@@ -95,7 +95,9 @@ def unimax(sizes: Mapping[str, float] | Sequence[float], budget: float, max_epoc
 class WeightSchedule:
     """Weights as a function of the global stream position (see :func:`schedule`)."""
 
-    def __init__(self, points: Sequence[tuple[int, WeightsLike]], interpolate: str = "step", every: int = 1024):
+    def __init__(
+        self, points: Sequence[tuple[int, WeightsLike]], interpolate: str = "step", every: int = 1024
+    ):
         if interpolate not in ("step", "linear"):
             raise ValueError(f"interpolate must be 'step' or 'linear', got {interpolate!r}")
         if not isinstance(every, int) or every < 1:
@@ -123,7 +125,8 @@ class WeightSchedule:
         p0, p1 = self.positions[i], self.positions[i + 1]
         q = p0 + (position - p0) // self.every * self.every
         t = (q - p0) / (p1 - p0)
-        return (1 - t) * vectors[i] / vectors[i].sum() + t * vectors[i + 1] / vectors[i + 1].sum()
+        out: np.ndarray = (1 - t) * vectors[i] / vectors[i].sum() + t * vectors[i + 1] / vectors[i + 1].sum()
+        return out
 
     def next_change(self, position: int) -> int | None:
         """The first position after ``position`` where the weights change, or None."""
@@ -173,7 +176,9 @@ def weight_vector(weights: WeightsLike, names: Sequence[str]) -> np.ndarray:
             raise ValueError(f"weights must have one value per source ({len(names)}), got shape {vec.shape}")
     bad = np.flatnonzero(~np.isfinite(vec) | (vec < 0))
     if bad.size:
-        raise ValueError(f"weight of source {names[bad[0]]!r} is {vec[bad[0]]}; weights must be finite and >= 0")
+        raise ValueError(
+            f"weight of source {names[bad[0]]!r} is {vec[bad[0]]}; weights must be finite and >= 0"
+        )
     if not vec.sum() > 0:
         raise ValueError("weights are all zero; at least one source needs a weight > 0")
     return vec
@@ -196,7 +201,8 @@ class OnlineMixer:
     >>> m = ms.weights.OnlineMixer(["web", "code"])
     >>> m.weights
     {'web': 0.5, 'code': 0.5}
-    >>> w = m.update({"web": 2.0, "code": 4.0})
+    >>> for step in range(20):  # the first updates explore (eps_t = 1/K keeps p uniform)
+    ...     w = m.update({"web": 2.0, "code": 4.0})
     >>> w["code"] > w["web"]
     True
     """
@@ -263,7 +269,7 @@ class OnlineMixer:
         return min(1.0 / k, math.sqrt(math.log(k) / (k * t)))
 
     def _attach(self, listener: Callable[..., Any]) -> None:
-        self._listeners.append(weakref.WeakMethod(listener))  # type: ignore[arg-type]
+        self._listeners.append(weakref.WeakMethod(listener))
 
     def _notify(self) -> None:
         alive = []
@@ -279,7 +285,9 @@ class OnlineMixer:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if list(state["names"]) != self.names:
-            raise ValueError(f"mixer state is for sources {list(state['names'])}, this mixer has {self.names}")
+            raise ValueError(
+                f"mixer state is for sources {list(state['names'])}, this mixer has {self.names}"
+            )
         self._t = int(state["t"])
         self._rewards = np.array(state["rewards"], dtype=np.float64)
         self._p = np.array(state["p"], dtype=np.float64)

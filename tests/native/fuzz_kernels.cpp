@@ -16,6 +16,7 @@
 #include "mixsieve/jsonl.hpp"
 #include "mixsieve/lsh.hpp"
 #include "mixsieve/minhash.hpp"
+#include "mixsieve/mixture.hpp"
 
 using namespace mixsieve;
 
@@ -44,10 +45,58 @@ std::vector<char> sample_index_file() {
   return idx.to_bytes("{\"k\": 1}");
 }
 
+// The mixing schedule on weights, caps and restores taken from raw bytes (NaN, inf, negative,
+// denormal and zero weights included); every choice must name a source with weight > 0 and
+// below its cap. Also: the index permutation is a bijection for sizes taken from the input.
+void fuzz_mixture(const std::uint8_t* data, std::size_t size) {
+  if (size < 2) return;
+  const int k = 1 + data[0] % 40;
+  std::vector<double> w(static_cast<std::size_t>(k));
+  for (int d = 0; d < k; ++d) {
+    std::uint64_t bits = 0;
+    for (int b = 0; b < 8; ++b) bits = (bits << 8) | data[(1 + d * 8 + b) % size];
+    double v;
+    std::memcpy(&v, &bits, sizeof(v));
+    w[static_cast<std::size_t>(d)] = (data[(d + 3) % size] & 1) ? v : static_cast<double>(data[(d + 5) % size] % 4);
+  }
+  std::vector<std::int64_t> caps(static_cast<std::size_t>(k));
+  for (int d = 0; d < k; ++d) caps[static_cast<std::size_t>(d)] = static_cast<std::int64_t>(data[(d + 7) % size] % 50) - 10;
+  for (int exact = 0; exact < 2; ++exact) {
+    MixSchedule s(k, exact == 1, data[1]);
+    if (s.set_weights(w.data()) >= 0) continue;  // rejected: nothing else to check
+    std::vector<std::int32_t> src(300);
+    std::vector<std::int64_t> item(300);
+    const std::int64_t got = s.fill(300, src.data(), item.data(), (data[1] & 2) ? caps.data() : nullptr);
+    for (std::int64_t i = 0; i < got; ++i) {
+      const auto d = static_cast<std::size_t>(src[static_cast<std::size_t>(i)]);
+      if (d >= static_cast<std::size_t>(k) || !(s.weights()[d] > 0.0)) std::abort();
+    }
+    const auto counts = s.counts();
+    const auto seg = s.segment_counts();
+    const auto weights = s.weights();
+    MixSchedule r(k, exact == 1, data[1]);
+    r.restore(s.position(), s.segment_start(), weights.data(), counts.data(), seg.data());
+    std::vector<std::int32_t> a(50), b(50);
+    std::vector<std::int64_t> ia(50), ib(50);
+    if (s.fill(50, a.data(), ia.data(), nullptr) != r.fill(50, b.data(), ib.data(), nullptr) || a != b || ia != ib) {
+      std::abort();  // a restored schedule must continue exactly
+    }
+  }
+  const std::uint64_t n = 1 + (static_cast<std::uint64_t>(data[0]) << 8 | data[size - 1]) % 3000;
+  IndexPermutation perm(n, data[1]);
+  std::vector<char> seen(n, 0);
+  for (std::uint64_t x = 0; x < n; ++x) {
+    const std::uint64_t y = perm(x);
+    if (y >= n || seen[y]) std::abort();
+    seen[y] = 1;
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const char* text = reinterpret_cast<const char*>(data);
+  fuzz_mixture(data, size);
   JsonLine line;
   parse_json_line(std::string_view(text, size), "text", "id", line);
   for (int unit = 0; unit < 2; ++unit) {

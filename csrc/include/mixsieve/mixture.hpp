@@ -61,19 +61,25 @@ class MixSchedule {
       total += w[d];
     }
     if (!(total > 0.0) || total == std::numeric_limits<double>::infinity()) return k_;
+    // computed aside and committed only when valid: a rejected call leaves the schedule as it was
+    std::vector<double> nw(static_cast<std::size_t>(k_)), ninv(nw.size()), ncdf(nw.size());
     double acc = 0.0;
+    int last = -1;
     for (int d = 0; d < k_; ++d) {
-      w_[d] = normalise ? w[d] / total : w[d];
-      inv_w_[d] = w_[d] > 0.0 ? 1.0 / w_[d] : 0.0;
-      acc += w_[d];
-      cdf_[d] = acc;
+      double v = normalise ? w[d] / total : w[d];
+      double inv = v > 0.0 ? 1.0 / v : 0.0;
+      if (inv == std::numeric_limits<double>::infinity()) v = inv = 0.0;  // a share below ~1e-308: never due
+      if (v > 0.0) last = d;
+      nw[d] = v;
+      ninv[d] = inv;
+      acc += v;
+      ncdf[d] = acc;
     }
-    for (int d = k_ - 1; d >= 0; --d) {
-      if (w_[d] > 0.0) {
-        cdf_[d] = 2.0;  // the last positive source takes whatever rounding left over
-        break;
-      }
-    }
+    if (last < 0) return k_;  // every share underflowed
+    ncdf[static_cast<std::size_t>(last)] = 2.0;  // the last positive source takes what rounding left over
+    w_.swap(nw);
+    inv_w_.swap(ninv);
+    cdf_.swap(ncdf);
     seg_start_ = position_;
     for (auto& c : seg_counts_) c = 0;
     reset_times();
