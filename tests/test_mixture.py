@@ -557,3 +557,47 @@ def test_one_shot_iterator_cannot_cycle():
 
 def test_sources_module_sees_all_items():
     assert set(sources()) == {"web", "code", "math"}
+
+
+def test_epochs_are_consecutive_windows_of_the_stream():
+    whole = list(make_dataset(num_samples=None, batch_size=4) for _ in [0])[0]
+    it = iter(whole)
+    stream = [next(it) for _ in range(3 * 500)]
+    ds = make_dataset(num_samples=500, batch_size=4)
+    loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=as_list, persistent_workers=True)
+    got = []
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        got.append([x for b in loader for x in b])
+    assert got == [stream[0:500], stream[500:1000], stream[1000:1500]]
+    assert list(make_dataset(num_samples=500)) == stream[:500]  # no set_epoch: epoch 0 again
+    # a state inside epoch 1 resumes there and ends with the epoch
+    mid = make_dataset(num_samples=500)
+    mid.load_state_dict(make_dataset(num_samples=500).state_dict(consumed_samples=700))
+    assert list(mid) == stream[700:1000]
+    mid.set_epoch(2)
+    assert list(mid) == stream[1000:1500]
+    with pytest.raises(ValueError, match="set_epoch needs num_samples"):
+        make_dataset(num_samples=None).set_epoch(1)
+
+
+def test_shared_block_of_a_killed_process_is_removed():
+    code = (
+        "import time, mixsieve as ms\n"
+        "ds = ms.MixtureDataset({'a': [1]})\n"
+        "print(ds._shared.path, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as proc:
+        path = proc.stdout.readline().strip()
+        proc.kill()
+        proc.wait()
+    assert os.path.exists(path)  # SIGKILL: no chance to clean up
+    ds = ms.MixtureDataset({"a": [1]})
+    assert not os.path.exists(path) and os.path.exists(ds._shared.path)
+    own = ds._shared.path
+    del ds
+    import gc
+
+    gc.collect()
+    assert not os.path.exists(own)  # the owner removes its block when it goes away

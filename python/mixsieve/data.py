@@ -72,7 +72,8 @@ class _Shared:
         self.owner = path is None
         if path is None:
             root = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
-            fd, path = tempfile.mkstemp(prefix="mixsieve-", dir=root)
+            _sweep(root)
+            fd, path = tempfile.mkstemp(prefix=f"mixsieve-{os.getpid()}-", dir=root)
             os.ftruncate(fd, self.size)
             os.close(fd)
             self._finalizer = weakref.finalize(self, _unlink, path, os.getpid())
@@ -118,6 +119,22 @@ class _Shared:
         self.size = 8 * (4 + self.k + (_MAX_WORKERS + 1) * 2 * self.k + _MAX_ENTRIES * (1 + self.k))
         self.owner = False
         self._open()
+
+
+def _sweep(root: str) -> None:
+    """Remove blocks left by processes that were killed before they could clean up."""
+    try:
+        names = [n for n in os.listdir(root) if n.startswith("mixsieve-")]
+    except OSError:
+        return
+    for name in names:
+        try:
+            pid = int(name.split("-")[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            _unlink(os.path.join(root, name), os.getpid())
+        except (ValueError, IndexError, OSError):
+            continue
 
 
 def _unlink(path: str, owner_pid: int) -> None:
@@ -505,6 +522,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         self._state = self._initial_state()
         self._worker_state: dict[str, Any] | None = None
         self._engine: _Engine | None = None
+        self._epoch_cache: dict[str, Any] | None = None  # a state at an epoch boundary
         self._ring_seen = 0
         self._get_shared()  # before DataLoader workers fork, so that they share it
 
@@ -630,8 +648,12 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         if self._mixer is not None and "mixer" in state:
             self._mixer.load_state_dict(state["mixer"])
         if not _in_worker():
-            self._get_shared().reset(self._state["position"])
+            shared = self._get_shared()
+            shared.reset(self._state["position"])
             self._ring_seen = 0
+            self._epoch_cache = None
+            if self.num_samples:  # the epoch the saved position is in (a finished one is not replayed)
+                shared.header[2] = self._state["position"] // self.num_samples
 
     def _check_config(self, cfg: Mapping[str, Any]) -> None:
         mine = self._config()
@@ -672,6 +694,43 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         if "mixer" in start:
             out["mixer"] = start["mixer"]
         return out
+
+    # ---- epochs -------------------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Iterate epoch ``epoch``: global positions ``[epoch * num_samples, (epoch + 1) * num_samples)``.
+
+        Call it before each ``for batch in loader`` pass (as with ``DistributedSampler``); it
+        reaches persistent DataLoader workers through shared memory. Without it every pass
+        yields the same epoch. Needs ``num_samples`` (the length of an epoch).
+        """
+        if not self.num_samples:
+            raise ValueError("set_epoch needs num_samples (the number of positions in an epoch)")
+        if not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
+        shared = self._get_shared()
+        self._epoch_start(int(epoch))  # computed once here, inherited by workers started after
+        with shared.lock():
+            shared.header[2] = int(epoch)
+
+    def _epoch_start(self, epoch: int) -> dict[str, Any]:
+        """The state where epoch ``epoch`` begins (or the loaded state, if it is inside it)."""
+        if not self.num_samples:
+            return dict(self._state)
+        target = epoch * self.num_samples
+        if self._state["position"] >= target:
+            return dict(self._state)
+        start = self._state
+        cache = self._epoch_cache
+        if cache is not None and start["position"] <= cache["position"] <= target:
+            start = cache
+        if start["position"] < target:
+            shared = self._get_shared()
+            with shared.lock():  # later weight changes must land after this point
+                shared.header[1] = max(int(shared.header[1]), target)
+            start = self._advance(start, target)
+            self._epoch_cache = start
+        return dict(start)
 
     # ---- weights ------------------------------------------------------------------------------
 
@@ -745,7 +804,8 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             start, base, yielded = dict(ws["state"]), int(w["base"]), int(w["yielded"])
             self._worker_state = None
         else:
-            start, base, yielded = dict(self._state), int(self._state["position"]), 0
+            start = self._epoch_start(int(shared.header[2]))
+            base, yielded = int(start["position"]), 0
         eng = _Engine(
             self,
             start,
@@ -801,8 +861,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
     # ---- reporting ------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Per-source samples served (this process and its DataLoader workers), completed
-        epochs of each source at the furthest position reached, and the current weights."""
+        """Per-source samples served (by this process and its DataLoader workers, including
+        batches the workers have prefetched), completed epochs of each source at the furthest
+        position reached, the current weights, and what filters removed per source."""
         served = np.zeros(len(self.names), np.int64)
         reached = np.array(self._state["counts"], np.int64)
         if self._shared is not None:
@@ -1066,19 +1127,24 @@ class _Engine:
         self._set_effective()
 
     def _end(self) -> int | None:
-        return self.ds.num_samples
+        n = self.ds.num_samples
+        if n is None:
+            return None
+        return (self.base // n + 1) * n if n else 0  # the end of the epoch this walk started in
 
     # -- the walk --
 
     def _pieces(self, end_pos: int | None, with_data: bool) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Yields (start, src, item) of consecutive pieces of the schedule, applying events."""
         sched = self.sched
-        end = self._end()
+        end = self._end() if with_data else None  # a replay may cross epochs
         if end_pos is not None:
             end = end_pos if end is None else min(end, end_pos)
         while not self.ended:
             pos = sched.position
             if end is not None and pos >= end:
+                if with_data and end_pos is None:  # the next epoch starts here: keep it
+                    self.ds._epoch_cache = self._sched_state()
                 return
             chunk_end = (pos // _CHUNK + 1) * _CHUNK
             if end is not None:
