@@ -1,5 +1,5 @@
 """One rank of the torch.distributed (gloo) mixture test: run by tests/test_mixture.py as
-``python mixture_rank.py RANK WORLD INIT_FILE OUT_JSON NUM_WORKERS``."""
+``python mixture_rank.py RANK WORLD INIT_FILE OUT_JSON NUM_WORKERS START_METHOD``."""
 
 import json
 import sys
@@ -14,11 +14,14 @@ warnings.simplefilter("ignore")
 
 
 def main() -> None:
-    rank, world, init_file, out, workers = sys.argv[1:6]
+    rank, world, init_file, out, workers, method = sys.argv[1:7]
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=int(rank), world_size=int(world))
     mixer = ms.weights.OnlineMixer(["web", "code", "math"])
     ds = make_dataset(weights=mixer, batch_size=4)
-    loader = DataLoader(ds, batch_size=4, num_workers=int(workers), collate_fn=list)
+    # spawned workers have no process group: the dataset must carry its rank to them
+    loader = DataLoader(
+        ds, batch_size=4, num_workers=int(workers), collate_fn=list, multiprocessing_context=method
+    )
     got = []
     for i, batch in enumerate(loader):
         got.extend(batch)

@@ -122,7 +122,8 @@ def test_spawned_workers_share_the_control_block():
     assert got == ref
 
 
-def test_two_ranks_with_gloo_equal_the_single_process_stream(tmp_path):
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_two_ranks_with_gloo_equal_the_single_process_stream(tmp_path, method):
     here = Path(__file__).parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), env_path()]))
     procs = [
@@ -135,6 +136,7 @@ def test_two_ranks_with_gloo_equal_the_single_process_stream(tmp_path):
                 str(tmp_path / "init"),
                 str(tmp_path / f"r{r}.json"),
                 "2",
+                method,
             ],
             env=env,
         )
@@ -479,8 +481,9 @@ PINNED = "64098e8730738149bd473bb3d38a4807241d23f541b6bf2429ef35a107c452d1"
     ("kwargs", "match"),
     [
         ({"weights": {"web": 1, "video": 2}}, r"unknown sources \['video'\]"),
-        ({"weights": {"web": -1, "code": 1}}, r"source 'web' is -1"),
-        ({"weights": {"web": float("nan")}}, r"source 'web' is nan"),
+        ({"weights": {"web": -1, "code": 1, "math": 1}}, r"source 'web' is -1"),
+        ({"weights": {"web": float("nan"), "code": 1, "math": 1}}, r"source 'web' is nan"),
+        ({"weights": {"web": 1, "code": 1}}, r"no value for sources \['math'\]"),
         ({"weights": {"web": 0, "code": 0, "math": 0}}, "all zero"),
         ({"weights": [1, 2]}, "one value per source"),
         ({"mode": "exactly"}, "mode must be"),
@@ -601,3 +604,27 @@ def test_shared_block_of_a_killed_process_is_removed():
 
     gc.collect()
     assert not os.path.exists(own)  # the owner removes its block when it goes away
+
+
+def test_epochs_with_drop_and_an_iterable_nobody_has_read():
+    def make():
+        return ms.MixtureDataset(
+            {"a": list(range(50)), "g": Countdown(30, "g")},
+            weights=[1, 1],
+            on_exhausted="drop",
+            num_samples=40,
+            shuffle=False,
+        )
+
+    stream = list(
+        ms.MixtureDataset(
+            {"a": list(range(50)), "g": Countdown(30, "g")},
+            weights=[1, 1],
+            on_exhausted="drop",
+            shuffle=False,
+        )
+    )
+    assert len(stream) == 80
+    ds = make()
+    ds.set_epoch(1)  # positions 40..79: the replay must know that g ends after 30 items
+    assert list(ds) == stream[40:80]

@@ -543,10 +543,12 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             import torch.distributed as dist
 
             if dist.is_available() and dist.is_initialized():
-                return dist.get_rank(), dist.get_world_size()
+                self._resolved_rank = (dist.get_rank(), dist.get_world_size())
+                return self._resolved_rank
         except ImportError:  # pragma: no cover
             pass
-        return 0, 1
+        # a spawned DataLoader worker has no process group: it uses what its parent saw
+        return getattr(self, "_resolved_rank", (0, 1))
 
     def _config(self) -> dict[str, Any]:
         return {
@@ -609,10 +611,15 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
 
     def _wrap(self, st: dict[str, Any]) -> dict[str, Any]:
         pos = st["position"]
+        sources = {}
+        for d, name in enumerate(self.names):  # for people reading checkpoints; not needed to resume
+            c, size = int(st["counts"][d]), self.sizes[d]
+            sources[name] = {"consumed": c, "epoch": c // size, "offset": c % size} if size else {"consumed": c}
         out = {
             "version": _STATE_VERSION,
             "config": self._config(),
             "state": st,
+            "sources": sources,
             "changes": [[p, w] for p, w in self._entries if p > pos],
         }
         if self._mixer is not None:
@@ -728,9 +735,24 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             shared = self._get_shared()
             with shared.lock():  # later weight changes must land after this point
                 shared.header[1] = max(int(shared.header[1]), target)
+            if self.on_exhausted != "cycle":
+                # the replay must know where iterables end, and nobody may have read that far
+                lengths = [max(a, b) for a, b in zip(start["lengths"], shared.lengths.tolist())]
+                for d in self._iterables:
+                    if lengths[d] < 0:
+                        lengths[d] = self._count_items(d)
+                start = {**start, "lengths": lengths}
             start = self._advance(start, target)
             self._epoch_cache = start
         return dict(start)
+
+    def _count_items(self, d: int) -> int:
+        """Items in the first pass of iterable source ``d`` (after its filter)."""
+        reader = _IterSource(self.names[d], self._iterables[d], self.seed, False, 1, self._iter_filters[d])
+        n = sum(1 for _ in reader._open_epoch())
+        if n == 0:
+            raise ValueError(f"source {self.names[d]!r} is empty (epoch 0 yielded nothing)")
+        return n
 
     # ---- weights ------------------------------------------------------------------------------
 
@@ -777,6 +799,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
 
     def __getstate__(self) -> dict[str, Any]:
         self._get_shared()  # workers must share the parent's block
+        self._rank_world()  # and its rank (spawned workers cannot ask torch.distributed)
         d = self.__dict__.copy()
         d["_engine"] = None
         return d

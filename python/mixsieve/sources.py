@@ -25,7 +25,7 @@ __all__ = ["JsonlSource", "NearDupFilter", "IterableSource"]
 class JsonlSource:
     """Lines of JSONL files as a map-style source (random access by file and byte range).
 
-    Opening indexes where each line starts (8 bytes per line, one vectorised pass); item ``i``
+    Opening indexes each line's byte range (28 bytes per line, one vectorised pass); item ``i``
     is then read from its byte range alone, so each DataLoader worker touches only the lines it
     serves. Blank lines are skipped. Files are read through ``mmap``; gzip is not supported
     (random access needs plain files).

@@ -169,7 +169,10 @@ def weight_vector(weights: WeightsLike, names: Sequence[str]) -> np.ndarray:
         unknown = [k for k in weights if k not in names]
         if unknown:
             raise ValueError(f"weights name unknown sources {unknown}; the sources are {list(names)}")
-        vec = np.array([float(weights.get(n, 0.0)) for n in names], dtype=np.float64)
+        missing = [n for n in names if n not in weights]
+        if missing:
+            raise ValueError(f"weights give no value for sources {missing}; give 0 to leave a source out")
+        vec = np.array([float(weights[n]) for n in names], dtype=np.float64)
     else:
         vec = np.asarray(weights, dtype=np.float64)
         if vec.shape != (len(names),):
