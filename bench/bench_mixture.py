@@ -52,6 +52,28 @@ def median_time(fn: Callable[[], Any], runs: int) -> float:
     return statistics.median(ts)
 
 
+def interleaved_medians(a: Callable[[], Any], b: Callable[[], Any], runs: int) -> tuple[float, float]:
+    """Median times of a and b, run alternately so that drift on a shared machine hits both."""
+    a()
+    b()
+    ta, tb = [], []
+    for _ in range(runs):
+        for fn, ts in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def peer_overhead(
+    label: str, mix: Callable[[], Any], single: Callable[[], Any], count: int, runs: int
+) -> dict[str, Any]:
+    """A peer's per-sample time mixing, and over iterating one of its sources alone."""
+    tm, ts = (t / count for t in interleaved_medians(mix, single, runs))
+    print(f"{label}: overhead {(tm - ts) * 1e9:.0f} ns/sample", flush=True)
+    return {"per_sample_us": tm * 1e6, "single_us": ts * 1e6, "overhead_us": (tm - ts) * 1e6}
+
+
 def bench_kernel(n: int, runs: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     rng = np.random.default_rng(0)
@@ -129,9 +151,8 @@ def bench_overhead(n: int, peer_n: int, hf_n: int, runs: int) -> dict[str, Any]:
         def td_single() -> None:
             consume(iter(Loader(IterableWrapper(single))), peer_n)
 
-        tm, ts = per_sample(td_mix, peer_n), per_sample(td_single, peer_n)
-        res["torchdata"] = {"per_sample_us": tm * 1e6, "single_us": ts * 1e6, "overhead_us": (tm - ts) * 1e6}
-        print(f"torchdata MultiNodeWeightedSampler: overhead {(tm - ts) * 1e9:.0f} ns/sample", flush=True)
+        label = "torchdata MultiNodeWeightedSampler"
+        res["torchdata"] = peer_overhead(label, td_mix, td_single, peer_n, runs)
     except ImportError as e:
         print(f"torchdata not installed, skipped ({e})", file=sys.stderr)
 
@@ -148,9 +169,7 @@ def bench_overhead(n: int, peer_n: int, hf_n: int, runs: int) -> dict[str, Any]:
             for i in range(peer_n):
                 s[i]
 
-        tm, ts = per_sample(gr_mix, peer_n), per_sample(gr_single, peer_n)
-        res["grain"] = {"per_sample_us": tm * 1e6, "single_us": ts * 1e6, "overhead_us": (tm - ts) * 1e6}
-        print(f"grain MapDataset.mix: overhead {(tm - ts) * 1e9:.0f} ns/sample", flush=True)
+        res["grain"] = peer_overhead("grain MapDataset.mix", gr_mix, gr_single, peer_n, runs)
     except ImportError as e:
         print(f"grain not installed, skipped ({e})", file=sys.stderr)
 
@@ -177,17 +196,10 @@ def bench_overhead(n: int, peer_n: int, hf_n: int, runs: int) -> dict[str, Any]:
         def hf_single() -> None:
             consume(iter(hf_sources()[0]), hf_n)
 
-        tm, ts = per_sample(hf_mix, hf_n), per_sample(hf_single, hf_n)
-        res["hf_interleave"] = {
-            "per_sample_us": tm * 1e6,
-            "single_us": ts * 1e6,
-            "overhead_us": (tm - ts) * 1e6,
-            "version": datasets.__version__,
-        }
-        print(
-            f"HF interleave_datasets {datasets.__version__}: overhead {(tm - ts) * 1e6:.1f} us/sample",
-            flush=True,
+        res["hf_interleave"] = peer_overhead(
+            f"HF interleave_datasets {datasets.__version__}", hf_mix, hf_single, hf_n, runs
         )
+        res["hf_interleave"]["version"] = datasets.__version__
     except ImportError as e:
         print(f"datasets not installed, skipped ({e})", file=sys.stderr)
     return res
@@ -232,7 +244,7 @@ def bench_loader(n: int, runs: int) -> dict[str, Any]:
             for _ in DataLoader(Single(src["web"][:n]), batch_size=256, num_workers=workers):
                 pass
 
-        to, ts = median_time(ours, runs), median_time(single, runs)
+        to, ts = interleaved_medians(ours, single, runs)
         out[f"workers_{workers}"] = {
             "mixsieve_samples_per_s": n / to,
             "single_source_samples_per_s": n / ts,
@@ -256,6 +268,7 @@ def main() -> None:
     ap.add_argument("--loader-n", type=float, default=1e6)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", default="bench/results/mixture.json")
+    ap.add_argument("--parts", default="kernel,overhead,loader", help="which measurements to run")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
     args = ap.parse_args()
     if args.smoke:
@@ -266,19 +279,22 @@ def main() -> None:
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
-        "kernel": bench_kernel(int(args.kernel_n), args.runs),
-        "overhead": bench_overhead(int(args.n), int(args.peer_n), int(args.hf_n), args.runs),
-        "loader": bench_loader(int(args.loader_n), max(1, args.runs // 2)),
     }
-    ov = out["overhead"]
-    ours = ov["mixsieve_exact"]["overhead_us"]
-    ratios = {
-        peer: ov[peer]["overhead_us"] / ours
-        for peer in ("hf_interleave", "torchdata", "grain", "random_choices_loop")
-        if peer in ov
-    }
-    out["ratio_overhead_theirs_over_ours"] = ratios
-    print("overhead ratios (theirs / ours): " + ", ".join(f"{k} {v:.1f}x" for k, v in ratios.items()))
+    parts = set(args.parts.split(","))
+    if "kernel" in parts:
+        out["kernel"] = bench_kernel(int(args.kernel_n), args.runs)
+    if "overhead" in parts:
+        ov = out["overhead"] = bench_overhead(int(args.n), int(args.peer_n), int(args.hf_n), args.runs)
+        ours = ov["mixsieve_exact"]["overhead_us"]
+        ratios = {
+            peer: ov[peer]["overhead_us"] / ours
+            for peer in ("hf_interleave", "torchdata", "grain", "random_choices_loop")
+            if peer in ov
+        }
+        out["ratio_overhead_theirs_over_ours"] = ratios
+        print("overhead ratios (theirs / ours): " + ", ".join(f"{k} {v:.1f}x" for k, v in ratios.items()))
+    if "loader" in parts:
+        out["loader"] = bench_loader(int(args.loader_n), args.runs)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(f"wrote {args.out}")
