@@ -200,26 +200,26 @@ struct ScanReport {
 namespace sampling_detail {
 
 // flag[j]: 0 = cannot enter, 1 = may enter (u - 1 > t * w, since log u <= u - 1), 2 = invalid
-// weight; u[j] is the item's uniform. Branch-free so that it vectorises.
+// weight. Branch-free so that it vectorises; the uniforms are not stored (the few flagged
+// items recompute theirs), which keeps the loop close to the speed of reading the weights.
 // Returns how many weights are positive; *any is non-zero if some flag is. The id comes from
 // ids[] or base + j; the loop is written out (no lambda) so that each variant vectorises.
 template <class W, bool kHasIds>
 inline __attribute__((always_inline)) std::size_t ares_flags_loop(const W* w, const std::int64_t* ids,
                                                                   std::int64_t base, std::size_t cnt,
-                                                                  std::uint64_t key, double t, double* u,
+                                                                  std::uint64_t key, double t,
                                                                   std::int64_t* flag, std::int64_t* any) {
   // Every lane is 64 bits wide and there are no branches: both keep the loop vectorisable.
   std::int64_t pos = 0, seen = 0;
   // stream_bits(key, id) = splitmix64_mix(key + (id + 1) * gamma): for consecutive ids the
   // argument advances by gamma, an add instead of a 64-bit multiply.
   constexpr std::uint64_t kGamma = 0x9E3779B97F4A7C15ULL;
-  const std::uint64_t start = key + (static_cast<std::uint64_t>(base) + 1) * kGamma;
+  std::uint64_t x = key + (static_cast<std::uint64_t>(base) + 1) * kGamma;
   for (std::size_t j = 0; j < cnt; ++j) {
-    const std::uint64_t bits = kHasIds ? stream_bits(key, static_cast<std::uint64_t>(ids[j]))
-                                       : splitmix64_mix(start + j * kGamma);
+    const std::uint64_t bits = kHasIds ? stream_bits(key, static_cast<std::uint64_t>(ids[j])) : splitmix64_mix(x);
+    x += kGamma;
     const double wi = static_cast<double>(w[j]);
     const double uj = open_unit(bits);
-    u[j] = uj;
     const std::int64_t positive = wi > 0.0;
     const std::int64_t invalid = !((wi >= 0.0) & (wi <= std::numeric_limits<double>::max()));
     const std::int64_t may = uj - 1.0 > t * wi;
@@ -235,10 +235,10 @@ inline __attribute__((always_inline)) std::size_t ares_flags_loop(const W* w, co
 template <class W>
 inline __attribute__((always_inline)) std::size_t ares_flags_body(const W* w, const std::int64_t* ids,
                                                                   std::int64_t base, std::size_t cnt,
-                                                                  std::uint64_t key, double t, double* u,
-                                                                  std::int64_t* flag, std::int64_t* any) {
-  return ids ? ares_flags_loop<W, true>(w, ids, base, cnt, key, t, u, flag, any)
-             : ares_flags_loop<W, false>(w, ids, base, cnt, key, t, u, flag, any);
+                                                                  std::uint64_t key, double t, std::int64_t* flag,
+                                                                  std::int64_t* any) {
+  return ids ? ares_flags_loop<W, true>(w, ids, base, cnt, key, t, flag, any)
+             : ares_flags_loop<W, false>(w, ids, base, cnt, key, t, flag, any);
 }
 
 // One copy of the loop per instruction set, chosen at run time (the wheel targets baseline
@@ -246,12 +246,13 @@ inline __attribute__((always_inline)) std::size_t ares_flags_body(const W* w, co
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define MIXSIEVE_FLAG_VARIANT(NAME, TARGET, W)                                                                     \
   __attribute__((target(TARGET))) inline std::size_t NAME(const W* w, const std::int64_t* ids, std::int64_t base, \
-                                                          std::size_t cnt, std::uint64_t key, double t, double* u, \
+                                                          std::size_t cnt, std::uint64_t key, double t,            \
                                                           std::int64_t* flag, std::int64_t* any) {                 \
-    return ares_flags_body(w, ids, base, cnt, key, t, u, flag, any);                                               \
+    return ares_flags_body(w, ids, base, cnt, key, t, flag, any);                                                  \
   }
-MIXSIEVE_FLAG_VARIANT(ares_flags_avx512, "avx512f,avx512dq,avx512vl", double)
-MIXSIEVE_FLAG_VARIANT(ares_flags_avx512, "avx512f,avx512dq,avx512vl", float)
+// 512-bit vectors (GCC picks 256 by default): the loop has 2 multiplies per item
+MIXSIEVE_FLAG_VARIANT(ares_flags_avx512, "avx512f,avx512dq,avx512vl,prefer-vector-width=512", double)
+MIXSIEVE_FLAG_VARIANT(ares_flags_avx512, "avx512f,avx512dq,avx512vl,prefer-vector-width=512", float)
 MIXSIEVE_FLAG_VARIANT(ares_flags_avx2, "avx2,fma", double)
 MIXSIEVE_FLAG_VARIANT(ares_flags_avx2, "avx2,fma", float)
 #undef MIXSIEVE_FLAG_VARIANT
@@ -267,18 +268,18 @@ inline int flag_isa() {
 
 template <class W>
 inline std::size_t ares_flags(const W* w, const std::int64_t* ids, std::int64_t base, std::size_t cnt,
-                              std::uint64_t key, double t, double* u, std::int64_t* flag, std::int64_t* any) {
+                              std::uint64_t key, double t, std::int64_t* flag, std::int64_t* any) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   switch (flag_isa()) {
     case 2:
-      return ares_flags_avx512(w, ids, base, cnt, key, t, u, flag, any);
+      return ares_flags_avx512(w, ids, base, cnt, key, t, flag, any);
     case 1:
-      return ares_flags_avx2(w, ids, base, cnt, key, t, u, flag, any);
+      return ares_flags_avx2(w, ids, base, cnt, key, t, flag, any);
     default:
       break;
   }
 #endif
-  return ares_flags_body(w, ids, base, cnt, key, t, u, flag, any);
+  return ares_flags_body(w, ids, base, cnt, key, t, flag, any);
 }
 
 }  // namespace sampling_detail
@@ -293,18 +294,17 @@ ScanReport ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::in
   ScanReport rep;
   double t = std::max(top.threshold(), floor);
   constexpr std::size_t kBlock = 256;
-  double u[kBlock];
+  constexpr std::size_t kAhead = 8;  // blocks: the loop computes too much for the hardware prefetcher alone
   std::int64_t flag[kBlock];
   for (std::size_t i0 = 0; i0 < n; i0 += kBlock) {
     const std::size_t cnt = std::min(kBlock, n - i0);
-    // Ask for the block after next now, so its weights stream in while this one computes.
-    if (i0 + 3 * kBlock <= n) {
-      const char* ahead = reinterpret_cast<const char*>(w + i0 + 2 * kBlock);
+    if (i0 + (kAhead + 1) * kBlock <= n) {
+      const char* ahead = reinterpret_cast<const char*>(w + i0 + kAhead * kBlock);
       for (std::size_t b = 0; b < kBlock * sizeof(W); b += 64) __builtin_prefetch(ahead + b);
     }
     std::int64_t any = 0;
     rep.positive += sampling_detail::ares_flags(w + i0, ids ? ids + i0 : nullptr,
-                                                base + static_cast<std::int64_t>(i0), cnt, key, t, u, flag, &any);
+                                                base + static_cast<std::int64_t>(i0), cnt, key, t, flag, &any);
     if (!any) continue;
     for (std::size_t j = 0; j < cnt; ++j) {
       if (!flag[j]) continue;
@@ -313,9 +313,10 @@ ScanReport ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::in
         continue;
       }
       const double wi = static_cast<double>(w[i0 + j]);
-      const double k = std::log(u[j]) / wi;
+      const std::int64_t id = ids ? ids[i0 + j] : base + static_cast<std::int64_t>(i0 + j);
+      const double k = std::log(open_unit(stream_bits(key, static_cast<std::uint64_t>(id)))) / wi;
       if (k < t) continue;
-      top.offer({k, ids ? ids[i0 + j] : base + static_cast<std::int64_t>(i0 + j)});
+      top.offer({k, id});
       t = std::max(top.threshold(), floor);
     }
   }
