@@ -628,3 +628,35 @@ def test_epochs_with_drop_and_an_iterable_nobody_has_read():
     ds = make()
     ds.set_epoch(1)  # positions 40..79: the replay must know that g ends after 30 items
     assert list(ds) == stream[40:80]
+
+
+class Batched:
+    """A map-style source with a batched read, as Hugging Face Datasets and torch datasets have."""
+
+    def __init__(self, n):
+        self.n = n
+        self.batch_calls = 0
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        raise AssertionError("the batched read must be used")
+
+    def __getitems__(self, ids):
+        self.batch_calls += 1
+        return [{"i": i} for i in ids]
+
+
+def test_numpy_tensor_and_batched_sources():
+    rows = np.arange(20).reshape(10, 2)
+    src = {"rows": rows, "vec": np.arange(5.0), "t": torch.arange(7), "b": Batched(9)}
+    ds = ms.MixtureDataset(src, num_samples=40, shuffle=False)
+    got = list(ds)
+    row_items = [v for n, v in got if n == "rows"]
+    assert all(isinstance(v, np.ndarray) and v.shape == (2,) for v in row_items)
+    assert [v.tolist() for v in row_items] == rows[: len(row_items)].tolist()
+    assert [float(v) for n, v in got if n == "vec"] == [0.0, 1.0, 2.0, 3.0, 4.0, 0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [int(v) for n, v in got if n == "t"] == [0, 1, 2, 3, 4, 5, 6, 0, 1, 2]
+    assert [v["i"] for n, v in got if n == "b"] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 0]
+    assert src["b"].batch_calls >= 1
