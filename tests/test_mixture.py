@@ -660,3 +660,70 @@ def test_numpy_tensor_and_batched_sources():
     assert [int(v) for n, v in got if n == "t"] == [0, 1, 2, 3, 4, 5, 6, 0, 1, 2]
     assert [v["i"] for n, v in got if n == "b"] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 0]
     assert src["b"].batch_calls >= 1
+
+
+def run_with_updates(loader, mixer, batch, updates, stop_after=None):
+    """Iterate a loader; after batch i in `updates`, feed losses and place the change at a fixed
+    position (samples consumed + a lookahead). Returns the samples seen."""
+    got = []
+    it = iter(loader)
+    for i in range(10**9):
+        if stop_after is not None and i == stop_after:
+            return got, it
+        try:
+            b = next(it)
+        except StopIteration:
+            return got, it
+        got.extend(b)
+        if i in updates:
+            mixer.update(updates[i], position=(i + 1) * batch + 512)
+    return got, it
+
+
+UPDATES = {10: {"web": 1.0, "code": 5.0}, 40: {"math": 9.0}, 70: {"web": 0.1, "code": 3.0, "math": 2.0}}
+UPDATES.update({i: {"code": 4.0} for i in range(71, 90)})
+
+
+def test_fixed_positions_make_online_updates_replay_exactly():
+    def make(workers):
+        mixer = ms.weights.OnlineMixer(["web", "code", "math"])
+        ds = make_dataset(weights=mixer, batch_size=8, num_samples=1600, chunk_size=128)
+        return mixer, ds, DataLoader(ds, batch_size=8, num_workers=workers, collate_fn=as_list)
+
+    runs = []
+    for workers in (0, 2):
+        mixer, ds, loader = make(workers)
+        runs.append(run_with_updates(loader, mixer, 8, UPDATES)[0])
+    assert runs[0] == runs[1] and len(runs[0]) == 1600  # the same stream whatever the timing
+    with pytest.raises(ValueError, match="already been generated"):
+        mixer, ds, loader = make(0)
+        it = iter(ds)
+        [next(it) for _ in range(10)]
+        ds.set_weights([1, 1, 1], position=5)
+
+
+def test_stateful_dataloader_resume_with_online_mixer():
+    sdl = pytest.importorskip("torchdata.stateful_dataloader")
+
+    def make():
+        mixer = ms.weights.OnlineMixer(["web", "code", "math"])
+        ds = make_dataset(weights=mixer, batch_size=8, num_samples=1600, chunk_size=128)
+        loader = sdl.StatefulDataLoader(ds, batch_size=8, num_workers=2, collate_fn=as_list)
+        return mixer, ds, loader
+
+    mixer, ds, loader = make()
+    ref, _ = run_with_updates(loader, mixer, 8, UPDATES)
+    mixer, ds, loader = make()
+    first, it = run_with_updates(loader, mixer, 8, UPDATES, stop_after=55)
+    state = loader.state_dict()
+    del it
+    mixer2, ds2, loader2 = make()
+    loader2.load_state_dict(state)
+    ds2.load_state_dict(state)  # in the main process: restores the mixer (and nothing the workers need)
+    assert mixer2.state_dict()["t"] == mixer.state_dict()["t"]
+    rest = []
+    for i, b in enumerate(loader2, start=55):
+        rest.extend(b)
+        if i in UPDATES:
+            mixer2.update(UPDATES[i], position=(i + 1) * 8 + 512)
+    assert first + rest == ref

@@ -39,7 +39,6 @@ except ImportError:  # pragma: no cover - exercised only without torch
 
 __all__ = ["MixtureDataset", "SourceError"]
 
-_CHUNK = 8192  # positions per schedule chunk; chunks are aligned to multiples of it
 _MAX_WORKERS = 64
 _MAX_ENTRIES = 4096  # weight changes the shared ring holds; a worker lagging further raises
 _STATE_VERSION = 1
@@ -61,15 +60,15 @@ def _source_key(name: str) -> int:
 class _Shared:
     """A small file-backed shared block (in /dev/shm where it exists), locked with flock.
 
-    int64 header: [n_entries, frontier, unused, unused]; then K discovered iterable lengths
+    int64 header: [n_entries, frontier, epoch, unused]; then K discovered iterable lengths
     (-1 unknown); then one stats row per process (served[K], reached[K]); then a ring of
-    ``_MAX_ENTRIES`` weight changes, each (position, K weights) as float64.
+    ``_MAX_ENTRIES`` weight changes, each (position, K weights) as float64; then the online
+    mixer's state as float64 (valid, t, p[K], rewards[K]), for workers' state dicts.
     """
 
     def __init__(self, k: int, path: str | None = None):
         self.k = k
-        self.size = 8 * (4 + k + (_MAX_WORKERS + 1) * 2 * k + _MAX_ENTRIES * (1 + k))
-        self.owner = path is None
+        self.size = _block_size(k)
         if path is None:
             root = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
             _sweep(root)
@@ -83,6 +82,7 @@ class _Shared:
     def _open(self) -> None:
         self._pid = os.getpid()
         self._fd = os.open(self.path, os.O_RDWR)
+        weakref.finalize(self, os.close, self._fd)
         self._mm = mmap.mmap(self._fd, self.size)
         k = self.k
         self.header = np.frombuffer(self._mm, np.int64, 4, 0)
@@ -95,12 +95,15 @@ class _Shared:
         self.ring = np.frombuffer(self._mm, np.float64, _MAX_ENTRIES * (1 + k), off).reshape(
             _MAX_ENTRIES, 1 + k
         )
+        off += 8 * _MAX_ENTRIES * (1 + k)
+        self.mixer = np.frombuffer(self._mm, np.float64, 2 + 2 * k, off)
 
     def reset(self, frontier: int) -> None:
         with self.lock():
             self.header[:] = (0, frontier, 0, 0)
             self.lengths[:] = -1
             self.rows[:] = 0
+            self.mixer[:] = 0
 
     def ensure_process(self) -> None:
         if self._pid != os.getpid():  # forked: same mapping, but flock needs our own descriptor
@@ -116,9 +119,12 @@ class _Shared:
     def __setstate__(self, state: dict[str, Any]) -> None:  # a spawned worker opens the file by name
         self.k = state["k"]
         self.path = state["path"]
-        self.size = 8 * (4 + self.k + (_MAX_WORKERS + 1) * 2 * self.k + _MAX_ENTRIES * (1 + self.k))
-        self.owner = False
+        self.size = _block_size(self.k)
         self._open()
+
+
+def _block_size(k: int) -> int:
+    return 8 * (4 + k + (_MAX_WORKERS + 1) * 2 * k + _MAX_ENTRIES * (1 + k) + 2 + 2 * k)
 
 
 def _sweep(root: str) -> None:
@@ -371,6 +377,10 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
     output : ``"tuple"`` or ``"dict"``
         ``(source_name, sample)`` pairs, or dicts: the sample's own keys plus ``"source"`` if it
         is a dict, else ``{"source": name, "sample": sample}``.
+    chunk_size : int
+        Positions each process schedules at a time (aligned to multiples of it). Weight changes
+        land on positions no process has scheduled yet, so with frequent online updates at fixed
+        positions a smaller chunk (e.g. 512) lets them land sooner, at some cost per sample.
 
     Examples
     --------
@@ -400,6 +410,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         repeats: Mapping[str, Any] | None = None,
         shuffle_buffer: int = 1000,
         output: str = "tuple",
+        chunk_size: int = 8192,
     ) -> None:
         if not isinstance(sources, Mapping) or not sources:
             raise ValueError("sources must be a non-empty dict of name -> source")
@@ -412,7 +423,11 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             raise ValueError(f"output must be 'tuple' or 'dict', got {output!r}")
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-        for what, v, lo in (("batch_size", batch_size, 1), ("shuffle_buffer", shuffle_buffer, 1)):
+        for what, v, lo in (
+            ("batch_size", batch_size, 1),
+            ("shuffle_buffer", shuffle_buffer, 1),
+            ("chunk_size", chunk_size, 1),
+        ):
             if not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"{what} must be an int >= {lo}, got {v!r}")
         if num_samples is not None and (not isinstance(num_samples, (int, np.integer)) or num_samples < 0):
@@ -424,6 +439,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         self.num_samples = None if num_samples is None else int(num_samples)
         self.batch_size = int(batch_size)
         self.shuffle_buffer = int(shuffle_buffer)
+        self.chunk_size = int(chunk_size)
         self.output = output
         self._rank_arg, self._world_arg = rank, world_size
         self._check_rank(rank, world_size)
@@ -609,18 +625,23 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             st = dict(self._state)
         return self._wrap(st)
 
-    def _wrap(self, st: dict[str, Any]) -> dict[str, Any]:
+    def _wrap(
+        self, st: dict[str, Any], entries: list[tuple[int, list[float]]] | None = None
+    ) -> dict[str, Any]:
         pos = st["position"]
+        entries = self._entries if entries is None else entries
         sources = {}
         for d, name in enumerate(self.names):  # for people reading checkpoints; not needed to resume
             c, size = int(st["counts"][d]), self.sizes[d]
-            sources[name] = {"consumed": c, "epoch": c // size, "offset": c % size} if size else {"consumed": c}
+            sources[name] = (
+                {"consumed": c, "epoch": c // size, "offset": c % size} if size else {"consumed": c}
+            )
         out = {
             "version": _STATE_VERSION,
             "config": self._config(),
             "state": st,
             "sources": sources,
-            "changes": [[p, w] for p, w in self._entries if p > pos],
+            "changes": [[p, w] for p, w in entries if p >= pos],
         }
         if self._mixer is not None:
             out["mixer"] = self._mixer.state_dict()
@@ -756,13 +777,17 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
 
     # ---- weights ------------------------------------------------------------------------------
 
-    def set_weights(self, weights: Any, *, sync: bool | None = None) -> int:
-        """Change the weights from the next unclaimed chunk of positions on; returns that position.
+    def set_weights(self, weights: Any, *, position: int | None = None, sync: bool | None = None) -> int:
+        """Change the weights from a global position on; returns that position.
 
-        Workers pick the change up through shared memory before they generate the chunk that
-        starts there; the change is recorded so that a resumed run replays it. In a
-        ``torch.distributed`` run with ``sync`` (default: on when initialised) every rank must
-        call this together; they agree on the position by an all-reduce (max).
+        By default the change takes effect at the next chunk of positions no process has
+        started yet (where depends on how far ahead the workers run). Pass ``position`` (e.g.
+        the samples consumed so far plus a lookahead larger than the DataLoader's prefetch) to
+        fix it: then a run restarted from a checkpoint places the same change at the same
+        position and replays bit for bit; a position the workers have already passed raises
+        ``ValueError``. Workers pick the change up through shared memory; it is recorded in the
+        state. In a ``torch.distributed`` run with ``sync`` (default: on when initialised) every
+        rank must call this together; they agree on the position by an all-reduce (max).
         """
         vec = weight_vector(weights, self.names)
         shared = self._get_shared()
@@ -770,7 +795,17 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             frontier = int(shared.header[1])
             if self._engine is not None:
                 frontier = max(frontier, self._engine.claimed)
-            pos = max(frontier, self._state["position"], max((p for p, _ in self._entries), default=0))
+            earliest = max(frontier, self._state["position"])
+            if position is None:
+                pos = max(earliest, max((p for p, _ in self._entries), default=0))
+            elif position < earliest:
+                raise ValueError(
+                    f"position {position} has already been generated (the stream is prepared up to "
+                    f"{earliest}); pass a position further ahead, e.g. samples consumed + a lookahead "
+                    "larger than num_workers * prefetch_factor * batch_size"
+                )
+            else:
+                pos = int(position)
             pos = _sync_position(pos, sync)
             n = int(shared.header[0])
             shared.ring[n % _MAX_ENTRIES, 0] = pos
@@ -779,12 +814,18 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             shared.header[1] = max(int(shared.header[1]), pos)
             self._ring_seen = n + 1
         self._entries.append((pos, vec.tolist()))
-        if self._engine is not None:
+        if self._engine is not None:  # the in-process walk: directly (it has seen the ring up to here)
             self._engine.add_entry(pos, vec)
+            self._engine.seen_entries = self._ring_seen
         return pos
 
-    def _on_mixer_update(self, p: np.ndarray) -> None:
-        self.set_weights(p, sync=self._mixer.sync if self._mixer else None)
+    def _on_mixer_update(self, p: np.ndarray, position: int | None) -> None:
+        mixer = self._mixer
+        assert mixer is not None
+        self.set_weights(p, position=position, sync=mixer.sync)
+        shared = self._get_shared()
+        with shared.lock():  # workers put the mixer's state into their state dicts
+            shared.mixer[:] = np.concatenate(([1.0, mixer._t], mixer._p, mixer._rewards))
 
     def _get_shared(self) -> _Shared:
         if self._shared is None:
@@ -865,7 +906,27 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
                 "base": eng.base,
                 "yielded": eng.yielded(),
             }
-        out = self._wrap(st)
+        shared = self._get_shared()
+        with shared.lock():  # the changes made so far, and the main process's mixer state
+            if eng is not None:
+                eng.read_shared(shared)
+                entries = [(p, v.tolist()) for p, v in eng.entries]
+            else:
+                n = int(shared.header[0])
+                entries = self._entries + [
+                    (int(shared.ring[i % _MAX_ENTRIES, 0]), shared.ring[i % _MAX_ENTRIES, 1:].tolist())
+                    for i in range(self._ring_seen, n)
+                ]
+            mixer = shared.mixer.copy()
+        out = self._wrap(st, entries)
+        if self._mixer is not None and mixer[0] == 1.0:
+            k = len(self.names)
+            out["mixer"] = {
+                "names": self.names,
+                "t": int(mixer[1]),
+                "p": mixer[2 : 2 + k].tolist(),
+                "rewards": mixer[2 + k :].tolist(),
+            }
         out["worker"] = worker
         return out
 
@@ -1074,23 +1135,25 @@ class _Engine:
         with shared.lock():
             if shared.header[1] < chunk_end:
                 shared.header[1] = chunk_end
-            n = int(shared.header[0])
-            if n > self.seen_entries:
-                if n - self.seen_entries > _MAX_ENTRIES:
-                    raise RuntimeError("a DataLoader worker fell more than 4096 weight changes behind")
-                for i in range(self.seen_entries, n):
-                    e = shared.ring[i % _MAX_ENTRIES]
-                    pos = int(e[0])
-                    if pos < self.sched.position:
-                        raise RuntimeError(f"weight change at position {pos} arrived after it was passed")
-                    if not any(p == pos and np.array_equal(v, e[1:]) for p, v in self.entries):
-                        self.add_entry(pos, e[1:].copy())
-                self.seen_entries = n
-            lengths = shared.lengths.tolist()
-            for d, ln in enumerate(lengths):
-                if ln >= 0 and self.lengths[d] < 0:
-                    self.lengths[d] = ln
+            self.read_shared(shared)
         self.claimed = max(self.claimed, chunk_end)
+
+    def read_shared(self, shared: _Shared) -> None:
+        """New weight changes and discovered iterable lengths (call with the lock held)."""
+        n = int(shared.header[0])
+        if n > self.seen_entries:
+            if n - self.seen_entries > _MAX_ENTRIES:
+                raise RuntimeError(f"a DataLoader worker fell more than {_MAX_ENTRIES} weight changes behind")
+            for i in range(self.seen_entries, n):
+                e = shared.ring[i % _MAX_ENTRIES]
+                pos = int(e[0])
+                if pos < self.sched.position:
+                    raise RuntimeError(f"weight change at position {pos} arrived after it was passed")
+                self.add_entry(pos, e[1:].copy())
+            self.seen_entries = n
+        for d, ln in enumerate(shared.lengths.tolist()):
+            if ln >= 0 and self.lengths[d] < 0:
+                self.lengths[d] = ln
 
     def _next_event(self, pos: int) -> int | None:
         nxt = None
@@ -1114,6 +1177,8 @@ class _Engine:
         for p, v in self.entries:
             if p == pos:
                 new = v  # an online change at the same position wins over the schedule
+        if self.entries and self.entries[0][0] <= pos:
+            self.entries = [e for e in self.entries if e[0] > pos]
         if new is not None:
             self.policy = np.asarray(new, np.float64)
             self._set_effective()
@@ -1169,7 +1234,8 @@ class _Engine:
                 if with_data and end_pos is None:  # the next epoch starts here: keep it
                     self.ds._epoch_cache = self._sched_state()
                 return
-            chunk_end = (pos // _CHUNK + 1) * _CHUNK
+            chunk = self.ds.chunk_size
+            chunk_end = (pos // chunk + 1) * chunk
             if end is not None:
                 chunk_end = min(chunk_end, end)
             self._sync(chunk_end)

@@ -240,11 +240,12 @@ class OnlineMixer:
     def weights(self) -> dict[str, float]:
         return {n: float(v) for n, v in zip(self.names, self._p)}
 
-    def update(self, losses: Mapping[str, float]) -> dict[str, float]:
+    def update(self, losses: Mapping[str, float], *, position: int | None = None) -> dict[str, float]:
         """Feed per-source losses (only the sources seen since the last update); returns new weights.
 
-        In a ``torch.distributed`` run, call it on every rank with the same (all-reduced) losses:
-        the datasets it drives then agree on the position where the change takes effect.
+        The datasets it drives switch at ``position`` (see ``MixtureDataset.set_weights``; default:
+        the next chunk no worker has started). In a ``torch.distributed`` run, call it on every
+        rank with the same (all-reduced) losses: the datasets then agree on the position.
         """
         k = len(self.names)
         for name, loss in losses.items():
@@ -262,7 +263,7 @@ class OnlineMixer:
         z = eps_prev * self._rewards
         z = np.exp(z - z.max())
         self._p = (1 - k * eps) * z / z.sum() + eps
-        self._notify()
+        self._notify(position)
         return self.weights
 
     def _eps(self, t: int) -> float:
@@ -274,12 +275,12 @@ class OnlineMixer:
     def _attach(self, listener: Callable[..., Any]) -> None:
         self._listeners.append(weakref.WeakMethod(listener))
 
-    def _notify(self) -> None:
+    def _notify(self, position: int | None) -> None:
         alive = []
         for ref in self._listeners:
             fn = ref()
             if fn is not None:
-                fn(self._p.copy())
+                fn(self._p.copy(), position)
                 alive.append(ref)
         self._listeners = alive
 
