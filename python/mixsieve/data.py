@@ -330,6 +330,53 @@ def _buffer_shuffle(it: Iterator[Any], seed: int, key: int, epoch: int, size: in
             yield buf[j]
 
 
+def _index_tables(
+    sources: Mapping[str, Any], names: list[str], filters: dict[str, Any], repeats: dict[str, Any]
+) -> tuple[dict[str, np.ndarray | None], dict[str, int]]:
+    """Per map-style source, the indices an epoch reads (None: all, in order), from keep masks,
+    near-duplicate filters and repeat counts; and how many items the filters removed."""
+    for what, given in (("filters", filters), ("repeats", repeats)):
+        unknown = [n for n in given if n not in names]
+        if unknown:
+            raise ValueError(f"{what} name unknown sources {unknown}; the sources are {names}")
+    tables: dict[str, np.ndarray | None] = {n: None for n in names}
+    removed: dict[str, int] = {}
+    by_filter: dict[int, tuple[NearDupFilter, dict[str, Any]]] = {}
+    for name, f in filters.items():
+        src = sources[name]
+        if isinstance(f, NearDupFilter):
+            if _is_map_style(src):
+                by_filter.setdefault(id(f), (f, {}))[1][name] = src
+            continue
+        mask = np.asarray(f)
+        if not _is_map_style(src):
+            raise ValueError(f"filters[{name!r}]: a keep mask needs a map-style source (len + getitem)")
+        if mask.dtype != np.bool_ or mask.shape != (len(src),):
+            raise ValueError(
+                f"filters[{name!r}] must be a bool mask of length {len(src)}, got {mask.dtype} {mask.shape}"
+            )
+        tables[name] = np.flatnonzero(mask).astype(np.int64)
+        removed[name] = int((~mask).sum())
+    for f, group in by_filter.values():
+        for name, mask in f.keep_masks(group).items():
+            tables[name] = np.flatnonzero(mask).astype(np.int64)
+            removed[name] = int((~mask).sum())
+    for name, counts in repeats.items():
+        src = sources[name]
+        if not _is_map_style(src):
+            raise ValueError(f"repeats[{name!r}] needs a map-style source (len + getitem)")
+        c = np.asarray(counts)
+        if c.ndim != 1 or c.shape[0] != len(src) or c.dtype.kind not in "iu":
+            raise ValueError(f"repeats[{name!r}] must be integer counts, one per item ({len(src)})")
+        if c.size and c.min() < 0:
+            raise ValueError(f"repeats[{name!r}][{int(np.argmin(c))}] is negative")
+        base = tables[name] if tables[name] is not None else np.arange(len(src), dtype=np.int64)
+        keep = np.zeros(len(src), bool)
+        keep[base] = True
+        tables[name] = np.repeat(np.arange(len(src), dtype=np.int64), np.where(keep, c, 0))
+    return tables, removed
+
+
 # --------------------------------------------------------------------------------------------
 # The dataset
 # --------------------------------------------------------------------------------------------
@@ -443,52 +490,13 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         self.output = output
         self._rank_arg, self._world_arg = rank, world_size
         self._check_rank(rank, world_size)
+        self._resolved_rank = (0, 1)  # what torch.distributed said when last asked
         k = len(self.names)
         self._keys = [_source_key(n) for n in self.names]
 
         # sources: map-style (with index tables from filters / repeats) or iterable
         filters = dict(filters or {})
-        repeats = dict(repeats or {})
-        for what, given in (("filters", filters), ("repeats", repeats)):
-            unknown = [n for n in given if n not in self.names]
-            if unknown:
-                raise ValueError(f"{what} name unknown sources {unknown}; the sources are {self.names}")
-        tables: dict[str, np.ndarray | None] = {n: None for n in self.names}
-        self.removed: dict[str, int] = {}
-        by_filter: dict[int, tuple[NearDupFilter, dict[str, Any]]] = {}
-        for name, f in filters.items():
-            src = sources[name]
-            if isinstance(f, NearDupFilter):
-                if _is_map_style(src):
-                    by_filter.setdefault(id(f), (f, {}))[1][name] = src
-                continue
-            mask = np.asarray(f)
-            if not _is_map_style(src):
-                raise ValueError(f"filters[{name!r}]: a keep mask needs a map-style source (len + getitem)")
-            if mask.dtype != np.bool_ or mask.shape != (len(src),):
-                raise ValueError(
-                    f"filters[{name!r}] must be a bool mask of length {len(src)}, "
-                    f"got {mask.dtype} {mask.shape}"
-                )
-            tables[name] = np.flatnonzero(mask).astype(np.int64)
-            self.removed[name] = int((~mask).sum())
-        for f, group in by_filter.values():
-            for name, mask in f.keep_masks(group).items():
-                tables[name] = np.flatnonzero(mask).astype(np.int64)
-                self.removed[name] = int((~mask).sum())
-        for name, counts in repeats.items():
-            src = sources[name]
-            if not _is_map_style(src):
-                raise ValueError(f"repeats[{name!r}] needs a map-style source (len + getitem)")
-            c = np.asarray(counts)
-            if c.ndim != 1 or c.shape[0] != len(src) or c.dtype.kind not in "iu":
-                raise ValueError(f"repeats[{name!r}] must be integer counts, one per item ({len(src)})")
-            if c.size and c.min() < 0:
-                raise ValueError(f"repeats[{name!r}][{int(np.argmin(c))}] is negative")
-            base = tables[name] if tables[name] is not None else np.arange(len(src), dtype=np.int64)
-            keep = np.zeros(len(src), bool)
-            keep[base] = True
-            tables[name] = np.repeat(np.arange(len(src), dtype=np.int64), np.where(keep, c, 0))
+        tables, self.removed = _index_tables(sources, self.names, filters, dict(repeats or {}))
         self._map: list[_MapSource | None] = []
         self._iterables: dict[int, Any] = {}
         self._iter_filters: dict[int, NearDupFilter | None] = {}
@@ -564,7 +572,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         except ImportError:  # pragma: no cover
             pass
         # a spawned DataLoader worker has no process group: it uses what its parent saw
-        return getattr(self, "_resolved_rank", (0, 1))
+        return self._resolved_rank
 
     def _config(self) -> dict[str, Any]:
         return {
