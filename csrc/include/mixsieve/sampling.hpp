@@ -30,40 +30,42 @@ struct Keyed {
 };
 inline bool better(const Keyed& a, const Keyed& b) { return a.key > b.key || (a.key == b.key && a.id < b.id); }
 
-// Sorts [first, last) best first. Large inputs of non-positive keys (A-Res keys log(u)/w) use
-// an LSD radix sort: for keys <= 0, best first is ascending order of the IEEE bit pattern
-// (passes whose byte is the same for every key are skipped). Equal keys are then ordered by
-// id, so the result is the same as std::sort with `better`.
+// Sorts [first, last) best first. Large inputs are first spread over ~n/16 buckets by a
+// monotone linear map of the key (a bucket holds a range of keys; equal keys share one), then
+// each bucket is sorted with `better`: the result is the same as std::sort with `better`, in
+// about three passes over the data instead of eight radix passes.
 inline void sort_best_first(Keyed* first, Keyed* last) {
   const std::size_t n = static_cast<std::size_t>(last - first);
-  const bool radix = n > 4096 && std::all_of(first, last, [](const Keyed& x) { return x.key <= 0.0; });
-  if (!radix) {
+  if (n <= 4096) {
     std::sort(first, last, better);
     return;
   }
-  auto bits = [](const Keyed& x) {
-    std::uint64_t b;
-    std::memcpy(&b, &x.key, 8);
-    return x.key == 0.0 ? std::uint64_t{0} : b;  // -0.0 and +0.0 are the same (best) key
+  double lo = first->key, hi = first->key;
+  bool finite = true;
+  for (const Keyed* x = first; x < last; ++x) {
+    finite &= std::isfinite(x->key);
+    lo = std::min(lo, x->key);
+    hi = std::max(hi, x->key);
+  }
+  const std::size_t buckets = n / 16;
+  const double scale = hi > lo ? static_cast<double>(buckets) / (hi - lo) : 0.0;
+  if (!finite || !std::isfinite(scale)) {
+    std::sort(first, last, better);
+    return;
+  }
+  auto bucket = [&](const Keyed& x) {  // best (largest) keys go to bucket 0
+    return std::min(buckets - 1, static_cast<std::size_t>((hi - x.key) * scale));
   };
+  std::vector<std::size_t> start(buckets + 1, 0);
+  for (const Keyed* x = first; x < last; ++x) ++start[bucket(*x) + 1];
+  for (std::size_t b = 0; b < buckets; ++b) start[b + 1] += start[b];
   std::vector<Keyed> tmp(n);
-  Keyed* src = first;
-  Keyed* dst = tmp.data();
-  for (int shift = 0; shift < 64; shift += 8) {
-    std::size_t count[257] = {};
-    for (std::size_t i = 0; i < n; ++i) ++count[((bits(src[i]) >> shift) & 0xFF) + 1];
-    if (std::any_of(count + 1, count + 257, [n](std::size_t c) { return c == n; })) continue;
-    for (int d = 0; d < 256; ++d) count[d + 1] += count[d];
-    for (std::size_t i = 0; i < n; ++i) dst[count[(bits(src[i]) >> shift) & 0xFF]++] = src[i];
-    std::swap(src, dst);
+  std::vector<std::size_t> fill(start.begin(), start.end() - 1);
+  for (const Keyed* x = first; x < last; ++x) tmp[fill[bucket(*x)]++] = *x;
+  for (std::size_t b = 0; b < buckets; ++b) {
+    if (start[b + 1] - start[b] > 1) std::sort(tmp.data() + start[b], tmp.data() + start[b + 1], better);
   }
-  if (src != first) std::copy(src, src + n, first);
-  for (Keyed* i = first; i < last;) {  // runs of equal keys: by id
-    Keyed* j = i + 1;
-    while (j < last && j->key == i->key) ++j;
-    if (j - i > 1) std::sort(i, j, better);
-    i = j;
-  }
+  std::copy(tmp.begin(), tmp.end(), first);
 }
 
 // The same, on two threads for large inputs: split at the median, sort both halves at once.
@@ -307,6 +309,14 @@ ScanReport ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::in
                                                 base + static_cast<std::int64_t>(i0), cnt, key, t, flag, &any);
     if (!any) continue;
     for (std::size_t j = 0; j < cnt; ++j) {
+      if ((j & 7) == 0 && j + 8 <= cnt) {  // skip 8 clear flags at a time: few items are flagged
+        std::int64_t group = 0;
+        for (std::size_t q = 0; q < 8; ++q) group |= flag[j + q];
+        if (!group) {
+          j += 7;
+          continue;
+        }
+      }
       if (!flag[j]) continue;
       if (flag[j] & 2) {  // invalid weight (maybe also flagged as a candidate: +inf)
         if (rep.first_bad < 0) rep.first_bad = static_cast<std::int64_t>(i0 + j);
