@@ -30,56 +30,66 @@ struct Keyed {
 };
 inline bool better(const Keyed& a, const Keyed& b) { return a.key > b.key || (a.key == b.key && a.id < b.id); }
 
-// Sorts [first, last) best first. Large inputs are first spread over ~n/16 buckets by a
-// monotone linear map of the key (a bucket holds a range of keys; equal keys share one), then
-// each bucket is sorted with `better`: the result is the same as std::sort with `better`, in
-// about three passes over the data instead of eight radix passes.
-inline void sort_best_first(Keyed* first, Keyed* last) {
-  const std::size_t n = static_cast<std::size_t>(last - first);
-  if (n <= 4096) {
-    std::sort(first, last, better);
-    return;
-  }
-  double lo = first->key, hi = first->key;
+// The best `keep` items of v, best first, in v (resized to them): the same result as a full
+// std::sort with `better` and a truncation. Large inputs are spread over ~n/16 buckets by a
+// monotone linear map of the key (equal keys share a bucket); only the buckets that hold the
+// best `keep` items are then sorted, on up to two threads. About three passes over the data,
+// no selection step, instead of a selection plus a comparison sort.
+inline void best_sorted(std::vector<Keyed>& v, std::size_t keep, unsigned threads = 1) {
+  const std::size_t n = v.size();
+  keep = std::min(keep, n);
+  double lo = 0.0, hi = 0.0;
   bool finite = true;
-  for (const Keyed* x = first; x < last; ++x) {
-    finite &= std::isfinite(x->key);
-    lo = std::min(lo, x->key);
-    hi = std::max(hi, x->key);
+  if (n > 0) lo = hi = v[0].key;
+  for (const Keyed& x : v) {
+    finite &= std::isfinite(x.key);
+    lo = std::min(lo, x.key);
+    hi = std::max(hi, x.key);
   }
   const std::size_t buckets = n / 16;
   const double scale = hi > lo ? static_cast<double>(buckets) / (hi - lo) : 0.0;
-  if (!finite || !std::isfinite(scale)) {
-    std::sort(first, last, better);
+  if (n <= 4096 || !finite || !std::isfinite(scale) || scale == 0.0) {
+    if (keep < n) std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(keep), v.end(), better);
+    v.resize(keep);
+    std::sort(v.begin(), v.end(), better);
     return;
   }
   auto bucket = [&](const Keyed& x) {  // best (largest) keys go to bucket 0
     return std::min(buckets - 1, static_cast<std::size_t>((hi - x.key) * scale));
   };
   std::vector<std::size_t> start(buckets + 1, 0);
-  for (const Keyed* x = first; x < last; ++x) ++start[bucket(*x) + 1];
+  for (const Keyed& x : v) ++start[bucket(x) + 1];
   for (std::size_t b = 0; b < buckets; ++b) start[b + 1] += start[b];
-  std::vector<Keyed> tmp(n);
-  std::vector<std::size_t> fill(start.begin(), start.end() - 1);
-  for (const Keyed* x = first; x < last; ++x) tmp[fill[bucket(*x)]++] = *x;
-  for (std::size_t b = 0; b < buckets; ++b) {
-    if (start[b + 1] - start[b] > 1) std::sort(tmp.data() + start[b], tmp.data() + start[b + 1], better);
+  std::size_t used = 0;  // buckets that hold the best `keep` items
+  while (used < buckets && start[used] < keep) ++used;
+  std::vector<Keyed> out(start[used]);
+  {
+    std::vector<std::size_t> fill(start.begin(), start.begin() + static_cast<std::ptrdiff_t>(used));
+    for (const Keyed& x : v) {
+      const std::size_t b = bucket(x);
+      if (b < used) out[fill[b]++] = x;
+    }
   }
-  std::copy(tmp.begin(), tmp.end(), first);
+  auto sort_buckets = [&](std::size_t b0, std::size_t b1) {
+    for (std::size_t b = b0; b < b1; ++b) {
+      if (start[b + 1] - start[b] > 1) std::sort(out.data() + start[b], out.data() + start[b + 1], better);
+    }
+  };
+  if (threads >= 2 && out.size() >= (std::size_t{1} << 16)) {
+    std::size_t mid = 0;  // split the buckets where half of the items lie
+    while (mid < used && start[mid] < out.size() / 2) ++mid;
+    std::thread other([&] { sort_buckets(mid, used); });
+    sort_buckets(0, mid);
+    other.join();
+  } else {
+    sort_buckets(0, used);
+  }
+  out.resize(keep);
+  v.swap(out);
 }
 
-// The same, on two threads for large inputs: split at the median, sort both halves at once.
-inline void sort_best_first(std::vector<Keyed>& v, unsigned threads = 1) {
-  if (threads < 2 || v.size() < (std::size_t{1} << 16)) {
-    sort_best_first(v.data(), v.data() + v.size());
-    return;
-  }
-  Keyed* mid = v.data() + v.size() / 2;
-  std::nth_element(v.data(), mid, v.data() + v.size(), better);
-  std::thread other([&] { sort_best_first(mid, v.data() + v.size()); });
-  sort_best_first(v.data(), mid);
-  other.join();
-}
+// All of v, best first.
+inline void sort_best_first(std::vector<Keyed>& v, unsigned threads = 1) { best_sorted(v, v.size(), threads); }
 
 // The k best items seen so far, as a heap whose front is the worst kept item.
 class TopK {
@@ -144,10 +154,9 @@ class BestK {
   }
 
   // The best k, best first (sorted on up to two threads).
-  std::vector<Keyed> sorted(unsigned threads = 1) {
-    cut();
+  std::vector<Keyed> sorted(unsigned threads = 1) const {
     std::vector<Keyed> out(buf_);
-    sort_best_first(out, threads);
+    best_sorted(out, k_, threads);
     return out;
   }
   const std::vector<Keyed>& items() {
@@ -338,9 +347,13 @@ ScanReport ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::in
 template <class W>
 double ares_estimate_floor(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, std::uint64_t key,
                            std::size_t k, unsigned threads = 1) {
-  // Whole 256-item blocks, one every `stride` blocks: contiguous reads, vectorised flags.
+  // Whole 256-item blocks, one every `stride` blocks: contiguous reads, vectorised flags. The
+  // sample is sized for ~2048 keys above the floor (relative error ~2%, against a 15% margin);
+  // when that would mean reading more than an eighth of the array, the floor is not worth it.
   constexpr std::size_t kRun = 256;
-  const std::size_t stride = (k + 4095) / 4096 + 1;
+  const double want = 2048.0 * static_cast<double>(n) / (1.15 * static_cast<double>(k));
+  if (want > static_cast<double>(n) / 8 || want < 4 * 4096) return kNegInf;
+  const std::size_t stride = std::max<std::size_t>(2, static_cast<std::size_t>(static_cast<double>(n) / want));
   const std::size_t runs = n / (kRun * stride);
   if (runs * kRun < 4 * 4096) return kNegInf;
   const std::size_t sampled = runs * kRun;
