@@ -4,6 +4,8 @@
 // With clang: -fsanitize=fuzzer,address,undefined gives a libFuzzer binary. Without it,
 // main() below drives the same entry point with seeded random and mutated inputs, which is
 // what the MIXSIEVE_SANITIZE build runs (target mixsieve_fuzz).
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -17,6 +19,7 @@
 #include "mixsieve/lsh.hpp"
 #include "mixsieve/minhash.hpp"
 #include "mixsieve/mixture.hpp"
+#include "mixsieve/sampling.hpp"
 
 using namespace mixsieve;
 
@@ -92,6 +95,32 @@ void fuzz_mixture(const std::uint8_t* data, std::size_t size) {
   }
 }
 
+// best_sorted (bucketed) must equal a full std::sort with `better` and a truncation, on keys
+// with many ties (including -0.0 and +0.0) and on spread-out keys, on one and two threads.
+void check_best_sorted(std::mt19937_64& rng) {
+  const std::size_t n = 4097 + rng() % 30000;
+  std::vector<Keyed> v(n);
+  const bool ties = rng() % 2;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double u = static_cast<double>(rng() >> 11) * 0x1p-53;
+    double key = ties ? -static_cast<double>(rng() % 50) * 0.25 : std::log(u + 1e-300) / (1.0 + static_cast<double>(rng() % 1000));
+    if (ties && rng() % 50 == 0) key = (rng() % 2) ? 0.0 : -0.0;
+    v[i] = {key, static_cast<std::int64_t>(rng() % (4 * n))};
+  }
+  const std::size_t keep = 1 + rng() % n;
+  std::vector<Keyed> want = v;
+  std::sort(want.begin(), want.end(), better);
+  want.resize(keep);
+  for (unsigned threads = 1; threads <= 2; ++threads) {
+    std::vector<Keyed> got = v;
+    best_sorted(got, keep, threads);
+    if (got.size() != keep) std::abort();
+    for (std::size_t i = 0; i < keep; ++i) {
+      if (got[i].id != want[i].id || !(got[i].key == want[i].key)) std::abort();
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -135,6 +164,7 @@ int main(int argc, char** argv) {
   std::mt19937_64 rng(20261126);
   const std::vector<char> good = sample_index_file();
   for (long it = 0; it < iterations; ++it) {
+    if (it % 500 == 0) check_best_sorted(rng);
     std::vector<char> buf;
     switch (it % 4) {
       case 3: {  // JSON-ish lines: structure characters, escapes, UTF-8 pieces
