@@ -12,6 +12,8 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
+#include <functional>
 #include <cstdint>
 #include <utility>
 #include <limits>
@@ -197,54 +199,113 @@ class MixSchedule {
     return i;
   }
 
-  // Two binary heaps of (time, source): sources waiting for their release, and eligible sources
-  // by deadline; ties go to the lower index, as in the scan.
-  using Entry = std::pair<double, int>;
-  static bool later(const Entry& a, const Entry& b) { return a > b; }
+  // Many sources: a tournament tree holds the eligible sources' (deadline, index), so the
+  // winner is at the root and a change costs log K compares along one path; sources wait for
+  // their release in a ring of buckets by release position (a heap for releases further
+  // ahead than the ring). Same choices as the scan: (deadline, lowest index) among r_d < pos.
+  static constexpr std::int64_t kRing = 1024;
 
-  void build_heaps() {
-    waiting_.clear();
-    eligible_.clear();
-    const double pos = static_cast<double>(position_ - seg_start_ + 1);
+  // Node `node` takes the better of its children: the smaller deadline, then the lower index
+  // (an empty child has deadline +inf and index INT_MAX).
+  void tree_pull(std::size_t node) {
+    const std::size_t l = 2 * node, r = l + 1;
+    const bool right = tval_[r] < tval_[l] || (tval_[r] == tval_[l] && win_[r] < win_[l]);
+    win_[node] = right ? win_[r] : win_[l];
+    tval_[node] = right ? tval_[r] : tval_[l];
+  }
+
+  void tree_set(int d, bool eligible) {
+    std::size_t node = leaves_ + static_cast<std::size_t>(d);
+    win_[node] = eligible ? d : kNone;
+    tval_[node] = eligible ? deadline_[d] : kInf;
+    for (node >>= 1; node >= 1; node >>= 1) tree_pull(node);
+  }
+
+  // The first position (1-based, in the segment) at which d is eligible: the least integer > r_d.
+  std::int64_t release_position(int d) const { return static_cast<std::int64_t>(std::floor(release_[d])) + 1; }
+
+  void wait_for_release(int d, std::int64_t at) {
+    if (at - ring_pos_ < kRing) {
+      const auto slot = static_cast<std::size_t>(at & (kRing - 1));
+      next_[static_cast<std::size_t>(d)] = head_[slot];
+      head_[slot] = d;
+    } else {
+      far_.emplace_back(at, d);
+      std::push_heap(far_.begin(), far_.end(), std::greater<>());
+    }
+  }
+
+  void build_tree() {
+    leaves_ = 1;
+    while (leaves_ < static_cast<std::size_t>(k_)) leaves_ <<= 1;
+    win_.assign(2 * leaves_, kNone);
+    tval_.assign(2 * leaves_, kInf);
+    head_.assign(static_cast<std::size_t>(kRing), -1);
+    next_.assign(static_cast<std::size_t>(k_), -1);
+    far_.clear();
+    const std::int64_t pos = position_ - seg_start_ + 1;
+    ring_pos_ = pos;
     for (int d = 0; d < k_; ++d) {
       if (!(w_[d] > 0.0)) continue;
-      if (release_[d] < pos) {
-        eligible_.emplace_back(deadline_[d], d);
+      const std::int64_t at = release_position(d);
+      if (at <= pos) {
+        win_[leaves_ + static_cast<std::size_t>(d)] = d;
+        tval_[leaves_ + static_cast<std::size_t>(d)] = deadline_[d];
       } else {
-        waiting_.emplace_back(release_[d], d);
+        wait_for_release(d, at);
       }
     }
-    std::make_heap(waiting_.begin(), waiting_.end(), later);
-    std::make_heap(eligible_.begin(), eligible_.end(), later);
+    for (std::size_t node = leaves_ - 1; node >= 1; --node) tree_pull(node);
     heaps_valid_ = true;
   }
 
+  // Moves the sources released at segment position pos (and any earlier) into the tree.
+  void release_until(std::int64_t pos) {
+    while (ring_pos_ <= pos) {
+      const auto slot = static_cast<std::size_t>(ring_pos_ & (kRing - 1));
+      for (int d = head_[slot]; d >= 0;) {
+        const int nx = next_[static_cast<std::size_t>(d)];
+        tree_set(d, true);
+        d = nx;
+      }
+      head_[slot] = -1;
+      ++ring_pos_;
+      // far releases that now fit in the ring
+      while (!far_.empty() && far_.front().first - ring_pos_ < kRing) {
+        const auto [at, d] = far_.front();
+        std::pop_heap(far_.begin(), far_.end(), std::greater<>());
+        far_.pop_back();
+        if (at < ring_pos_) {
+          tree_set(d, true);
+        } else {
+          wait_for_release(d, at);
+        }
+      }
+    }
+  }
+
   std::int64_t fill_exact_heap(std::int64_t n, std::int32_t* src, std::int64_t* item, const std::int64_t* caps) {
-    if (!heaps_valid_) build_heaps();
+    if (!heaps_valid_) build_tree();
     std::int64_t i = 0;
     for (; i < n; ++i) {
-      const double pos = static_cast<double>(position_ - seg_start_ + 1);
-      while (!waiting_.empty() && waiting_.front().first < pos) {
-        const int d = waiting_.front().second;
-        std::pop_heap(waiting_.begin(), waiting_.end(), later);
-        waiting_.pop_back();
-        eligible_.emplace_back(deadline_[d], d);
-        std::push_heap(eligible_.begin(), eligible_.end(), later);
-      }
-      if (eligible_.empty()) {  // rounding guard, as in the scan
-        const int best = largest_deficit(pos);
-        if (capped(best, caps)) break;
-        take(best, src, item, i);
-        build_heaps();
+      const std::int64_t pos = position_ - seg_start_ + 1;
+      release_until(pos);
+      int best = win_[1];
+      const bool guard = best == kNone;
+      if (guard) best = largest_deficit(static_cast<double>(pos));  // rounding guard, as in the scan
+      if (capped(best, caps)) break;
+      take(best, src, item, i);
+      if (guard) {
+        build_tree();
         continue;
       }
-      const int best = eligible_.front().second;
-      if (capped(best, caps)) break;
-      std::pop_heap(eligible_.begin(), eligible_.end(), later);
-      eligible_.pop_back();
-      take(best, src, item, i);
-      waiting_.emplace_back(release_[best], best);
-      std::push_heap(waiting_.begin(), waiting_.end(), later);
+      const std::int64_t at = release_position(best);
+      if (at <= pos + 1) {
+        tree_set(best, true);  // its new deadline; eligible again at the next position
+      } else {
+        tree_set(best, false);
+        wait_for_release(best, at);
+      }
     }
     return i;
   }
@@ -256,7 +317,11 @@ class MixSchedule {
     for (; i < n; ++i) {
       const double u = open_unit(stream_bits(key_, static_cast<std::uint64_t>(position_)));
       int d = 0;
-      while (d < k - 1 && !(u < cdf[d])) ++d;
+      if (k > 16) {  // the first d with u < cdf[d], by bisection (the same d as the scan)
+        d = static_cast<int>(std::upper_bound(cdf, cdf + k - 1, u) - cdf);
+      } else {
+        while (d < k - 1 && !(u < cdf[d])) ++d;
+      }
       if (caps != nullptr && caps[d] >= 0 && counts_[d] >= caps[d]) break;
       src[i] = d;
       item[i] = counts_[d]++;
@@ -269,10 +334,16 @@ class MixSchedule {
   int k_;
   bool exact_;
   std::uint64_t key_;
-  static constexpr int kScanLimit = 24;
+  static constexpr int kScanLimit = 16;  // above this the tournament tree is faster
   static constexpr double kInf = std::numeric_limits<double>::infinity();
   std::vector<double> w_, inv_w_, cdf_, release_, deadline_;
-  std::vector<Entry> waiting_, eligible_;
+  // the tournament tree and release ring of the many-source path
+  std::size_t leaves_ = 1;
+  static constexpr int kNone = std::numeric_limits<int>::max();
+  std::vector<int> win_, head_, next_;
+  std::vector<double> tval_;
+  std::vector<std::pair<std::int64_t, int>> far_;
+  std::int64_t ring_pos_ = 0;
   bool heaps_valid_ = false;
   std::vector<std::int64_t> seg_counts_, counts_;
   std::int64_t position_ = 0, seg_start_ = 0;
