@@ -193,39 +193,50 @@ py::tuple gather_piece(const py::array_t<std::int32_t, py::array::c_style>& src,
   }
   const std::int32_t* s = src.data();
   const std::int64_t* it = item.data();
-  py::list values(n), out_names(n);
+  // Pass 1 finds where each value lives (and asks for that list slot); pass 2 takes the
+  // values, asking for each object a few positions ahead: a shuffled read of a big list is
+  // one cache miss for the slot and one for the object's reference count, and this way they
+  // overlap instead of coming one after the other.
+  std::vector<PyObject**> where(static_cast<std::size_t>(n));
   for (py::ssize_t i = 0; i < n; ++i) {
     const std::int32_t d = s[i];
     if (d < 0 || static_cast<std::size_t>(d) >= k) throw py::value_error("source index out of range");
     Src& x = ss[static_cast<std::size_t>(d)];
-    PyObject* v = nullptr;
     if (x.pre != nullptr) {
       if (x.pre_used >= x.pre_len) throw py::value_error("a source has fewer prefetched values than positions");
-      v = x.pre[x.pre_used++];
-    } else {
-      if (x.list == nullptr || x.size < 1 || it[i] < 0) throw py::value_error("no data for a position");
-      const std::int64_t epoch = it[i] / x.size;
-      std::int64_t idx = it[i] % x.size;
-      if (shuffle) {
-        if (epoch != x.epoch) {
-          x.perm = IndexPermutation(static_cast<std::uint64_t>(x.size),
-                                    shuffle_key(seed, x.key, static_cast<std::uint64_t>(epoch)));
-          x.epoch = epoch;
-        }
-        idx = static_cast<std::int64_t>(x.perm(static_cast<std::uint64_t>(idx)));
-      }
-      if (x.table != nullptr) {
-        if (idx >= x.table_len) throw py::value_error("table shorter than the source size");
-        idx = x.table[idx];
-      }
-      if (idx < 0 || idx >= PyList_GET_SIZE(x.list)) {
-        throw py::index_error("source list changed size while mixing (index " + std::to_string(idx) + ")");
-      }
-      v = PyList_GET_ITEM(x.list, idx);
+      where[static_cast<std::size_t>(i)] = &x.pre[x.pre_used++];
+      continue;
     }
+    if (x.list == nullptr || x.size < 1 || it[i] < 0) throw py::value_error("no data for a position");
+    const std::int64_t epoch = it[i] / x.size;
+    std::int64_t idx = it[i] % x.size;
+    if (shuffle) {
+      if (epoch != x.epoch) {
+        x.perm = IndexPermutation(static_cast<std::uint64_t>(x.size),
+                                  shuffle_key(seed, x.key, static_cast<std::uint64_t>(epoch)));
+        x.epoch = epoch;
+      }
+      idx = static_cast<std::int64_t>(x.perm(static_cast<std::uint64_t>(idx)));
+    }
+    if (x.table != nullptr) {
+      if (idx >= x.table_len) throw py::value_error("table shorter than the source size");
+      idx = x.table[idx];
+    }
+    if (idx < 0 || idx >= PyList_GET_SIZE(x.list)) {
+      throw py::index_error("source list changed size while mixing (index " + std::to_string(idx) + ")");
+    }
+    PyObject** slot = &reinterpret_cast<PyListObject*>(x.list)->ob_item[idx];
+    __builtin_prefetch(slot);
+    where[static_cast<std::size_t>(i)] = slot;
+  }
+  constexpr py::ssize_t kAhead = 8;
+  py::list values(n), out_names(n);
+  for (py::ssize_t i = 0; i < n; ++i) {
+    if (i + kAhead < n) __builtin_prefetch(*where[static_cast<std::size_t>(i + kAhead)], 1);
+    PyObject* v = *where[static_cast<std::size_t>(i)];
     Py_INCREF(v);
     PyList_SET_ITEM(values.ptr(), i, v);
-    PyObject* nm = PyList_GET_ITEM(names.ptr(), d);
+    PyObject* nm = PyList_GET_ITEM(names.ptr(), s[i]);
     Py_INCREF(nm);
     PyList_SET_ITEM(out_names.ptr(), i, nm);
   }
