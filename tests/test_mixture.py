@@ -727,3 +727,33 @@ def test_stateful_dataloader_resume_with_online_mixer():
         if i in UPDATES:
             mixer2.update(UPDATES[i], position=(i + 1) * 8 + 512)
     assert first + rest == ref
+
+
+def test_len_counts_this_ranks_samples():
+    for world in (1, 3):
+        for bs in (1, 4, 7):
+            parts = [
+                make_dataset(num_samples=103, rank=r, world_size=world, batch_size=bs) for r in range(world)
+            ]
+            assert [len(p) for p in parts] == [len(list(p)) for p in parts]
+            assert sum(len(p) for p in parts) == 103
+    ds = make_dataset(num_samples=100)
+    ds.load_state_dict(make_dataset(num_samples=100).state_dict(consumed_samples=130))
+    assert len(ds) == 70 == len(list(ds))
+    loader = DataLoader(
+        make_dataset(num_samples=100, batch_size=8), batch_size=8, num_workers=2, collate_fn=as_list
+    )
+    assert len(loader) == 13 == len(list(loader))
+    with pytest.raises(TypeError, match="endless"):
+        len(make_dataset(num_samples=None))
+
+
+def test_a_mixture_of_mixtures():
+    inner = make_dataset(num_samples=None)  # an IterableDataset with its own mixture
+    outer = ms.MixtureDataset(
+        {"inner": inner, "extra": list(range(10))}, weights=[3, 1], num_samples=40, shuffle=False
+    )
+    got = list(outer)
+    assert len(got) == 40 and sum(1 for n, _ in got if n == "inner") == 30
+    stream = iter(make_dataset(num_samples=None))
+    assert [v for n, v in got if n == "inner"] == [next(stream) for _ in range(30)]

@@ -171,6 +171,9 @@ class _Lock:
 def _is_map_style(src: Any) -> bool:
     if isinstance(src, (IterableSource, str, bytes)) or isinstance(src, Iterator):
         return False
+    # a torch IterableDataset inherits a __getitem__ that raises, and may have a __len__
+    if any(c.__name__ == "IterableDataset" for c in type(src).__mro__):
+        return False
     return hasattr(src, "__len__") and hasattr(src, "__getitem__")
 
 
@@ -730,6 +733,22 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         if "mixer" in start:
             out["mixer"] = start["mixer"]
         return out
+
+    def __len__(self) -> int:
+        """Samples this rank's iteration yields (all its DataLoader workers together): needs
+        ``num_samples``. After ``load_state_dict`` it counts what is left of that epoch."""
+        if self.num_samples is None:
+            raise TypeError("a MixtureDataset without num_samples is an endless stream and has no len()")
+        rank, world = self._rank_world()
+        n = self.num_samples
+        shared = self._get_shared()
+        start = max(int(self._state["position"]), int(shared.header[2]) * n)
+        remaining = max(0, (start // n + 1) * n - start) if n else 0
+        full, rest = divmod(remaining, self.batch_size)  # blocks from start, dealt round-robin
+        mine = (full // world + (1 if rank < full % world else 0)) * self.batch_size
+        if rest and full % world == rank:
+            mine += rest
+        return mine
 
     # ---- epochs -------------------------------------------------------------------------------
 
