@@ -114,12 +114,24 @@ def test_workers_yield_the_single_process_stream(workers):
     assert sorted(got1) == sorted(ref)
 
 
-def test_spawned_workers_share_the_control_block():
-    ref = list(make_dataset(num_samples=400))
-    got = collect(
-        make_dataset(num_samples=400, batch_size=4), 2, batch_size=4, multiprocessing_context="spawn"
-    )
-    assert got == ref
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])  # forkserver: Python 3.14's default
+def test_spawned_workers_share_the_control_block(method):
+    mixer = ms.weights.OnlineMixer(["web", "code", "math"])
+    ds = make_dataset(num_samples=400, batch_size=4, weights=mixer, chunk_size=64)
+    got = []
+    for i, batch in enumerate(
+        DataLoader(ds, batch_size=4, num_workers=2, collate_fn=as_list, multiprocessing_context=method)
+    ):
+        got.extend(batch)
+        if i == 10:
+            for _ in range(15):  # past EXP3's uniform start, so the change is visible
+                mixer.update({"math": 50.0}, position=300)
+    changes = ds.state_dict(consumed_samples=0)["changes"]
+    assert [p for p, _ in changes] == [300] * 15
+    assert sum(n == "math" for n, _ in got[300:]) > 50  # a third before the change
+    ref_ds = make_dataset(num_samples=400, weights=ms.weights.OnlineMixer(["web", "code", "math"]))
+    ref_ds.load_state_dict({**ref_ds.state_dict(), "changes": changes})
+    assert got == list(ref_ds)  # the change reached the spawned workers at position 300
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
