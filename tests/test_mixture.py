@@ -70,8 +70,9 @@ def test_exact_mode_every_prefix_within_one_sample_random_weights():
 
 def test_exact_mode_matches_rational_oracle():
     rng = np.random.default_rng(5)
-    for trial in range(25):
-        k = int(rng.integers(2, 40))  # both the scan (<= 24 sources) and the heap path
+    # every kernel path: the scalar scan (<= 10 sources), the vector scan (<= 128, with AVX2 or
+    # AVX-512) and the tournament tree (more, or no AVX2)
+    for trial, k in enumerate([int(x) for x in rng.integers(2, 40, size=22)] + [90, 129, 140]):
         # weights in general position: the kernel's doubles can only break exact ties (as with
         # integer weights) differently from rational arithmetic, and those get the bound test above
         w = rng.dirichlet(np.ones(k))

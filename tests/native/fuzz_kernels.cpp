@@ -53,7 +53,7 @@ std::vector<char> sample_index_file() {
 // below its cap. Also: the index permutation is a bijection for sizes taken from the input.
 void fuzz_mixture(const std::uint8_t* data, std::size_t size) {
   if (size < 2) return;
-  const int k = 1 + data[0] % 40;
+  const int k = 1 + data[0] % 160;  // every kernel path: scalar, vector scan, tournament tree
   std::vector<double> w(static_cast<std::size_t>(k));
   for (int d = 0; d < k; ++d) {
     std::uint64_t bits = 0;

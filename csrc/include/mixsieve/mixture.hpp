@@ -23,6 +23,13 @@
 
 #include "mixsieve/rng.hpp"
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define MIXSIEVE_MIX_SIMD 1
+#else
+#define MIXSIEVE_MIX_SIMD 0
+#endif
+
 namespace mixsieve {
 
 class MixSchedule {
@@ -154,6 +161,12 @@ class MixSchedule {
   }
 
   std::int64_t fill_exact(std::int64_t n, std::int32_t* src, std::int64_t* item, const std::int64_t* caps) {
+#if MIXSIEVE_MIX_SIMD
+    if (k_ > kVecFrom && k_ <= kVecLimit) {
+      if (simd_isa() == 2) return fill_exact_vec8(n, src, item, caps);
+      if (simd_isa() == 1) return fill_exact_vec4(n, src, item, caps);
+    }
+#endif
     if (k_ > kScanLimit) return fill_exact_heap(n, src, item, caps);
     // Local copies: the output pointers may alias members as far as the compiler knows.
     const int k = k_;
@@ -198,6 +211,103 @@ class MixSchedule {
     position_ += i;
     return i;
   }
+
+#if MIXSIEVE_MIX_SIMD
+  static int simd_isa() {
+    static const int isa = __builtin_cpu_supports("avx512f") ? 2 : (__builtin_cpu_supports("avx2") ? 1 : 0);
+    return isa;
+  }
+
+  // The scan, a vector of L sources at a time (L = 8: AVX-512, 4: AVX2): per position, the
+  // smallest deadline among eligible lanes, then the first lane holding it. The same choice
+  // as the scalar scan (the minimum is exact; the first index wins ties).
+  // The loop around pick8/pick4, one copy per instruction set (a function with a target
+  // attribute can only inline intrinsics of that target).
+#define MIXSIEVE_VEC_FILL(NAME, TARGET, L, PICK)                                                             \
+  __attribute__((target(TARGET))) std::int64_t NAME(std::int64_t n, std::int32_t* src, std::int64_t* item,  \
+                                                    const std::int64_t* caps) {                               \
+    alignas(64) double rel[kVecLimit], due[kVecLimit];                                                        \
+    double inv_w[kVecLimit];                                                                                   \
+    std::int64_t seg[kVecLimit], cnt[kVecLimit];                                                               \
+    const int k = k_;                                                                                          \
+    const int padded = (k + (L)-1) / (L) * (L);                                                                \
+    for (int d = 0; d < padded; ++d) {                                                                         \
+      const bool real = d < k; /* padding lanes are never eligible */                                         \
+      rel[d] = real ? release_[d] : kInf;                                                                      \
+      due[d] = real ? deadline_[d] : kInf;                                                                     \
+      inv_w[d] = real ? inv_w_[d] : 0.0;                                                                       \
+      seg[d] = real ? seg_counts_[d] : 0;                                                                      \
+      cnt[d] = real ? counts_[d] : 0;                                                                          \
+    }                                                                                                          \
+    double pos = static_cast<double>(position_ - seg_start_);                                                  \
+    std::int64_t i = 0;                                                                                        \
+    for (; i < n; ++i) {                                                                                       \
+      pos += 1.0;                                                                                              \
+      int best = PICK(rel, due, padded, pos);                                                                  \
+      if (best < 0) { /* rounding guard, as in the scan */                                                    \
+        for (int d = 0; d < k; ++d) seg_counts_[d] = seg[d];                                                   \
+        best = largest_deficit(pos);                                                                           \
+      }                                                                                                        \
+      if (caps != nullptr && caps[best] >= 0 && cnt[best] >= caps[best]) break;                               \
+      src[i] = best;                                                                                           \
+      item[i] = cnt[best]++;                                                                                   \
+      const double c = static_cast<double>(++seg[best]);                                                       \
+      rel[best] = c * inv_w[best];                                                                             \
+      due[best] = (c + 1.0) * inv_w[best];                                                                     \
+    }                                                                                                          \
+    for (int d = 0; d < k; ++d) {                                                                              \
+      release_[d] = rel[d];                                                                                    \
+      deadline_[d] = due[d];                                                                                   \
+      seg_counts_[d] = seg[d];                                                                                 \
+      counts_[d] = cnt[d];                                                                                     \
+    }                                                                                                          \
+    position_ += i;                                                                                            \
+    return i;                                                                                                  \
+  }
+  MIXSIEVE_VEC_FILL(fill_exact_vec8, "avx512f", 8, pick8)
+  MIXSIEVE_VEC_FILL(fill_exact_vec4, "avx2", 4, pick4)
+#undef MIXSIEVE_VEC_FILL
+
+  __attribute__((target("avx512f"))) static inline int pick8(const double* rel, const double* due, int padded, double pos) {
+    const __m512d p = _mm512_set1_pd(pos);
+    __m512d acc = _mm512_set1_pd(kInf);
+    for (int v = 0; v < padded; v += 8) {
+      const __mmask8 ok = _mm512_cmp_pd_mask(_mm512_load_pd(rel + v), p, _CMP_LT_OQ);
+      acc = _mm512_mask_min_pd(acc, ok, acc, _mm512_load_pd(due + v));
+    }
+    const double mn = _mm512_reduce_min_pd(acc);
+    if (!(mn < kInf)) return -1;
+    const __m512d m = _mm512_set1_pd(mn);
+    for (int v = 0; v < padded; v += 8) {
+      const __mmask8 hit = _mm512_cmp_pd_mask(_mm512_load_pd(rel + v), p, _CMP_LT_OQ) &
+                           _mm512_cmp_pd_mask(_mm512_load_pd(due + v), m, _CMP_EQ_OQ);
+      if (hit) return v + __builtin_ctz(hit);
+    }
+    return -1;
+  }
+
+  __attribute__((target("avx2"))) static inline int pick4(const double* rel, const double* due, int padded, double pos) {
+    const __m256d p = _mm256_set1_pd(pos);
+    const __m256d inf = _mm256_set1_pd(kInf);
+    __m256d acc = inf;
+    for (int v = 0; v < padded; v += 4) {
+      const __m256d ok = _mm256_cmp_pd(_mm256_load_pd(rel + v), p, _CMP_LT_OQ);
+      acc = _mm256_min_pd(acc, _mm256_blendv_pd(inf, _mm256_load_pd(due + v), ok));
+    }
+    __m128d lo = _mm_min_pd(_mm256_castpd256_pd128(acc), _mm256_extractf128_pd(acc, 1));
+    lo = _mm_min_sd(lo, _mm_unpackhi_pd(lo, lo));
+    const double mn = _mm_cvtsd_f64(lo);
+    if (!(mn < kInf)) return -1;
+    const __m256d m = _mm256_set1_pd(mn);
+    for (int v = 0; v < padded; v += 4) {
+      const __m256d hit = _mm256_and_pd(_mm256_cmp_pd(_mm256_load_pd(rel + v), p, _CMP_LT_OQ),
+                                        _mm256_cmp_pd(_mm256_load_pd(due + v), m, _CMP_EQ_OQ));
+      const int bits = _mm256_movemask_pd(hit);
+      if (bits) return v + __builtin_ctz(static_cast<unsigned>(bits));
+    }
+    return -1;
+  }
+#endif
 
   // Many sources: a tournament tree holds the eligible sources' (deadline, index), so the
   // winner is at the root and a change costs log K compares along one path; sources wait for
@@ -335,6 +445,8 @@ class MixSchedule {
   bool exact_;
   std::uint64_t key_;
   static constexpr int kScanLimit = 16;  // above this the tournament tree is faster
+  static constexpr int kVecFrom = 10;    // the vector scan beats the scalar scan above this
+  static constexpr int kVecLimit = 128;  // and the tree up to about here
   static constexpr double kInf = std::numeric_limits<double>::infinity();
   std::vector<double> w_, inv_w_, cdf_, release_, deadline_;
   // the tournament tree and release ring of the many-source path
