@@ -15,6 +15,7 @@
 #include "mixsieve/jsonl.hpp"
 #include "mixsieve/lsh.hpp"
 #include "mixsieve/minhash.hpp"
+#include "mixsieve/mixture.hpp"
 #include "mixsieve/sampling.hpp"
 #include "mixsieve/parallel.hpp"
 #include "mixsieve/xxh64.hpp"
@@ -451,7 +452,9 @@ PYBIND11_MODULE(_core, m) {
 #endif
     d["simd"] = std::string(simd_level()) + " (minhash); " +
                 (sampling_detail::flag_isa() == 2 ? "avx512" : sampling_detail::flag_isa() == 1 ? "avx2" : "scalar") +
-                " (sampling)";
+                " (sampling); " +
+                (MixSchedule::simd_isa() == 2 ? "avx512" : MixSchedule::simd_isa() == 1 ? "avx2" : "scalar") +
+                " (mixing)";
     d["cores"] = available_cores();
     d["unicode"] = unicode_version();
 #ifdef MIXSIEVE_SANITIZE

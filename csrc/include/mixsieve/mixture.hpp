@@ -48,6 +48,16 @@ class MixSchedule {
     if (num_sources < 1) throw std::invalid_argument("a mixture needs at least one source");
   }
 
+  // Which vector scan this CPU gets: 2 = AVX-512, 1 = AVX2, 0 = none (scalar scan and tree).
+  static int simd_isa() {
+#if MIXSIEVE_MIX_SIMD
+    static const int isa = __builtin_cpu_supports("avx512f") ? 2 : (__builtin_cpu_supports("avx2") ? 1 : 0);
+    return isa;
+#else
+    return 0;
+#endif
+  }
+
   int num_sources() const { return k_; }
   bool exact() const { return exact_; }
   std::int64_t position() const { return position_; }
@@ -213,10 +223,6 @@ class MixSchedule {
   }
 
 #if MIXSIEVE_MIX_SIMD
-  static int simd_isa() {
-    static const int isa = __builtin_cpu_supports("avx512f") ? 2 : (__builtin_cpu_supports("avx2") ? 1 : 0);
-    return isa;
-  }
 
   // The scan, a vector of L sources at a time (L = 8: AVX-512, 4: AVX2): per position, the
   // smallest deadline among eligible lanes, then the first lane holding it. The same choice
