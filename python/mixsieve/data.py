@@ -75,7 +75,7 @@ class _Shared:
             fd, path = tempfile.mkstemp(prefix=f"mixsieve-{os.getpid()}-", dir=root)
             os.ftruncate(fd, self.size)
             os.close(fd)
-            self._finalizer = weakref.finalize(self, _unlink, path, os.getpid())
+            weakref.finalize(self, _unlink, path, os.getpid())
         self.path = path
         self._open()
 
@@ -1065,7 +1065,6 @@ class _Engine:
         )
         self.seen_entries = ds._ring_seen
         self.claimed = start["position"]
-        self.served = np.zeros(k, np.int64)
         self.yielded_before = yielded
         self.yielded_pieces = 0
         self._piece: tuple[dict[str, Any], np.ndarray, np.ndarray, int] | None = None
@@ -1350,13 +1349,9 @@ class _Engine:
                     got = it.take(item[sel], mine[sel])
                     prefetched[d] = _objects(got, len(got))
             add = present
-            if row >= 0 and shared is not None:
-                shared.rows[row, 0] += add
-                np.maximum(
-                    shared.rows[row, 1], np.array(self.sched.state()["counts"]), out=shared.rows[row, 1]
-                )
-            else:
-                self.served += add
+            assert shared is not None and row >= 0  # stats row of this process
+            shared.rows[row, 0] += add
+            np.maximum(shared.rows[row, 1], np.array(self.sched.state()["counts"]), out=shared.rows[row, 1])
             if not m:
                 continue
             self.yielded_pieces += self._cur_len
