@@ -178,60 +178,28 @@ class MixSchedule {
     }
 #endif
     if (k_ > kScanLimit) return fill_exact_heap(n, src, item, caps);
-    // Local copies: the output pointers may alias members as far as the compiler knows.
-    const int k = k_;
-    double rel[kScanLimit], due[kScanLimit], inv_w[kScanLimit];
-    std::int64_t seg[kScanLimit], cnt[kScanLimit];
-    for (int d = 0; d < k; ++d) {
-      rel[d] = release_[d];
-      due[d] = deadline_[d];
-      inv_w[d] = inv_w_[d];
-      seg[d] = seg_counts_[d];
-      cnt[d] = counts_[d];
-    }
-    double pos = static_cast<double>(position_ - seg_start_);
-    std::int64_t i = 0;
-    for (; i < n; ++i) {
-      pos += 1.0;  // 1-based position in the segment
-      int best = -1;
-      double best_due = kInf;
-      for (int d = 0; d < k; ++d) {
-        if (rel[d] < pos && due[d] < best_due) {
-          best_due = due[d];
-          best = d;
-        }
-      }
-      if (best < 0) {  // rounding guard; the spec never saw it happen
-        for (int d = 0; d < k; ++d) seg_counts_[d] = seg[d];
-        best = largest_deficit(pos);
-      }
-      if (caps != nullptr && caps[best] >= 0 && cnt[best] >= caps[best]) break;
-      src[i] = best;
-      item[i] = cnt[best]++;
-      const double c = static_cast<double>(++seg[best]);
-      rel[best] = c * inv_w[best];
-      due[best] = (c + 1.0) * inv_w[best];
-    }
-    for (int d = 0; d < k; ++d) {
-      release_[d] = rel[d];
-      deadline_[d] = due[d];
-      seg_counts_[d] = seg[d];
-      counts_[d] = cnt[d];
-    }
-    position_ += i;
-    return i;
+    return fill_exact_scan(n, src, item, caps);
   }
 
-#if MIXSIEVE_MIX_SIMD
+  // The scan over up to kScanLimit sources, one at a time: the earliest deadline among the
+  // eligible, ties to the lowest index (strict <).
+  static int pick1(const double* rel, const double* due, int k, double pos) {
+    int best = -1;
+    double best_due = kInf;
+    for (int d = 0; d < k; ++d) {
+      if (rel[d] < pos && due[d] < best_due) {
+        best_due = due[d];
+        best = d;
+      }
+    }
+    return best;
+  }
 
-  // The scan, a vector of L sources at a time (L = 8: AVX-512, 4: AVX2): per position, the
-  // smallest deadline among eligible lanes, then the first lane holding it. The same choice
-  // as the scalar scan (the minimum is exact; the first index wins ties).
-  // The loop around pick8/pick4, one copy per instruction set (a function with a target
-  // attribute can only inline intrinsics of that target).
-#define MIXSIEVE_VEC_FILL(NAME, TARGET, L, PICK)                                                             \
-  __attribute__((target(TARGET))) std::int64_t NAME(std::int64_t n, std::int32_t* src, std::int64_t* item,  \
-                                                    const std::int64_t* caps) {                               \
+  // The loop around a pick: the scalar one, and one copy per instruction set for the vector
+  // picks (a function can only inline intrinsics of its own target). Local copies of the
+  // state: the output pointers may alias members as far as the compiler knows.
+#define MIXSIEVE_FILL(NAME, ATTR, L, PICK)                                                                   \
+  ATTR std::int64_t NAME(std::int64_t n, std::int32_t* src, std::int64_t* item, const std::int64_t* caps) {   \
     alignas(64) double rel[kVecLimit], due[kVecLimit];                                                        \
     double inv_w[kVecLimit];                                                                                   \
     std::int64_t seg[kVecLimit], cnt[kVecLimit];                                                               \
@@ -270,9 +238,14 @@ class MixSchedule {
     position_ += i;                                                                                            \
     return i;                                                                                                  \
   }
-  MIXSIEVE_VEC_FILL(fill_exact_vec8, "avx512f", 8, pick8)
-  MIXSIEVE_VEC_FILL(fill_exact_vec4, "avx2", 4, pick4)
-#undef MIXSIEVE_VEC_FILL
+  MIXSIEVE_FILL(fill_exact_scan, , 1, pick1)
+#if MIXSIEVE_MIX_SIMD
+  MIXSIEVE_FILL(fill_exact_vec8, __attribute__((target("avx512f"))), 8, pick8)
+  MIXSIEVE_FILL(fill_exact_vec4, __attribute__((target("avx2"))), 4, pick4)
+
+  // The scan, a vector of L sources at a time (L = 8: AVX-512, 4: AVX2): per position, the
+  // smallest deadline among eligible lanes, then the first lane holding it. The same choice
+  // as the scalar scan (the minimum is exact; the first index wins ties).
 
   __attribute__((target("avx512f"))) static inline int pick8(const double* rel, const double* due, int padded, double pos) {
     const __m512d p = _mm512_set1_pd(pos);
@@ -314,6 +287,7 @@ class MixSchedule {
     return -1;
   }
 #endif
+#undef MIXSIEVE_FILL
 
   // Many sources: a tournament tree holds the eligible sources' (deadline, index), so the
   // winner is at the root and a change costs log K compares along one path; sources wait for
