@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"mixsieve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
-        "demo", help="deduplicate real text already on this machine and report what was found"
+        "demo",
+        help="deduplicate real text already on this machine, then mix its sources through a DataLoader",
     )
     demo.add_argument("--threshold", type=float, default=0.8, help="Jaccard threshold (default 0.8)")
     demo.add_argument("--ngram", type=int, default=5, help="word shingle width (default 5)")
