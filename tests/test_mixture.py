@@ -770,3 +770,15 @@ def test_a_mixture_of_mixtures():
     assert len(got) == 40 and sum(1 for n, _ in got if n == "inner") == 30
     stream = iter(make_dataset(num_samples=None))
     assert [v for n, v in got if n == "inner"] == [next(stream) for _ in range(30)]
+
+
+def test_rank_from_the_environment(monkeypatch):
+    ref = list(make_dataset(num_samples=300, batch_size=2))
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    mine = list(make_dataset(num_samples=300, batch_size=2))
+    blocks = [ref[i : i + 2] for i in range(0, 300, 2)]
+    assert mine == [x for b in blocks[1::3] for x in b]
+    monkeypatch.setenv("RANK", "7")
+    with pytest.raises(ValueError, match="rank < world_size"):
+        list(make_dataset(num_samples=300))

@@ -417,7 +417,8 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         ``batch_size`` so that each batch is a contiguous run of positions; then the DataLoader
         yields the stream in global order and resume is exact for any worker count.
     rank, world_size : int, optional
-        Distributed rank; default from ``torch.distributed`` when it is initialised, else 0 / 1.
+        Distributed rank; default from ``torch.distributed`` when it is initialised, else from
+        the ``RANK`` / ``WORLD_SIZE`` environment variables (torchrun), else 0 / 1.
     filters : dict name -> bool array or :class:`~mixsieve.sources.NearDupFilter`, optional
         Keep masks for map-style sources, or near-duplicate filters (see NearDupFilter for
         what they guarantee with several workers).
@@ -574,6 +575,16 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
                 return self._resolved_rank
         except ImportError:  # pragma: no cover
             pass
+        if self._resolved_rank == (0, 1) and "WORLD_SIZE" in os.environ and "RANK" in os.environ:
+            # launched by torchrun (or alike) but the process group is not up yet
+            try:
+                rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+            except ValueError:
+                raise ValueError(
+                    f"RANK={os.environ['RANK']!r} / WORLD_SIZE={os.environ['WORLD_SIZE']!r} are not integers"
+                ) from None
+            self._check_rank(rank, world)
+            return rank, world
         # a spawned DataLoader worker has no process group: it uses what its parent saw
         return self._resolved_rank
 
