@@ -10,6 +10,8 @@ In-memory sources only (no I/O), three sources weighted 0.5 / 0.3 / 0.2, items a
       - torchdata ``nodes.MultiNodeWeightedSampler`` over ``IterableWrapper`` sources, via ``Loader``;
       - grain ``MapDataset.mix`` (random access, read in order);
       - a plain Python loop: ``random.choices`` per sample, then ``next()`` of that source.
+  * resume: state size, the cost of computing a state at a far position (--resume-at) from
+    consumed_samples, and the time to load it and get the first sample.
   * DataLoader throughput (batch 256, default collate) with 0 and 2 workers: MixtureDataset
     (shuffle=False) vs a one-source IterableDataset over a list (sharded by worker) that yields
     the same (name, item) pairs, same item count.
@@ -259,6 +261,41 @@ def bench_loader(n: int, runs: int) -> dict[str, Any]:
     return out
 
 
+def bench_resume(position: int, runs: int) -> dict[str, Any]:
+    """State size; the cost of a state at `position` from consumed_samples (a replay of the
+    schedule, no data): the first one replays from 0, the next (1M samples later) from the last;
+    and the time to load a state and get the first sample."""
+    src = sources(100_000)
+    ds = ms.MixtureDataset(src, WEIGHTS, seed=0)
+    t0 = time.perf_counter()
+    ds.state_dict(consumed_samples=position - 1_000_000)
+    t_first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state = ds.state_dict(consumed_samples=position)
+    t_next = time.perf_counter() - t0
+    blob = json.dumps(state)
+
+    def restore() -> None:
+        fresh = ms.MixtureDataset(src, WEIGHTS, seed=0)
+        fresh.load_state_dict(json.loads(blob))
+        next(iter(fresh))
+
+    t_restore = median_time(restore, runs)
+    print(
+        f"resume at position {position:,}: state {len(blob)} bytes; from consumed_samples: first "
+        f"{t_first * 1e3:.0f} ms (replay from 0), next 1M later {t_next * 1e3:.1f} ms; "
+        f"load + first sample {t_restore * 1e3:.2f} ms",
+        flush=True,
+    )
+    return {
+        "position": position,
+        "state_bytes": len(blob),
+        "first_state_ms": t_first * 1e3,
+        "next_state_ms": t_next * 1e3,
+        "restore_ms": t_restore * 1e3,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kernel-n", type=float, default=1e7)
@@ -268,11 +305,13 @@ def main() -> None:
     ap.add_argument("--loader-n", type=float, default=1e6)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", default="bench/results/mixture.json")
-    ap.add_argument("--parts", default="kernel,overhead,loader", help="which measurements to run")
+    ap.add_argument("--resume-at", type=float, default=1e8, help="global position of the resume test")
+    ap.add_argument("--parts", default="kernel,overhead,loader,resume", help="which measurements to run")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
     args = ap.parse_args()
     if args.smoke:
         args.kernel_n, args.n, args.peer_n, args.hf_n, args.loader_n, args.runs = 1e4, 2e3, 1e3, 200, 2048, 1
+        args.resume_at = 2e6
     out: dict[str, Any] = {
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -295,6 +334,8 @@ def main() -> None:
         print("overhead ratios (theirs / ours): " + ", ".join(f"{k} {v:.1f}x" for k, v in ratios.items()))
     if "loader" in parts:
         out["loader"] = bench_loader(int(args.loader_n), args.runs)
+    if "resume" in parts:
+        out["resume"] = bench_resume(int(args.resume_at), args.runs)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(f"wrote {args.out}")

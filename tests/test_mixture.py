@@ -782,3 +782,14 @@ def test_rank_from_the_environment(monkeypatch):
     monkeypatch.setenv("RANK", "7")
     with pytest.raises(ValueError, match="rank < world_size"):
         list(make_dataset(num_samples=300))
+
+
+def test_checkpoints_advance_from_the_previous_one():
+    ref = list(make_dataset(num_samples=3000))
+    ds = make_dataset(num_samples=3000)
+    states = [ds.state_dict(consumed_samples=n) for n in (500, 1200, 2999)]
+    assert ds._checkpoint_cache["position"] == 2999
+    for n, st in zip((500, 1200, 2999), states):
+        fresh = make_dataset(num_samples=3000)
+        fresh.load_state_dict(st)
+        assert ref[:n] + list(fresh) == ref

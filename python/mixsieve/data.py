@@ -551,6 +551,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         self._worker_state: dict[str, Any] | None = None
         self._engine: _Engine | None = None
         self._epoch_cache: dict[str, Any] | None = None  # a state at an epoch boundary
+        self._checkpoint_cache: dict[str, Any] | None = None  # the last state_dict(consumed_samples=)
         self._ring_seen = 0
         self._get_shared()  # before DataLoader workers fork, so that they share it
 
@@ -634,7 +635,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             if consumed_samples < 0:
                 raise ValueError(f"consumed_samples must be >= 0, got {consumed_samples}")
             pos = self._state["position"] + int(consumed_samples)
-            st = self._advance(self._state, pos)
+            st = self._advance_from_nearest(pos)
         elif self._shared is not None and self._shared.rows[1:].any():
             raise ValueError(
                 "this dataset was iterated by DataLoader worker processes, so it cannot know what the "
@@ -702,6 +703,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             shared.reset(self._state["position"])
             self._ring_seen = 0
             self._epoch_cache = None
+            self._checkpoint_cache = None
             if self.num_samples:  # the epoch the saved position is in (a finished one is not replayed)
                 shared.header[2] = self._state["position"] // self.num_samples
 
@@ -786,10 +788,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         target = epoch * self.num_samples
         if self._state["position"] >= target:
             return dict(self._state)
-        start = self._state
-        cache = self._epoch_cache
-        if cache is not None and start["position"] <= cache["position"] <= target:
-            start = cache
+        start = self._nearest_state(target)
         if start["position"] < target:
             shared = self._get_shared()
             with shared.lock():  # later weight changes must land after this point
@@ -804,6 +803,20 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             start = self._advance(start, target)
             self._epoch_cache = start
         return dict(start)
+
+    def _nearest_state(self, target: int) -> dict[str, Any]:
+        """The known state closest before ``target``: the loaded one, or one computed since (at
+        an epoch start or a checkpoint), so that checkpoints every N samples cost O(N) each."""
+        best = self._state
+        for cache in (self._epoch_cache, self._checkpoint_cache):
+            if cache is not None and best["position"] <= cache["position"] <= target:
+                best = cache
+        return best
+
+    def _advance_from_nearest(self, target: int) -> dict[str, Any]:
+        st = self._advance(self._nearest_state(target), target)
+        self._checkpoint_cache = st  # workers have passed target: no weight change can land before it
+        return st
 
     def _count_items(self, d: int) -> int:
         """Items in the first pass of iterable source ``d`` (after its filter)."""
