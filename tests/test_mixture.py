@@ -503,6 +503,7 @@ PINNED = "64098e8730738149bd473bb3d38a4807241d23f541b6bf2429ef35a107c452d1"
         ({"on_exhausted": "wrap"}, "on_exhausted must be"),
         ({"batch_size": 0}, "batch_size must be"),
         ({"seed": -1}, "seed must be"),
+        ({"seed": 2**64}, "seed must be"),
         ({"rank": 2, "world_size": 2}, "rank < world_size"),
         ({"filters": {"nope": np.ones(3, bool)}}, r"unknown sources \['nope'\]"),
         ({"filters": {"web": np.ones(3, bool)}}, "bool mask of length 700"),

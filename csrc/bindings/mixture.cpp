@@ -1,5 +1,6 @@
 // Bindings of the mixing schedule (MixtureDataset's core): chunks of (source, item) pairs, the
-// per-epoch index permutation of map-style sources and the slots of the iterable shuffle buffer.
+// order map-style sources are read in, the gather of a piece, and the slots of the iterable
+// shuffle buffer.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -93,29 +94,21 @@ void restore(MixSchedule& s, std::int64_t position, std::int64_t segment_start, 
   }
 }
 
-// out[i] = the offsets[i]-th item of epoch epochs[i] of a source of n items, in shuffled order.
-py::array_t<std::int64_t> shuffle_indices(const I64& offsets, const I64& epochs, std::int64_t n, std::uint64_t seed,
-                                          std::uint64_t source_key) {
-  const py::ssize_t m = offsets.size();
-  check_length(epochs, m, "epochs");
+// out[i] = the index of the items[i]-th item (over all epochs) of a source of n items, in the
+// order the mixture reads it (see SourceOrder).
+py::array_t<std::int64_t> source_indices(const I64& items, std::int64_t n, std::uint64_t seed, std::uint64_t source_key,
+                                         bool shuffle) {
   if (n < 1) throw py::value_error("n must be >= 1");
+  const py::ssize_t m = items.size();
+  const std::int64_t* it = items.data();
+  for (py::ssize_t i = 0; i < m; ++i) {
+    if (it[i] < 0) throw py::value_error("items[" + std::to_string(i) + "] is negative");
+  }
   py::array_t<std::int64_t> out(m);
-  const std::int64_t* off = offsets.data();
-  const std::int64_t* ep = epochs.data();
   std::int64_t* o = out.mutable_data();
-  for (py::ssize_t i = 0; i < m; ++i) {
-    if (off[i] < 0 || off[i] >= n) throw py::value_error("offsets[" + std::to_string(i) + "] is outside [0, n)");
-  }
   py::gil_scoped_release release;
-  std::int64_t cur_epoch = m > 0 ? ep[0] : 0;
-  IndexPermutation perm(static_cast<std::uint64_t>(n), shuffle_key(seed, source_key, static_cast<std::uint64_t>(cur_epoch)));
-  for (py::ssize_t i = 0; i < m; ++i) {
-    if (ep[i] != cur_epoch) {
-      cur_epoch = ep[i];
-      perm = IndexPermutation(static_cast<std::uint64_t>(n), shuffle_key(seed, source_key, static_cast<std::uint64_t>(cur_epoch)));
-    }
-    o[i] = static_cast<std::int64_t>(perm(static_cast<std::uint64_t>(off[i])));
-  }
+  SourceOrder order(static_cast<std::uint64_t>(n), seed, source_key, shuffle);
+  for (py::ssize_t i = 0; i < m; ++i) o[i] = static_cast<std::int64_t>(order(static_cast<std::uint64_t>(it[i])));
   return out;
 }
 
@@ -134,7 +127,7 @@ py::array_t<std::int64_t> buffer_slots(std::uint64_t seed, std::uint64_t source_
 }
 
 // One piece of the stream, gathered in one pass: for position i of source d = src[i], its item
-// number k = item[i] maps to index (shuffled: perm_{k / n}(k % n), else k % n) of that source,
+// number k = item[i] maps to an index of that source (SourceOrder),
 // through table[d] when the source is filtered/repeated, and the value is read straight from a
 // Python list (lists[d]), or taken in order from prefetched[d] (an object array the Python layer
 // filled for other kinds of sources). Returns (names, values) as two lists.
@@ -157,16 +150,14 @@ py::tuple gather_piece(const py::array_t<std::int32_t, py::array::c_style>& src,
     PyObject** pre = nullptr;
     py::ssize_t pre_len = 0, pre_used = 0;
     std::int64_t size = 0;
-    std::uint64_t key = 0;
-    std::int64_t epoch = -1;
-    IndexPermutation perm{1, 0};
+    SourceOrder order{1, 0, 0, false};
   };
   std::vector<Src> ss(k);
   std::vector<py::object> hold;
   for (std::size_t d = 0; d < k; ++d) {
     Src& x = ss[d];
     x.size = sizes.data()[d];
-    x.key = keys.data()[d];
+    if (x.size >= 1) x.order = SourceOrder(static_cast<std::uint64_t>(x.size), seed, keys.data()[d], shuffle);
     py::handle l = lists[d];
     if (!l.is_none()) {
       if (!PyList_Check(l.ptr())) throw py::type_error("lists entries must be lists or None");
@@ -208,16 +199,7 @@ py::tuple gather_piece(const py::array_t<std::int32_t, py::array::c_style>& src,
       continue;
     }
     if (x.list == nullptr || x.size < 1 || it[i] < 0) throw py::value_error("no data for a position");
-    const std::int64_t epoch = it[i] / x.size;
-    std::int64_t idx = it[i] % x.size;
-    if (shuffle) {
-      if (epoch != x.epoch) {
-        x.perm = IndexPermutation(static_cast<std::uint64_t>(x.size),
-                                  shuffle_key(seed, x.key, static_cast<std::uint64_t>(epoch)));
-        x.epoch = epoch;
-      }
-      idx = static_cast<std::int64_t>(x.perm(static_cast<std::uint64_t>(idx)));
-    }
+    std::int64_t idx = static_cast<std::int64_t>(x.order(static_cast<std::uint64_t>(it[i])));
     if (x.table != nullptr) {
       if (idx >= x.table_len) throw py::value_error("table shorter than the source size");
       idx = x.table[idx];
@@ -259,8 +241,8 @@ void bind_mixture(py::module_& m) {
            py::arg("segment_counts"))
       .def_property_readonly("position", &MixSchedule::position)
       .def_property_readonly("num_sources", &MixSchedule::num_sources);
-  m.def("shuffle_indices", &shuffle_indices, py::arg("offsets"), py::arg("epochs"), py::arg("n"), py::arg("seed"),
-        py::arg("source_key"));
+  m.def("source_indices", &source_indices, py::arg("items"), py::arg("n"), py::arg("seed"), py::arg("source_key"),
+        py::arg("shuffle"));
   m.def("gather_piece", &gather_piece, py::arg("src"), py::arg("item"), py::arg("lists"), py::arg("tables"),
         py::arg("prefetched"), py::arg("names"), py::arg("sizes"), py::arg("shuffle"), py::arg("seed"),
         py::arg("keys"));

@@ -316,18 +316,15 @@ def _buffer_shuffle(it: Iterator[Any], seed: int, key: int, epoch: int, size: in
         batch = [x for _, x in zip(range(1024), it)]
         if not batch:
             break
-        slots = _core.buffer_slots(seed & (2**64 - 1), key, epoch, i, len(batch), len(buf)).tolist()
+        slots = _core.buffer_slots(seed, key, epoch, i, len(batch), len(buf)).tolist()
         for x, j in zip(batch, slots):
             yield buf[j]
             buf[j] = x
         i += len(batch)
     if buf:
-        order = _core.shuffle_indices(
-            np.arange(len(buf), dtype=np.int64),
-            np.full(len(buf), epoch, np.int64),
-            len(buf),
-            seed & (2**64 - 1),
-            key ^ 1,
+        n = len(buf)  # the rest of the buffer, in a keyed order of this epoch
+        order = _core.source_indices(
+            np.arange(epoch * n, (epoch + 1) * n, dtype=np.int64), n, seed, key ^ 1, True
         )
         for j in order.tolist():
             yield buf[j]
@@ -472,8 +469,8 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             raise ValueError(f"on_exhausted must be 'cycle', 'stop' or 'drop', got {on_exhausted!r}")
         if output not in ("tuple", "dict"):
             raise ValueError(f"output must be 'tuple' or 'dict', got {output!r}")
-        if not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be an int >= 0 (below 2**64), got {seed!r}")
         for what, v, lo in (
             ("batch_size", batch_size, 1),
             ("shuffle_buffer", shuffle_buffer, 1),
@@ -1070,7 +1067,7 @@ class _Engine:
         self.start = start
         self.base = base
         self.slot, self.period, self.ranks, self.row = slot, period, ranks, row
-        self.sched = _core.MixSchedule(k, ds.mode == "exact", ds.seed & (2**64 - 1))
+        self.sched = _core.MixSchedule(k, ds.mode == "exact", ds.seed)
         self.sched.restore(
             start["position"],
             start["segment_start"],
@@ -1111,7 +1108,7 @@ class _Engine:
         self.tables = [m.table if m is not None else None for m in ds._map]
         self.sizes = np.array([m.size if m is not None else 0 for m in ds._map], np.int64)
         self.keys = np.array(ds._keys, np.uint64)
-        self.seed = ds.seed & (2**64 - 1)
+        self.seed = ds.seed
 
     # -- bookkeeping for state dicts --
 
@@ -1405,12 +1402,7 @@ class _Engine:
         ds = self.ds
         src = ds._map[d]
         assert src is not None
-        n = src.size
-        if ds.shuffle:
-            idx = _core.shuffle_indices(items % n, items // n, n, ds.seed & (2**64 - 1), ds._keys[d])
-        else:
-            idx = items % n
-        return src.fetch(idx)
+        return src.fetch(_core.source_indices(items, src.size, self.seed, ds._keys[d], ds.shuffle))
 
 
 def _as_dict(name: str, value: Any) -> dict[str, Any]:

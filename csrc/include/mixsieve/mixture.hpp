@@ -13,12 +13,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <cstdint>
-#include <utility>
+#include <functional>
 #include <limits>
 #include <stdexcept>
-#include <string>
+#include <utility>
 #include <vector>
 
 #include "mixsieve/rng.hpp"
@@ -59,7 +58,6 @@ class MixSchedule {
   }
 
   int num_sources() const { return k_; }
-  bool exact() const { return exact_; }
   std::int64_t position() const { return position_; }
   std::int64_t segment_start() const { return seg_start_; }
   const std::vector<double>& weights() const { return w_; }
@@ -132,15 +130,15 @@ class MixSchedule {
  private:
   // Source d is eligible at segment position n (1-based) once n > release_d = c_d / w_d, and due
   // at deadline_d = (c_d + 1) / w_d. Both are kept per source and change only for the source
-  // taken, so a position costs a scan of K (few sources) or O(log K) heap work (many); the two
-  // paths compare the same doubles and give the same choices.
+  // taken, so a position costs a scan of K (scalar or vector) or O(log K) tree work (many);
+  // every path compares the same doubles and makes the same choices.
   void reset_times() {
     for (int d = 0; d < k_; ++d) {
       const double c = static_cast<double>(seg_counts_[d]);
       release_[d] = w_[d] > 0.0 ? c * inv_w_[d] : std::numeric_limits<double>::infinity();
       deadline_[d] = w_[d] > 0.0 ? (c + 1.0) * inv_w_[d] : std::numeric_limits<double>::infinity();
     }
-    heaps_valid_ = false;
+    tree_valid_ = false;
   }
 
   void take(int d, std::int32_t* src, std::int64_t* item, std::int64_t i) {
@@ -246,7 +244,6 @@ class MixSchedule {
   // The scan, a vector of L sources at a time (L = 8: AVX-512, 4: AVX2): per position, the
   // smallest deadline among eligible lanes, then the first lane holding it. The same choice
   // as the scalar scan (the minimum is exact; the first index wins ties).
-
   __attribute__((target("avx512f"))) static inline int pick8(const double* rel, const double* due, int padded, double pos) {
     const __m512d p = _mm512_set1_pd(pos);
     __m512d acc = _mm512_set1_pd(kInf);
@@ -346,7 +343,7 @@ class MixSchedule {
       }
     }
     for (std::size_t node = leaves_ - 1; node >= 1; --node) tree_pull(node);
-    heaps_valid_ = true;
+    tree_valid_ = true;
   }
 
   // Moves the sources released at segment position pos (and any earlier) into the tree.
@@ -375,7 +372,7 @@ class MixSchedule {
   }
 
   std::int64_t fill_exact_heap(std::int64_t n, std::int32_t* src, std::int64_t* item, const std::int64_t* caps) {
-    if (!heaps_valid_) build_tree();
+    if (!tree_valid_) build_tree();
     std::int64_t i = 0;
     for (; i < n; ++i) {
       const std::int64_t pos = position_ - seg_start_ + 1;
@@ -424,7 +421,7 @@ class MixSchedule {
   int k_;
   bool exact_;
   std::uint64_t key_;
-  static constexpr int kScanLimit = 16;  // above this the tournament tree is faster
+  static constexpr int kScanLimit = 16;  // without a vector scan: above this the tree is faster
   static constexpr int kVecFrom = 10;    // the vector scan beats the scalar scan above this
   static constexpr int kVecLimit = 128;  // and the tree up to about here
   static constexpr double kInf = std::numeric_limits<double>::infinity();
@@ -436,7 +433,7 @@ class MixSchedule {
   std::vector<double> tval_;
   std::vector<std::pair<std::int64_t, int>> far_;
   std::int64_t ring_pos_ = 0;
-  bool heaps_valid_ = false;
+  bool tree_valid_ = false;
   std::vector<std::int64_t> seg_counts_, counts_;
   std::int64_t position_ = 0, seg_start_ = 0;
 };
@@ -445,7 +442,7 @@ class MixSchedule {
 // cycle walking): the order in which a map-style source is read in one epoch, in O(1) memory.
 class IndexPermutation {
  public:
-  IndexPermutation(std::uint64_t n, std::uint64_t key) : n_(n), key_(key) {
+  IndexPermutation(std::uint64_t n, std::uint64_t key) : n_(n) {
     unsigned bits = 2;
     while (bits < 64 && (std::uint64_t{1} << bits) < n) bits += 2;
     half_ = bits / 2;
@@ -474,7 +471,7 @@ class IndexPermutation {
     return (left << half_) | right;
   }
 
-  std::uint64_t n_, key_, mask_;
+  std::uint64_t n_, mask_;
   std::uint64_t round_keys_[4];
   unsigned half_;
 };
@@ -483,5 +480,31 @@ class IndexPermutation {
 inline std::uint64_t shuffle_key(std::uint64_t seed, std::uint64_t source_key, std::uint64_t epoch) {
   return stream_bits(stream_key(seed, Stream::MixShuffle, source_key), epoch);
 }
+
+// The order a source of n items is read in: its k-th item (k = 0, 1, 2, ... over all epochs) is
+// index perm_e(k mod n) of epoch e = k / n when shuffled, else k mod n. The permutation of the
+// current epoch is kept, so consecutive items cost one Feistel evaluation each.
+class SourceOrder {
+ public:
+  SourceOrder(std::uint64_t n, std::uint64_t seed, std::uint64_t source_key, bool shuffle)
+      : n_(n), seed_(seed), key_(source_key), shuffle_(shuffle), perm_(n, shuffle_key(seed, source_key, 0)) {}
+
+  std::uint64_t operator()(std::uint64_t k) {
+    const std::uint64_t offset = k % n_;
+    if (!shuffle_) return offset;
+    const std::uint64_t epoch = k / n_;
+    if (epoch != epoch_) {
+      perm_ = IndexPermutation(n_, shuffle_key(seed_, key_, epoch));
+      epoch_ = epoch;
+    }
+    return perm_(offset);
+  }
+
+ private:
+  std::uint64_t n_, seed_, key_;
+  bool shuffle_;
+  std::uint64_t epoch_ = 0;
+  IndexPermutation perm_;
+};
 
 }  // namespace mixsieve
