@@ -1088,7 +1088,8 @@ class _Engine:
         self.claimed = start["position"]
         self.yielded_before = yielded
         self.yielded_pieces = 0
-        self._piece: tuple[dict[str, Any], np.ndarray, np.ndarray, int] | None = None
+        # the last piece of the schedule: the state at its start and its sources
+        self._piece: tuple[dict[str, Any], np.ndarray] | None = None
         self._cur: Iterator[Any] | None = None
         self._cur_len = 0
         self._cur_pos = np.zeros(0, np.int64)
@@ -1132,7 +1133,7 @@ class _Engine:
     def _state_in_piece(self, upto: int) -> dict[str, Any]:
         """The state after the first ``upto`` positions of the current piece."""
         assert self._piece is not None
-        snap, src, _, _ = self._piece
+        snap, src = self._piece
         add = np.bincount(src[:upto], minlength=self.k)
         st = dict(snap)
         st["position"] = snap["position"] + upto
@@ -1163,10 +1164,10 @@ class _Engine:
         if self.period == 1:
             return self.resume_state()
         pos = self.base + self.yielded() * self.ranks
-        if self._piece is not None and self._piece[0]["position"] <= pos <= self._piece[0]["position"] + len(
-            self._piece[1]
-        ):
-            return self._state_in_piece(pos - self._piece[0]["position"])
+        if self._piece is not None:
+            start = self._piece[0]["position"]
+            if start <= pos <= start + len(self._piece[1]):
+                return self._state_in_piece(pos - start)
         return self.ds._advance(self.start, pos)
 
     # -- events --
@@ -1303,7 +1304,7 @@ class _Engine:
                         np.array(snap["segment_counts"], np.int64),
                     )
                     continue
-            self._piece = (snap, src, item, pos)
+            self._piece = (snap, src)
             if len(src):
                 yield pos, src, item
             if len(src) < stop - pos:
@@ -1369,9 +1370,8 @@ class _Engine:
                 if sel.any():
                     got = it.take(item[sel], mine[sel])
                     prefetched[d] = _objects(got, len(got))
-            add = present
             assert shared is not None and row >= 0  # stats row of this process
-            shared.rows[row, 0] += add
+            shared.rows[row, 0] += present
             np.maximum(shared.rows[row, 1], np.array(self.sched.state()["counts"]), out=shared.rows[row, 1])
             if not m:
                 continue
