@@ -30,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 import corpus  # noqa: E402
+from common import write_result  # noqa: E402
 from mixsieve.cli import dedup_binary  # noqa: E402
 
 SHARDS = 8
@@ -221,9 +222,7 @@ def main() -> None:
         "mixsieve_subset": {**ours_sub, "mb_per_s": sub_mb / ours_sub["seconds"]},
         "peers": peers,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import corpus  # noqa: E402
 import mixsieve as ms  # noqa: E402
+from common import write_result  # noqa: E402
 
 NUM_PERM = 128
 NGRAM = 5
@@ -232,9 +233,7 @@ def main() -> None:
         },
         "versions": _versions(),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {args.out}")
+    write_result(args.out, result)
 
 
 def _versions() -> dict[str, str]:

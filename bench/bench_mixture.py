@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import random
-import statistics
 import sys
 import time
 import warnings
@@ -39,39 +38,24 @@ import mixsieve as ms
 import numpy as np
 from mixsieve import _core
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import run_rounds, write_result  # noqa: E402
+
 warnings.simplefilter("ignore")
 WEIGHTS = [0.5, 0.3, 0.2]
 NAMES = ["web", "code", "math"]
 
 
-def median_time(fn: Callable[[], Any], runs: int) -> float:
-    fn()  # warm-up
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
-def interleaved_medians(a: Callable[[], Any], b: Callable[[], Any], runs: int) -> tuple[float, float]:
-    """Median times of a and b, run alternately so that drift on a shared machine hits both."""
-    a()
-    b()
-    ta, tb = [], []
-    for _ in range(runs):
-        for fn, ts in ((a, ta), (b, tb)):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-    return statistics.median(ta), statistics.median(tb)
+def median_time(fn: Callable[[], Any], runs: int, label: str) -> float:
+    return run_rounds({label: fn}, runs, label)[label]
 
 
 def peer_overhead(
     label: str, mix: Callable[[], Any], single: Callable[[], Any], count: int, runs: int
 ) -> dict[str, Any]:
     """A peer's per-sample time mixing, and over iterating one of its sources alone."""
-    tm, ts = (t / count for t in interleaved_medians(mix, single, runs))
+    med = run_rounds({"mix": mix, "single": single}, runs, label)
+    tm, ts = med["mix"] / count, med["single"] / count
     print(f"{label}: overhead {(tm - ts) * 1e9:.0f} ns/sample", flush=True)
     return {"per_sample_us": tm * 1e6, "single_us": ts * 1e6, "overhead_us": (tm - ts) * 1e6}
 
@@ -88,7 +72,7 @@ def bench_kernel(n: int, runs: int) -> dict[str, Any]:
                 s.set_weights(w)
                 s.fill(n)
 
-            t = median_time(run, runs)
+            t = median_time(run, runs, f"kernel {mode} K={k}")
             out[f"{mode}_k{k}"] = {"decisions_per_s": n / t}
             print(f"kernel {mode:6s} K={k:3d}: {n / t / 1e6:7.1f} M decisions/s", flush=True)
     return out
@@ -108,10 +92,10 @@ def bench_overhead(n: int, peer_n: int, hf_n: int, runs: int) -> dict[str, Any]:
     src = sources(max(n, peer_n))
     single = src["web"]
 
-    def per_sample(fn: Callable[[], Any], count: int) -> float:
-        return median_time(fn, runs) / count
+    def per_sample(fn: Callable[[], Any], count: int, label: str) -> float:
+        return median_time(fn, runs, label) / count
 
-    base_py = per_sample(lambda: consume(iter(single), n), n)
+    base_py = per_sample(lambda: consume(iter(single), n), n, "plain list")
     res["plain_list_us"] = base_py * 1e6
     # The peers read their sources in order; shuffle=False compares like with like. With
     # shuffle=True each source is read in a fresh random order per epoch (cache misses included).
@@ -121,7 +105,7 @@ def bench_overhead(n: int, peer_n: int, hf_n: int, runs: int) -> dict[str, Any]:
         def ours(mode: str = mode, shuffle: bool = shuffle) -> None:
             consume(iter(ms.MixtureDataset(src, WEIGHTS, mode=mode, seed=0, shuffle=shuffle)), n)
 
-        t = per_sample(ours, n)
+        t = per_sample(ours, n, label)
         res[label] = {"per_sample_us": t * 1e6, "overhead_us": (t - base_py) * 1e6, "samples_per_s": 1 / t}
         print(
             f"{label}: {1 / t / 1e6:.2f} M samples/s, overhead {(t - base_py) * 1e9:.0f} ns/sample",
@@ -135,7 +119,7 @@ def bench_overhead(n: int, peer_n: int, hf_n: int, runs: int) -> dict[str, Any]:
             d = random.choices(idx, WEIGHTS)[0]
             next(its[d])
 
-    t = per_sample(choices_loop, n)
+    t = per_sample(choices_loop, n, "random.choices loop")
     res["random_choices_loop"] = {"per_sample_us": t * 1e6, "overhead_us": (t - base_py) * 1e6}
     print(f"random.choices loop: overhead {(t - base_py) * 1e9:.0f} ns/sample", flush=True)
 
@@ -246,7 +230,8 @@ def bench_loader(n: int, runs: int) -> dict[str, Any]:
             for _ in DataLoader(Single(src["web"][:n]), batch_size=256, num_workers=workers):
                 pass
 
-        to, ts = interleaved_medians(ours, single, runs)
+        med = run_rounds({"mixsieve": ours, "one source": single}, runs, f"DataLoader {workers} workers")
+        to, ts = med["mixsieve"], med["one source"]
         out[f"workers_{workers}"] = {
             "mixsieve_samples_per_s": n / to,
             "single_source_samples_per_s": n / ts,
@@ -280,7 +265,7 @@ def bench_resume(position: int, runs: int) -> dict[str, Any]:
         fresh.load_state_dict(json.loads(blob))
         next(iter(fresh))
 
-    t_restore = median_time(restore, runs)
+    t_restore = median_time(restore, runs, "load + first sample")
     print(
         f"resume at position {position:,}: state {len(blob)} bytes; from consumed_samples: first "
         f"{t_first * 1e3:.0f} ms (replay from 0), next 1M later {t_next * 1e3:.1f} ms; "
@@ -336,9 +321,7 @@ def main() -> None:
         out["loader"] = bench_loader(int(args.loader_n), args.runs)
     if "resume" in parts:
         out["resume"] = bench_resume(int(args.resume_at), args.runs)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, out)
 
 
 if __name__ == "__main__":

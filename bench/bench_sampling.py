@@ -21,44 +21,22 @@ Usage: python bench/bench_sampling.py [--sizes 1e6,1e7,1e8] [--ks 1e3,1e5] [--ru
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import mixsieve as ms
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import run_rounds, write_result  # noqa: E402
+
 try:
     import torch
 except ImportError:  # torch is an optional extra
     torch = None
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def run_rounds(
-    methods: dict[str, Callable[[], Any]], runs: int, label: str, warmup: bool = True
-) -> dict[str, float]:
-    for fn in methods.values() if warmup else ():
-        fn()
-    times: dict[str, list[float]] = {m: [] for m in methods}
-    for r in range(runs):
-        for name, fn in methods.items():
-            times[name].append(timed(fn))
-        print(
-            f"  {label} round {r + 1}/{runs}: " + ", ".join(f"{m} {t[-1]:.3f}s" for m, t in times.items()),
-            file=sys.stderr,
-        )
-    return {m: statistics.median(t) for m, t in times.items()}
 
 
 def bench_weighted(n: int, k: int, runs: int, cores: int) -> dict[str, Any]:
@@ -215,9 +193,7 @@ def main() -> None:
         "stream": stream,
         "soft_cap": softcap,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print(f"\nwrote {args.out}")
+    write_result(args.out, out)
 
 
 if __name__ == "__main__":
