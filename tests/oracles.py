@@ -9,6 +9,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 
+import numpy as np
 import xxhash
 
 M64 = (1 << 64) - 1
@@ -72,11 +73,15 @@ def jaccard(a: set[bytes], b: set[bytes]) -> float:
 # ---- MinHash ----
 
 
-def splitmix64_at(seed: int, i: int) -> int:
-    z = (seed + (i + 1) * 0x9E3779B97F4A7C15) & M64
+def _mix_int(z: int) -> int:
+    # SplitMix64's output function (Steele, Lea, Flood 2014).
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
     return z ^ (z >> 31)
+
+
+def splitmix64_at(seed: int, i: int) -> int:
+    return _mix_int((seed + (i + 1) * 0x9E3779B97F4A7C15) & M64)
 
 
 def perm_params(seed: int, num_perm: int, bits: int) -> tuple[list[int], list[int]]:
@@ -165,6 +170,39 @@ def clusters(
 
 
 # ---- weighted sampling (shared/specs/algorithms.md section 1) ----
+
+
+def _mix_np(z):
+    # SplitMix64's output function on a uint64 array (wrapping arithmetic).
+    z = z ^ (z >> np.uint64(30))
+    z = z * np.uint64(0xBF58476D1CE4E5B9)
+    z = z ^ (z >> np.uint64(27))
+    z = z * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _stream_bits_np(key: int, counters):
+    with np.errstate(over="ignore"):
+        return _mix_np(np.uint64(key) + (counters + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15))
+
+
+def ares_uniforms(seed: int, ids) -> np.ndarray:
+    """u_id of A-Res keys log(u_id) / w, written from the documented construction: the top 32
+    bits are the high half (bit 3 of id clear) or low half (set) of SplitMix64 counter
+    ((id >> 4) << 3) | (id & 7) of stream (AresKey, 0); the next 20 are the top bits of counter
+    id of stream (AresKey, 1); u = (2m + 1) * 2^-53 for those 52 bits m."""
+    ids = np.asarray(ids, dtype=np.int64).view(np.uint64)
+
+    def stream_key(sub: int) -> int:  # Stream::AresKey = 1
+        return _mix_int(seed ^ _mix_int((1 * 0xD1B54A32D192ED03 + sub * 0x8CB92BA72F3D8DD7) & M64))
+
+    with np.errstate(over="ignore"):
+        ctr = ((ids >> np.uint64(4)) << np.uint64(3)) | (ids & np.uint64(7))
+        h = _stream_bits_np(stream_key(0), ctr)
+        top = np.where(ids & np.uint64(8), h & np.uint64(M32), h >> np.uint64(32))
+        low = _stream_bits_np(stream_key(1), ids) >> np.uint64(44)
+        m = (top << np.uint64(20)) | low
+    return (2.0 * m.astype(np.float64) + 1.0) * 2.0**-53
 
 
 def exact_successive(w, k):

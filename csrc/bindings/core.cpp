@@ -451,7 +451,7 @@ PYBIND11_MODULE(_core, m) {
     d["compiler"] = "unknown";
 #endif
     d["simd"] = std::string(simd_level()) + " (minhash); " +
-                (sampling_detail::flag_isa() == 2 ? "avx512" : sampling_detail::flag_isa() == 1 ? "avx2" : "scalar") +
+                ares_isa_name(ares_isa()) +
                 " (sampling); " +
                 (MixSchedule::simd_isa() == 2 ? "avx512" : MixSchedule::simd_isa() == 1 ? "avx2" : "scalar") +
                 " (mixing)";

@@ -118,7 +118,7 @@ class PyReservoir {
       with_weights(w, [&](auto* p) {
         switch (method_) {
           case Method::Ares:
-            bad = ares_select(p, w.n, ids, base, stream_key(seed_, Stream::AresKey), ares_, threads).first_bad;
+            bad = ares_select(p, w.n, ids, base, AresKeys(seed_), ares_, threads).first_bad;
             break;
           case Method::ExpJ:
             expj_.add(p, w.n, ids, base);
@@ -243,6 +243,16 @@ class PyReservoir {
 }  // namespace
 
 void bind_sampling(py::module_& m) {
+  // Test hook: every instruction set of the A-Res first pass must give the same bytes.
+  m.def(
+      "_cap_sampling_simd",
+      [](int level) {
+        if (level < 0 || level > 2) throw py::value_error("level must be 0 (scalar), 1 (avx2) or 2 (avx512)");
+        const int previous = ares_isa_cap().exchange(level);
+        return py::make_tuple(previous, ares_isa_detected());
+      },
+      py::arg("level"),
+      "Caps the A-Res first pass at `level` (0 scalar, 1 AVX2, 2 AVX-512); returns (previous cap, detected).");
   m.def(
       "weighted_sample",
       [](const py::array& weights, std::int64_t k, std::uint64_t seed, bool replace, int method, int threads) {
@@ -273,7 +283,7 @@ void bind_sampling(py::module_& m) {
             switch (static_cast<Method>(method)) {
               case Method::Ares: {
                 BestK top(kk);
-                const ScanReport rep = ares_select(p, w.n, nullptr, 0, stream_key(seed, Stream::AresKey), top, nt);
+                const ScanReport rep = ares_select(p, w.n, nullptr, 0, AresKeys(seed), top, nt);
                 bad = rep.first_bad;
                 w.positive = rep.positive;
                 if (bad < 0 && rep.positive >= kk) out = top.sorted(nt == 0 ? available_cores() : nt);

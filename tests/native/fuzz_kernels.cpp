@@ -121,6 +121,75 @@ void check_best_sorted(std::mt19937_64& rng) {
   }
 }
 
+// The A-Res first pass: every instruction set marks exactly what the scalar reference marks,
+// and nothing that can reach the threshold goes unmarked -- checked with t set to the exact
+// key of an item (which must then be marked), on weights from subnormal to 1e300, zeros,
+// invalid values, float and double, aligned and unaligned ids, explicit ids.
+template <class W>
+void check_ares_first_pass_typed(std::mt19937_64& rng) {
+  const std::size_t cnt = rng() % 2 ? 16 * (1 + rng() % 16) : 1 + rng() % 256;
+  std::vector<W> w(cnt);
+  std::vector<std::int64_t> ids(cnt);
+  for (std::size_t j = 0; j < cnt; ++j) {
+    const double u = (static_cast<double>(rng() >> 11) + 0.5) * 0x1p-53;
+    double x = std::exp(12.0 * (u - 0.5));
+    switch (rng() % 16) {
+      case 0: x = 0.0; break;
+      case 1: x = u * 1e-310; break;
+      case 2: x = u * 1e300; break;
+      case 3: x = rng() % 8 ? x : (rng() % 2 ? -x : std::nan("")); break;
+      case 4: x = rng() % 8 ? x : std::numeric_limits<double>::infinity(); break;
+      default: break;
+    }
+    w[j] = static_cast<W>(x);
+    ids[j] = static_cast<std::int64_t>(rng());
+  }
+  const AresKeys keys(rng());
+  const bool explicit_ids = rng() % 3 == 0;
+  const std::int64_t base = static_cast<std::int64_t>(rng() % 2 ? (rng() >> 4) << 4 : rng() >> 1);
+  const std::int64_t* ip = explicit_ids ? ids.data() : nullptr;
+  auto id_of = [&](std::size_t j) { return ip ? ip[j] : base + static_cast<std::int64_t>(j); };
+  auto positive = [&](std::size_t j) {
+    const double x = static_cast<double>(w[j]);
+    return x > 0.0 && x <= std::numeric_limits<double>::max();
+  };
+  double t = kNegInf;
+  if (rng() % 4) {  // the exact key of a random item with a valid positive weight
+    const std::size_t j = rng() % cnt;
+    if (positive(j)) t = keys.key(id_of(j), static_cast<double>(w[j]));
+  }
+  FirstPass want;
+  ares_detail::first_pass_scalar(w.data(), ip, base, cnt, keys, ares_pass_threshold(t), want);
+  for (std::size_t j = 0; j < cnt; ++j) {
+    const bool marked = (want.may[j / 64] >> (j % 64)) & 1;
+    if (positive(j) && keys.key(id_of(j), static_cast<double>(w[j])) >= t && !marked) std::abort();
+  }
+  const int previous = ares_isa_cap().load();
+  for (int level = 0; level <= ares_isa_detected(); ++level) {
+    ares_isa_cap() = level;
+    FirstPass got;
+    ares_first_pass(w.data(), ip, base, cnt, keys, ares_pass_threshold(t), got);
+    if (got.positive != want.positive || got.invalid != want.invalid) std::abort();
+    for (int q = 0; q < 4; ++q) {
+      if (got.may[q] != want.may[q]) std::abort();
+    }
+  }
+  ares_isa_cap() = previous;
+}
+
+void check_ares_first_pass(std::mt19937_64& rng) {
+  // The bound itself: (top + 1) * 2^-32 - 1, exactly, at the ends and in between.
+  for (std::uint64_t top : {std::uint64_t{0}, std::uint64_t{0xFFFFFFFF}, rng() >> 32}) {
+    const double exact = static_cast<double>(top + 1) * 0x1p-32 - 1.0;  // both steps are exact
+    if (ares_excess(static_cast<std::uint32_t>(top)) != exact) std::abort();
+  }
+  if (rng() % 2) {
+    check_ares_first_pass_typed<double>(rng);
+  } else {
+    check_ares_first_pass_typed<float>(rng);
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -165,6 +234,7 @@ int main(int argc, char** argv) {
   const std::vector<char> good = sample_index_file();
   for (long it = 0; it < iterations; ++it) {
     if (it % 500 == 0) check_best_sorted(rng);
+    check_ares_first_pass(rng);
     std::vector<char> buf;
     switch (it % 4) {
       case 3: {  // JSON-ish lines: structure characters, escapes, UTF-8 pieces

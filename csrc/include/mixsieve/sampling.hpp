@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "mixsieve/ares_keys.hpp"
 #include "mixsieve/parallel.hpp"
 #include "mixsieve/rng.hpp"
 
@@ -28,7 +29,11 @@ struct Keyed {
   double key;
   std::int64_t id;
 };
-inline bool better(const Keyed& a, const Keyed& b) { return a.key > b.key || (a.key == b.key && a.id < b.id); }
+// A function object, not a function, so that sorts and heaps inline the comparison.
+struct Better {
+  bool operator()(const Keyed& a, const Keyed& b) const { return a.key > b.key || (a.key == b.key && a.id < b.id); }
+};
+inline constexpr Better better{};
 
 // The best `keep` items of v, best first, in v (resized to them): the same result as a full
 // std::sort with `better` and a truncation. Large inputs are spread over ~n/16 buckets by a
@@ -164,6 +169,7 @@ class BestK {
     return buf_;
   }
   std::size_t size() const { return std::min(buf_.size(), k_); }
+  void reserve(std::size_t candidates) { buf_.reserve(std::min(candidates, 2 * k_ + 64)); }
   void clear() {
     buf_.clear();
     t_ = kNegInf;
@@ -208,136 +214,62 @@ struct ScanReport {
   std::size_t positive = 0;
 };
 
-namespace sampling_detail {
-
-// flag[j]: 0 = cannot enter, 1 = may enter (u - 1 > t * w, since log u <= u - 1), 2 = invalid
-// weight. Branch-free so that it vectorises; the uniforms are not stored (the few flagged
-// items recompute theirs), which keeps the loop close to the speed of reading the weights.
-// Returns how many weights are positive; *any is non-zero if some flag is. The id comes from
-// ids[] or base + j; the loop is written out (no lambda) so that each variant vectorises.
-template <class W, bool kHasIds>
-inline __attribute__((always_inline)) std::size_t ares_flags_loop(const W* w, const std::int64_t* ids,
-                                                                  std::int64_t base, std::size_t cnt,
-                                                                  std::uint64_t key, double t,
-                                                                  std::int64_t* flag, std::int64_t* any) {
-  // Every lane is 64 bits wide and there are no branches: both keep the loop vectorisable.
-  std::int64_t pos = 0, seen = 0;
-  // stream_bits(key, id) = splitmix64_mix(key + (id + 1) * gamma): for consecutive ids the
-  // argument advances by gamma, an add instead of a 64-bit multiply.
-  constexpr std::uint64_t kGamma = 0x9E3779B97F4A7C15ULL;
-  std::uint64_t x = key + (static_cast<std::uint64_t>(base) + 1) * kGamma;
-  for (std::size_t j = 0; j < cnt; ++j) {
-    const std::uint64_t bits = kHasIds ? stream_bits(key, static_cast<std::uint64_t>(ids[j])) : splitmix64_mix(x);
-    x += kGamma;
-    const double wi = static_cast<double>(w[j]);
-    const double uj = open_unit(bits);
-    const std::int64_t positive = wi > 0.0;
-    const std::int64_t invalid = !((wi >= 0.0) & (wi <= std::numeric_limits<double>::max()));
-    const std::int64_t may = uj - 1.0 > t * wi;
-    const std::int64_t f = (positive & may) | (invalid << 1);
-    flag[j] = f;
-    seen |= f;
-    pos += positive;
-  }
-  *any = seen;
-  return static_cast<std::size_t>(pos);
-}
-
-template <class W>
-inline __attribute__((always_inline)) std::size_t ares_flags_body(const W* w, const std::int64_t* ids,
-                                                                  std::int64_t base, std::size_t cnt,
-                                                                  std::uint64_t key, double t, std::int64_t* flag,
-                                                                  std::int64_t* any) {
-  return ids ? ares_flags_loop<W, true>(w, ids, base, cnt, key, t, flag, any)
-             : ares_flags_loop<W, false>(w, ids, base, cnt, key, t, flag, any);
-}
-
-// One copy of the loop per instruction set, chosen at run time (the wheel targets baseline
-// x86-64): AVX-512 (with 64-bit multiplies), AVX2, or the baseline.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define MIXSIEVE_FLAG_VARIANT(NAME, TARGET, W)                                                                     \
-  __attribute__((target(TARGET))) inline std::size_t NAME(const W* w, const std::int64_t* ids, std::int64_t base, \
-                                                          std::size_t cnt, std::uint64_t key, double t,            \
-                                                          std::int64_t* flag, std::int64_t* any) {                 \
-    return ares_flags_body(w, ids, base, cnt, key, t, flag, any);                                                  \
-  }
-// 512-bit vectors (GCC picks 256 by default): the loop has 2 multiplies per item
-MIXSIEVE_FLAG_VARIANT(ares_flags_avx512, "avx512f,avx512dq,avx512vl,prefer-vector-width=512", double)
-MIXSIEVE_FLAG_VARIANT(ares_flags_avx512, "avx512f,avx512dq,avx512vl,prefer-vector-width=512", float)
-MIXSIEVE_FLAG_VARIANT(ares_flags_avx2, "avx2,fma", double)
-MIXSIEVE_FLAG_VARIANT(ares_flags_avx2, "avx2,fma", float)
-#undef MIXSIEVE_FLAG_VARIANT
-
-inline int flag_isa() {
-  static const int isa = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                                 __builtin_cpu_supports("avx512vl")
-                             ? 2
-                             : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0);
-  return isa;
-}
-#endif
-
-template <class W>
-inline std::size_t ares_flags(const W* w, const std::int64_t* ids, std::int64_t base, std::size_t cnt,
-                              std::uint64_t key, double t, std::int64_t* flag, std::int64_t* any) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  switch (flag_isa()) {
-    case 2:
-      return ares_flags_avx512(w, ids, base, cnt, key, t, flag, any);
-    case 1:
-      return ares_flags_avx2(w, ids, base, cnt, key, t, flag, any);
-    default:
-      break;
-  }
-#endif
-  return ares_flags_body(w, ids, base, cnt, key, t, flag, any);
-}
-
-}  // namespace sampling_detail
-
-// A-Res with keys log(u_id) / w, u_id a pure function of (seed, id): offers every item of
-// w[0..n) with id ids[i] (or base + i) to `top`, validating the weights in the same pass.
-// Most items are rejected without a logarithm: log(u) <= u - 1, so u - 1 <= T * w already
-// implies key <= T. Keys below floor are skipped too (a bound known from elsewhere).
+// A-Res with keys log(u_id) / w (AresKeys): offers every item of w[0..n) with id ids[i] (or
+// base + i) to `top`, validating the weights in the same pass. A vectorised first pass marks
+// the few items of each block of 256 whose bound u - 1 >= log(u) could reach the threshold;
+// only those get a logarithm. Keys below floor are skipped too (a bound known from
+// elsewhere). Stops at the first invalid weight (reported in first_bad; `top` may then hold
+// part of the batch).
 template <class W, class Top>
-ScanReport ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, std::uint64_t key,
+ScanReport ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, const AresKeys& keys,
                      Top& top, double floor = kNegInf) {
   ScanReport rep;
   double t = std::max(top.threshold(), floor);
   constexpr std::size_t kBlock = 256;
   constexpr std::size_t kAhead = 8;  // blocks: the loop computes too much for the hardware prefetcher alone
-  std::int64_t flag[kBlock];
-  for (std::size_t i0 = 0; i0 < n; i0 += kBlock) {
-    const std::size_t cnt = std::min(kBlock, n - i0);
+  // Without ids, the vector pass wants blocks that start at an id that is a multiple of 16.
+  std::size_t i0 = 0;
+  std::size_t head = ids ? 0 : (16 - (static_cast<std::uint64_t>(base) & 15)) & 15;
+  while (i0 < n) {
+    std::size_t cnt = std::min(kBlock, n - i0);
+    if (head) {
+      cnt = std::min(cnt, head);
+      head = 0;
+    } else if (cnt >= 16) {
+      cnt &= ~std::size_t{15};
+    }
     if (i0 + (kAhead + 1) * kBlock <= n) {
       const char* ahead = reinterpret_cast<const char*>(w + i0 + kAhead * kBlock);
       for (std::size_t b = 0; b < kBlock * sizeof(W); b += 64) __builtin_prefetch(ahead + b);
     }
-    std::int64_t any = 0;
-    rep.positive += sampling_detail::ares_flags(w + i0, ids ? ids + i0 : nullptr,
-                                                base + static_cast<std::int64_t>(i0), cnt, key, t, flag, &any);
-    if (!any) continue;
-    for (std::size_t j = 0; j < cnt; ++j) {
-      if ((j & 7) == 0 && j + 8 <= cnt) {  // skip 8 clear flags at a time: few items are flagged
-        std::int64_t group = 0;
-        for (std::size_t q = 0; q < 8; ++q) group |= flag[j + q];
-        if (!group) {
-          j += 7;
-          continue;
-        }
+    const W* wb = w + i0;
+    const std::int64_t* ib = ids ? ids + i0 : nullptr;
+    const std::int64_t bb = base + static_cast<std::int64_t>(i0);
+    FirstPass pass;
+    ares_first_pass(wb, ib, bb, cnt, keys, ares_pass_threshold(t), pass);
+    if (pass.invalid) {
+      std::size_t j = 0;
+      while (ares_detail::valid_weight(static_cast<double>(wb[j]))) ++j;
+      rep.first_bad = static_cast<std::int64_t>(i0 + j);
+      return rep;
+    }
+    rep.positive += static_cast<std::size_t>(pass.positive);
+    // The marked items' keys first (independent, so their logarithms overlap), then the offers.
+    Keyed cand[kBlock];
+    std::size_t nc = 0;
+    for (std::size_t q = 0; q < 4; ++q) {
+      for (std::uint64_t m = pass.may[q]; m; m &= m - 1) {
+        const std::size_t j = 64 * q + static_cast<std::size_t>(__builtin_ctzll(m));
+        cand[nc++] = {static_cast<double>(wb[j]), ib ? ib[j] : bb + static_cast<std::int64_t>(j)};
       }
-      if (!flag[j]) continue;
-      if (flag[j] & 2) {  // invalid weight (maybe also flagged as a candidate: +inf)
-        if (rep.first_bad < 0) rep.first_bad = static_cast<std::int64_t>(i0 + j);
-        continue;
-      }
-      const double wi = static_cast<double>(w[i0 + j]);
-      const std::int64_t id = ids ? ids[i0 + j] : base + static_cast<std::int64_t>(i0 + j);
-      const double k = std::log(open_unit(stream_bits(key, static_cast<std::uint64_t>(id)))) / wi;
-      if (k < t) continue;
-      top.offer({k, id});
+    }
+    for (std::size_t c = 0; c < nc; ++c) cand[c].key = keys.key(cand[c].id, cand[c].key);
+    for (std::size_t c = 0; c < nc; ++c) {
+      if (cand[c].key < t) continue;
+      top.offer(cand[c]);
       t = std::max(top.threshold(), floor);
     }
+    i0 += cnt;
   }
   return rep;
 }
@@ -345,7 +277,7 @@ ScanReport ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::in
 // A floor below the k-th best key, from the items at a stride (their exact keys): about
 // 1.15 k items of the whole array lie above it. -inf when the sample is too small to tell.
 template <class W>
-double ares_estimate_floor(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, std::uint64_t key,
+double ares_estimate_floor(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, const AresKeys& keys,
                            std::size_t k, unsigned threads = 1) {
   // Whole 256-item blocks, one every `stride` blocks: contiguous reads, vectorised flags. The
   // sample is sized for ~2048 keys above the floor (relative error ~2%, against a 15% margin);
@@ -367,7 +299,7 @@ double ares_estimate_floor(const W* w, std::size_t n, const std::int64_t* ids, s
     for (std::size_t part = p0; part < p1; ++part) {
       for (std::size_t r = part * runs / parts; r < (part + 1) * runs / parts; ++r) {
         const std::size_t s = r * kRun * stride;
-        ares_scan(w + s, kRun, ids ? ids + s : nullptr, base + static_cast<std::int64_t>(s), key, samples[part]);
+        ares_scan(w + s, kRun, ids ? ids + s : nullptr, base + static_cast<std::int64_t>(s), keys, samples[part]);
       }
     }
   });
@@ -382,21 +314,24 @@ double ares_estimate_floor(const W* w, std::size_t n, const std::int64_t* ids, s
 // the floor turns out too high the scan is repeated without it. The result never depends on
 // the floor or the thread count.
 template <class W>
-ScanReport ares_select(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, std::uint64_t key,
+ScanReport ares_select(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, const AresKeys& keys,
                        BestK& into, unsigned threads) {
   if (threads == 0) threads = available_cores();
   const std::size_t k = into.capacity();
   const double floor =
-      (into.size() == 0 && k >= 2048) ? ares_estimate_floor(w, n, ids, base, key, k, threads) : into.threshold();
+      (into.size() == 0 && k >= 2048) ? ares_estimate_floor(w, n, ids, base, keys, k, threads) : into.threshold();
   for (double fl : {floor, kNegInf}) {
     const std::size_t chunks = n < (std::size_t{1} << 16) ? 1 : threads;
     const std::size_t grain = (n + chunks - 1) / chunks;
     std::vector<BestK> tops(chunks, BestK(k));
+    if (fl > kNegInf) {  // ~1.15 k candidates in all
+      for (BestK& t : tops) t.reserve(static_cast<std::size_t>(1.3 * static_cast<double>(k) / static_cast<double>(chunks)));
+    }
     std::vector<ScanReport> reps(chunks);
     parallel_for(chunks, threads, 1, [&](std::size_t c0, std::size_t c1) {
       for (std::size_t c = c0; c < c1; ++c) {
         const std::size_t s = std::min(n, c * grain), e = std::min(n, s + grain);
-        reps[c] = ares_scan(w + s, e - s, ids ? ids + s : nullptr, base + static_cast<std::int64_t>(s), key, tops[c],
+        reps[c] = ares_scan(w + s, e - s, ids ? ids + s : nullptr, base + static_cast<std::int64_t>(s), keys, tops[c],
                             std::max(fl, into.threshold()));
         if (reps[c].first_bad >= 0) reps[c].first_bad += static_cast<std::int64_t>(s);
       }
