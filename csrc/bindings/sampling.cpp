@@ -283,10 +283,9 @@ void bind_sampling(py::module_& m) {
             switch (static_cast<Method>(method)) {
               case Method::Ares: {
                 BestK top(kk);
-                const ScanReport rep = ares_select(p, w.n, nullptr, 0, AresKeys(seed), top, nt);
+                const ScanReport rep = ares_select(p, w.n, nullptr, 0, AresKeys(seed), top, nt, &out);
                 bad = rep.first_bad;
                 w.positive = rep.positive;
-                if (bad < 0 && rep.positive >= kk) out = top.sorted(nt == 0 ? available_cores() : nt);
                 break;
               }
               case Method::ExpJ: {

@@ -20,6 +20,12 @@ is drawn at: it does not depend on batch boundaries, and merging shards (same se
 ids) gives a valid sample of the same distribution, but not the same bytes as one unsharded
 stream, since where the jumps land depends on the order of the stream.
 
+For ``"ares"``, ``u_id`` has 52 random bits: the top 32 are one half of a SplitMix64 output
+shared by the two ids that differ only in bit 3, the other 20 come from a second SplitMix64
+stream of the id alone (``csrc/include/mixsieve/ares_keys.hpp``). A first pass needs only the
+top bits (``log u <= u - 1 < (top + 1) * 2**-32 - 1``) to rule out almost every item, so one
+hash serves two items and only the few survivors get a logarithm.
+
 Weight 0 is never chosen. Negative, NaN or infinite weights raise ``ValueError`` naming the
 first offending index.
 """

@@ -11,7 +11,6 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -36,11 +35,11 @@ struct Better {
 inline constexpr Better better{};
 
 // The best `keep` items of v, best first, in v (resized to them): the same result as a full
-// std::sort with `better` and a truncation. Large inputs are spread over ~n/16 buckets by a
+// std::sort with `better` and a truncation. Large inputs are spread over ~n/4 buckets by a
 // monotone linear map of the key (equal keys share a bucket); only the buckets that hold the
-// best `keep` items are then sorted, on up to two threads. About three passes over the data,
-// no selection step, instead of a selection plus a comparison sort.
-inline void best_sorted(std::vector<Keyed>& v, std::size_t keep, unsigned threads = 1) {
+// best `keep` items are then sorted. About three passes over the data, no selection step,
+// instead of a selection plus a comparison sort.
+inline void best_sorted(std::vector<Keyed>& v, std::size_t keep) {
   const std::size_t n = v.size();
   keep = std::min(keep, n);
   double lo = 0.0, hi = 0.0;
@@ -51,7 +50,7 @@ inline void best_sorted(std::vector<Keyed>& v, std::size_t keep, unsigned thread
     lo = std::min(lo, x.key);
     hi = std::max(hi, x.key);
   }
-  const std::size_t buckets = n / 16;
+  const std::size_t buckets = n / 4;
   const double scale = hi > lo ? static_cast<double>(buckets) / (hi - lo) : 0.0;
   if (n <= 4096 || !finite || !std::isfinite(scale) || scale == 0.0) {
     if (keep < n) std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(keep), v.end(), better);
@@ -75,26 +74,26 @@ inline void best_sorted(std::vector<Keyed>& v, std::size_t keep, unsigned thread
       if (b < used) out[fill[b]++] = x;
     }
   }
-  auto sort_buckets = [&](std::size_t b0, std::size_t b1) {
-    for (std::size_t b = b0; b < b1; ++b) {
-      if (start[b + 1] - start[b] > 1) std::sort(out.data() + start[b], out.data() + start[b + 1], better);
+  for (std::size_t b = 0; b < used; ++b) {
+    Keyed* const first = out.data() + start[b];
+    Keyed* const last = out.data() + start[b + 1];
+    if (last - first > 32) {
+      std::sort(first, last, better);
+      continue;
     }
-  };
-  if (threads >= 2 && out.size() >= (std::size_t{1} << 16)) {
-    std::size_t mid = 0;  // split the buckets where half of the items lie
-    while (mid < used && start[mid] < out.size() / 2) ++mid;
-    std::thread other([&] { sort_buckets(mid, used); });
-    sort_buckets(0, mid);
-    other.join();
-  } else {
-    sort_buckets(0, used);
+    for (Keyed* i = first + 1; i < last; ++i) {  // insertion sort: a bucket holds ~4 items
+      const Keyed x = *i;
+      Keyed* j = i;
+      for (; j > first && better(x, j[-1]); --j) *j = j[-1];
+      *j = x;
+    }
   }
   out.resize(keep);
   v.swap(out);
 }
 
 // All of v, best first.
-inline void sort_best_first(std::vector<Keyed>& v, unsigned threads = 1) { best_sorted(v, v.size(), threads); }
+inline void sort_best_first(std::vector<Keyed>& v) { best_sorted(v, v.size()); }
 
 // The k best items seen so far, as a heap whose front is the worst kept item.
 class TopK {
@@ -155,13 +154,14 @@ class BestK {
   }
 
   void merge(const BestK& other) {
+    reserve(buf_.size() + other.buf_.size());
     for (const Keyed& it : other.buf_) offer(it);
   }
 
-  // The best k, best first (sorted on up to two threads).
-  std::vector<Keyed> sorted(unsigned threads = 1) const {
+  // The best k, best first.
+  std::vector<Keyed> sorted() const {
     std::vector<Keyed> out(buf_);
-    best_sorted(out, k_, threads);
+    best_sorted(out, k_);
     return out;
   }
   const std::vector<Keyed>& items() {
@@ -312,10 +312,12 @@ double ares_estimate_floor(const W* w, std::size_t n, const std::int64_t* ids, s
 // leaves a reservoir untouched. An empty `into` with large k first estimates a floor from a
 // strided sample, so the scan handles ~1.15 k candidates instead of k (1 + ln(n / k)); if
 // the floor turns out too high the scan is repeated without it. The result never depends on
-// the floor or the thread count.
+// the floor or the thread count. With `best_first` (for a one-shot sample; `into` is then
+// left empty), each chunk sorts its own best k on its thread and the sorted lists are merged
+// into *best_first: the best k of all, best first.
 template <class W>
 ScanReport ares_select(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, const AresKeys& keys,
-                       BestK& into, unsigned threads) {
+                       BestK& into, unsigned threads, std::vector<Keyed>* best_first = nullptr) {
   if (threads == 0) threads = available_cores();
   const std::size_t k = into.capacity();
   const double floor =
@@ -328,12 +330,14 @@ ScanReport ares_select(const W* w, std::size_t n, const std::int64_t* ids, std::
       for (BestK& t : tops) t.reserve(static_cast<std::size_t>(1.3 * static_cast<double>(k) / static_cast<double>(chunks)));
     }
     std::vector<ScanReport> reps(chunks);
+    std::vector<std::vector<Keyed>> lists(best_first ? chunks : 0);
     parallel_for(chunks, threads, 1, [&](std::size_t c0, std::size_t c1) {
       for (std::size_t c = c0; c < c1; ++c) {
         const std::size_t s = std::min(n, c * grain), e = std::min(n, s + grain);
         reps[c] = ares_scan(w + s, e - s, ids ? ids + s : nullptr, base + static_cast<std::int64_t>(s), keys, tops[c],
                             std::max(fl, into.threshold()));
         if (reps[c].first_bad >= 0) reps[c].first_bad += static_cast<std::int64_t>(s);
+        if (best_first && reps[c].first_bad < 0) lists[c] = tops[c].sorted();
       }
     });
     ScanReport rep;
@@ -345,7 +349,17 @@ ScanReport ares_select(const W* w, std::size_t n, const std::int64_t* ids, std::
     }
     if (rep.first_bad >= 0) return rep;
     if (fl != kNegInf && fl > into.threshold() && found < std::min(k, rep.positive)) continue;  // floor too high
-    for (const BestK& t : tops) into.merge(t);
+    if (!best_first) {
+      for (const BestK& t : tops) into.merge(t);
+      return rep;
+    }
+    best_first->swap(lists[0]);
+    for (std::size_t c = 1; c < chunks; ++c) {
+      std::vector<Keyed> both(best_first->size() + lists[c].size());
+      std::merge(best_first->begin(), best_first->end(), lists[c].begin(), lists[c].end(), both.begin(), better);
+      both.resize(std::min(both.size(), k));
+      best_first->swap(both);
+    }
     return rep;
   }
   return {};
