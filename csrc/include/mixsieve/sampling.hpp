@@ -249,12 +249,13 @@ ScanReport ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::in
     ares_first_pass(wb, ib, bb, cnt, keys, ares_pass_threshold(t), pass);
     if (pass.invalid) {
       std::size_t j = 0;
-      while (ares_detail::valid_weight(static_cast<double>(wb[j]))) ++j;
+      while (j + 1 < cnt && ares_detail::valid_weight(static_cast<double>(wb[j]))) ++j;
       rep.first_bad = static_cast<std::int64_t>(i0 + j);
       return rep;
     }
     rep.positive += static_cast<std::size_t>(pass.positive);
-    // The marked items' keys first (independent, so their logarithms overlap), then the offers.
+    // The marked items' keys first (independent, so their logarithms overlap), then the offers;
+    // .key holds the weight until the key replaces it.
     Keyed cand[kBlock];
     std::size_t nc = 0;
     for (std::size_t q = 0; q < 4; ++q) {
