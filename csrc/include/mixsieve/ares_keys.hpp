@@ -74,17 +74,31 @@ namespace ares_detail {
 
 inline bool valid_weight(double w) { return w >= 0.0 && w <= std::numeric_limits<double>::max(); }
 
-// The reference: any ids, any count, any alignment. tf = ares_pass_threshold(t).
+// The reference: any ids, any count, any alignment. tf = ares_pass_threshold(t). Whole
+// groups of 16 aligned ids hash once per pair, as the vector kernels do.
 template <class W>
 void first_pass_scalar(const W* w, const std::int64_t* ids, std::int64_t base, std::size_t cnt,
                        const AresKeys& keys, double tf, FirstPass& out) {
-  for (std::size_t j = 0; j < cnt; ++j) {
+  auto judge = [&](std::size_t j, std::uint32_t top) {
     const double wi = static_cast<double>(w[j]);
     out.invalid |= !valid_weight(wi);
-    if (!(wi > 0.0)) continue;
+    if (!(wi > 0.0)) return;
     ++out.positive;
-    const std::int64_t id = ids ? ids[j] : base + static_cast<std::int64_t>(j);
-    if (ares_excess(keys.top(static_cast<std::uint64_t>(id))) > tf * wi) out.may[j / 64] |= std::uint64_t{1} << (j % 64);
+    if (ares_excess(top) > tf * wi) out.may[j / 64] |= std::uint64_t{1} << (j % 64);
+  };
+  std::size_t j = 0;
+  if (!ids && (static_cast<std::uint64_t>(base) & 15) == 0) {
+    const std::uint64_t c0 = static_cast<std::uint64_t>(base) / 2;  // ids base + 16g + r, + 8 share c0 + 8g + r
+    for (; j + 16 <= cnt; j += 16) {
+      for (std::size_t r = 0; r < 8; ++r) {
+        const std::uint64_t h = stream_bits(keys.top_key(), c0 + j / 2 + r);
+        judge(j + r, static_cast<std::uint32_t>(h >> 32));
+        judge(j + 8 + r, static_cast<std::uint32_t>(h));
+      }
+    }
+  }
+  for (; j < cnt; ++j) {
+    judge(j, keys.top(static_cast<std::uint64_t>(ids ? ids[j] : base + static_cast<std::int64_t>(j))));
   }
 }
 
