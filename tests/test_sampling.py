@@ -188,6 +188,27 @@ def test_ares_keys_equal_an_independent_restatement():
     assert r.ids().tolist() == far[order].tolist()
 
 
+@pytest.mark.parametrize("every", [5, 11, 22])
+def test_ares_large_k_when_the_sampled_floor_misleads(every):
+    # For large k a strided sample of 256-item blocks sets a floor first. With positive
+    # weights only in every `every`-th block, some layout puts them all in the sampled blocks:
+    # the floor is then far too high, the scan finds too few items and must redo it without
+    # one, or report how many positive weights there are. The result must not change.
+    n = 400_000
+    w = np.zeros(n)
+    blocks = (np.arange(n) // 256) % every == 0
+    w[blocks] = np.random.default_rng(every).lognormal(0, 1, int(blocks.sum()))
+    positive = int(blocks.sum())
+    for k in [20_000, positive + 1]:
+        if k > positive:
+            with pytest.raises(ValueError, match=f"k={k} exceeds the {positive} items"):
+                ms.weighted_sample(w, k, seed=4)
+            continue
+        keys = np.where(w > 0, np.log(oracles.ares_uniforms(4, np.arange(n))) / np.maximum(w, 1e-300), -np.inf)
+        want = np.lexsort((np.arange(n), -keys))[:k]
+        assert ms.weighted_sample(w, k, seed=4).tolist() == want.tolist()
+
+
 def test_ares_every_instruction_set_gives_the_same_bytes():
     # The vectorised first passes (AVX-512, AVX2) must mark a superset of what can win and
     # agree with the scalar reference to the last bit, for both weight types, unaligned

@@ -118,7 +118,7 @@ class PyReservoir {
       with_weights(w, [&](auto* p) {
         switch (method_) {
           case Method::Ares:
-            bad = ares_select(p, w.n, ids, base, AresKeys(seed_), ares_, threads).first_bad;
+            bad = ares_select(p, w.n, ids, base, AresKeys(seed_), ares_, threads);
             break;
           case Method::ExpJ:
             expj_.add(p, w.n, ids, base);
@@ -283,9 +283,8 @@ void bind_sampling(py::module_& m) {
             switch (static_cast<Method>(method)) {
               case Method::Ares: {
                 BestK top(kk);
-                const ScanReport rep = ares_select(p, w.n, nullptr, 0, AresKeys(seed), top, nt, &out);
-                bad = rep.first_bad;
-                w.positive = rep.positive;
+                bad = ares_select(p, w.n, nullptr, 0, AresKeys(seed), top, nt, &out);
+                w.positive = out.size();  // min(k, positive weights)
                 break;
               }
               case Method::ExpJ: {

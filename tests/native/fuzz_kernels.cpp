@@ -166,7 +166,6 @@ void check_ares_first_pass_typed(std::mt19937_64& rng) {
     const double x = static_cast<double>(w[j]);
     want.invalid |= !(x >= 0.0 && x <= std::numeric_limits<double>::max());
     if (!(x > 0.0)) continue;
-    ++want.positive;
     if (ares_excess(keys.top(static_cast<std::uint64_t>(id_of(j)))) > tf * x) want.may[j / 64] |= std::uint64_t{1} << (j % 64);
   }
   for (std::size_t j = 0; j < cnt; ++j) {
@@ -178,7 +177,7 @@ void check_ares_first_pass_typed(std::mt19937_64& rng) {
     ares_isa_cap() = level;
     FirstPass got;
     ares_first_pass(w.data(), ip, base, cnt, keys, tf, got);
-    if (got.positive != want.positive || got.invalid != want.invalid) std::abort();
+    if (got.invalid != want.invalid) std::abort();
     for (int q = 0; q < 4; ++q) {
       if (got.may[q] != want.may[q]) std::abort();
     }

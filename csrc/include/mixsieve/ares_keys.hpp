@@ -64,9 +64,10 @@ inline double ares_excess(std::uint32_t top) {
 inline double ares_pass_threshold(double t) { return t * (1.0 + 0x1p-40); }
 
 // What the first pass learned about a block of up to 256 items.
+// Marks never need a separate test for w > 0: with tf <= 0, a weight that is zero, negative
+// or NaN makes tf * w >= 0 or NaN, which no excess (<= 0) exceeds.
 struct FirstPass {
-  std::uint64_t may[4] = {0, 0, 0, 0};  // bit j: item j has a positive weight and may reach t
-  std::int64_t positive = 0;            // items with a positive weight
+  std::uint64_t may[4] = {0, 0, 0, 0};  // bit j: item j may reach t
   bool invalid = false;                 // some weight is negative, NaN or infinite
 };
 
@@ -82,8 +83,6 @@ void first_pass_scalar(const W* w, const std::int64_t* ids, std::int64_t base, s
   auto judge = [&](std::size_t j, std::uint32_t top) {
     const double wi = static_cast<double>(w[j]);
     out.invalid |= !valid_weight(wi);
-    if (!(wi > 0.0)) return;
-    ++out.positive;
     if (ares_excess(top) > tf * wi) out.may[j / 64] |= std::uint64_t{1} << (j % 64);
   };
   std::size_t j = 0;
@@ -128,14 +127,11 @@ MIXSIEVE_AVX512 __m512d excess8(__m512i top_at_20) {
 MIXSIEVE_AVX512 __m512d load8(const double* w) { return _mm512_loadu_pd(w); }
 MIXSIEVE_AVX512 __m512d load8(const float* w) { return _mm512_cvtps_pd(_mm256_loadu_ps(w)); }
 
-// 8 weights against their excess: bits of `may`; counts positives, ANDs validity into *ok.
-MIXSIEVE_AVX512 unsigned judge8(__m512d wv, __m512d ex, __m512d tfv, __m512i& positive, unsigned& ok) {
-  const __m512d zero = _mm512_setzero_pd();
-  const __mmask8 pos = _mm512_cmp_pd_mask(wv, zero, _CMP_GT_OQ);
-  ok &= _mm512_mask_cmp_pd_mask(_mm512_cmp_pd_mask(wv, zero, _CMP_GE_OQ), wv,
+// 8 weights against their excess: bits of `may`; ANDs validity into ok.
+MIXSIEVE_AVX512 unsigned judge8(__m512d wv, __m512d ex, __m512d tfv, unsigned& ok) {
+  ok &= _mm512_mask_cmp_pd_mask(_mm512_cmp_pd_mask(wv, _mm512_setzero_pd(), _CMP_GE_OQ), wv,
                                 _mm512_set1_pd(std::numeric_limits<double>::max()), _CMP_LE_OQ);
-  positive = _mm512_mask_add_epi64(positive, pos, positive, _mm512_set1_epi64(1));
-  return _mm512_mask_cmp_pd_mask(pos, ex, _mm512_mul_pd(tfv, wv), _CMP_GT_OQ);
+  return _mm512_cmp_pd_mask(ex, _mm512_mul_pd(tfv, wv), _CMP_GT_OQ);
 }
 
 // cnt a multiple of 16, at most 256; without ids, base must be a multiple of 16.
@@ -147,7 +143,6 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) void first_pass_avx512(cons
   const __m512d tfv = _mm512_set1_pd(tf);
   const __m512i key = _mm512_set1_epi64(static_cast<long long>(keys.top_key()));
   const __m512i gamma = _mm512_set1_epi64(static_cast<long long>(kGamma));
-  __m512i positive = _mm512_setzero_si512();
   unsigned ok = 0xFF;
   if (!ids) {
     // Ids base + 16g + r and base + 16g + 8 + r (r < 8) share counter base/2 + 8g + r.
@@ -159,8 +154,8 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) void first_pass_avx512(cons
     for (std::size_t g = 0; g < cnt / 16; ++g) {
       const __m512i h = mix8(x);
       x = _mm512_add_epi64(x, step);
-      const unsigned lo8 = judge8(load8(w + 16 * g), excess8(_mm512_srli_epi64(h, 12)), tfv, positive, ok);
-      const unsigned hi8 = judge8(load8(w + 16 * g + 8), excess8(_mm512_slli_epi64(h, 20)), tfv, positive, ok);
+      const unsigned lo8 = judge8(load8(w + 16 * g), excess8(_mm512_srli_epi64(h, 12)), tfv, ok);
+      const unsigned hi8 = judge8(load8(w + 16 * g + 8), excess8(_mm512_slli_epi64(h, 20)), tfv, ok);
       out.may[g / 4] |= static_cast<std::uint64_t>(lo8 | (hi8 << 8)) << (16 * (g % 4));
     }
   } else {
@@ -172,11 +167,10 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) void first_pass_avx512(cons
       const __m512i h = mix8(_mm512_add_epi64(key, _mm512_mullo_epi64(_mm512_add_epi64(ctr, one), gamma)));
       const __mmask8 low_half = _mm512_test_epi64_mask(id, eight);
       const __m512i top = _mm512_mask_blend_epi64(low_half, _mm512_srli_epi64(h, 12), _mm512_slli_epi64(h, 20));
-      const unsigned m = judge8(load8(w + 8 * q), excess8(top), tfv, positive, ok);
+      const unsigned m = judge8(load8(w + 8 * q), excess8(top), tfv, ok);
       out.may[q / 8] |= static_cast<std::uint64_t>(m) << (8 * (q % 8));
     }
   }
-  out.positive += _mm512_reduce_add_epi64(positive);
   out.invalid |= ok != 0xFF;
 }
 #undef MIXSIEVE_AVX512
@@ -203,13 +197,10 @@ MIXSIEVE_AVX2 __m256d excess4(__m256i top_at_20) {
 MIXSIEVE_AVX2 __m256d load4(const double* w) { return _mm256_loadu_pd(w); }
 MIXSIEVE_AVX2 __m256d load4(const float* w) { return _mm256_cvtps_pd(_mm_loadu_ps(w)); }
 
-MIXSIEVE_AVX2 unsigned judge4(__m256d wv, __m256d ex, __m256d tfv, __m256i& positive, __m256d& ok) {
-  const __m256d zero = _mm256_setzero_pd();
-  const __m256d pos = _mm256_cmp_pd(wv, zero, _CMP_GT_OQ);
-  ok = _mm256_and_pd(ok, _mm256_and_pd(_mm256_cmp_pd(wv, zero, _CMP_GE_OQ),
+MIXSIEVE_AVX2 unsigned judge4(__m256d wv, __m256d ex, __m256d tfv, __m256d& ok) {
+  ok = _mm256_and_pd(ok, _mm256_and_pd(_mm256_cmp_pd(wv, _mm256_setzero_pd(), _CMP_GE_OQ),
                                        _mm256_cmp_pd(wv, _mm256_set1_pd(std::numeric_limits<double>::max()), _CMP_LE_OQ)));
-  positive = _mm256_sub_epi64(positive, _mm256_castpd_si256(pos));  // lanes of pos are 0 or -1
-  return static_cast<unsigned>(_mm256_movemask_pd(_mm256_and_pd(pos, _mm256_cmp_pd(ex, _mm256_mul_pd(tfv, wv), _CMP_GT_OQ))));
+  return static_cast<unsigned>(_mm256_movemask_pd(_mm256_cmp_pd(ex, _mm256_mul_pd(tfv, wv), _CMP_GT_OQ)));
 }
 
 template <class W>
@@ -217,7 +208,6 @@ __attribute__((target("avx2,fma"))) void first_pass_avx2(const W* w, const std::
                                                           std::size_t cnt, const AresKeys& keys, double tf,
                                                           FirstPass& out) {
   const __m256d tfv = _mm256_set1_pd(tf);
-  __m256i positive = _mm256_setzero_si256();
   __m256d ok = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
   if (!ids) {
     const auto c0 = static_cast<std::uint64_t>(base) / 2;
@@ -231,10 +221,10 @@ __attribute__((target("avx2,fma"))) void first_pass_avx2(const W* w, const std::
       xa = _mm256_add_epi64(xa, step);
       xb = _mm256_add_epi64(xb, step);
       const W* wg = w + 16 * g;
-      unsigned m = judge4(load4(wg), excess4(_mm256_srli_epi64(ha, 12)), tfv, positive, ok);
-      m |= judge4(load4(wg + 4), excess4(_mm256_srli_epi64(hb, 12)), tfv, positive, ok) << 4;
-      m |= judge4(load4(wg + 8), excess4(_mm256_slli_epi64(ha, 20)), tfv, positive, ok) << 8;
-      m |= judge4(load4(wg + 12), excess4(_mm256_slli_epi64(hb, 20)), tfv, positive, ok) << 12;
+      unsigned m = judge4(load4(wg), excess4(_mm256_srli_epi64(ha, 12)), tfv, ok);
+      m |= judge4(load4(wg + 4), excess4(_mm256_srli_epi64(hb, 12)), tfv, ok) << 4;
+      m |= judge4(load4(wg + 8), excess4(_mm256_slli_epi64(ha, 20)), tfv, ok) << 8;
+      m |= judge4(load4(wg + 12), excess4(_mm256_slli_epi64(hb, 20)), tfv, ok) << 12;
       out.may[g / 4] |= static_cast<std::uint64_t>(m) << (16 * (g % 4));
     }
   } else {
@@ -246,13 +236,10 @@ __attribute__((target("avx2,fma"))) void first_pass_avx2(const W* w, const std::
       const __m256i h = mix4(_mm256_add_epi64(key, mul4(_mm256_add_epi64(ctr, one), kGamma)));
       const __m256i high_half = _mm256_cmpeq_epi64(_mm256_and_si256(id, eight), _mm256_setzero_si256());
       const __m256i top = _mm256_blendv_epi8(_mm256_slli_epi64(h, 20), _mm256_srli_epi64(h, 12), high_half);
-      const unsigned m = judge4(load4(w + 4 * q), excess4(top), tfv, positive, ok);
+      const unsigned m = judge4(load4(w + 4 * q), excess4(top), tfv, ok);
       out.may[q / 16] |= static_cast<std::uint64_t>(m) << (4 * (q % 16));
     }
   }
-  alignas(32) std::int64_t lanes[4];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), positive);
-  out.positive += lanes[0] + lanes[1] + lanes[2] + lanes[3];
   out.invalid |= _mm256_movemask_pd(ok) != 0xF;
 }
 #undef MIXSIEVE_AVX2

@@ -207,23 +207,15 @@ std::int64_t first_bad_weight(const W* w, std::size_t n, std::size_t* positive) 
   return -1;
 }
 
-// What a scan learned about its weights: the first index that is negative, NaN or infinite
-// (-1 if none) and how many are positive.
-struct ScanReport {
-  std::int64_t first_bad = -1;
-  std::size_t positive = 0;
-};
-
 // A-Res with keys log(u_id) / w (AresKeys): offers every item of w[0..n) with id ids[i] (or
 // base + i) to `top`, validating the weights in the same pass. A vectorised first pass marks
 // the few items of each block of 256 whose bound u - 1 >= log(u) could reach the threshold;
 // only those get a logarithm. Keys below floor are skipped too (a bound known from
-// elsewhere). Stops at the first invalid weight (reported in first_bad; `top` may then hold
-// part of the batch).
+// elsewhere). Returns -1, or stops at the first weight that is negative, NaN or infinite and
+// returns its index (`top` may then hold part of the batch).
 template <class W, class Top>
-ScanReport ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, const AresKeys& keys,
+std::int64_t ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, const AresKeys& keys,
                      Top& top, double floor = kNegInf) {
-  ScanReport rep;
   double t = std::max(top.threshold(), floor);
   constexpr std::size_t kBlock = 256;
   constexpr std::size_t kAhead = 8;  // blocks: the loop computes too much for the hardware prefetcher alone
@@ -250,10 +242,8 @@ ScanReport ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::in
     if (pass.invalid) {
       std::size_t j = 0;
       while (j + 1 < cnt && ares_detail::valid_weight(static_cast<double>(wb[j]))) ++j;
-      rep.first_bad = static_cast<std::int64_t>(i0 + j);
-      return rep;
+      return static_cast<std::int64_t>(i0 + j);
     }
-    rep.positive += static_cast<std::size_t>(pass.positive);
     // The marked items' keys first (independent, so their logarithms overlap), then the offers;
     // .key holds the weight until the key replaces it.
     Keyed cand[kBlock];
@@ -272,7 +262,7 @@ ScanReport ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::in
     }
     i0 += cnt;
   }
-  return rep;
+  return -1;
 }
 
 // A floor below the k-th best key, from the items at a stride (their exact keys): about
@@ -310,15 +300,15 @@ double ares_estimate_floor(const W* w, std::size_t n, const std::int64_t* ids, s
 
 // The k best A-Res keys of a whole array into `into`, on `threads` threads (one chunk each),
 // validating as it goes: merged into `into` only if every weight is valid, so a bad batch
-// leaves a reservoir untouched. An empty `into` with large k first estimates a floor from a
+// leaves a reservoir untouched (returns -1, or the index of the first invalid weight). An empty `into` with large k first estimates a floor from a
 // strided sample, so the scan handles ~1.15 k candidates instead of k (1 + ln(n / k)); if
 // the floor turns out too high the scan is repeated without it. The result never depends on
 // the floor or the thread count. With `best_first` (for a one-shot sample; `into` is then
 // left empty), each chunk sorts its own best k on its thread and the sorted lists are merged
 // into *best_first: the best k of all, best first.
 template <class W>
-ScanReport ares_select(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, const AresKeys& keys,
-                       BestK& into, unsigned threads, std::vector<Keyed>* best_first = nullptr) {
+std::int64_t ares_select(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, const AresKeys& keys,
+                         BestK& into, unsigned threads, std::vector<Keyed>* best_first = nullptr) {
   if (threads == 0) threads = available_cores();
   const std::size_t k = into.capacity();
   const double floor =
@@ -330,29 +320,32 @@ ScanReport ares_select(const W* w, std::size_t n, const std::int64_t* ids, std::
     if (fl > kNegInf) {  // ~1.15 k candidates in all
       for (BestK& t : tops) t.reserve(static_cast<std::size_t>(1.3 * static_cast<double>(k) / static_cast<double>(chunks)));
     }
-    std::vector<ScanReport> reps(chunks);
+    std::vector<std::int64_t> bad(chunks);
     std::vector<std::vector<Keyed>> lists(best_first ? chunks : 0);
     parallel_for(chunks, threads, 1, [&](std::size_t c0, std::size_t c1) {
       for (std::size_t c = c0; c < c1; ++c) {
         const std::size_t s = std::min(n, c * grain), e = std::min(n, s + grain);
-        reps[c] = ares_scan(w + s, e - s, ids ? ids + s : nullptr, base + static_cast<std::int64_t>(s), keys, tops[c],
-                            std::max(fl, into.threshold()));
-        if (reps[c].first_bad >= 0) reps[c].first_bad += static_cast<std::int64_t>(s);
-        if (best_first && reps[c].first_bad < 0) lists[c] = tops[c].sorted();
+        bad[c] = ares_scan(w + s, e - s, ids ? ids + s : nullptr, base + static_cast<std::int64_t>(s), keys, tops[c],
+                           std::max(fl, into.threshold()));
+        if (bad[c] >= 0) bad[c] += static_cast<std::int64_t>(s);
+        if (best_first && bad[c] < 0) lists[c] = tops[c].sorted();
       }
     });
-    ScanReport rep;
     std::size_t found = 0;
     for (std::size_t c = 0; c < chunks; ++c) {
-      if (rep.first_bad < 0) rep.first_bad = reps[c].first_bad;
-      rep.positive += reps[c].positive;
+      if (bad[c] >= 0) return bad[c];
       found += tops[c].size();
     }
-    if (rep.first_bad >= 0) return rep;
-    if (fl != kNegInf && fl > into.threshold() && found < std::min(k, rep.positive)) continue;  // floor too high
+    if (fl != kNegInf && fl > into.threshold() && found < k) {
+      // Short of k: the floor was too high, or fewer than k weights are positive (then every
+      // one of them was kept). Only a count tells, and it is rarely needed.
+      std::size_t positive = 0;
+      first_bad_weight(w, n, &positive);
+      if (found < positive) continue;
+    }
     if (!best_first) {
       for (const BestK& t : tops) into.merge(t);
-      return rep;
+      return -1;
     }
     best_first->swap(lists[0]);
     for (std::size_t c = 1; c < chunks; ++c) {
@@ -361,9 +354,9 @@ ScanReport ares_select(const W* w, std::size_t n, const std::int64_t* ids, std::
       both.resize(std::min(both.size(), k));
       best_first->swap(both);
     }
-    return rep;
+    return -1;
   }
-  return {};
+  return -1;  // not reached: the pass without a floor always returns
 }
 
 // One-pass A-ExpJ (Efraimidis & Spirakis 2006) in log space. Each random number is keyed by
