@@ -63,9 +63,9 @@ inline double ares_excess(std::uint32_t top) {
 // the logarithm and the division can never reject an item whose computed key reaches t.
 inline double ares_pass_threshold(double t) { return t * (1.0 + 0x1p-40); }
 
-// What the first pass learned about a block of up to 256 items.
-// Marks never need a separate test for w > 0: with tf <= 0, a weight that is zero, negative
-// or NaN makes tf * w >= 0 or NaN, which no excess (<= 0) exceeds.
+// What the first pass learned about a block of up to 256 items. Marks need no separate test
+// for w > 0: with tf <= 0, a weight that is zero, negative or NaN makes tf * w >= 0 or NaN,
+// which no excess (<= 0) exceeds.
 struct FirstPass {
   std::uint64_t may[4] = {0, 0, 0, 0};  // bit j: item j may reach t
   bool invalid = false;                 // some weight is negative, NaN or infinite
@@ -102,9 +102,6 @@ void first_pass_scalar(const W* w, const std::int64_t* ids, std::int64_t base, s
 }
 
 #ifdef MIXSIEVE_ARES_X86
-constexpr std::uint64_t kGamma = 0x9E3779B97F4A7C15ULL;
-constexpr std::uint64_t kMix1 = 0xBF58476D1CE4E5B9ULL;
-constexpr std::uint64_t kMix2 = 0x94D049BB133111EBULL;
 constexpr std::uint64_t kTopField = 0x000FFFFFFFF00000ULL;  // mantissa bits 51..20: where top goes
 constexpr std::uint64_t kOne = 0x3FF0000000000000ULL;
 
@@ -113,9 +110,9 @@ constexpr std::uint64_t kOne = 0x3FF0000000000000ULL;
 
 MIXSIEVE_AVX512 __m512i mix8(__m512i z) {
   z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 30));
-  z = _mm512_mullo_epi64(z, _mm512_set1_epi64(static_cast<long long>(kMix1)));
+  z = _mm512_mullo_epi64(z, _mm512_set1_epi64(static_cast<long long>(kSplitMixMul1)));
   z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 27));
-  z = _mm512_mullo_epi64(z, _mm512_set1_epi64(static_cast<long long>(kMix2)));
+  z = _mm512_mullo_epi64(z, _mm512_set1_epi64(static_cast<long long>(kSplitMixMul2)));
   return _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
 }
 // (top + 1) * 2^-32 - 1 from lanes whose bits 51..20 hold top (other bits are masked off).
@@ -142,15 +139,15 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) void first_pass_avx512(cons
                                                                              FirstPass& out) {
   const __m512d tfv = _mm512_set1_pd(tf);
   const __m512i key = _mm512_set1_epi64(static_cast<long long>(keys.top_key()));
-  const __m512i gamma = _mm512_set1_epi64(static_cast<long long>(kGamma));
+  const __m512i gamma = _mm512_set1_epi64(static_cast<long long>(kSplitMixGamma));
   unsigned ok = 0xFF;
   if (!ids) {
     // Ids base + 16g + r and base + 16g + 8 + r (r < 8) share counter base/2 + 8g + r.
     const auto c0 = static_cast<std::uint64_t>(base) / 2;
     __m512i x = _mm512_add_epi64(
-        _mm512_set1_epi64(static_cast<long long>(keys.top_key() + (c0 + 1) * kGamma)),
+        _mm512_set1_epi64(static_cast<long long>(keys.top_key() + (c0 + 1) * kSplitMixGamma)),
         _mm512_mullo_epi64(_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), gamma));
-    const __m512i step = _mm512_set1_epi64(static_cast<long long>(8 * kGamma));
+    const __m512i step = _mm512_set1_epi64(static_cast<long long>(8 * kSplitMixGamma));
     for (std::size_t g = 0; g < cnt / 16; ++g) {
       const __m512i h = mix8(x);
       x = _mm512_add_epi64(x, step);
@@ -185,8 +182,8 @@ MIXSIEVE_AVX2 __m256i mul4(__m256i a, std::uint64_t c) {
   return _mm256_add_epi64(lo, _mm256_slli_epi64(cross, 32));
 }
 MIXSIEVE_AVX2 __m256i mix4(__m256i z) {
-  z = mul4(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), kMix1);
-  z = mul4(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), kMix2);
+  z = mul4(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), kSplitMixMul1);
+  z = mul4(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), kSplitMixMul2);
   return _mm256_xor_si256(z, _mm256_srli_epi64(z, 31));
 }
 MIXSIEVE_AVX2 __m256d excess4(__m256i top_at_20) {
@@ -211,11 +208,11 @@ __attribute__((target("avx2,fma"))) void first_pass_avx2(const W* w, const std::
   __m256d ok = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
   if (!ids) {
     const auto c0 = static_cast<std::uint64_t>(base) / 2;
-    const std::uint64_t x0 = keys.top_key() + (c0 + 1) * kGamma;
-    __m256i xa = _mm256_set_epi64x(static_cast<long long>(x0 + 3 * kGamma), static_cast<long long>(x0 + 2 * kGamma),
-                                   static_cast<long long>(x0 + kGamma), static_cast<long long>(x0));
-    __m256i xb = _mm256_add_epi64(xa, _mm256_set1_epi64x(static_cast<long long>(4 * kGamma)));
-    const __m256i step = _mm256_set1_epi64x(static_cast<long long>(8 * kGamma));
+    const std::uint64_t x0 = keys.top_key() + (c0 + 1) * kSplitMixGamma;
+    __m256i xa = _mm256_set_epi64x(static_cast<long long>(x0 + 3 * kSplitMixGamma), static_cast<long long>(x0 + 2 * kSplitMixGamma),
+                                   static_cast<long long>(x0 + kSplitMixGamma), static_cast<long long>(x0));
+    __m256i xb = _mm256_add_epi64(xa, _mm256_set1_epi64x(static_cast<long long>(4 * kSplitMixGamma)));
+    const __m256i step = _mm256_set1_epi64x(static_cast<long long>(8 * kSplitMixGamma));
     for (std::size_t g = 0; g < cnt / 16; ++g) {
       const __m256i ha = mix4(xa), hb = mix4(xb);  // counters of items r and 8 + r, r = 0..3 and 4..7
       xa = _mm256_add_epi64(xa, step);
@@ -233,7 +230,7 @@ __attribute__((target("avx2,fma"))) void first_pass_avx2(const W* w, const std::
     for (std::size_t q = 0; q < cnt / 4; ++q) {
       const __m256i id = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ids + 4 * q));
       const __m256i ctr = _mm256_or_si256(_mm256_slli_epi64(_mm256_srli_epi64(id, 4), 3), _mm256_and_si256(id, seven));
-      const __m256i h = mix4(_mm256_add_epi64(key, mul4(_mm256_add_epi64(ctr, one), kGamma)));
+      const __m256i h = mix4(_mm256_add_epi64(key, mul4(_mm256_add_epi64(ctr, one), kSplitMixGamma)));
       const __m256i high_half = _mm256_cmpeq_epi64(_mm256_and_si256(id, eight), _mm256_setzero_si256());
       const __m256i top = _mm256_blendv_epi8(_mm256_slli_epi64(h, 20), _mm256_srli_epi64(h, 12), high_half);
       const unsigned m = judge4(load4(w + 4 * q), excess4(top), tfv, ok);

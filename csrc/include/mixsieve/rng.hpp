@@ -7,16 +7,22 @@
 
 namespace mixsieve {
 
-// The SplitMix64 output function (Steele, Lea, Flood 2014): a bijective 64-bit mixer.
+// SplitMix64's constants (Steele, Lea, Flood 2014): the counter step and the two multipliers
+// of the output function. Vector kernels that compute the same function use them too.
+inline constexpr std::uint64_t kSplitMixGamma = 0x9E3779B97F4A7C15ULL;
+inline constexpr std::uint64_t kSplitMixMul1 = 0xBF58476D1CE4E5B9ULL;
+inline constexpr std::uint64_t kSplitMixMul2 = 0x94D049BB133111EBULL;
+
+// The SplitMix64 output function: a bijective 64-bit mixer.
 inline constexpr std::uint64_t splitmix64_mix(std::uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  z = (z ^ (z >> 30)) * kSplitMixMul1;
+  z = (z ^ (z >> 27)) * kSplitMixMul2;
   return z ^ (z >> 31);
 }
 
 // The i-th output of a SplitMix64 stream started at `seed` (i = 0 is the first output).
 inline constexpr std::uint64_t splitmix64_at(std::uint64_t seed, std::uint64_t i) {
-  return splitmix64_mix(seed + (i + 1) * 0x9E3779B97F4A7C15ULL);
+  return splitmix64_mix(seed + (i + 1) * kSplitMixGamma);
 }
 
 }  // namespace mixsieve
@@ -43,9 +49,7 @@ inline constexpr std::uint64_t stream_key(std::uint64_t seed, Stream s, std::uin
                                               sub * 0x8CB92BA72F3D8DD7ULL));
 }
 
-inline constexpr std::uint64_t stream_bits(std::uint64_t key, std::uint64_t i) {
-  return splitmix64_mix(key + (i + 1) * 0x9E3779B97F4A7C15ULL);
-}
+inline constexpr std::uint64_t stream_bits(std::uint64_t key, std::uint64_t i) { return splitmix64_at(key, i); }
 
 // Uniform on the open interval (0, 1): (2m + 1) * 2^-53 for the top 52 bits m, never 0 (log)
 // and never 1 (log of log). Built by bit-cast, not an int-to-double conversion, so loops
