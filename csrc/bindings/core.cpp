@@ -450,11 +450,8 @@ PYBIND11_MODULE(_core, m) {
 #else
     d["compiler"] = "unknown";
 #endif
-    d["simd"] = std::string(simd_level()) + " (minhash); " +
-                ares_isa_name(ares_isa()) +
-                " (sampling); " +
-                (MixSchedule::simd_isa() == 2 ? "avx512" : MixSchedule::simd_isa() == 1 ? "avx2" : "scalar") +
-                " (mixing)";
+    d["simd"] = std::string(simd_level()) + " (minhash); " + vector_level_name(ares_isa()) + " (sampling); " +
+                vector_level_name(MixSchedule::simd_isa()) + " (mixing)";
     d["cores"] = available_cores();
     d["unicode"] = unicode_version();
 #ifdef MIXSIEVE_SANITIZE

@@ -249,7 +249,7 @@ void bind_sampling(py::module_& m) {
       [](int level) {
         if (level < 0 || level > 2) throw py::value_error("level must be 0 (scalar), 1 (avx2) or 2 (avx512)");
         const int previous = ares_isa_cap().exchange(level);
-        return py::make_tuple(previous, ares_isa_detected());
+        return py::make_tuple(previous, cpu_vector_level());
       },
       py::arg("level"),
       "Caps the A-Res first pass at `level` (0 scalar, 1 AVX2, 2 AVX-512); returns (previous cap, detected).");

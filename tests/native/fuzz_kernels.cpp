@@ -173,7 +173,7 @@ void check_ares_first_pass_typed(std::mt19937_64& rng) {
     if (positive(j) && keys.key(id_of(j), static_cast<double>(w[j])) >= t && !marked) std::abort();
   }
   const int previous = ares_isa_cap().load();
-  for (int level = 0; level <= ares_isa_detected(); ++level) {
+  for (int level = 0; level <= cpu_vector_level(); ++level) {
     ares_isa_cap() = level;
     FirstPass got;
     ares_first_pass(w.data(), ip, base, cnt, keys, tf, got);

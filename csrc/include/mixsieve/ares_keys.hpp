@@ -15,6 +15,7 @@
 #define MIXSIEVE_ARES_X86 1
 #endif
 
+#include "mixsieve/cpu.hpp"
 #include "mixsieve/rng.hpp"
 
 namespace mixsieve {
@@ -244,25 +245,13 @@ __attribute__((target("avx2,fma"))) void first_pass_avx2(const W* w, const std::
 
 }  // namespace ares_detail
 
-// 2: AVX-512, 1: AVX2, 0: the scalar reference, as the CPU allows.
-inline int ares_isa_detected() {
-#ifdef MIXSIEVE_ARES_X86
-  static const int isa = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                                 __builtin_cpu_supports("avx512vl")
-                             ? 2
-                             : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0);
-  return isa;
-#else
-  return 0;
-#endif
-}
 // A cap on the level used, so that tests can run every path on one machine.
 inline std::atomic<int>& ares_isa_cap() {
   static std::atomic<int> cap{2};
   return cap;
 }
-inline int ares_isa() { return std::min(ares_isa_detected(), ares_isa_cap().load(std::memory_order_relaxed)); }
-inline const char* ares_isa_name(int isa) { return isa == 2 ? "avx512" : isa == 1 ? "avx2" : "scalar"; }
+// 2: AVX-512, 1: AVX2, 0: the scalar reference.
+inline int ares_isa() { return std::min(cpu_vector_level(), ares_isa_cap().load(std::memory_order_relaxed)); }
 
 // The first pass over items j < cnt <= 256 (ids[j], or base + j), against tf =
 // ares_pass_threshold(t): an item that is not marked in out.may has a key below t.

@@ -14,4 +14,20 @@ inline bool cpu_has_avx2() {
 
 inline const char* simd_level() { return cpu_has_avx2() ? "avx2" : "scalar"; }
 
+// The vector level the hand-written kernels may use: 2 = AVX-512 (F, DQ, VL), 1 = AVX2 with
+// FMA, 0 = neither (or not x86-64).
+inline int cpu_vector_level() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  static const int level = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                                   __builtin_cpu_supports("avx512vl")
+                               ? 2
+                               : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0);
+  return level;
+#else
+  return 0;
+#endif
+}
+
+inline const char* vector_level_name(int level) { return level == 2 ? "avx512" : level == 1 ? "avx2" : "scalar"; }
+
 }  // namespace mixsieve

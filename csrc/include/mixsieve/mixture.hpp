@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "mixsieve/cpu.hpp"
 #include "mixsieve/rng.hpp"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -48,14 +49,7 @@ class MixSchedule {
   }
 
   // Which vector scan this CPU gets: 2 = AVX-512, 1 = AVX2, 0 = none (scalar scan and tree).
-  static int simd_isa() {
-#if MIXSIEVE_MIX_SIMD
-    static const int isa = __builtin_cpu_supports("avx512f") ? 2 : (__builtin_cpu_supports("avx2") ? 1 : 0);
-    return isa;
-#else
-    return 0;
-#endif
-  }
+  static int simd_isa() { return MIXSIEVE_MIX_SIMD ? cpu_vector_level() : 0; }
 
   int num_sources() const { return k_; }
   std::int64_t position() const { return position_; }

@@ -215,7 +215,7 @@ std::int64_t first_bad_weight(const W* w, std::size_t n, std::size_t* positive) 
 // returns its index (`top` may then hold part of the batch).
 template <class W, class Top>
 std::int64_t ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, const AresKeys& keys,
-                     Top& top, double floor = kNegInf) {
+                       Top& top, double floor = kNegInf) {
   double t = std::max(top.threshold(), floor);
   constexpr std::size_t kBlock = 256;
   constexpr std::size_t kAhead = 8;  // blocks: the loop computes too much for the hardware prefetcher alone
@@ -300,12 +300,13 @@ double ares_estimate_floor(const W* w, std::size_t n, const std::int64_t* ids, s
 
 // The k best A-Res keys of a whole array into `into`, on `threads` threads (one chunk each),
 // validating as it goes: merged into `into` only if every weight is valid, so a bad batch
-// leaves a reservoir untouched (returns -1, or the index of the first invalid weight). An empty `into` with large k first estimates a floor from a
-// strided sample, so the scan handles ~1.15 k candidates instead of k (1 + ln(n / k)); if
-// the floor turns out too high the scan is repeated without it. The result never depends on
-// the floor or the thread count. With `best_first` (for a one-shot sample; `into` is then
-// left empty), each chunk sorts its own best k on its thread and the sorted lists are merged
-// into *best_first: the best k of all, best first.
+// leaves a reservoir untouched (returns -1, or the index of the first invalid weight). An
+// empty `into` with large k first estimates a floor from a strided sample, so the scan
+// handles ~1.15 k candidates instead of k (1 + ln(n / k)); if the floor turns out too high
+// the scan is repeated without it. The result never depends on the floor or the thread count.
+// With `best_first` (for a one-shot sample; `into` is then left empty), each chunk sorts its
+// own best k on its thread and the sorted lists are merged into *best_first: the best k of
+// all, best first.
 template <class W>
 std::int64_t ares_select(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, const AresKeys& keys,
                          BestK& into, unsigned threads, std::vector<Keyed>* best_first = nullptr) {
