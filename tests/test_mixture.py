@@ -40,6 +40,15 @@ def collect(ds, workers, batch_size=1, **kw):
     return [x for batch in loader for x in batch]
 
 
+def integral_targets(w0, changes, n):
+    """T[i, d]: the integral of source d's normalised weight over positions 0..i (weights w0,
+    then each (position, weights) change from its position on)."""
+    per_pos = np.tile(np.asarray(w0, float) / np.sum(w0), (n, 1))
+    for p, w in sorted(changes, key=lambda c: c[0]):
+        per_pos[p:] = np.asarray(w, float) / np.sum(w)
+    return per_pos.cumsum(axis=0)
+
+
 def counts_matrix(names, order):
     idx = {n: i for i, n in enumerate(order)}
     m = np.zeros((len(names), len(order)), np.int64)
@@ -255,10 +264,13 @@ def test_online_mixer_reaches_workers_and_replays():
     pos, w = changes[-1]
     w = np.array(w) / sum(w)
     assert w[1] > 0.5
-    # the workers switched exactly at the recorded position: exact bound on the new segment
-    names = [n for n, _ in got[pos : pos + 5000]]
+    # the workers switched exactly at the recorded position: every prefix follows the integral
+    # of the weights, with the lag carried across the change
+    names = [n for n, _ in got]
     c = counts_matrix(names, ["web", "code", "math"])
-    assert np.abs(c - np.outer(np.arange(1, len(names) + 1), w)).max() < 1
+    target = integral_targets(np.array([1.0, 1.0, 1.0]), [(pos, w)], len(names))
+    assert np.abs(c - target).max() < 1
+    assert (c[pos - 1] - target[pos - 1]).any()  # lags were not reset at the change
     # replay: the same changes give the same stream in one process, and after a resume
     ref_ds = make_dataset(weights=ms.weights.OnlineMixer(["web", "code", "math"]), num_samples=30_000)
     ref_ds.load_state_dict({**ref_ds.state_dict(), "changes": changes})

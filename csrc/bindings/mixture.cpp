@@ -1,15 +1,17 @@
-// Bindings of the mixing schedule (MixtureDataset's core): chunks of (source, item) pairs, the
-// order map-style sources are read in, the gather of a piece, and the slots of the iterable
-// shuffle buffer.
+// Bindings of the mixing schedule (MixtureDataset's core): the plan (the schedule's whole state:
+// policy, changes, drops, caps) and its kernel, the order map-style sources are read in, the
+// gather of a piece, and the slots of the iterable shuffle buffer.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "common.hpp"
+#include "mixsieve/mix_plan.hpp"
 #include "mixsieve/mixture.hpp"
 
 namespace mixsieve_bind {
@@ -34,6 +36,16 @@ void set_weights(MixSchedule& s, const F64& w) {
   if (bad >= 0) {
     throw py::value_error("weights[" + std::to_string(bad) + "] = " + std::to_string(w.data()[bad]) +
                           " is not a finite number >= 0");
+  }
+}
+
+// A lag is bounded by the number of sources (docs/mixing.md); anything else is corrupt.
+void check_carry(const F64& carry, int k) {
+  for (int d = 0; d < k; ++d) {
+    if (!(std::fabs(carry.data()[d]) <= static_cast<double>(k) + 1.0)) {
+      throw py::value_error("carry[" + std::to_string(d) + "] = " + std::to_string(carry.data()[d]) +
+                            " is not a lag this schedule can have");
+    }
   }
 }
 
@@ -71,7 +83,7 @@ py::dict state(const MixSchedule& s) {
 }
 
 void restore(MixSchedule& s, std::int64_t position, std::int64_t segment_start, const F64& w, const I64& counts,
-             const I64& seg_counts) {
+             const I64& seg_counts, const py::object& carry_obj) {
   const py::ssize_t k = s.num_sources();
   check_length(w, k, "weights");
   check_length(counts, k, "counts");
@@ -87,11 +99,135 @@ void restore(MixSchedule& s, std::int64_t position, std::int64_t segment_start, 
   if (seg_total != position - segment_start) {
     throw py::value_error("segment_counts must sum to position - segment_start");
   }
+  F64 carry;
+  if (!carry_obj.is_none()) {
+    carry = carry_obj.cast<F64>();
+    check_length(carry, k, "carry");
+    check_carry(carry, static_cast<int>(k));
+  }
   try {
-    s.restore(position, segment_start, w.data(), counts.data(), seg_counts.data());
+    s.restore(position, segment_start, w.data(), counts.data(), seg_counts.data(),
+              carry_obj.is_none() ? nullptr : carry.data());
   } catch (const std::invalid_argument& e) {
     throw py::value_error(e.what());
   }
+}
+
+// ---- the plan ----
+
+std::vector<double> weights_arg(const py::handle& h, int k, const char* name) {
+  F64 w = py::cast<F64>(h);
+  check_length(w, k, name);
+  return std::vector<double>(w.data(), w.data() + k);
+}
+
+void raise_bad_weights(int bad, int k, const std::vector<double>& w, const std::string& what) {
+  if (bad == k) throw py::value_error(what + " are all zero; at least one must be > 0");
+  throw py::value_error(what + "[" + std::to_string(bad) + "] = " + std::to_string(w[static_cast<std::size_t>(bad)]) +
+                        " is not a finite number >= 0");
+}
+
+WeightCurve make_curve(const I64& points, const py::list& vectors, bool linear, std::int64_t every, int k) {
+  WeightCurve c;
+  if (points.ndim() != 1 || points.size() < 1 || static_cast<std::size_t>(points.size()) != vectors.size()) {
+    throw py::value_error("a curve needs one weight vector per point, and at least one point");
+  }
+  if (every < 1) throw py::value_error("every must be >= 1");
+  c.points.assign(points.data(), points.data() + points.size());
+  if (c.points[0] != 0) throw py::value_error("the first point must be at position 0");
+  for (std::size_t i = 1; i < c.points.size(); ++i) {
+    if (c.points[i] <= c.points[i - 1]) throw py::value_error("points must increase strictly");
+  }
+  for (const auto& v : vectors) {
+    std::vector<double> w = weights_arg(v, k, "curve weights");
+    const int bad = check_weights(w.data(), k);
+    if (bad >= 0) raise_bad_weights(bad, k, w, "curve weights");
+    c.vectors.push_back(std::move(w));
+  }
+  c.linear = linear;
+  c.every = every;
+  return c;
+}
+
+template <class T>
+py::array_t<T> to_array(const std::vector<T>& v) {
+  py::array_t<T> a(static_cast<py::ssize_t>(v.size()));
+  std::copy(v.begin(), v.end(), a.mutable_data());
+  return a;
+}
+
+py::dict plan_state(const MixPlan& p) {
+  const MixSchedule& s = p.kernel();
+  py::dict d;
+  d["position"] = p.position();
+  d["segment_start"] = s.segment_start();
+  d["weights"] = s.weights();
+  d["counts"] = s.counts();
+  d["segment_counts"] = s.segment_counts();
+  d["carry"] = s.carry();
+  d["policy"] = p.policy();
+  py::list dropped;
+  for (int i = 0; i < p.num_sources(); ++i) {
+    if (p.dropped()[static_cast<std::size_t>(i)]) dropped.append(i);
+  }
+  d["dropped"] = dropped;
+  d["lengths"] = p.lengths();
+  d["ended"] = p.ended();
+  py::list changes;
+  for (const auto& c : p.changes()) changes.append(py::make_tuple(c.first, c.second));
+  d["changes"] = changes;
+  return d;
+}
+
+// The caller (python/mixsieve/mixture/checkpoint.py) has checked the types; this checks
+// lengths, ranges and consistency.
+void plan_restore(MixPlan& p, const py::dict& st) {
+  const int k = p.num_sources();
+  const auto position = st["position"].cast<std::int64_t>();
+  const auto seg_start = st["segment_start"].cast<std::int64_t>();
+  if (position < seg_start || seg_start < 0) throw py::value_error("need 0 <= segment_start <= position");
+  const F64 weights = st["weights"].cast<F64>(), carry = st["carry"].cast<F64>();
+  const I64 counts = st["counts"].cast<I64>(), seg_counts = st["segment_counts"].cast<I64>();
+  const I64 lengths = st["lengths"].cast<I64>();
+  check_length(weights, k, "weights");
+  check_length(carry, k, "carry");
+  check_length(counts, k, "counts");
+  check_length(seg_counts, k, "segment_counts");
+  check_length(lengths, k, "lengths");
+  const std::vector<double> policy = weights_arg(st["policy"], k, "policy");
+  const bool ended = st["ended"].cast<bool>();
+  std::vector<char> dropped(static_cast<std::size_t>(k), 0);
+  for (const auto& h : st["dropped"].cast<py::list>()) {
+    const auto d = h.cast<std::int64_t>();
+    if (d < 0 || d >= k) throw py::value_error("dropped source " + std::to_string(d) + " is out of range");
+    dropped[static_cast<std::size_t>(d)] = 1;
+  }
+  std::int64_t seg_total = 0;
+  for (int d = 0; d < k; ++d) {
+    if (counts.data()[d] < seg_counts.data()[d] || seg_counts.data()[d] < 0) {
+      throw py::value_error("counts must be >= segment_counts >= 0");
+    }
+    if (lengths.data()[d] < -1) throw py::value_error("lengths must be >= -1");
+    seg_total += seg_counts.data()[d];
+  }
+  if (!ended && seg_total != position - seg_start) {
+    throw py::value_error("segment_counts must sum to position - segment_start");
+  }
+  std::vector<std::pair<std::int64_t, std::vector<double>>> changes;
+  for (const auto& h : st["changes"].cast<py::list>()) {
+    const auto pair = h.cast<py::sequence>();
+    if (pair.size() != 2) throw py::value_error("each change is [position, weights]");
+    changes.emplace_back(pair[0].cast<std::int64_t>(), weights_arg(pair[1], k, "change weights"));
+  }
+  check_carry(carry, k);
+  MixPlan q(p);  // restored aside: a rejected state leaves the plan as it was
+  try {
+    q.restore(position, seg_start, weights.data(), counts.data(), seg_counts.data(), carry.data(), policy.data(),
+              dropped, lengths.data(), ended, std::move(changes));
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
+  p = std::move(q);
 }
 
 // out[i] = the index of the items[i]-th item (over all epochs) of a source of n items, in the
@@ -238,9 +374,105 @@ void bind_mixture(py::module_& m) {
       .def("fill", &fill, py::arg("n"), py::arg("caps") = py::none())
       .def("state", &state)
       .def("restore", &restore, py::arg("position"), py::arg("segment_start"), py::arg("weights"), py::arg("counts"),
-           py::arg("segment_counts"))
+           py::arg("segment_counts"), py::arg("carry") = py::none())
       .def_property_readonly("position", &MixSchedule::position)
       .def_property_readonly("num_sources", &MixSchedule::num_sources);
+  py::class_<MixPlan>(m, "MixPlan")
+      .def(py::init([](int k, bool exact, std::uint64_t seed, int on_exhausted, const I64& fixed_caps) {
+             if (k < 1) throw py::value_error("a mixture needs at least one source");
+             if (on_exhausted < 0 || on_exhausted > 2) throw py::value_error("on_exhausted must be 0, 1 or 2");
+             check_length(fixed_caps, k, "fixed_caps");
+             return MixPlan(k, exact, seed, on_exhausted,
+                            std::vector<std::int64_t>(fixed_caps.data(), fixed_caps.data() + k));
+           }),
+           py::arg("num_sources"), py::arg("exact"), py::arg("seed"), py::arg("on_exhausted"), py::arg("fixed_caps"))
+      .def(
+          "set_curve",
+          [](MixPlan& p, const I64& points, const py::list& vectors, bool linear, std::int64_t every) {
+            p.set_curve(make_curve(points, vectors, linear, every, p.num_sources()));
+          },
+          py::arg("points"), py::arg("vectors"), py::arg("linear"), py::arg("every"))
+      .def(
+          "start",
+          [](MixPlan& p, const py::object& policy) {
+            std::vector<double> w(static_cast<std::size_t>(p.num_sources()), 1.0);
+            if (!policy.is_none()) w = weights_arg(policy, p.num_sources(), "weights");
+            const int bad = p.start(w.data());
+            if (bad >= 0) raise_bad_weights(bad, p.num_sources(), w, "weights");
+          },
+          py::arg("policy"))
+      .def(
+          "add_change",
+          [](MixPlan& p, std::int64_t pos, const py::object& w_obj) {
+            const std::vector<double> w = weights_arg(w_obj, p.num_sources(), "weights");
+            const int bad = p.add_change(pos, w.data());
+            if (bad == -2) {
+              throw py::value_error("position " + std::to_string(pos) + " has already been generated (the schedule is at " +
+                                    std::to_string(p.position()) + ")");
+            }
+            if (bad >= 0) raise_bad_weights(bad, p.num_sources(), w, "weights");
+          },
+          py::arg("position"), py::arg("weights"))
+      .def(
+          "set_length",
+          [](MixPlan& p, int d, std::int64_t n) {
+            if (d < 0 || d >= p.num_sources() || n < 0) throw py::value_error("need 0 <= source < k and length >= 0");
+            p.set_length(d, n);
+          },
+          py::arg("source"), py::arg("length"))
+      .def(
+          "fill",
+          [](MixPlan& p, std::int64_t n, std::int64_t end) {
+            if (n < 0) throw py::value_error("n must be >= 0");
+            py::array_t<std::int32_t> src(n);
+            py::array_t<std::int64_t> item(n);
+            std::int64_t got = 0;
+            {
+              py::gil_scoped_release release;
+              got = p.fill(n, end, src.mutable_data(), item.mutable_data());
+            }
+            if (got < n) {
+              src.resize({got});
+              item.resize({got});
+            }
+            return py::make_tuple(src, item);
+          },
+          py::arg("n"), py::arg("end") = -1)
+      .def("state", &plan_state)
+      .def("restore", &plan_restore, py::arg("state"))
+      .def("copy", [](const MixPlan& p) { return MixPlan(p); })
+      .def_property_readonly("position", &MixPlan::position)
+      .def_property_readonly("ended", &MixPlan::ended)
+      .def_property_readonly("weights", [](const MixPlan& p) { return to_array(p.kernel().weights()); })
+      .def_property_readonly("next_weights", [](const MixPlan& p) { return to_array(p.next_weights()); })
+      .def_property_readonly("counts", [](const MixPlan& p) { return to_array(p.kernel().counts()); })
+      .def_property_readonly("num_sources", &MixPlan::num_sources);
+  m.def(
+      "curve_at",
+      [](const I64& points, const py::list& vectors, bool linear, std::int64_t every, std::int64_t position) {
+        if (position < 0) throw py::value_error("position must be >= 0");
+        const py::ssize_t k = vectors.empty() ? 0 : py::cast<F64>(vectors[0]).size();
+        return to_array(make_curve(points, vectors, linear, every, static_cast<int>(k)).at(position));
+      },
+      py::arg("points"), py::arg("vectors"), py::arg("linear"), py::arg("every"), py::arg("position"));
+  m.def(
+      "curve_next_change",
+      [](const I64& points, const py::list& vectors, bool linear, std::int64_t every, std::int64_t position) {
+        const py::ssize_t k = vectors.empty() ? 0 : py::cast<F64>(vectors[0]).size();
+        const std::int64_t c = make_curve(points, vectors, linear, every, static_cast<int>(k)).next_change(position);
+        return c < 0 ? py::object(py::none()) : py::object(py::int_(c));
+      },
+      py::arg("points"), py::arg("vectors"), py::arg("linear"), py::arg("every"), py::arg("position"));
+  m.def(
+      "_mix_force_path",
+      [](int path) {
+        if (path < -1 || path > 3) throw py::value_error("path must be -1 (auto), 0, 1, 2 or 3");
+        const int old = MixSchedule::forced_path();
+        MixSchedule::forced_path() = path;
+        return old;
+      },
+      py::arg("path"), "Test hook: force the exact scan (0 scalar, 1 AVX2, 2 AVX-512, 3 tree; -1 auto).");
+  m.def("_mix_simd_level", &MixSchedule::simd_isa);
   m.def("source_indices", &source_indices, py::arg("items"), py::arg("n"), py::arg("seed"), py::arg("source_key"),
         py::arg("shuffle"));
   m.def("gather_piece", &gather_piece, py::arg("src"), py::arg("item"), py::arg("lists"), py::arg("tables"),

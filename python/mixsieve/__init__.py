@@ -37,7 +37,7 @@ __all__ = [
 def __getattr__(name: str) -> object:
     # MixtureDataset imports torch (when installed), so it loads on first use only.
     if name in ("MixtureDataset", "SourceError"):
-        from . import data
+        from . import mixture
 
-        return getattr(data, name)
+        return getattr(mixture, name)
     raise AttributeError(f"module 'mixsieve' has no attribute {name!r}")

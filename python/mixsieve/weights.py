@@ -8,7 +8,6 @@ specs/mixing.md §3.
 
 from __future__ import annotations
 
-import bisect
 import math
 import weakref
 from collections.abc import Mapping, Sequence
@@ -118,24 +117,25 @@ class WeightSchedule:
         return [weight_vector(w, names) for w in self.points]
 
     def at(self, position: int, vectors: list[np.ndarray]) -> np.ndarray:
-        """The weights in force at ``position`` (linear: evaluated at the last multiple of ``every``)."""
-        i = bisect.bisect_right(self.positions, position) - 1
-        if self.interpolate == "step" or i == len(self.positions) - 1:
-            return vectors[i]
-        p0, p1 = self.positions[i], self.positions[i + 1]
-        q = p0 + (position - p0) // self.every * self.every
-        t = (q - p0) / (p1 - p0)
-        out: np.ndarray = (1 - t) * vectors[i] / vectors[i].sum() + t * vectors[i + 1] / vectors[i + 1].sum()
+        """The weights in force at ``position`` (linear: evaluated at the last multiple of
+        ``every``), for the point vectors from :meth:`vectors`. The mixture evaluates its schedule
+        with the same native code, so these are the weights it applies, bit for bit."""
+        from . import _core
+
+        out: np.ndarray = _core.curve_at(
+            np.array(self.positions, np.int64), list(vectors), self.interpolate == "linear", self.every,
+            int(position),
+        )
         return out
 
     def next_change(self, position: int) -> int | None:
         """The first position after ``position`` where the weights change, or None."""
-        i = bisect.bisect_right(self.positions, position)
-        nxt = self.positions[i] if i < len(self.positions) else None
-        if self.interpolate == "linear" and 0 < i < len(self.positions):
-            p0 = self.positions[i - 1]
-            step = p0 + ((position - p0) // self.every + 1) * self.every
-            nxt = step if nxt is None else min(nxt, step)
+        from . import _core
+
+        ones = [np.ones(1)] * len(self.positions)
+        nxt: int | None = _core.curve_next_change(
+            np.array(self.positions, np.int64), ones, self.interpolate == "linear", self.every, int(position)
+        )
         return nxt
 
     def config(self) -> dict[str, Any]:
@@ -272,7 +272,8 @@ class OnlineMixer:
             return 0.0
         return min(1.0 / k, math.sqrt(math.log(k) / (k * t)))
 
-    def _attach(self, listener: Callable[..., Any]) -> None:
+    def attach(self, listener: Callable[..., Any]) -> None:
+        """Calls ``listener(weights, position)`` after each update (held by a weak reference)."""
         self._listeners.append(weakref.WeakMethod(listener))
 
     def _notify(self, position: int | None) -> None:
@@ -286,6 +287,15 @@ class OnlineMixer:
 
     def state_dict(self) -> dict[str, Any]:
         return {"names": self.names, "t": self._t, "rewards": self._rewards.tolist(), "p": self._p.tolist()}
+
+    def state_vector(self) -> np.ndarray:
+        """The state as one float64 vector ``[t, p..., rewards...]`` (for shared memory)."""
+        return np.concatenate(([float(self._t)], self._p, self._rewards))
+
+    def state_from_vector(self, v: np.ndarray) -> dict[str, Any]:
+        """A :meth:`state_dict` from a :meth:`state_vector`."""
+        k = len(self.names)
+        return {"names": self.names, "t": int(v[0]), "rewards": v[1 + k :].tolist(), "p": v[1 : 1 + k].tolist()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if list(state["names"]) != self.names:

@@ -1,14 +1,18 @@
 // The mixing schedule: which source fills each global position of a mixed stream, and which
 // item of that source it takes. Two modes:
-//   exact  - Tijdeman's "chairman assignment" (specs/mixing.md §8): at position n of a segment a
-//            source is eligible if taking it keeps it less than one sample ahead
-//            (c_d + 1 - w_d*n < 1); among the eligible, the earliest deadline (c_d + 1) / w_d
-//            wins, ties to the lowest index. Every prefix holds each source within one sample of
+//   exact  - Tijdeman's "chairman assignment" over targets T_d(n), the integral of the weights
+//            (docs/mixing.md has the rule and its proofs): at position n a source is eligible if
+//            taking it keeps it less than one sample ahead (c_d + 1 - T_d(n) < 1); among the
+//            eligible, the earliest deadline (when T_d reaches c_d + 1) wins, ties to the lowest
+//            index. With static weights every prefix holds each source within one sample of
 //            w_d * n. Megatron's max-deficit rule is not bounded by one sample.
 //   random - i.i.d. choices by inverse CDF of a counter-based uniform keyed by (seed, position),
 //            so a choice never depends on how positions were split into chunks.
-// A weight change starts a new segment at the current position: the exact rule restarts there
-// with fresh counts (the bound then holds per segment).
+// A weight change starts a new segment at the current position and carries each source's lag
+// into it: base_d = c_d - T_d at the segment start, so within the segment the rule sees the
+// effective count base_d + (segment count) against w_d * (segment position). A source whose
+// new weight is zero hands its lag to the others in proportion to their new weights, so the
+// lags of the sources in play always sum to zero (some source is always eligible).
 #pragma once
 
 #include <algorithm>
@@ -43,6 +47,7 @@ class MixSchedule {
         cdf_(num_sources, 0.0),
         release_(num_sources, std::numeric_limits<double>::infinity()),
         deadline_(num_sources, std::numeric_limits<double>::infinity()),
+        base_(num_sources, 0.0),
         seg_counts_(num_sources, 0),
         counts_(num_sources, 0) {
     if (num_sources < 1) throw std::invalid_argument("a mixture needs at least one source");
@@ -57,6 +62,15 @@ class MixSchedule {
   const std::vector<double>& weights() const { return w_; }
   const std::vector<std::int64_t>& counts() const { return counts_; }
   const std::vector<std::int64_t>& segment_counts() const { return seg_counts_; }
+  // c_d - T_d at the segment start (exact mode; zeros in random mode).
+  const std::vector<double>& carry() const { return base_; }
+
+  // Test hook: which exact-mode scan fill uses. -1 automatic; 0 scalar scan; 1 AVX2 scan;
+  // 2 AVX-512 scan; 3 tournament tree. A forced vector level the CPU lacks falls back to auto.
+  static int& forced_path() {
+    static int path = -1;
+    return path;
+  }
 
   // New weights from the current position on. Returns -1 if they are valid, else the index of
   // the first bad one (negative / NaN / inf), or k_ if they are all zero.
@@ -71,7 +85,21 @@ class MixSchedule {
       if (!(w[d] >= 0.0) || w[d] == std::numeric_limits<double>::infinity()) return d;
       total += w[d];
     }
-    if (!(total > 0.0) || total == std::numeric_limits<double>::infinity()) return k_;
+    if (!(total > 0.0)) return k_;
+    // Weights whose sum overflows (near 1e308) or is subnormal are first scaled by a power of two
+    // (exact), so that the shares keep their precision; ordinary weights are divided as given.
+    std::vector<double> scaled;
+    if (normalise && !(total >= std::numeric_limits<double>::min() && total < std::numeric_limits<double>::infinity())) {
+      double most = 0.0;
+      for (int d = 0; d < k_; ++d) most = std::max(most, w[d]);
+      int e = 0;
+      std::frexp(most, &e);
+      scaled.resize(static_cast<std::size_t>(k_));
+      total = 0.0;
+      for (int d = 0; d < k_; ++d) total += (scaled[static_cast<std::size_t>(d)] = std::ldexp(w[d], -e));
+      w = scaled.data();
+    }
+    if (total == std::numeric_limits<double>::infinity()) return k_;
     // computed aside and committed only when valid: a rejected call leaves the schedule as it was
     std::vector<double> nw(static_cast<std::size_t>(k_)), ninv(nw.size()), ncdf(nw.size());
     double acc = 0.0;
@@ -88,6 +116,7 @@ class MixSchedule {
     }
     if (last < 0) return k_;  // every share underflowed
     ncdf[static_cast<std::size_t>(last)] = 2.0;  // the last positive source takes what rounding left over
+    if (exact_) carry_lags(nw);
     w_.swap(nw);
     inv_w_.swap(ninv);
     cdf_.swap(ncdf);
@@ -97,10 +126,30 @@ class MixSchedule {
     return -1;
   }
 
+  // The lag carried into a new segment with weights nw: c_d - T_d now, where T_d grew by
+  // w_d per position of the segment that ends here. Sources whose new weight is zero give their
+  // carry to the others in proportion to the new weights (their sum stays zero).
+  void carry_lags(const std::vector<double>& nw) {
+    const double len = static_cast<double>(position_ - seg_start_);
+    double pool = 0.0;
+    for (int d = 0; d < k_; ++d) {
+      base_[d] = base_[d] + static_cast<double>(seg_counts_[d]) - w_[d] * len;
+      if (!(nw[d] > 0.0)) {
+        pool += base_[d];
+        base_[d] = 0.0;
+      }
+    }
+    if (pool != 0.0) {
+      for (int d = 0; d < k_; ++d) {
+        if (nw[d] > 0.0) base_[d] += pool * nw[d];
+      }
+    }
+  }
+
  public:
   // Restores a state written by the accessors above (weights already normalised).
   void restore(std::int64_t position, std::int64_t seg_start, const double* w, const std::int64_t* counts,
-               const std::int64_t* seg_counts) {
+               const std::int64_t* seg_counts, const double* carry = nullptr) {
     position_ = seg_start;
     if (set_weights(w, false) >= 0) throw std::invalid_argument("restored weights are invalid");
     position_ = position;
@@ -108,8 +157,19 @@ class MixSchedule {
     for (int d = 0; d < k_; ++d) {
       counts_[d] = counts[d];
       seg_counts_[d] = seg_counts[d];
+      base_[d] = (exact_ && carry != nullptr) ? carry[d] : 0.0;
     }
     reset_times();
+  }
+
+  // An ended stream keeps only its position and counts.
+  void restore_counts(std::int64_t position, const std::int64_t* counts) {
+    position_ = seg_start_ = position;
+    for (int d = 0; d < k_; ++d) {
+      counts_[d] = counts[d];
+      seg_counts_[d] = 0;
+      base_[d] = 0.0;
+    }
   }
 
   // Generates up to n positions: src[i] is the source of position position()+i and item[i] the
@@ -128,7 +188,7 @@ class MixSchedule {
   // every path compares the same doubles and makes the same choices.
   void reset_times() {
     for (int d = 0; d < k_; ++d) {
-      const double c = static_cast<double>(seg_counts_[d]);
+      const double c = base_[d] + static_cast<double>(seg_counts_[d]);
       release_[d] = w_[d] > 0.0 ? c * inv_w_[d] : std::numeric_limits<double>::infinity();
       deadline_[d] = w_[d] > 0.0 ? (c + 1.0) * inv_w_[d] : std::numeric_limits<double>::infinity();
     }
@@ -138,7 +198,7 @@ class MixSchedule {
   void take(int d, std::int32_t* src, std::int64_t* item, std::int64_t i) {
     src[i] = d;
     item[i] = counts_[d]++;
-    const double c = static_cast<double>(++seg_counts_[d]);
+    const double c = base_[d] + static_cast<double>(++seg_counts_[d]);
     release_[d] = c * inv_w_[d];
     deadline_[d] = (c + 1.0) * inv_w_[d];
     ++position_;
@@ -149,7 +209,7 @@ class MixSchedule {
     double most = -std::numeric_limits<double>::infinity();
     for (int d = 0; d < k_; ++d) {
       if (!(w_[d] > 0.0)) continue;
-      const double deficit = w_[d] * pos - static_cast<double>(seg_counts_[d]);
+      const double deficit = w_[d] * pos - (base_[d] + static_cast<double>(seg_counts_[d]));
       if (deficit > most) {
         most = deficit;
         best = d;
@@ -163,7 +223,12 @@ class MixSchedule {
   }
 
   std::int64_t fill_exact(std::int64_t n, std::int32_t* src, std::int64_t* item, const std::int64_t* caps) {
+    const int forced = forced_path();
+    if (forced == 0 && k_ <= kVecLimit) return fill_exact_scan(n, src, item, caps);
+    if (forced == 3) return fill_exact_heap(n, src, item, caps);
 #if MIXSIEVE_MIX_SIMD
+    if (forced == 2 && simd_isa() >= 2 && k_ <= kVecLimit) return fill_exact_vec8(n, src, item, caps);
+    if (forced == 1 && simd_isa() >= 1 && k_ <= kVecLimit) return fill_exact_vec4(n, src, item, caps);
     if (k_ > kVecFrom && k_ <= kVecLimit) {
       if (simd_isa() == 2) return fill_exact_vec8(n, src, item, caps);
       if (simd_isa() == 1) return fill_exact_vec4(n, src, item, caps);
@@ -193,7 +258,7 @@ class MixSchedule {
 #define MIXSIEVE_FILL(NAME, ATTR, L, PICK)                                                                   \
   ATTR std::int64_t NAME(std::int64_t n, std::int32_t* src, std::int64_t* item, const std::int64_t* caps) {   \
     alignas(64) double rel[kVecLimit], due[kVecLimit];                                                        \
-    double inv_w[kVecLimit];                                                                                   \
+    double inv_w[kVecLimit], base[kVecLimit];                                                                  \
     std::int64_t seg[kVecLimit], cnt[kVecLimit];                                                               \
     const int k = k_;                                                                                          \
     const int padded = (k + (L)-1) / (L) * (L);                                                                \
@@ -202,6 +267,7 @@ class MixSchedule {
       rel[d] = real ? release_[d] : kInf;                                                                      \
       due[d] = real ? deadline_[d] : kInf;                                                                     \
       inv_w[d] = real ? inv_w_[d] : 0.0;                                                                       \
+      base[d] = real ? base_[d] : 0.0;                                                                         \
       seg[d] = real ? seg_counts_[d] : 0;                                                                      \
       cnt[d] = real ? counts_[d] : 0;                                                                          \
     }                                                                                                          \
@@ -217,7 +283,7 @@ class MixSchedule {
       if (caps != nullptr && caps[best] >= 0 && cnt[best] >= caps[best]) break;                               \
       src[i] = best;                                                                                           \
       item[i] = cnt[best]++;                                                                                   \
-      const double c = static_cast<double>(++seg[best]);                                                       \
+      const double c = base[best] + static_cast<double>(++seg[best]);                                          \
       rel[best] = c * inv_w[best];                                                                             \
       due[best] = (c + 1.0) * inv_w[best];                                                                     \
     }                                                                                                          \
@@ -419,7 +485,7 @@ class MixSchedule {
   static constexpr int kVecFrom = 10;    // the vector scan beats the scalar scan above this
   static constexpr int kVecLimit = 128;  // and the tree up to about here
   static constexpr double kInf = std::numeric_limits<double>::infinity();
-  std::vector<double> w_, inv_w_, cdf_, release_, deadline_;
+  std::vector<double> w_, inv_w_, cdf_, release_, deadline_, base_;
   // the tournament tree and release ring of the many-source path
   std::size_t leaves_ = 1;
   static constexpr int kNone = std::numeric_limits<int>::max();

@@ -1,0 +1,290 @@
+// The mixture's whole schedule state in one object: the weights policy in force (static, a
+// weight curve of the position, online changes recorded at positions), which sources have been
+// dropped, how many items each source has (caps, for "stop" and "drop"), whether the stream has
+// ended, and the kernel (MixSchedule) that turns weights into (source, item) choices.
+//
+// Events happen at positions. Before position p is generated: the curve's value at p if the
+// curve changes there, then the online changes recorded at p (the last one made wins), then one
+// weight change of the kernel. A source found at its cap when the kernel picks it ends the
+// stream ("stop") or is dropped and the others renormalised ("drop"), at that position. Because
+// events are applied when a position is about to be generated, the choices never depend on how
+// the positions were split into fill calls.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <utility>
+#include <vector>
+
+#include "mixsieve/mixture.hpp"
+
+namespace mixsieve {
+
+// -1 if w[0..k) are valid relative weights (finite, >= 0, not all zero), else the index of the
+// first bad one, or k if they are all zero.
+inline int check_weights(const double* w, int k) {
+  bool any = false;
+  for (int d = 0; d < k; ++d) {
+    if (!(w[d] >= 0.0) || w[d] == std::numeric_limits<double>::infinity()) return d;
+    any = any || w[d] > 0.0;
+  }
+  return any ? -1 : k;
+}
+
+// Weights as a function of the position (a curriculum): points (p_i, v_i) with p_0 = 0 and
+// increasing p_i; "step" holds v_i on [p_i, p_{i+1}); "linear" moves from v_i / sum(v_i) to
+// v_{i+1} / sum(v_{i+1}) in steps of `every` positions, evaluated at the last multiple of
+// `every` past p_i.
+struct WeightCurve {
+  std::vector<std::int64_t> points;
+  std::vector<std::vector<double>> vectors;
+  bool linear = false;
+  std::int64_t every = 1;
+
+  std::size_t segment(std::int64_t p) const {  // the last i with points[i] <= p
+    return static_cast<std::size_t>(std::upper_bound(points.begin(), points.end(), p) - points.begin()) - 1;
+  }
+
+  std::vector<double> at(std::int64_t p) const {
+    const std::size_t i = segment(p);
+    if (!linear || i + 1 == points.size()) return vectors[i];
+    const std::int64_t p0 = points[i], p1 = points[i + 1];
+    const std::int64_t q = p0 + (p - p0) / every * every;
+    const double t = static_cast<double>(q - p0) / static_cast<double>(p1 - p0);
+    const std::vector<double> a = normalised(vectors[i]), b = normalised(vectors[i + 1]);
+    std::vector<double> out(a.size());
+    for (std::size_t d = 0; d < a.size(); ++d) out[d] = (1.0 - t) * a[d] + t * b[d];
+    return out;
+  }
+
+  // The first position after p where the weights change, or -1.
+  std::int64_t next_change(std::int64_t p) const {
+    const auto it = std::upper_bound(points.begin(), points.end(), p);
+    std::int64_t nxt = it == points.end() ? -1 : *it;
+    const auto i = static_cast<std::size_t>(it - points.begin());
+    if (linear && i > 0 && i < points.size()) {
+      const std::int64_t p0 = points[i - 1];
+      const std::int64_t step = p0 + ((p - p0) / every + 1) * every;
+      nxt = nxt < 0 ? step : std::min(nxt, step);
+    }
+    return nxt;
+  }
+
+  // v / sum(v), with an exact power-of-two rescale first when the sum would overflow or lose
+  // precision in the subnormal range.
+  static std::vector<double> normalised(const std::vector<double>& v) {
+    double total = 0.0, most = 0.0;
+    for (double x : v) {
+      total += x;
+      most = std::max(most, x);
+    }
+    std::vector<double> out(v);
+    if (!(total >= std::numeric_limits<double>::min() && total < std::numeric_limits<double>::infinity())) {
+      int e = 0;
+      std::frexp(most, &e);
+      total = 0.0;
+      for (double& x : out) {
+        x = std::ldexp(x, -e);
+        total += x;
+      }
+    }
+    for (double& x : out) x /= total;
+    return out;
+  }
+};
+
+class MixPlan {
+ public:
+  enum Exhausted { kCycle = 0, kStop = 1, kDrop = 2 };
+
+  // fixed_caps[d]: the items source d has when that is known up front (map-style sources), -1
+  // otherwise; used only when on_exhausted is not kCycle.
+  MixPlan(int k, bool exact, std::uint64_t seed, int on_exhausted, std::vector<std::int64_t> fixed_caps)
+      : k_(k),
+        mode_(on_exhausted),
+        sched_(k, exact, seed),
+        policy_(static_cast<std::size_t>(k), 0.0),
+        dropped_(static_cast<std::size_t>(k), 0),
+        fixed_caps_(std::move(fixed_caps)),
+        lengths_(static_cast<std::size_t>(k), -1),
+        caps_(static_cast<std::size_t>(k), -1) {
+    if (fixed_caps_.size() != static_cast<std::size_t>(k)) throw std::invalid_argument("one cap per source");
+    if (on_exhausted < kCycle || on_exhausted > kDrop) throw std::invalid_argument("bad on_exhausted");
+  }
+
+  void set_curve(WeightCurve curve) {
+    curve_ = std::move(curve);
+    has_curve_ = true;
+  }
+  bool has_curve() const { return has_curve_; }
+  const WeightCurve& curve() const { return curve_; }
+
+  // The policy at position 0 (the curve's value there if there is a curve). -1 or a bad index.
+  int start(const double* policy) {
+    std::vector<double> p = has_curve_ ? curve_.at(0) : std::vector<double>(policy, policy + k_);
+    const int bad = check_weights(p.data(), k_);
+    if (bad >= 0) return bad;
+    policy_ = std::move(p);
+    events_at_ = 0;
+    set_effective();
+    return -1;
+  }
+
+  // Records new policy weights from position pos on. Returns -1, a bad weight index (or k for
+  // all zero), or -2 if pos has already been generated.
+  int add_change(std::int64_t pos, const double* w) {
+    const int bad = check_weights(w, k_);
+    if (bad >= 0) return bad;
+    if (pos < position()) return -2;
+    std::vector<double> v(w, w + k_);
+    if (pos == events_at_) {  // this position's events were applied (only at a start): apply now
+      policy_ = std::move(v);
+      set_effective();
+      return -1;
+    }
+    auto it = std::upper_bound(changes_.begin(), changes_.end(), pos,
+                               [](std::int64_t p, const std::pair<std::int64_t, std::vector<double>>& c) { return p < c.first; });
+    changes_.emplace(it, pos, std::move(v));
+    return -1;
+  }
+
+  // The number of items of source d, once known (an iterable that ended).
+  void set_length(int d, std::int64_t n) { lengths_.at(static_cast<std::size_t>(d)) = n; }
+
+  // Generates up to n positions, stopping before position `end` (if end >= 0) or when the
+  // stream ends. Returns the number generated.
+  std::int64_t fill(std::int64_t n, std::int64_t end, std::int32_t* src, std::int64_t* item) {
+    std::int64_t i = 0;
+    while (i < n && !ended_) {
+      const std::int64_t pos = position();
+      if (end >= 0 && pos >= end) break;
+      if (events_at_ != pos) {
+        events_at_ = pos;
+        apply_events(pos);
+        if (ended_) break;
+      }
+      std::int64_t stop = n - i;
+      if (end >= 0) stop = std::min(stop, end - pos);
+      const std::int64_t nxt = next_event(pos);
+      if (nxt >= 0) stop = std::min(stop, nxt - pos);
+      const std::int64_t* caps = nullptr;
+      if (mode_ != kCycle) {
+        for (int d = 0; d < k_; ++d) caps_[d] = fixed_caps_[d] >= 0 ? fixed_caps_[d] : lengths_[d];
+        caps = caps_.data();
+      }
+      const std::int64_t got = sched_.fill(stop, src + i, item + i, caps);
+      i += got;
+      if (got < stop) exhausted();
+    }
+    return i;
+  }
+
+  // The weights in force at the next position generated (its events applied): for reports.
+  std::vector<double> next_weights() const {
+    MixPlan p(*this);
+    if (!p.ended_ && p.events_at_ != p.position()) {
+      p.events_at_ = p.position();
+      p.apply_events(p.position());
+    }
+    return p.sched_.weights();
+  }
+
+  // ---- state ----
+  int num_sources() const { return k_; }
+  std::int64_t position() const { return sched_.position(); }
+  bool ended() const { return ended_; }
+  const MixSchedule& kernel() const { return sched_; }
+  const std::vector<double>& policy() const { return policy_; }
+  const std::vector<char>& dropped() const { return dropped_; }
+  const std::vector<std::int64_t>& lengths() const { return lengths_; }
+  const std::vector<std::pair<std::int64_t, std::vector<double>>>& changes() const { return changes_; }
+
+  // Restores a state written from the accessors (the caller has checked shapes and ranges).
+  void restore(std::int64_t position, std::int64_t seg_start, const double* weights, const std::int64_t* counts,
+               const std::int64_t* seg_counts, const double* carry, const double* policy,
+               const std::vector<char>& dropped, const std::int64_t* lengths, bool ended,
+               std::vector<std::pair<std::int64_t, std::vector<double>>> changes) {
+    if (check_weights(policy, k_) >= 0) throw std::invalid_argument("the state's policy weights are invalid");
+    for (const auto& c : changes) {
+      if (c.first < position) throw std::invalid_argument("a recorded change lies before the state's position");
+      if (c.second.size() != static_cast<std::size_t>(k_) || check_weights(c.second.data(), k_) >= 0) {
+        throw std::invalid_argument("a recorded change has invalid weights");
+      }
+    }
+    std::stable_sort(changes.begin(), changes.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    ended_ = ended;
+    if (!ended) sched_.restore(position, seg_start, weights, counts, seg_counts, carry);
+    else sched_.restore_counts(position, counts);
+    policy_.assign(policy, policy + k_);
+    dropped_ = dropped;
+    lengths_.assign(lengths, lengths + k_);
+    changes_ = std::move(changes);
+    // A saved state's events at its position are still to come, except at 0, where start()
+    // applied them: changes recorded at 0 take effect now.
+    events_at_ = -1;
+    if (position == 0 && !ended) {
+      events_at_ = 0;
+      apply_events(0);
+    }
+  }
+
+ private:
+  void apply_events(std::int64_t p) {
+    bool changed = false;
+    if (has_curve_ && p > 0 && curve_.next_change(p - 1) == p) {
+      policy_ = curve_.at(p);
+      changed = true;
+    }
+    while (!changes_.empty() && changes_.front().first <= p) {
+      policy_ = std::move(changes_.front().second);
+      changes_.erase(changes_.begin());
+      changed = true;
+    }
+    if (changed) set_effective();
+  }
+
+  std::int64_t next_event(std::int64_t pos) const {
+    std::int64_t nxt = has_curve_ ? curve_.next_change(pos) : -1;
+    if (!changes_.empty() && (nxt < 0 || changes_.front().first < nxt)) nxt = changes_.front().first;
+    return nxt;
+  }
+
+  void set_effective() {
+    std::vector<double> w(policy_);
+    for (int d = 0; d < k_; ++d) {
+      if (dropped_[d]) w[d] = 0.0;
+    }
+    if (sched_.set_weights(w.data()) >= 0) ended_ = true;  // nothing left with a weight
+  }
+
+  // The kernel stopped before a position whose source is at its cap.
+  void exhausted() {
+    if (mode_ == kStop) {
+      ended_ = true;
+      return;
+    }
+    const auto& counts = sched_.counts();
+    for (int d = 0; d < k_; ++d) {
+      if (caps_[d] >= 0 && counts[d] >= caps_[d]) dropped_[d] = 1;
+    }
+    set_effective();
+  }
+
+  int k_;
+  int mode_;
+  MixSchedule sched_;
+  std::vector<double> policy_;
+  std::vector<char> dropped_;
+  std::vector<std::int64_t> fixed_caps_, lengths_, caps_;
+  std::vector<std::pair<std::int64_t, std::vector<double>>> changes_;
+  WeightCurve curve_;
+  bool has_curve_ = false;
+  bool ended_ = false;
+  std::int64_t events_at_ = -1;
+};
+
+}  // namespace mixsieve

@@ -1,0 +1,753 @@
+"""MixtureDataset: a weighted mixture of data sources as a PyTorch ``IterableDataset``.
+
+The mixed stream is a sequence of global positions 0, 1, 2, ... A ``_core.MixPlan`` decides
+which source fills each position and which item of that source (its running count); every
+process (rank x DataLoader worker) computes the same plan and keeps its own positions: blocks of
+``batch_size`` positions, block ``b`` going to rank ``b % R`` and, within the rank, to worker
+``(b // R) % W``. Item ``k`` of a map-style source of ``n`` items is index ``perm_e(k % n)`` of
+epoch ``e = k // n``, with ``perm_e`` a keyed bijection. Weight changes take effect at recorded
+positions and reach workers through shared memory. docs/mixing.md has the details.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from .._checks import check_bool, check_choice, check_int, check_optional_int, describe
+from ..sources import NearDupFilter
+from ..weights import OnlineMixer, WeightSchedule, weight_vector
+from . import checkpoint, distributed
+from .engine import Engine
+from .readers import IterReader, MapReader, check_source, index_tables, source_key
+from .shared import MAX_WORKERS, SharedControl
+
+try:  # torch is optional: without it MixtureDataset is a plain iterable
+    from torch.utils.data import IterableDataset as _Base
+except ImportError:  # pragma: no cover - exercised only without torch
+    _Base = object  # type: ignore[assignment,misc]
+
+_EXHAUSTED = {"cycle": 0, "stop": 1, "drop": 2}
+
+
+class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ignore]
+    """A weighted mixture of data sources, streamed into a PyTorch ``DataLoader``.
+
+    Parameters
+    ----------
+    sources : dict str -> source
+        Map-style sources (``len`` + ``getitem``: lists, arrays, HF ``Dataset``,
+        :class:`~mixsieve.sources.JsonlSource`), iterables (a Hugging Face streaming dataset, a
+        torch ``IterableDataset``, another ``MixtureDataset``), or
+        :class:`~mixsieve.sources.IterableSource`. See :mod:`mixsieve.sources`.
+    weights : dict, sequence, :class:`~mixsieve.weights.WeightSchedule` or
+        :class:`~mixsieve.weights.OnlineMixer`.
+        Relative weights by source name (need not sum to 1; any finite values >= 0, from
+        subnormals to 1e308); default uniform.
+    seed : int
+        Every random choice (mode ``"random"``, shuffles) is keyed by (seed, source, position or
+        epoch), so the stream is the same bytes for any number of workers and ranks.
+    mode : ``"exact"`` or ``"random"``
+        ``"exact"``: each source's count follows its target, the integral of its weight over
+        the positions so far: with static weights every prefix is within one sample of
+        ``weight * length``; across weight changes each source's lag is carried, never reset
+        (docs/mixing.md states the rule and its bounds). ``"random"``: i.i.d. choices.
+    shuffle : bool
+        Shuffle each source per epoch: map-style by a keyed permutation (O(1) memory), iterables
+        through a seeded buffer of ``shuffle_buffer`` items.
+    on_exhausted : ``"cycle"``, ``"stop"`` or ``"drop"``
+        When a source runs out: start its next epoch; end the mixture at that position; or
+        remove the source and renormalise the others' weights from that position on.
+    num_samples : int, optional
+        End the stream after this many global positions (over all ranks and workers).
+    batch_size : int, optional
+        Positions are dealt to processes in blocks of this size. Set it to the DataLoader's
+        ``batch_size``: then each batch is a contiguous run of positions, the DataLoader yields
+        the stream in global order, and ``state_dict(consumed_samples=...)`` is exact for any
+        worker count. Left unset, positions are dealt one at a time, and a checkpoint taken
+        from ``consumed_samples`` with several DataLoader workers is refused (it would not be a
+        prefix of the stream).
+    rank, world_size : int, optional
+        Data-parallel rank; default from ``process_group``, else the default
+        ``torch.distributed`` group when it is initialised, else the ``RANK`` / ``WORLD_SIZE``
+        environment variables (torchrun), else 0 / 1.
+    process_group : torch.distributed ProcessGroup, optional
+        The data-parallel group (tensor- and pipeline-parallel jobs): ranks are counted in it,
+        and weight changes are agreed in it.
+    filters : dict name -> bool array or :class:`~mixsieve.sources.NearDupFilter`, optional
+        Keep masks for map-style sources, or near-duplicate filters.
+    repeats : dict name -> int array, optional
+        How many times each item of a map-style source appears per epoch, e.g. the counts of
+        :func:`mixsieve.soft_cap_sample`.
+    output : ``"tuple"`` or ``"dict"``
+        ``(source_name, sample)`` pairs, or dicts: the sample's own keys plus ``"source"`` if it
+        is a dict, else ``{"source": name, "sample": sample}``.
+    chunk_size : int
+        Positions each process schedules at a time. Weight changes land on positions no process
+        has scheduled yet, so with frequent online updates a smaller chunk lets them land sooner.
+
+    Examples
+    --------
+    >>> import mixsieve as ms
+    >>> ds = ms.MixtureDataset({"a": list(range(100)), "b": ["x", "y"]}, weights={"a": 3, "b": 1},
+    ...                        seed=0, shuffle=False, num_samples=8)
+    >>> [name for name, _ in ds]
+    ['a', 'a', 'a', 'b', 'a', 'a', 'a', 'b']
+    >>> ds.stats()["served"]
+    {'a': 6, 'b': 2}
+    """
+
+    def __init__(
+        self,
+        sources: Mapping[str, Any],
+        weights: Any = None,
+        *,
+        seed: int = 0,
+        mode: str = "exact",
+        shuffle: bool = True,
+        on_exhausted: str = "cycle",
+        num_samples: int | None = None,
+        batch_size: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        process_group: Any = None,
+        filters: Mapping[str, Any] | None = None,
+        repeats: Mapping[str, Any] | None = None,
+        shuffle_buffer: int = 1000,
+        output: str = "tuple",
+        chunk_size: int = 8192,
+    ) -> None:
+        if not isinstance(sources, Mapping) or not sources:
+            raise ValueError("sources must be a non-empty dict of name -> source")
+        for n in sources:
+            if not isinstance(n, str):
+                raise TypeError(f"source names must be str, got {describe(n)}")
+        self.names = list(sources)
+        self.mode = check_choice("mode", mode, ("exact", "random"))
+        self.on_exhausted = check_choice("on_exhausted", on_exhausted, ("cycle", "stop", "drop"))
+        self.output = check_choice("output", output, ("tuple", "dict"))
+        self.seed = check_int("seed", seed, 0, 2**64)
+        self.shuffle = check_bool("shuffle", shuffle)
+        self.num_samples = check_optional_int("num_samples", num_samples, 0)
+        self.batch_size = check_optional_int("batch_size", batch_size, 1)
+        self.block = self.batch_size or 1  # positions are dealt in blocks of this size
+        self.shuffle_buffer = check_int("shuffle_buffer", shuffle_buffer, 1)
+        self.chunk_size = check_int("chunk_size", chunk_size, 1)
+        distributed.check_rank(rank, world_size)
+        self._rank_arg, self._world_arg = rank, world_size
+        self.process_group = process_group
+        self._resolved_rank = (0, 1)  # what torch.distributed said when last asked
+        k = len(self.names)
+        self._keys = [source_key(n) for n in self.names]
+
+        # sources: map-style (with index tables from filters / repeats) or iterable
+        filters = dict(filters or {})
+        kinds = {name: check_source(name, sources[name]) for name in self.names}
+        tables, self.removed = index_tables(sources, self.names, filters, dict(repeats or {}))
+        self._map: list[MapReader | None] = []
+        self._iterables: dict[int, Any] = {}
+        self._iter_filters: dict[int, NearDupFilter | None] = {}
+        for d, name in enumerate(self.names):
+            src = sources[name]
+            if kinds[name] == "map":
+                reader = MapReader(name, src, tables[name])
+                if reader.size == 0:
+                    raise ValueError(
+                        f"source {name!r} is empty" + (" after filtering" if tables[name] is not None else "")
+                    )
+                self._map.append(reader)
+            else:
+                self._map.append(None)
+                self._iterables[d] = src
+                f = filters.get(name)
+                self._iter_filters[d] = f if isinstance(f, NearDupFilter) else None
+        self.sizes = [m.size if m is not None else None for m in self._map]
+
+        # weights policy
+        self._mixer: OnlineMixer | None = None
+        self._schedule: WeightSchedule | None = None
+        if weights is None:
+            w0 = np.ones(k)
+        elif isinstance(weights, OnlineMixer):
+            if weights.names != self.names:
+                raise ValueError(f"the OnlineMixer is for sources {weights.names}, the mixture has {self.names}")
+            self._mixer = weights
+            w0 = weight_vector(weights.weights, self.names)
+            weights.attach(self._on_mixer_update)
+        elif isinstance(weights, WeightSchedule):
+            self._schedule = weights
+            w0 = weights.at(0, weights.vectors(self.names))
+        else:
+            w0 = weight_vector(weights, self.names)
+        self._w0 = w0
+        plan = self._new_plan()
+        plan.start(None if self._schedule else w0)
+        self._loaded: dict[str, Any] = _state_of(plan)  # where passes start unless an epoch says otherwise
+        self._changes: list[tuple[int, list[float]]] = []  # changes made or loaded, at positions >= it
+        self._resume_guard: str | None = None  # why a loaded state cannot be resumed in another layout
+        self._worker_state: dict[str, Any] | None = None
+        self._engine: Engine | None = None
+        self._epoch_cache: dict[str, Any] | None = None  # a state at an epoch boundary
+        self._checkpoint_cache: dict[str, Any] | None = None  # the last state_dict(consumed_samples=)
+        self._shared: SharedControl | None = None
+        self._get_shared()  # before DataLoader workers fork, so that they share it
+
+    # ---- the plan ---------------------------------------------------------------------------
+
+    def _new_plan(self) -> Any:
+        caps = [s if (s is not None and self.on_exhausted != "cycle") else -1 for s in self.sizes]
+        plan = _core.MixPlan(
+            len(self.names), self.mode == "exact", self.seed, _EXHAUSTED[self.on_exhausted], np.array(caps, np.int64)
+        )
+        if self._schedule is not None:
+            s = self._schedule
+            plan.set_curve(
+                np.array(s.positions, np.int64), s.vectors(self.names), s.interpolate == "linear", s.every
+            )
+        return plan
+
+    def _plan_from(self, state: Mapping[str, Any], changes: list[tuple[int, Any]] = ()) -> Any:  # type: ignore[assignment]
+        plan = self._new_plan()
+        plan.restore({**state, "changes": [(p, w) for p, w in changes if p >= state["position"]]})
+        return plan
+
+    def _with_known(self, plan: Any) -> Any:
+        """``plan`` with every change this process knows of ahead of it, and known lengths."""
+        for p, w in self._changes:
+            if p >= plan.position:
+                plan.add_change(p, np.asarray(w, np.float64))
+        if self._shared is not None:
+            for d, ln in enumerate(self._shared.lengths.tolist()):
+                if ln >= 0:
+                    plan.set_length(d, ln)
+        return plan
+
+    def _advance(self, start: Any, position: int) -> Any:
+        """The plan at ``position``, replayed from ``start`` (a plan or a state) without data."""
+        plan = start.copy() if not isinstance(start, Mapping) else self._plan_from(start)
+        if isinstance(start, Mapping):
+            self._with_known(plan)
+        if position < plan.position:
+            raise ValueError(f"cannot go back from position {plan.position} to {position}")
+        eng = Engine(self, plan, base=plan.position, slot=0, period=1, ranks=1, row=-1, yielded=0, seen=0)
+        eng.replay(position)
+        return eng.plan
+
+    def _end(self, base: int) -> int | None:
+        n = self.num_samples
+        if n is None:
+            return None
+        return (base // n + 1) * n if n else 0  # the end of the epoch this walk started in
+
+    def _epoch_done(self, plan: Any) -> None:
+        self._epoch_cache = _state_of(plan)
+
+    # ---- configuration and state ------------------------------------------------------------
+
+    def _rank_world(self) -> tuple[int, int]:
+        if self._world_arg is not None:
+            return int(self._rank_arg), int(self._world_arg)  # type: ignore[arg-type]
+        got = distributed.group_rank_world(self.process_group)
+        if got is not None:
+            self._resolved_rank = got
+            return got
+        if self._resolved_rank == (0, 1):
+            env = distributed.env_rank_world()  # launched by torchrun, process group not up yet
+            if env is not None:
+                return env
+        # a spawned DataLoader worker has no process group: it uses what its parent saw
+        return self._resolved_rank
+
+    def _policy_config(self) -> Any:
+        if self._mixer is not None:
+            return "mixer"
+        if self._schedule is not None:
+            s = self._schedule
+            return {"schedule": s.positions, "vectors": [v.tolist() for v in s.vectors(self.names)],
+                    "interpolate": s.interpolate, "every": s.every}
+        return {"static": self._w0.tolist()}
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "names": self.names,
+            "seed": self.seed,
+            "mode": self.mode,
+            "shuffle": self.shuffle,
+            "on_exhausted": self.on_exhausted,
+            "sizes": self.sizes,
+            "block": self.block,
+            "policy": "mixer" if self._mixer else ("schedule" if self._schedule else "static"),
+            "weights": self._policy_config(),
+        }
+
+    def state_dict(self, consumed_samples: int | None = None) -> dict[str, Any]:
+        """A small JSON-serialisable state to resume the stream exactly (see :meth:`load_state_dict`).
+
+        Iterated in this process (``num_workers=0``, or directly): the state after the samples
+        yielded so far. With DataLoader worker processes the dataset cannot see what the
+        training loop consumed: pass ``consumed_samples`` (global, over all ranks, since the last
+        :meth:`load_state_dict`, as in Megatron) — this needs ``batch_size`` set to the
+        DataLoader's batch size when there are several workers — or use
+        ``torchdata.stateful_dataloader.StatefulDataLoader``, which calls this inside the
+        workers. The state holds the global position, per-source counts and lags, the weights
+        in force, the recorded weight changes ahead and the mixer's state.
+        """
+        if distributed.in_worker():
+            # inside a DataLoader worker (StatefulDataLoader): this worker's own resume point
+            if self._worker_state is not None:
+                return dict(self._worker_state)
+            return self._worker_state_dict()
+        shared = self._get_shared()
+        if consumed_samples is not None:
+            n = check_int("consumed_samples", consumed_samples, 0)
+            self._check_consumed(n)
+            pos = self._loaded["position"] + n
+            st = self._advance_from_nearest(pos)
+        elif shared.rows[1:].any():
+            raise ValueError(
+                "this dataset was iterated by DataLoader worker processes, so it cannot know what the "
+                "training loop consumed: pass consumed_samples=<samples consumed over all ranks>, or use "
+                "torchdata.stateful_dataloader.StatefulDataLoader"
+            )
+        elif self._engine is not None:
+            st = _state_of(self._engine.global_plan())
+        else:
+            st = dict(self._loaded)
+        return self._wrap(st, self._changes)
+
+    def _check_consumed(self, n: int) -> None:
+        """consumed_samples gives the global position only if what was consumed is a prefix."""
+        shared = self._get_shared()
+        _, world = self._rank_world()
+        slots = int(shared.header[7])  # workers x ranks, as the workers last saw it
+        if slots <= world:
+            return  # one process per rank reads its positions in order
+        if self.batch_size is None:
+            raise ValueError(
+                f"consumed_samples with {slots // world} DataLoader workers per rank needs batch_size: "
+                "construct MixtureDataset(..., batch_size=<the DataLoader's batch_size>) so that each "
+                "DataLoader batch is a contiguous run of the stream, or use StatefulDataLoader"
+            )
+
+    def _wrap(self, st: Mapping[str, Any], changes: list[tuple[int, Any]]) -> dict[str, Any]:
+        pos = st["position"]
+        sources = {}
+        for d, name in enumerate(self.names):  # for people reading checkpoints; not needed to resume
+            c, size = int(st["counts"][d]), self.sizes[d]
+            sources[name] = {"consumed": c, "epoch": c // size, "offset": c % size} if size else {"consumed": c}
+        out = {
+            "version": checkpoint.STATE_VERSION,
+            "config": self._config(),
+            "state": dict(st),
+            "sources": sources,
+            "changes": [[int(p), [float(x) for x in w]] for p, w in changes if p >= pos],
+        }
+        if self._mixer is not None:
+            out["mixer"] = self._mixer.state_dict()
+        plain: dict[str, Any] = json.loads(json.dumps(out))  # plain JSON types only
+        return plain
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from :meth:`state_dict` (or from a ``StatefulDataLoader.state_dict()``).
+
+        The next iteration continues exactly where the saved stream stopped, with any number
+        of workers. A state from a different configuration (source names, seed, mode, sizes,
+        ...) raises ``ValueError`` saying what differs. Weights are not configuration: a dataset
+        built with other weights than the checkpoint's applies them from the resumed position
+        on (recorded as a weight change, so a later resume replays it).
+        """
+        if not isinstance(state, Mapping):
+            raise TypeError(f"a state dict must be a dict, got {describe(state)}")
+        guard = None
+        if "_snapshot" in state:
+            state, guard = self._from_loader_state(state)
+        elif "dataset_state" in state and "_num_yielded" in state:  # StatefulDataLoader, num_workers=0
+            state = state["dataset_state"]
+        checkpoint.check_config(checkpoint.validate_header(state)["config"], self._config(), ignore=("weights",))
+        state = checkpoint.validate(state, len(self.names))
+        if "worker" in state:
+            if not distributed.in_worker():
+                raise ValueError(
+                    "this is one DataLoader worker's state (from inside a worker); load the whole "
+                    "StatefulDataLoader state, or a state from MixtureDataset.state_dict()"
+                )
+            self._worker_state = dict(state)
+            return
+        plan = self._plan_from(state["state"], state["changes"])  # checks ranges and consistency
+        changes = list(state["changes"])
+        if self._mixer is not None and "mixer" in state:
+            self._mixer.load_state_dict(state["mixer"])
+        elif state["config"].get("weights") != self._config()["weights"]:
+            # built with other weights than the checkpoint's: they apply from here on
+            pos = plan.position
+            vec = self._w0 if self._schedule is None else self._schedule.at(pos, self._schedule.vectors(self.names))
+            plan.add_change(pos, np.asarray(vec, np.float64))
+            changes.append((pos, [float(x) for x in vec]))
+        self._loaded = _state_of(plan)
+        self._changes = changes
+        self._resume_guard = guard
+        self._engine = None
+        self._epoch_cache = None
+        self._checkpoint_cache = None
+        if not distributed.in_worker():
+            self._reset_shared()
+
+    def _from_loader_state(self, loader_state: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """Global state from a StatefulDataLoader state (any num_workers later), and why it
+        cannot be resumed in another layout, if it cannot."""
+        states = []
+        for s in checkpoint.loader_worker_states(loader_state):
+            checkpoint.check_config(checkpoint.validate_header(s)["config"], self._config(), ignore=("weights",))
+            states.append(checkpoint.validate(s, len(self.names)))
+        start = min(states, key=lambda s: s["state"]["position"])
+        workers = [s["worker"] for s in states if "worker" in s]
+        if not workers:
+            return start, None
+        # batches consumed after the snapshot (snapshot_every_n_steps > 1) come next in order
+        later = int(loader_state.get("_steps_since_snapshot", 0))
+        total = checkpoint.consumed_prefix(workers)
+        guard = None
+        if total is None or (later and self.batch_size is None and len(workers) > 1):
+            guard = (
+                "this checkpoint's DataLoader workers consumed samples that are not a prefix of the stream "
+                "(the DataLoader's batch_size differs from MixtureDataset(batch_size=...)), so it resumes "
+                "exactly only in the same layout: restore it through StatefulDataLoader.load_state_dict "
+                "with the same num_workers, and set batch_size=<the DataLoader's batch_size> from now on"
+            )
+            total = sum(w["yielded"] for w in workers)
+        total += later * self.block
+        w0 = workers[0]
+        pos = w0["base"] + total * w0["ranks"]
+        plan = self._advance(self._plan_from(start["state"], start["changes"]), pos)
+        out = self._wrap(_state_of(plan), start["changes"])
+        if "mixer" in start:
+            out["mixer"] = start["mixer"]
+        out["config"] = start["config"]
+        return out, guard
+
+    def __len__(self) -> int:
+        """Samples this rank's iteration yields (all its DataLoader workers together): needs
+        ``num_samples``. After ``load_state_dict`` it counts what is left of that epoch."""
+        if self.num_samples is None:
+            raise TypeError("a MixtureDataset without num_samples is an endless stream and has no len()")
+        rank, world = self._rank_world()
+        n = self.num_samples
+        shared = self._get_shared()
+        start = max(int(self._loaded["position"]), int(shared.header[2]) * n)
+        remaining = max(0, (start // n + 1) * n - start) if n else 0
+        full, rest = divmod(remaining, self.block)  # blocks from start, dealt round-robin
+        mine = (full // world + (1 if rank < full % world else 0)) * self.block
+        if rest and full % world == rank:
+            mine += rest
+        return mine
+
+    # ---- epochs -------------------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Iterate epoch ``epoch``: global positions ``[epoch * num_samples, (epoch + 1) * num_samples)``.
+
+        Call it before each ``for batch in loader`` pass (as with ``DistributedSampler``); it
+        reaches persistent DataLoader workers through shared memory. Without it every pass
+        yields the same epoch. Needs ``num_samples`` (the length of an epoch).
+        """
+        if not self.num_samples:
+            raise ValueError("set_epoch needs num_samples (the number of positions in an epoch)")
+        epoch = check_int("epoch", epoch, 0)
+        start = self._epoch_start(epoch)
+        shared = self._get_shared()
+        with shared.lock():
+            shared.header[2] = epoch
+            self._publish_base(shared, start)
+
+    def _epoch_start(self, epoch: int) -> dict[str, Any]:
+        """The state where epoch ``epoch`` begins (or the loaded state, if it is inside it)."""
+        if not self.num_samples:
+            return dict(self._loaded)
+        target = epoch * self.num_samples
+        if self._loaded["position"] >= target:
+            return dict(self._loaded)
+        start = self._nearest_state(target)
+        if start["position"] < target:
+            shared = self._get_shared()
+            with shared.lock():  # later weight changes must land after this point
+                shared.header[1] = max(int(shared.header[1]), target)
+            plan = self._with_known(self._plan_from(start))
+            if self.on_exhausted != "cycle":  # the replay must know where iterables end
+                lengths = plan.state()["lengths"]
+                for d in self._iterables:
+                    if lengths[d] < 0:
+                        plan.set_length(d, self._count_items(d))
+            start = _state_of(self._advance(plan, target))
+            self._epoch_cache = start
+        return dict(start)
+
+    def _nearest_state(self, target: int) -> dict[str, Any]:
+        """The known state closest before ``target``: the loaded one, or one computed since (at
+        an epoch start or a checkpoint), so that checkpoints every N samples cost O(N) each."""
+        best = self._loaded
+        for cache in (self._epoch_cache, self._checkpoint_cache):
+            if cache is not None and best["position"] <= cache["position"] <= target:
+                best = cache
+        return best
+
+    def _advance_from_nearest(self, target: int) -> dict[str, Any]:
+        st = _state_of(self._advance(self._nearest_state(target), target))
+        self._checkpoint_cache = st  # workers have passed target: no weight change can land before it
+        return st
+
+    def _count_items(self, d: int) -> int:
+        """Items in the first pass of iterable source ``d`` (after its filter)."""
+        reader = IterReader(self.names[d], self._iterables[d], self.seed, False, 1, self._iter_filters[d])
+        n = sum(1 for _ in reader._open_epoch())
+        if n == 0:
+            raise ValueError(f"source {self.names[d]!r} is empty (epoch 0 yielded nothing)")
+        return n
+
+    # ---- weights ------------------------------------------------------------------------------
+
+    def set_weights(self, weights: Any, *, position: int | None = None, sync: bool | None = None) -> int:
+        """Change the weights from a global position on; returns that position.
+
+        By default the change takes effect at the next chunk of positions no process has
+        started yet (where depends on how far ahead the workers run). Pass ``position`` (e.g.
+        the samples consumed so far plus a lookahead larger than the DataLoader's prefetch) to
+        fix it: then a run restarted from a checkpoint places the same change at the same
+        position and replays bit for bit; a position the workers have already passed raises
+        ``ValueError``. Workers pick the change up through shared memory; it is recorded in the
+        state. In a ``torch.distributed`` run with ``sync`` (default: on when initialised) every
+        rank of ``process_group`` must call this together; they agree on the position by an
+        all-reduce (max), with no lock held across it.
+        """
+        vec = weight_vector(weights, self.names)
+        if position is not None:
+            position = check_int("position", position, 0)
+        shared = self._get_shared()
+        with shared.lock():
+            earliest = self._earliest(shared)
+            if position is not None and position < earliest:
+                raise ValueError(
+                    f"position {position} has already been generated (the stream is prepared up to "
+                    f"{earliest}); pass a position further ahead, e.g. samples consumed + a lookahead "
+                    "larger than num_workers * prefetch_factor * batch_size"
+                )
+            pos = max(earliest, max((p for p, _ in self._changes), default=0)) if position is None else position
+            shared.header[3] += 1  # nobody schedules past the frontier while the ranks agree
+        try:
+            pos = distributed.agree_on_position(pos, sync, self.process_group)
+        except BaseException:
+            with shared.lock():
+                shared.header[3] -= 1
+            raise
+        with shared.lock():
+            shared.header[3] -= 1
+            earliest = self._earliest(shared)
+            if pos < earliest:
+                raise ValueError(f"the ranks agreed on position {pos}, which this rank has passed ({earliest})")
+            shared.append_change(pos, vec, lambda at: self._fold_base(shared, at))
+            shared.header[1] = max(int(shared.header[1]), pos)
+            if self._engine is not None:  # the in-process walk: directly
+                self._engine.plan.add_change(pos, vec)
+                self._engine.seen = int(shared.header[0])
+                shared.readers[0, 0] = self._engine.seen
+        self._changes.append((pos, vec.tolist()))
+        return pos
+
+    def _earliest(self, shared: SharedControl) -> int:
+        frontier = int(shared.header[1])
+        if self._engine is not None:
+            frontier = max(frontier, self._engine.claimed)
+        return max(frontier, int(self._loaded["position"]))
+
+    def _fold_base(self, shared: SharedControl, at: int) -> None:
+        """The ring is full: moves the base a new pass starts from to ``at`` (where every reader
+        has passed), so that the entries before it are free. Lock held."""
+        _, base, _ = shared.read_base()
+        if base is None or at <= base["state"]["position"]:
+            return
+        plan = self._advance(self._with_known(self._plan_from(base["state"])), at)
+        self._publish_base(shared, _state_of(plan), folded=True)
+        self._changes = [(p, w) for p, w in self._changes if p >= at]
+
+    def _publish_base(self, shared: SharedControl, state: Mapping[str, Any], folded: bool = False) -> None:
+        """Where new passes start, and the first ring entry they need (lock held)."""
+        n = int(shared.header[0])
+        seq = n
+        for i in range(max(0, n - len(shared.ring)), n):  # the oldest entry at or after the base
+            if shared.ring[i % len(shared.ring), 0] >= state["position"]:
+                seq = i
+                break
+        shared.publish_base({"state": dict(state), "folded": folded}, seq)
+
+    def _on_mixer_update(self, p: np.ndarray, position: int | None) -> None:
+        mixer = self._mixer
+        assert mixer is not None
+        self.set_weights(p, position=position, sync=mixer.sync)
+        shared = self._get_shared()
+        with shared.lock():  # workers put the mixer's state into their state dicts
+            shared.mixer[:] = np.concatenate(([1.0], mixer.state_vector()))
+
+    def _get_shared(self) -> SharedControl:
+        if self._shared is None:
+            self._shared = SharedControl(len(self.names))
+            self._reset_shared()
+        return self._shared
+
+    def _reset_shared(self) -> None:
+        shared = self._shared
+        if shared is None:
+            return
+        shared.reset(self._loaded["position"])
+        with shared.lock():
+            for p, w in self._changes:
+                shared.append_change(p, np.asarray(w, np.float64), lambda at: None)
+            if self.num_samples:  # the epoch the loaded position is in (a finished one is not replayed)
+                shared.header[2] = self._loaded["position"] // self.num_samples
+            shared.publish_base({"state": dict(self._loaded), "folded": False}, 0)
+
+    def __getstate__(self) -> dict[str, Any]:
+        self._get_shared()  # workers must share the parent's block
+        self._rank_world()  # and its rank (spawned workers cannot ask torch.distributed)
+        d = self.__dict__.copy()
+        d["_engine"] = None
+        d["process_group"] = None  # not picklable; workers use the resolved rank
+        return d
+
+    # ---- iteration ----------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Any]:
+        shared = self._get_shared()
+        shared.ensure_process()
+        info = distributed.worker_info()
+        nw, wid = (info.num_workers, info.id) if info is not None else (1, 0)
+        if nw > MAX_WORKERS:
+            raise ValueError(f"at most {MAX_WORKERS} DataLoader workers are supported, got {nw}")
+        rank, world = self._rank_world()
+        slot, period = wid * world + rank, nw * world
+        row = 0 if info is None else 1 + wid
+        ws = self._worker_state
+        if ws is not None and info is not None:
+            w = ws["worker"]
+            if (w["slot"], w["period"]) != (slot, period):
+                raise ValueError(
+                    f"worker state is for slot {w['slot']} of {w['period']}, this is slot {slot} of {period}; "
+                    "resume with the same num_workers and world size, or load the state through "
+                    "MixtureDataset.load_state_dict for a different layout"
+                )
+            plan = self._plan_from(ws["state"], ws["changes"])
+            base, yielded = int(w["base"]), int(w["yielded"])
+            self._worker_state = None
+            with shared.lock():
+                seen = int(shared.header[0])
+        else:
+            if self._resume_guard is not None:
+                raise ValueError(self._resume_guard)
+            plan, seen = self._pass_start(shared)
+            base, yielded = plan.position, 0
+        with shared.lock():
+            shared.readers[row] = (seen, plan.position)
+            if info is not None:
+                shared.header[7] = period
+        eng = Engine(self, plan, base=base, slot=slot, period=period, ranks=world, row=row, yielded=yielded, seen=seen)
+        self._engine = eng
+        return eng.run()
+
+    def _pass_start(self, shared: SharedControl) -> tuple[Any, int]:
+        """The plan a new pass starts from (the published base, moved to the epoch's start if it
+        lies before it), and the first ring entry not yet in it."""
+        with shared.lock():
+            _, base, seq = shared.read_base()
+            epoch = int(shared.header[2])
+        assert base is not None
+        state = base["state"]
+        target = epoch * self.num_samples if self.num_samples else state["position"]
+        if base["folded"] and state["position"] > max(target, self._loaded["position"]):
+            raise RuntimeError(
+                "more weight changes were made during the last pass than the shared ring holds, so that "
+                "pass cannot be replayed from its start: call set_epoch() before each pass"
+            )
+        plan = self._plan_from(state)
+        if not distributed.in_worker():
+            self._with_known(plan)
+            seq = int(shared.header[0])
+        if target > plan.position:
+            with shared.lock():
+                changes, seq = shared.changes_since(seq)
+            for p, w in changes:
+                if p >= plan.position:
+                    plan.add_change(p, w)
+            plan = self._advance(plan, target)
+        return plan, seq
+
+    def _worker_state_dict(self) -> dict[str, Any]:
+        eng = self._engine
+        rank, world = self._rank_world()
+        if eng is None:
+            shared = self._get_shared()
+            plan, _ = self._pass_start(shared)
+            info = distributed.worker_info()
+            nw, wid = (info.num_workers, info.id) if info is not None else (1, 0)
+            worker = {"slot": wid * world + rank, "period": nw * world, "ranks": world,
+                      "base": plan.position, "yielded": 0, "block": self.block}
+        else:
+            plan = eng.resume_plan()
+            worker = {"slot": eng.slot, "period": eng.period, "ranks": eng.ranks,
+                      "base": eng.base, "yielded": eng.yielded(), "block": self.block}
+        shared = self._get_shared()
+        with shared.lock():  # changes recorded since, and the main process's mixer state
+            if eng is not None:
+                eng.read_shared(shared)
+                plan = eng.resume_plan()
+            mixer = shared.mixer.copy()
+        state = plan.state()
+        changes = state.pop("changes")
+        out = self._wrap(state, changes)
+        if self._mixer is not None and mixer[0] == 1.0:
+            out["mixer"] = self._mixer.state_from_vector(mixer[1:])
+        out["worker"] = worker
+        return out
+
+    # ---- reporting ------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Per-source samples served (by this process, and its DataLoader workers including the
+        batches they have prefetched, counted as each worker finishes a piece of the schedule),
+        completed epochs of each source at the furthest position reached, the weights in force,
+        and what filters removed per source."""
+        served = np.zeros(len(self.names), np.int64)
+        reached = np.array(self._loaded["counts"], np.int64)
+        eng = self._engine
+        if self._shared is not None:
+            rows = self._shared.rows
+            served += rows[:, 0, :].sum(axis=0)
+            reached = np.maximum(reached, rows[:, 1, :].max(axis=0))
+        if eng is not None:
+            served += eng.served_now() - eng.served  # this process's partial piece
+            weights = eng.plan.next_weights
+        else:
+            weights = self._plan_from(self._loaded, self._changes).next_weights
+        epochs = {}
+        for d, n in enumerate(self.names):
+            size = self.sizes[d]
+            epochs[n] = int(reached[d] // size) if size else None
+        return {
+            "served": {n: int(v) for n, v in zip(self.names, served)},
+            "epochs": epochs,
+            "weights": {n: float(v) for n, v in zip(self.names, weights)},
+            "removed": dict(self.removed),
+        }
+
+    def __repr__(self) -> str:
+        kinds = ["map" if m is not None else "iterable" for m in self._map]
+        parts = ", ".join(f"{n}:{k}" for n, k in zip(self.names, kinds))
+        return f"MixtureDataset({parts}; mode={self.mode!r}, seed={self.seed})"
+
+
+def _state_of(plan: Any) -> dict[str, Any]:
+    """A plan's state without its recorded changes (those travel separately)."""
+    st = plan.state()
+    st.pop("changes")
+    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in st.items()}

@@ -1,0 +1,274 @@
+"""One process's walk along the mixed stream.
+
+The schedule's state lives in one ``_core.MixPlan``: the engine only asks it for the next piece
+of (source, item) pairs, feeds it the weight changes and iterable lengths other processes
+published, keeps this process's positions (blocks of ``block`` positions, block ``b`` belongs to
+slot ``b % period``), reads their items, and remembers the plan as it was before the current
+piece, so that the state at any position inside the piece is a short replay away.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import _core
+from .readers import IterReader, objects
+
+if TYPE_CHECKING:
+    from .dataset import MixtureDataset
+
+
+class Engine:
+    def __init__(
+        self,
+        ds: MixtureDataset,
+        plan: Any,
+        *,
+        base: int,
+        slot: int,
+        period: int,
+        ranks: int,
+        row: int,
+        yielded: int,
+        seen: int,
+    ) -> None:
+        self.ds = ds
+        self.k = len(ds.names)
+        self.plan = plan
+        self.start = plan.copy()
+        self.base = base
+        self.block = ds.block
+        self.slot, self.period, self.ranks, self.row = slot, period, ranks, row
+        self.seen = seen  # shared-ring entries already fed to the plan
+        self.claimed = plan.position
+        self.yielded_before = yielded
+        self.yielded_pieces = 0
+        self.served = np.zeros(self.k, np.int64)  # in completed pieces
+        self._snap: Any = None  # the plan before the current piece
+        self._cur: Iterator[Any] | None = None
+        self._cur_len = 0
+        self._cur_pos = np.zeros(0, np.int64)
+        self._cur_src = np.zeros(0, np.int32)
+        self.iters = {
+            d: IterReader(ds.names[d], src, ds.seed, ds.shuffle, ds.shuffle_buffer, ds._iter_filters[d])
+            for d, src in ds._iterables.items()
+        }
+        self._skipped = not self.iters
+        self.lists = [m.data if m is not None and type(m.data) is list else None for m in ds._map]
+        self.tables = [m.table if m is not None else None for m in ds._map]
+        self.sizes = np.array([m.size if m is not None else 0 for m in ds._map], np.int64)
+        self.keys = np.array(ds._keys, np.uint64)
+
+    # -- states --
+
+    def _consumed_in_piece(self) -> int:
+        if self._cur is None:
+            return 0
+        return self._cur_len - operator.length_hint(self._cur)
+
+    def yielded(self) -> int:
+        return self.yielded_before + self.yielded_pieces + self._consumed_in_piece()
+
+    def served_now(self) -> np.ndarray:
+        t = self._consumed_in_piece()
+        return self.served + np.bincount(self._cur_src[:t], minlength=self.k)
+
+    def _plan_at(self, pos: int) -> Any:
+        """The plan at global position ``pos`` inside the current piece."""
+        plan = self._snap.copy()
+        plan.fill(pos - plan.position)
+        return plan
+
+    def resume_plan(self) -> Any:
+        """The plan at this process's next own position (what a restarted worker continues from)."""
+        if self._snap is None:
+            return self.start.copy()
+        t = self._consumed_in_piece()
+        if t < self._cur_len:
+            return self._plan_at(int(self._cur_pos[t]))
+        return self.plan.copy()
+
+    def global_plan(self) -> Any:
+        """The plan at the global position consumed so far (lock-step ranks, whole blocks)."""
+        if self.period == 1:
+            return self.resume_plan()
+        pos = self.base + self.yielded() * self.ranks
+        if self._snap is not None and self._snap.position <= pos <= self.plan.position:
+            return self._plan_at(pos)
+        return self.ds._advance(self.start, pos)
+
+    # -- the walk --
+
+    def _sync(self, chunk_end: int) -> None:
+        """Claims positions up to chunk_end and takes in what other processes published."""
+        shared = self.ds._shared
+        if shared is None or self.row < 0:
+            return
+        with shared.lock():
+            while shared.header[3] and shared.header[1] < chunk_end:  # a change is being agreed on
+                shared.pause()
+            if shared.header[1] < chunk_end:
+                shared.header[1] = chunk_end
+            self.read_shared(shared)
+        self.claimed = max(self.claimed, chunk_end)
+
+    def read_shared(self, shared: Any) -> None:
+        """New weight changes and iterable lengths (call with the lock held)."""
+        changes, self.seen = shared.changes_since(self.seen)
+        for pos, vec in changes:
+            if pos < self.plan.position:
+                if pos < self.start.position:
+                    continue  # before this walk began: already in its start state
+                raise RuntimeError(f"weight change at position {pos} arrived after it was passed")
+            self.plan.add_change(pos, vec)
+        if self.row >= 0:
+            shared.readers[self.row] = (self.seen, self.plan.position)
+        for d, ln in enumerate(shared.lengths.tolist()):
+            if ln >= 0:
+                self.plan.set_length(d, ln)
+
+    def pieces(self, end: int | None, with_data: bool) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Yields (start, src, item) of consecutive pieces of the schedule."""
+        chunk = self.ds.chunk_size
+        while not self.plan.ended:
+            pos = self.plan.position
+            if end is not None and pos >= end:
+                return
+            stop = (pos // chunk + 1) * chunk if end is None else min((pos // chunk + 1) * chunk, end)
+            self._sync(stop)
+            snap = self.plan.copy()
+            src, item = self.plan.fill(stop - pos)
+            if with_data and self.iters:
+                ended = self._pull_iterables(src, item)
+                if ended:  # an iterable ended inside this piece: again, with its length known
+                    for d, n in ended:
+                        snap.set_length(d, n)
+                    self.plan = snap
+                    continue
+            self._snap = snap
+            if len(src):
+                yield pos, src, item
+
+    def replay(self, position: int) -> None:
+        for _ in self.pieces(position, with_data=False):
+            pass
+
+    def _pull_iterables(self, src: np.ndarray, item: np.ndarray) -> list[tuple[int, int]]:
+        cycle = self.ds.on_exhausted == "cycle"
+        ended = []
+        shared = self.ds._shared
+        for d, it in self.iters.items():
+            sel = item[src == d]
+            if not len(sel):
+                continue
+            n = it.pull_until(int(sel[-1]), cycle)
+            if n is not None:
+                ended.append((d, n))
+                if shared is not None and self.row >= 0:
+                    with shared.lock():
+                        shared.lengths[d] = n
+        return ended
+
+    def _skip_iterables(self) -> None:
+        if self._skipped:
+            return
+        counts = self.plan.counts
+        for d, it in self.iters.items():
+            it.skip_to(int(counts[d]), self.ds.on_exhausted == "cycle")
+        self._skipped = True
+
+    def run(self) -> Iterator[Any]:
+        # Per-sample cost is one C-level step of itertools.chain over a zip of ready lists;
+        # Python runs once per piece of the schedule.
+        return itertools.chain.from_iterable(self._run_pieces())
+
+    def _run_pieces(self) -> Iterator[Iterator[Any]]:
+        ds = self.ds
+        self._skip_iterables()
+        block, period, slot, base = self.block, self.period, self.slot, self.base
+        end = ds._end(base)
+        shared = ds._shared
+        row = self.row
+        out_dict = ds.output == "dict"
+        try:
+            for pos, src, item in self.pieces(end, with_data=True):
+                n = len(src)
+                g = np.arange(pos, pos + n, dtype=np.int64)
+                mine = ((g - base) // block) % period == slot if period > 1 else np.ones(n, bool)
+                own_src = src[mine] if period > 1 else src
+                own_item = item[mine] if period > 1 else item
+                m = len(own_src)
+                prefetched: list[np.ndarray | None] = [None] * self.k
+                present = np.bincount(own_src, minlength=self.k) if m else np.zeros(self.k, np.int64)
+                for d in np.flatnonzero(present).tolist():
+                    if self.lists[d] is None and ds._map[d] is not None:  # lists are read in C++ below
+                        prefetched[d] = self._fetch_map(
+                            d, own_item if present[d] == m else own_item[own_src == d]
+                        )
+                for d, it in self.iters.items():  # every process drops the others' share of the iterables
+                    sel = src == d
+                    if sel.any():
+                        got = it.take(item[sel], mine[sel])
+                        prefetched[d] = objects(got, len(got))
+                self._finish_piece(shared, row)
+                if not m:
+                    continue
+                self._cur_pos = g[mine] if period > 1 else g
+                self._cur_src = own_src
+                self._cur_len = m
+                # zip reuses its result tuple when the consumer lets go of it; the names
+                # iterator's length hint tells how many samples of this piece were taken
+                names, values = _core.gather_piece(
+                    own_src,
+                    own_item,
+                    self.lists,
+                    self.tables,
+                    prefetched,
+                    ds.names,
+                    self.sizes,
+                    ds.shuffle,
+                    ds.seed,
+                    self.keys,
+                )
+                self._cur = iter(names)
+                yield map(_as_dict, self._cur, values) if out_dict else zip(self._cur, values)
+            self._finish_piece(shared, row)
+            if end is not None and self.plan.position >= end:
+                ds._epoch_done(self.plan)
+        finally:
+            if shared is not None and row > 0:
+                with shared.lock():
+                    shared.readers[row, 0] = -1  # this worker no longer reads the ring
+
+    def _finish_piece(self, shared: Any, row: int) -> None:
+        """Counts the piece just finished as served (published for the main process)."""
+        if self._cur_len:
+            done = np.bincount(self._cur_src[: self._cur_len], minlength=self.k)
+            self.served += done
+            self.yielded_pieces += self._cur_len
+            if shared is not None and row >= 0:
+                shared.rows[row, 0] += done
+            self._cur_len = 0
+            self._cur_src = self._cur_src[:0]
+            self._cur = None
+        if shared is not None and row >= 0:
+            np.maximum(shared.rows[row, 1], self.plan.counts, out=shared.rows[row, 1])
+
+    def _fetch_map(self, d: int, items: np.ndarray) -> np.ndarray:
+        ds = self.ds
+        src = ds._map[d]
+        assert src is not None
+        return src.fetch(_core.source_indices(items, src.size, ds.seed, ds._keys[d], ds.shuffle))
+
+
+def _as_dict(name: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out = dict(value)
+        out["source"] = name
+        return out
+    return {"source": name, "sample": value}

@@ -1,0 +1,275 @@
+"""Shared-memory control of one MixtureDataset: what its processes tell each other.
+
+The main process and its DataLoader workers (forked or spawned) share one small file-backed
+block (in ``/dev/shm`` where it exists): the furthest position any process has scheduled (weight
+changes may only land beyond it), the epoch, the lengths of iterable sources once someone has
+read to their end, per-process statistics, a ring of weight changes, the online mixer's state,
+and a *base*: the schedule state where every new pass starts (published by the main process).
+
+Locking: ``flock`` on the block excludes processes, a ``threading.Lock`` the threads of one
+process (``flock`` does not). Liveness: the owner holds a shared ``flock`` on a companion
+``.live`` file for its lifetime (its forked children inherit it); a block whose ``.live`` lock
+nobody holds belongs to a dead process and is removed by the next dataset created. No process
+IDs are involved, so containers that share ``/dev/shm`` across PID namespaces are safe.
+
+The ring never overwrites an entry that a reading process has not read: the writer waits for
+lagging readers. Entries before the base are free, and the base advances past old entries when
+the ring fills (see :meth:`SharedControl.append_change`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import mmap
+import os
+import tempfile
+import threading
+import time
+import weakref
+from typing import Any, Callable
+
+import numpy as np
+
+MAX_WORKERS = 64
+RING = 4096  # weight changes the ring holds
+_HEADER = 8  # n_changes, frontier, epoch, freeze, base_seq, base_len, base_gen, worker slots
+_PREFIX = "mixsieve-"
+_WAIT_S = 120.0  # how long a writer waits for a lagging reader before it gives up
+
+
+def _base_bytes(k: int) -> int:
+    return 4096 + 400 * k  # a state without its changes: ~8 numbers per source
+
+
+def _layout(k: int) -> dict[str, tuple[int, int]]:
+    """(offset, count) of each int64/float64 array, and the base's byte area."""
+    out = {}
+    off = 0
+    for name, count in (
+        ("header", _HEADER),
+        ("lengths", k),
+        ("rows", (MAX_WORKERS + 1) * 2 * k),
+        ("readers", (MAX_WORKERS + 1) * 2),
+        ("ring", RING * (1 + k)),
+        ("mixer", 2 + 2 * k),
+    ):
+        out[name] = (off, count)
+        off += 8 * count
+    out["base"] = (off, _base_bytes(k))
+    out["size"] = (off + _base_bytes(k), 0)
+    return out
+
+
+class SharedControl:
+    """The block (see the module docstring). Picklable: a spawned worker opens it by name."""
+
+    def __init__(self, k: int, path: str | None = None):
+        self.k = k
+        self.size = _layout(k)["size"][0]
+        self._live_fd = -1
+        if path is None:
+            path = self._create()
+        self.path = path
+        self._open()
+
+    def _create(self) -> str:
+        root = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+        sweep(root)
+        fd, path = tempfile.mkstemp(prefix=_PREFIX, dir=root)
+        try:
+            os.ftruncate(fd, self.size)
+        finally:
+            os.close(fd)
+        # the liveness lock is taken under a temporary name and renamed into place, so a sweeper
+        # never sees it unlocked
+        lfd, tmp = tempfile.mkstemp(prefix=".mixsieve-live-", dir=root)
+        fcntl.flock(lfd, fcntl.LOCK_SH)
+        os.rename(tmp, path + ".live")
+        self._live_fd = lfd
+        weakref.finalize(self, _remove, path, lfd, os.getpid())
+        return path
+
+    def _open(self) -> None:
+        self._pid = os.getpid()
+        self._tlock = threading.Lock()
+        self._fd = os.open(self.path, os.O_RDWR)
+        weakref.finalize(self, os.close, self._fd)
+        self._mm = mmap.mmap(self._fd, self.size)
+        k, lay = self.k, _layout(self.k)
+
+        def arr(name: str, dtype: Any) -> np.ndarray:
+            off, count = lay[name]
+            return np.frombuffer(self._mm, dtype, count, off)
+
+        self.header = arr("header", np.int64)
+        self.lengths = arr("lengths", np.int64)
+        self.rows = arr("rows", np.int64).reshape(MAX_WORKERS + 1, 2, k)
+        self.readers = arr("readers", np.int64).reshape(MAX_WORKERS + 1, 2)
+        self.ring = arr("ring", np.float64).reshape(RING, 1 + k)
+        self.mixer = arr("mixer", np.float64)
+        self._base = lay["base"]
+
+    def reset(self, frontier: int) -> None:
+        with self.lock():
+            self.header[:] = 0
+            self.header[1] = frontier
+            self.lengths[:] = -1
+            self.rows[:] = 0
+            self.readers[:, 0] = -1
+            self.readers[:, 1] = 0
+            self.mixer[:] = 0
+
+    def ensure_process(self) -> None:
+        if self._pid != os.getpid():  # forked: same mapping, but flock needs our own descriptor
+            self._open()
+
+    def lock(self) -> _Lock:
+        self.ensure_process()
+        return _Lock(self._fd, self._tlock)
+
+    # ---- the base: where every new pass starts ----
+
+    def publish_base(self, state: dict[str, Any], seq: int) -> None:
+        """Call with the lock held. ``state`` is a schedule state without its changes; changes
+        recorded at positions from it on are the ring's entries from ``seq``."""
+        data = json.dumps(state, separators=(",", ":")).encode()
+        off, cap = self._base
+        if len(data) > cap:
+            raise RuntimeError(f"the schedule state ({len(data)} bytes) does not fit the shared block ({cap})")
+        self._mm[off : off + len(data)] = data
+        self.header[4] = seq
+        self.header[5] = len(data)
+        self.header[6] += 1
+
+    def read_base(self) -> tuple[int, dict[str, Any] | None, int]:
+        """(generation, state or None if none was published, seq). Call with the lock held."""
+        n = int(self.header[5])
+        if n == 0:
+            return 0, None, 0
+        off, _ = self._base
+        return int(self.header[6]), json.loads(bytes(self._mm[off : off + n])), int(self.header[4])
+
+    # ---- the ring of weight changes ----
+
+    def changes_since(self, seq: int) -> tuple[list[tuple[int, np.ndarray]], int]:
+        """Entries from ``seq`` on, and the next seq. Call with the lock held."""
+        n = int(self.header[0])
+        if n - seq > RING:
+            raise RuntimeError(f"weight change {seq} was overwritten in the shared ring (now at {n})")
+        out = [
+            (int(self.ring[i % RING, 0]), self.ring[i % RING, 1:].copy()) for i in range(max(seq, 0), n)
+        ]
+        return out, n
+
+    def append_change(self, pos: int, vec: np.ndarray, advance_base: Callable[[int], None]) -> int:
+        """Writes a change (call with the lock held; it may be released while waiting for a
+        lagging reader). ``advance_base(position)`` is called, lock held, when the ring is full
+        of entries a new pass may still need. Returns the entry's seq."""
+        deadline = time.monotonic() + _WAIT_S
+        while True:
+            n = int(self.header[0])
+            old = n - RING  # the entry this write overwrites
+            active = self.readers[:, 0] >= 0
+            lagging = bool(np.any(self.readers[active, 0] <= old)) if old >= 0 else False
+            if not lagging and old >= int(self.header[4]) and old >= 0:
+                # a new pass would still read it: move the base to where the readers are
+                pos = self.readers[active, 1]
+                if pos.size:
+                    advance_base(int(pos.min()))
+                if old >= int(self.header[4]):
+                    raise RuntimeError(
+                        f"{RING} weight changes are pending since the start of this pass; call "
+                        "set_epoch() between passes or make fewer changes"
+                    )
+            if not lagging:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"a DataLoader worker has not read the last {RING} weight changes for {_WAIT_S:.0f} s"
+                )
+            self.pause()
+        slot = n % RING
+        self.ring[slot, 0] = pos
+        self.ring[slot, 1:] = vec
+        self.header[0] = n + 1
+        return n
+
+    def pause(self) -> None:
+        """Lets others take the lock for a moment (call with the lock held)."""
+        self._tlock.release()
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        time.sleep(0.001)
+        self._tlock.acquire()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"k": self.k, "path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.k = state["k"]
+        self.path = state["path"]
+        self.size = _layout(self.k)["size"][0]
+        self._live_fd = -1
+        self._open()
+
+
+class _Lock:
+    def __init__(self, fd: int, tlock: threading.Lock):
+        self.fd = fd
+        self.tlock = tlock
+
+    def __enter__(self) -> None:
+        self.tlock.acquire()
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            self.tlock.release()
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            self.tlock.release()
+
+
+def sweep(root: str) -> None:
+    """Removes blocks whose owner is gone: nobody holds their ``.live`` lock."""
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(_PREFIX) and n.endswith(".live")]
+    except OSError:
+        return
+    for name in names:
+        live = os.path.join(root, name)
+        try:
+            fd = os.open(live, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # held: its owner (or a forked child of it) is alive
+            continue
+        try:
+            for path in (live[: -len(".live")], live):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+
+
+def _remove(path: str, live_fd: int, owner_pid: int) -> None:
+    if os.getpid() != owner_pid:  # a forked worker's copy going away must not remove the parent's file
+        return
+    for p in (path, path + ".live"):
+        try:
+            os.unlink(p)
+        except OSError:
+            pass
+    try:
+        os.close(live_fd)
+    except OSError:
+        pass
