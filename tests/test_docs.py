@@ -14,11 +14,11 @@ import pytest
         ("mixsieve.sampling", 6),
         ("mixsieve.weights", 6),
         ("mixsieve.sources", 3),
-        ("mixsieve.data", 3),
+        ("mixsieve.mixture.dataset", 3),
     ],
 )
 def test_docstring_examples(name, least):
-    if name == "mixsieve.data":
+    if name == "mixsieve.mixture.dataset":
         pytest.importorskip("torch")
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

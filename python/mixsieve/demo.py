@@ -150,7 +150,7 @@ def mix_report(
     out: TextIO = sys.stdout,
 ) -> dict[str, float]:
     """Mix the corpus's sources (near-duplicates removed) and print realised vs target shares."""
-    from .data import MixtureDataset
+    from .mixture import MixtureDataset
 
     w = out.write
     groups: dict[str, list[int]] = defaultdict(list)

@@ -188,6 +188,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         plan.start(None if self._schedule else w0)
         self._loaded: dict[str, Any] = _state_of(plan)  # where passes start unless an epoch says otherwise
         self._changes: list[tuple[int, list[float]]] = []  # changes made or loaded, at positions >= it
+        self._history_from = 0  # _changes holds every change at positions from here on
         self._resume_guard: str | None = None  # why a loaded state cannot be resumed in another layout
         self._worker_state: dict[str, Any] | None = None
         self._engine: Engine | None = None
@@ -228,9 +229,15 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
 
     def _advance(self, start: Any, position: int) -> Any:
         """The plan at ``position``, replayed from ``start`` (a plan or a state) without data."""
-        plan = start.copy() if not isinstance(start, Mapping) else self._plan_from(start)
         if isinstance(start, Mapping):
-            self._with_known(plan)
+            if start["position"] < self._history_from:
+                raise ValueError(
+                    f"cannot replay from position {start['position']}: the weight changes before the last "
+                    f"checkpoint ({self._history_from}) are no longer kept"
+                )
+            plan = self._with_known(self._plan_from(start))
+        else:
+            plan = start.copy()
         if position < plan.position:
             raise ValueError(f"cannot go back from position {plan.position} to {position}")
         eng = Engine(self, plan, base=plan.position, slot=0, period=1, ranks=1, row=-1, yielded=0, seen=0)
@@ -389,6 +396,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             changes.append((pos, [float(x) for x in vec]))
         self._loaded = _state_of(plan)
         self._changes = changes
+        self._history_from = plan.position
         self._resume_guard = guard
         self._engine = None
         self._epoch_cache = None
@@ -497,6 +505,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
     def _advance_from_nearest(self, target: int) -> dict[str, Any]:
         st = _state_of(self._advance(self._nearest_state(target), target))
         self._checkpoint_cache = st  # workers have passed target: no weight change can land before it
+        # later checkpoints start from this one: the changes before it are no longer needed
+        self._changes = [(p, w) for p, w in self._changes if p >= target]
+        self._history_from = max(self._history_from, target)
         return st
 
     def _count_items(self, d: int) -> int:
@@ -547,7 +558,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             earliest = self._earliest(shared)
             if pos < earliest:
                 raise ValueError(f"the ranks agreed on position {pos}, which this rank has passed ({earliest})")
-            shared.append_change(pos, vec, lambda at: self._fold_base(shared, at))
+            shared.append_change(pos, vec, lambda: self._fold_base(shared))
             shared.header[1] = max(int(shared.header[1]), pos)
             if self._engine is not None:  # the in-process walk: directly
                 self._engine.plan.add_change(pos, vec)
@@ -562,15 +573,12 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             frontier = max(frontier, self._engine.claimed)
         return max(frontier, int(self._loaded["position"]))
 
-    def _fold_base(self, shared: SharedControl, at: int) -> None:
-        """The ring is full: moves the base a new pass starts from to ``at`` (where every reader
-        has passed), so that the entries before it are free. Lock held."""
+    def _fold_base(self, shared: SharedControl) -> None:
+        """The ring is full of entries a new pass from the base would read: frees them, marking
+        the base folded (lock held)."""
         _, base, _ = shared.read_base()
-        if base is None or at <= base["state"]["position"]:
-            return
-        plan = self._advance(self._with_known(self._plan_from(base["state"])), at)
-        self._publish_base(shared, _state_of(plan), folded=True)
-        self._changes = [(p, w) for p, w in self._changes if p >= at]
+        if base is not None:
+            shared.publish_base({**base, "folded": True}, int(shared.header[0]))
 
     def _publish_base(self, shared: SharedControl, state: Mapping[str, Any], folded: bool = False) -> None:
         """Where new passes start, and the first ring entry they need (lock held)."""
@@ -603,7 +611,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         shared.reset(self._loaded["position"])
         with shared.lock():
             for p, w in self._changes:
-                shared.append_change(p, np.asarray(w, np.float64), lambda at: None)
+                shared.append_change(p, np.asarray(w, np.float64), lambda: None)
             if self.num_samples:  # the epoch the loaded position is in (a finished one is not replayed)
                 shared.header[2] = self._loaded["position"] // self.num_samples
             shared.publish_base({"state": dict(self._loaded), "folded": False}, 0)
@@ -664,7 +672,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         assert base is not None
         state = base["state"]
         target = epoch * self.num_samples if self.num_samples else state["position"]
-        if base["folded"] and state["position"] > max(target, self._loaded["position"]):
+        if base["folded"]:
             raise RuntimeError(
                 "more weight changes were made during the last pass than the shared ring holds, so that "
                 "pass cannot be replayed from its start: call set_epoch() before each pass"

@@ -241,9 +241,12 @@ class Engine:
             if end is not None and self.plan.position >= end:
                 ds._epoch_done(self.plan)
         finally:
-            if shared is not None and row > 0:
-                with shared.lock():
-                    shared.readers[row, 0] = -1  # this worker no longer reads the ring
+            if shared is not None and row >= 0:
+                try:
+                    with shared.lock():
+                        shared.readers[row, 0] = -1  # this process no longer reads the ring
+                except (OSError, ValueError):  # collected after the block was closed: nobody reads it
+                    pass
 
     def _finish_piece(self, shared: Any, row: int) -> None:
         """Counts the piece just finished as served (published for the main process)."""

@@ -13,8 +13,9 @@ nobody holds belongs to a dead process and is removed by the next dataset create
 IDs are involved, so containers that share ``/dev/shm`` across PID namespaces are safe.
 
 The ring never overwrites an entry that a reading process has not read: the writer waits for
-lagging readers. Entries before the base are free, and the base advances past old entries when
-the ring fills (see :meth:`SharedControl.append_change`).
+lagging readers (they read at every chunk of positions). Entries before the base are free; when
+the ring fills with entries a new pass from the base would need, the base is marked folded and a
+new pass needs a fresh base (``set_epoch``) instead of a replay from the old one.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ MAX_WORKERS = 64
 RING = 4096  # weight changes the ring holds
 _HEADER = 8  # n_changes, frontier, epoch, freeze, base_seq, base_len, base_gen, worker slots
 _PREFIX = "mixsieve-"
-_WAIT_S = 120.0  # how long a writer waits for a lagging reader before it gives up
+_WAIT_S = 30.0  # how long a writer waits for a lagging reader before it gives up
 
 
 def _base_bytes(k: int) -> int:
@@ -162,27 +163,20 @@ class SharedControl:
         ]
         return out, n
 
-    def append_change(self, pos: int, vec: np.ndarray, advance_base: Callable[[int], None]) -> int:
+    def append_change(self, pos: int, vec: np.ndarray, fold_base: Callable[[], None]) -> int:
         """Writes a change (call with the lock held; it may be released while waiting for a
-        lagging reader). ``advance_base(position)`` is called, lock held, when the ring is full
-        of entries a new pass may still need. Returns the entry's seq."""
+        lagging reader). ``fold_base()`` is called, lock held, when the entry to overwrite is one
+        a new pass from the base would read: the base is then marked folded (a new pass must
+        start from a base published later, by set_epoch). Returns the entry's seq."""
         deadline = time.monotonic() + _WAIT_S
         while True:
             n = int(self.header[0])
             old = n - RING  # the entry this write overwrites
             active = self.readers[:, 0] >= 0
             lagging = bool(np.any(self.readers[active, 0] <= old)) if old >= 0 else False
-            if not lagging and old >= int(self.header[4]) and old >= 0:
-                # a new pass would still read it: move the base to where the readers are
-                pos = self.readers[active, 1]
-                if pos.size:
-                    advance_base(int(pos.min()))
-                if old >= int(self.header[4]):
-                    raise RuntimeError(
-                        f"{RING} weight changes are pending since the start of this pass; call "
-                        "set_epoch() between passes or make fewer changes"
-                    )
             if not lagging:
+                if 0 <= old and old >= int(self.header[4]):
+                    fold_base()
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(
