@@ -6,6 +6,7 @@ that our C++ xxh64 must match bit for bit.
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Iterable
 
@@ -342,7 +343,7 @@ def chi2_gof(observed, expected_probs, n, min_expected=5.0):
     return stat, df
 
 
-# ---- mixing (specs/mixing.md §8, specs/algorithms.md §4) ----
+# ---- mixing (docs/mixing.md) ----
 
 
 def exact_interleave(weights, n):
@@ -401,3 +402,66 @@ def exp3_step(p, rewards, t, losses, smoothing):
     e = eps(t + 1)
     z = [math.exp(eps_prev * r) for r in rewards]
     return [(1 - k * e) * x / sum(z) + e for x in z], rewards
+
+
+def carry_interleave(k, changes, n):
+    """The exact schedule with weight changes, restated in Python floats (the same IEEE
+    operations as the kernel, so the choices must agree exactly): each change (position,
+    weights) starts a segment; a source's lag c_d - T_d is carried into it (T_d the integral of
+    its normalised weight); at segment position m (1-based) a positive-weight source is eligible
+    if (base_d + s_d) / w_d < m, and the eligible one with the smallest (base_d + s_d + 1) / w_d
+    wins, ties to the lowest index; with none eligible, the largest w_d * m - (base_d + s_d)."""
+    inf = math.inf
+    w = [0.0] * k
+    inv = [0.0] * k
+    base = [0.0] * k
+    seg = [0] * k
+    seg_start = 0
+    out = []
+    changes = sorted(changes, key=lambda c: c[0])
+    ci = 0
+    for position in range(n):
+        new = None
+        while ci < len(changes) and changes[ci][0] == position:
+            new = changes[ci][1]  # the last change at a position wins
+            ci += 1
+        if new is not None:
+            total = 0.0
+            for x in new:
+                total += x
+            length = float(position - seg_start)
+            for d in range(k):
+                base[d] = base[d] + float(seg[d]) - w[d] * length
+            w, inv = [], []
+            for x in new:
+                v = x / total
+                iv = 1.0 / v if v > 0 else 0.0
+                if iv == inf:
+                    v = iv = 0.0
+                w.append(v)
+                inv.append(iv)
+            seg = [0] * k
+            seg_start = position
+        m = float(position - seg_start + 1)
+        best, best_due = -1, inf
+        for d in range(k):
+            if w[d] > 0:
+                c = base[d] + float(seg[d])
+                if c * inv[d] < m and (c + 1.0) * inv[d] < best_due:
+                    best, best_due = d, (c + 1.0) * inv[d]
+        if best < 0:
+            most = -inf
+            for d in range(k):
+                if w[d] > 0 and w[d] * m - (base[d] + float(seg[d])) > most:
+                    most, best = w[d] * m - (base[d] + float(seg[d])), d
+        out.append(best)
+        seg[best] += 1
+    return out
+
+
+def integral_targets(k, changes, n):
+    """T[i][d]: the integral of source d's normalised weight over positions 0..i."""
+    per = np.zeros((n, k))
+    for p, w in sorted(changes, key=lambda c: c[0]):
+        per[p:] = np.asarray(w, float) / np.sum(w)
+    return per.cumsum(axis=0)

@@ -10,9 +10,7 @@
 //            so a choice never depends on how positions were split into chunks.
 // A weight change starts a new segment at the current position and carries each source's lag
 // into it: base_d = c_d - T_d at the segment start, so within the segment the rule sees the
-// effective count base_d + (segment count) against w_d * (segment position). A source whose
-// new weight is zero hands its lag to the others in proportion to their new weights, so the
-// lags of the sources in play always sum to zero (some source is always eligible).
+// effective count base_d + (segment count) against w_d * (segment position).
 #pragma once
 
 #include <algorithm>
@@ -116,7 +114,7 @@ class MixSchedule {
     }
     if (last < 0) return k_;  // every share underflowed
     ncdf[static_cast<std::size_t>(last)] = 2.0;  // the last positive source takes what rounding left over
-    if (exact_) carry_lags(nw);
+    if (exact_) carry_lags();
     w_.swap(nw);
     inv_w_.swap(ninv);
     cdf_.swap(ncdf);
@@ -126,24 +124,12 @@ class MixSchedule {
     return -1;
   }
 
-  // The lag carried into a new segment with weights nw: c_d - T_d now, where T_d grew by
-  // w_d per position of the segment that ends here. Sources whose new weight is zero give their
-  // carry to the others in proportion to the new weights (their sum stays zero).
-  void carry_lags(const std::vector<double>& nw) {
+  // The lag carried into a new segment: base_d = c_d - T_d now, where T_d grew by w_d per
+  // position of the segment that ends here. A source whose weight becomes zero keeps its lag, so
+  // T_d stays the integral of its weight and it resumes from there if its weight comes back.
+  void carry_lags() {
     const double len = static_cast<double>(position_ - seg_start_);
-    double pool = 0.0;
-    for (int d = 0; d < k_; ++d) {
-      base_[d] = base_[d] + static_cast<double>(seg_counts_[d]) - w_[d] * len;
-      if (!(nw[d] > 0.0)) {
-        pool += base_[d];
-        base_[d] = 0.0;
-      }
-    }
-    if (pool != 0.0) {
-      for (int d = 0; d < k_; ++d) {
-        if (nw[d] > 0.0) base_[d] += pool * nw[d];
-      }
-    }
+    for (int d = 0; d < k_; ++d) base_[d] = base_[d] + static_cast<double>(seg_counts_[d]) - w_[d] * len;
   }
 
  public:
