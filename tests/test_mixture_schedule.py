@@ -8,12 +8,11 @@ integral of the weights (the targets) for the prefix bounds stated in docs/mixin
 
 from __future__ import annotations
 
+import mixsieve as ms
 import numpy as np
 import pytest
-from oracles import carry_interleave, integral_targets
-
-import mixsieve as ms
 from mixsieve import _core
+from oracles import carry_interleave, integral_targets
 
 PATHS = [0, 3] + [p for p in (1, 2) if _core._mix_simd_level() >= p]
 

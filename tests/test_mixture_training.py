@@ -71,8 +71,9 @@ def test_stateful_loader_with_another_batch_size_resumes_exactly_or_refuses():
     ref = sorted(make_dataset(num_samples=3200))
 
     def loader(workers):
-        return sdl.StatefulDataLoader(make_dataset(num_samples=3200), batch_size=32, num_workers=workers,
-                                      collate_fn=as_list)
+        return sdl.StatefulDataLoader(
+            make_dataset(num_samples=3200), batch_size=32, num_workers=workers, collate_fn=as_list
+        )
 
     first_loader = loader(2)
     it = iter(first_loader)
@@ -162,8 +163,14 @@ def test_tensor_parallel_ranks_share_data_by_their_data_parallel_group(tmp_path)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), env_path()]))
     procs = [
         subprocess.Popen(
-            [sys.executable, str(here / "mixture_tp_rank.py"), str(r), "4", str(tmp_path / "init"),
-             str(tmp_path / f"r{r}.json")],
+            [
+                sys.executable,
+                str(here / "mixture_tp_rank.py"),
+                str(r),
+                "4",
+                str(tmp_path / "init"),
+                str(tmp_path / f"r{r}.json"),
+            ],
             env=env,
         )
         for r in range(4)
@@ -202,8 +209,13 @@ def test_hugging_face_streaming_dataset_is_read_whole_by_every_worker(tmp_path, 
 
 def test_a_nested_mixture_with_workers_serves_everything():
     inner = make_dataset(num_samples=None)
-    outer = ms.MixtureDataset({"inner": inner, "extra": list(range(10))}, weights=[3, 1], num_samples=400,
-                              shuffle=False, batch_size=8)
+    outer = ms.MixtureDataset(
+        {"inner": inner, "extra": list(range(10))},
+        weights=[3, 1],
+        num_samples=400,
+        shuffle=False,
+        batch_size=8,
+    )
     ref = list(outer)
     got = [x for b in DataLoader(outer, batch_size=8, num_workers=2, collate_fn=as_list) for x in b]
     assert got == ref and sum(1 for n, _ in got if n == "inner") == 300
@@ -220,8 +232,9 @@ def test_a_live_block_survives_a_sweep_across_pid_namespaces(monkeypatch):
         "print(ds._shared.path, flush=True)\n"
         "sys.stdin.readline()\n"
     )
-    with subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          text=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as proc:
         path = proc.stdout.readline().strip()
 
         def no_such_process(pid, sig):
@@ -310,7 +323,11 @@ def test_a_string_source_and_non_string_names_are_refused():
         (lambda s: s["state"].update(position="12"), TypeError, r"\['position'\] must be an int, got '12'"),
         (lambda s: s["state"].update(position=12.0), TypeError, r"\['position'\] must be an int, got 12.0"),
         (lambda s: s.update(version=99), ValueError, "version 99 is not one this mixsieve reads"),
-        (lambda s: s["state"].update(counts=[1, -1, 0]), ValueError, r"\['counts'\]\[1\] must be an int >= 0"),
+        (
+            lambda s: s["state"].update(counts=[1, -1, 0]),
+            ValueError,
+            r"\['counts'\]\[1\] must be an int >= 0",
+        ),
         (lambda s: s["state"].update(weights=[1, 2]), ValueError, r"\['weights'\] must have 3 entries"),
         (lambda s: s["state"].update(carry=[1e9, 0, 0]), ValueError, "not a lag"),
         (lambda s: s["state"].update(segment_counts=[5, 5, 5]), ValueError, "segment_counts must sum"),
@@ -334,8 +351,9 @@ def test_corrupted_states_give_clear_errors(edit, error, match):
 
 
 def test_an_iterable_source_with_drop_keeps_its_items():
-    ds = ms.MixtureDataset({"a": list(range(50)), "g": Countdown(30, "g")}, weights=[1, 1],
-                           on_exhausted="drop", shuffle=False)
+    ds = ms.MixtureDataset(
+        {"a": list(range(50)), "g": Countdown(30, "g")}, weights=[1, 1], on_exhausted="drop", shuffle=False
+    )
     got = list(ds)
     assert sorted(v for n, v in got if n == "g") == sorted(f"g{i}" for i in range(30))
     assert len(got) == 80

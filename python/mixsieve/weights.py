@@ -123,7 +123,10 @@ class WeightSchedule:
         from . import _core
 
         out: np.ndarray = _core.curve_at(
-            np.array(self.positions, np.int64), list(vectors), self.interpolate == "linear", self.every,
+            np.array(self.positions, np.int64),
+            list(vectors),
+            self.interpolate == "linear",
+            self.every,
             int(position),
         )
         return out
@@ -295,7 +298,12 @@ class OnlineMixer:
     def state_from_vector(self, v: np.ndarray) -> dict[str, Any]:
         """A :meth:`state_dict` from a :meth:`state_vector`."""
         k = len(self.names)
-        return {"names": self.names, "t": int(v[0]), "rewards": v[1 + k :].tolist(), "p": v[1 : 1 + k].tolist()}
+        return {
+            "names": self.names,
+            "t": int(v[0]),
+            "rewards": v[1 + k :].tolist(),
+            "p": v[1 : 1 + k].tolist(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if list(state["names"]) != self.names:

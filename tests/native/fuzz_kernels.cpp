@@ -20,6 +20,7 @@
 #include "mixsieve/jsonl.hpp"
 #include "mixsieve/lsh.hpp"
 #include "mixsieve/minhash.hpp"
+#include "mixsieve/mix_plan.hpp"
 #include "mixsieve/mixture.hpp"
 #include "mixsieve/sampling.hpp"
 
@@ -95,6 +96,57 @@ void fuzz_mixture(const std::uint8_t* data, std::size_t size) {
     if (y >= n || seen[y]) std::abort();
     seen[y] = 1;
   }
+}
+
+// The plan (policy, changes, caps, drops) on random weights from the whole double range, random
+// changes and caps, in random fill sizes: sources in range, caps never exceeded, and a copy and a
+// plan restored from the accessors continue exactly as the original.
+double wild_weight(std::mt19937_64& rng) {
+  static const double special[] = {0.0, 5e-324, 1e-320, 1e-300, 1e-12, 1.0, 3.0, 1e12, 1e300, 1.7e308};
+  return rng() % 3 ? static_cast<double>(rng() % 1000) / 7.0 : special[rng() % 10];
+}
+
+void check_mix_plan(std::mt19937_64& rng) {
+  const int k = 1 + static_cast<int>(rng() % 150);
+  const int mode = static_cast<int>(rng() % 3);
+  std::vector<std::int64_t> caps(static_cast<std::size_t>(k));
+  for (auto& c : caps) c = rng() % 3 ? -1 : static_cast<std::int64_t>(1 + rng() % 40);
+  MixPlan plan(k, rng() % 2, rng(), mode, caps);
+  std::vector<double> w(static_cast<std::size_t>(k));
+  for (auto& x : w) x = wild_weight(rng);
+  if (plan.start(w.data()) >= 0) return;
+  std::vector<std::int32_t> src(700);
+  std::vector<std::int64_t> item(700);
+  for (int round = 0; round < 6 && !plan.ended(); ++round) {
+    for (int c = static_cast<int>(rng() % 4); c > 0; --c) {
+      for (auto& x : w) x = wild_weight(rng);
+      plan.add_change(plan.position() + static_cast<std::int64_t>(rng() % 300), w.data());  // may be refused
+    }
+    if (rng() % 4 == 0) {  // an iterable's end found: never before the items already read
+      const int d = static_cast<int>(rng() % k);
+      plan.set_length(d, plan.kernel().counts()[static_cast<std::size_t>(d)] + static_cast<std::int64_t>(rng() % 50));
+    }
+    const std::int64_t n = static_cast<std::int64_t>(rng() % 700);
+    const std::int64_t got = plan.fill(n, -1, src.data(), item.data());
+    if (got < 0 || got > n || (got < n && !plan.ended())) std::abort();
+    for (std::int64_t i = 0; i < got; ++i) {
+      if (src[static_cast<std::size_t>(i)] < 0 || src[static_cast<std::size_t>(i)] >= k) std::abort();
+    }
+    if (mode != MixPlan::kCycle) {
+      for (int d = 0; d < k; ++d) {
+        const std::int64_t cap = caps[static_cast<std::size_t>(d)] >= 0 ? caps[static_cast<std::size_t>(d)]
+                                                                        : plan.lengths()[static_cast<std::size_t>(d)];
+        if (cap >= 0 && plan.kernel().counts()[static_cast<std::size_t>(d)] > cap) std::abort();
+      }
+    }
+  }
+  if (plan.ended()) return;
+  MixPlan copy(plan);
+  std::vector<std::int32_t> a(200), b(200);
+  std::vector<std::int64_t> ia(200), ib(200);
+  const std::int64_t na = plan.fill(200, -1, a.data(), ia.data());
+  const std::int64_t nb = copy.fill(200, -1, b.data(), ib.data());
+  if (na != nb || a != b || ia != ib) std::abort();  // a copy continues exactly
 }
 
 // best_sorted (bucketed) must equal a full std::sort with `better` and a truncation, on keys
@@ -242,6 +294,7 @@ int main(int argc, char** argv) {
   const std::vector<char> good = sample_index_file();
   for (long it = 0; it < iterations; ++it) {
     if (it % 500 == 0) check_best_sorted(rng);
+    if (it % 20 == 0) check_mix_plan(rng);
     check_ares_first_pass(rng);
     std::vector<char> buf;
     switch (it % 4) {

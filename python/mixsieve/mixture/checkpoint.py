@@ -124,11 +124,11 @@ def consumed_prefix(workers: list[Mapping[str, Any]]) -> int | None:
     differs from the dataset's ``batch_size``, so workers' batches interleave)."""
     if not workers:
         return 0
-    ranks = workers[0]["ranks"]
+    ranks: int = workers[0]["ranks"]
     period = workers[0]["period"]
     block = workers[0]["block"]
     nw = period // ranks
-    total = sum(w["yielded"] for w in workers)
+    total: int = sum(w["yielded"] for w in workers)
     full, rest = divmod(total, block)  # the rank's blocks: block q belongs to worker q % nw
     for w in workers:
         wid = w["slot"] // ranks

@@ -174,7 +174,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             w0 = np.ones(k)
         elif isinstance(weights, OnlineMixer):
             if weights.names != self.names:
-                raise ValueError(f"the OnlineMixer is for sources {weights.names}, the mixture has {self.names}")
+                raise ValueError(
+                    f"the OnlineMixer is for sources {weights.names}, the mixture has {self.names}"
+                )
             self._mixer = weights
             w0 = weight_vector(weights.weights, self.names)
             weights.attach(self._on_mixer_update)
@@ -202,7 +204,11 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
     def _new_plan(self) -> Any:
         caps = [s if (s is not None and self.on_exhausted != "cycle") else -1 for s in self.sizes]
         plan = _core.MixPlan(
-            len(self.names), self.mode == "exact", self.seed, _EXHAUSTED[self.on_exhausted], np.array(caps, np.int64)
+            len(self.names),
+            self.mode == "exact",
+            self.seed,
+            _EXHAUSTED[self.on_exhausted],
+            np.array(caps, np.int64),
         )
         if self._schedule is not None:
             s = self._schedule
@@ -274,8 +280,12 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             return "mixer"
         if self._schedule is not None:
             s = self._schedule
-            return {"schedule": s.positions, "vectors": [v.tolist() for v in s.vectors(self.names)],
-                    "interpolate": s.interpolate, "every": s.every}
+            return {
+                "schedule": s.positions,
+                "vectors": [v.tolist() for v in s.vectors(self.names)],
+                "interpolate": s.interpolate,
+                "every": s.every,
+            }
         return {"static": self._w0.tolist()}
 
     def _config(self) -> dict[str, Any]:
@@ -345,7 +355,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         sources = {}
         for d, name in enumerate(self.names):  # for people reading checkpoints; not needed to resume
             c, size = int(st["counts"][d]), self.sizes[d]
-            sources[name] = {"consumed": c, "epoch": c // size, "offset": c % size} if size else {"consumed": c}
+            sources[name] = (
+                {"consumed": c, "epoch": c // size, "offset": c % size} if size else {"consumed": c}
+            )
         out = {
             "version": checkpoint.STATE_VERSION,
             "config": self._config(),
@@ -374,7 +386,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             state, guard = self._from_loader_state(state)
         elif "dataset_state" in state and "_num_yielded" in state:  # StatefulDataLoader, num_workers=0
             state = state["dataset_state"]
-        checkpoint.check_config(checkpoint.validate_header(state)["config"], self._config(), ignore=("weights",))
+        checkpoint.check_config(
+            checkpoint.validate_header(state)["config"], self._config(), ignore=("weights",)
+        )
         state = checkpoint.validate(state, len(self.names))
         if "worker" in state:
             if not distributed.in_worker():
@@ -391,7 +405,11 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         elif state["config"].get("weights") != self._config()["weights"]:
             # built with other weights than the checkpoint's: they apply from here on
             pos = plan.position
-            vec = self._w0 if self._schedule is None else self._schedule.at(pos, self._schedule.vectors(self.names))
+            vec = (
+                self._w0
+                if self._schedule is None
+                else self._schedule.at(pos, self._schedule.vectors(self.names))
+            )
             plan.add_change(pos, np.asarray(vec, np.float64))
             changes.append((pos, [float(x) for x in vec]))
         self._loaded = _state_of(plan)
@@ -409,7 +427,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         cannot be resumed in another layout, if it cannot."""
         states = []
         for s in checkpoint.loader_worker_states(loader_state):
-            checkpoint.check_config(checkpoint.validate_header(s)["config"], self._config(), ignore=("weights",))
+            checkpoint.check_config(
+                checkpoint.validate_header(s)["config"], self._config(), ignore=("weights",)
+            )
             states.append(checkpoint.validate(s, len(self.names)))
         start = min(states, key=lambda s: s["state"]["position"])
         workers = [s["worker"] for s in states if "worker" in s]
@@ -545,7 +565,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
                     f"{earliest}); pass a position further ahead, e.g. samples consumed + a lookahead "
                     "larger than num_workers * prefetch_factor * batch_size"
                 )
-            pos = max(earliest, max((p for p, _ in self._changes), default=0)) if position is None else position
+            pos = (
+                max(earliest, max((p for p, _ in self._changes), default=0)) if position is None else position
+            )
             shared.header[3] += 1  # nobody schedules past the frontier while the ranks agree
         try:
             pos = distributed.agree_on_position(pos, sync, self.process_group)
@@ -557,7 +579,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             shared.header[3] -= 1
             earliest = self._earliest(shared)
             if pos < earliest:
-                raise ValueError(f"the ranks agreed on position {pos}, which this rank has passed ({earliest})")
+                raise ValueError(
+                    f"the ranks agreed on position {pos}, which this rank has passed ({earliest})"
+                )
             shared.append_change(pos, vec, lambda: self._fold_base(shared))
             shared.header[1] = max(int(shared.header[1]), pos)
             if self._engine is not None:  # the in-process walk: directly
@@ -641,7 +665,8 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             w = ws["worker"]
             if (w["slot"], w["period"]) != (slot, period):
                 raise ValueError(
-                    f"worker state is for slot {w['slot']} of {w['period']}, this is slot {slot} of {period}; "
+                    f"worker state is for slot {w['slot']} of {w['period']}, "
+                    f"this is slot {slot} of {period}; "
                     "resume with the same num_workers and world size, or load the state through "
                     "MixtureDataset.load_state_dict for a different layout"
                 )
@@ -659,7 +684,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             shared.readers[row] = (seen, plan.position)
             if info is not None:
                 shared.header[7] = period
-        eng = Engine(self, plan, base=base, slot=slot, period=period, ranks=world, row=row, yielded=yielded, seen=seen)
+        eng = Engine(
+            self, plan, base=base, slot=slot, period=period, ranks=world, row=row, yielded=yielded, seen=seen
+        )
         self._engine = eng
         return eng.run()
 
@@ -698,12 +725,24 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             plan, _ = self._pass_start(shared)
             info = distributed.worker_info()
             nw, wid = (info.num_workers, info.id) if info is not None else (1, 0)
-            worker = {"slot": wid * world + rank, "period": nw * world, "ranks": world,
-                      "base": plan.position, "yielded": 0, "block": self.block}
+            worker = {
+                "slot": wid * world + rank,
+                "period": nw * world,
+                "ranks": world,
+                "base": plan.position,
+                "yielded": 0,
+                "block": self.block,
+            }
         else:
             plan = eng.resume_plan()
-            worker = {"slot": eng.slot, "period": eng.period, "ranks": eng.ranks,
-                      "base": eng.base, "yielded": eng.yielded(), "block": self.block}
+            worker = {
+                "slot": eng.slot,
+                "period": eng.period,
+                "ranks": eng.ranks,
+                "base": eng.base,
+                "yielded": eng.yielded(),
+                "block": self.block,
+            }
         shared = self._get_shared()
         with shared.lock():  # changes recorded since, and the main process's mixer state
             if eng is not None:

@@ -58,7 +58,9 @@ def check_source(name: str, src: Any) -> str:
         return "map"
     if isinstance(src, Iterable) or callable(src):
         return "iterable"
-    raise TypeError(f"source {name!r} is neither map-style (len + getitem) nor iterable: {type(src).__name__}")
+    raise TypeError(
+        f"source {name!r} is neither map-style (len + getitem) nor iterable: {type(src).__name__}"
+    )
 
 
 def is_map_style(src: Any) -> bool:

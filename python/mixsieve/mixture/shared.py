@@ -137,7 +137,9 @@ class SharedControl:
         data = json.dumps(state, separators=(",", ":")).encode()
         off, cap = self._base
         if len(data) > cap:
-            raise RuntimeError(f"the schedule state ({len(data)} bytes) does not fit the shared block ({cap})")
+            raise RuntimeError(
+                f"the schedule state ({len(data)} bytes) does not fit the shared block ({cap})"
+            )
         self._mm[off : off + len(data)] = data
         self.header[4] = seq
         self.header[5] = len(data)
@@ -158,9 +160,7 @@ class SharedControl:
         n = int(self.header[0])
         if n - seq > RING:
             raise RuntimeError(f"weight change {seq} was overwritten in the shared ring (now at {n})")
-        out = [
-            (int(self.ring[i % RING, 0]), self.ring[i % RING, 1:].copy()) for i in range(max(seq, 0), n)
-        ]
+        out = [(int(self.ring[i % RING, 0]), self.ring[i % RING, 1:].copy()) for i in range(max(seq, 0), n)]
         return out, n
 
     def append_change(self, pos: int, vec: np.ndarray, fold_base: Callable[[], None]) -> int:
