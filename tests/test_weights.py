@@ -1,6 +1,6 @@
 """Mixing-weight policies: temperature, UniMax, schedules and the ODM OnlineMixer.
 
-Compared against the spec's published test vectors (specs/algorithms.md §4) and pure-Python
+Compared against published test vectors (the papers' formulas worked by hand) and pure-Python
 oracles in tests/oracles.py.
 """
 

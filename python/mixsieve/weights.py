@@ -2,8 +2,7 @@
 
 Static policies (:func:`temperature`, :func:`unimax`) return weights; :func:`schedule` makes
 weights a function of the global stream position; :class:`OnlineMixer` changes them from the
-training loop (Online Data Mixing, EXP3). Formulas and test vectors: specs/algorithms.md §4 and
-specs/mixing.md §3.
+training loop (Online Data Mixing, EXP3). How the mixture applies them: docs/mixing.md.
 """
 
 from __future__ import annotations
