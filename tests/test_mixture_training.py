@@ -47,49 +47,66 @@ def take_batches(loader, n):
     return out
 
 
-def test_consumed_samples_with_workers_needs_the_loaders_batch_size():
-    # 2 workers, DataLoader batches of 32, dataset batch_size left unset: the 672 samples of 21
-    # batches are not the first 672 positions, so a state from consumed_samples would lose and
-    # repeat samples (31 each here, before); it is refused, saying what to set
+class Wrapped(torch.utils.data.IterableDataset):
+    """A wrapper that hides the DataLoader from the dataset (it iterates the dataset itself)."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __iter__(self):
+        yield from self.ds
+
+
+def test_resume_with_the_default_batch_size_and_workers_is_exact():
+    # the reported case: 2 workers, DataLoader batches of 32, the dataset's batch_size left
+    # unset; 21 batches consumed. Before, the state from consumed_samples lost 31 samples and
+    # repeated 31; now the dataset deals positions in the DataLoader's batches.
+    ref = list(make_dataset(num_samples=3200))
     ds = make_dataset(num_samples=3200)
     first = take_batches(DataLoader(ds, batch_size=32, num_workers=2, collate_fn=as_list), 21)
-    with pytest.raises(ValueError, match=r"batch_size=<the DataLoader's batch_size>"):
-        ds.state_dict(consumed_samples=len(first))
-    # with batch_size set to the loader's, the same checkpoint is exact
-    ref = list(make_dataset(num_samples=3200))
-    ds = make_dataset(num_samples=3200, batch_size=32)
-    first = take_batches(DataLoader(ds, batch_size=32, num_workers=2, collate_fn=as_list), 21)
+    assert first == ref[:672]  # the DataLoader yields the stream in order
     state = ds.state_dict(consumed_samples=len(first))
-    again = make_dataset(num_samples=3200, batch_size=32)
+    again = make_dataset(num_samples=3200)
     again.load_state_dict(state)
     rest = [x for b in DataLoader(again, batch_size=32, num_workers=2, collate_fn=as_list) for x in b]
     assert first + rest == ref
 
 
-def test_stateful_loader_with_another_batch_size_resumes_exactly_or_refuses():
-    sdl = pytest.importorskip("torchdata.stateful_dataloader")
-    ref = sorted(make_dataset(num_samples=3200))
+def test_a_batch_size_that_differs_from_the_loaders_is_refused():
+    ds = make_dataset(num_samples=3200, batch_size=16)
+    with pytest.raises(ValueError, match=r"batch_size=16\) is read by a DataLoader with batch_size=32"):
+        take_batches(DataLoader(ds, batch_size=32, num_workers=2, collate_fn=as_list), 2)
+    # hidden behind a wrapper, the DataLoader's batch size cannot be seen: consumed_samples with
+    # several workers is refused rather than guessed
+    ds = make_dataset(num_samples=3200)
+    take_batches(DataLoader(Wrapped(ds), batch_size=32, num_workers=2, collate_fn=as_list), 21)
+    with pytest.raises(ValueError, match=r"batch_size=<the DataLoader's batch_size>"):
+        ds.state_dict(consumed_samples=672)
 
-    def loader(workers):
+
+def test_stateful_loader_resumes_exactly_in_any_layout():
+    sdl = pytest.importorskip("torchdata.stateful_dataloader")
+    ref = list(make_dataset(num_samples=3200))
+
+    def loader(workers, **kw):
         return sdl.StatefulDataLoader(
-            make_dataset(num_samples=3200), batch_size=32, num_workers=workers, collate_fn=as_list
+            make_dataset(num_samples=3200), batch_size=32, num_workers=workers, collate_fn=as_list, **kw
         )
 
-    first_loader = loader(2)
+    first_loader = loader(2, snapshot_every_n_steps=5)  # batches after the snapshot are counted too
     it = iter(first_loader)
     first = [x for _ in range(21) for x in next(it)]
     state = first_loader.state_dict()
     del it
-    # the same layout: every worker continues from its own state, nothing lost or repeated
     again = loader(2)
     again.load_state_dict(state)
-    rest = [x for b in again for x in b]
-    assert sorted(first + rest) == ref
-    # another layout cannot continue a non-prefix exactly: refused, saying what to do
-    ds = make_dataset(num_samples=3200)
+    assert first + [x for b in again for x in b] == ref
+    ds = make_dataset(num_samples=3200)  # another worker count
     ds.load_state_dict(state)
-    with pytest.raises(ValueError, match="same num_workers"):
-        list(DataLoader(ds, batch_size=32, num_workers=1, collate_fn=as_list))
+    assert (
+        first + [x for b in DataLoader(ds, batch_size=32, num_workers=1, collate_fn=as_list) for x in b]
+        == ref
+    )
 
 
 # ---- restarting with other weights ---------------------------------------------------------
@@ -334,6 +351,10 @@ def test_a_string_source_and_non_string_names_are_refused():
         (lambda s: s.update(changes=[[300, [1, 1]]]), ValueError, r"\['changes'\]\[0\]\[1\] must have 3"),
         (lambda s: s.update(changes="x"), TypeError, r"state\['changes'\] must be a list"),
         (lambda s: s["state"].update(dropped=[7]), ValueError, "names source 7"),
+        (lambda s: s["state"].update(dropped=[0]), ValueError, "never drops a source"),
+        (lambda s: s["state"]["counts"].__setitem__(0, s["state"]["counts"][0] + 1), ValueError, "sum to 51"),
+        (lambda s: s["state"].update(weights=[0.5, 0.6, 0.1]), ValueError, "must be normalised"),
+        (lambda s: s["state"].update(position=10**30), ValueError, r"\['position'\] must be an int in"),
     ],
 )
 def test_corrupted_states_give_clear_errors(edit, error, match):
@@ -357,3 +378,216 @@ def test_an_iterable_source_with_drop_keeps_its_items():
     got = list(ds)
     assert sorted(v for n, v in got if n == "g") == sorted(f"g{i}" for i in range(30))
     assert len(got) == 80
+
+
+# ---- found in review ------------------------------------------------------------------------
+
+
+def test_ranks_in_one_process_refuse_a_state_inside_a_block():
+    ds = make_dataset(num_samples=None, rank=1, world_size=2, batch_size=4)
+    it = iter(ds)
+    for _ in range(6):
+        next(it)
+    with pytest.raises(ValueError, match="not a whole number of blocks"):
+        ds.state_dict()
+    next(it), next(it)
+    assert ds.state_dict()["state"]["position"] == 16  # two whole blocks on each of 2 ranks
+
+
+def test_a_data_parallel_group_of_one_survives_pickling(monkeypatch):
+    # a tensor-parallel job whose data-parallel group has one rank, read by spawned workers:
+    # the workers must keep (0, 1), not fall back to the launcher's RANK / WORLD_SIZE
+    import pickle
+
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setattr(distributed, "group_rank_world", lambda group: (0, 1))
+    ds = make_dataset(num_samples=64)
+    blob = pickle.dumps(ds)
+    monkeypatch.setattr(distributed, "group_rank_world", lambda group: None)  # a spawned worker
+    assert len(list(pickle.loads(blob))) == 64
+
+
+def test_a_nested_mixture_ignores_the_ranks(monkeypatch):
+    def outer():
+        return ms.MixtureDataset(
+            {"inner": make_dataset(num_samples=None), "extra": list(range(10))},
+            weights=[3, 1],
+            num_samples=400,
+            shuffle=False,
+            batch_size=4,
+        )
+
+    ref = list(outer())
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    blocks = [ref[i : i + 4] for i in range(0, 400, 4)]
+    assert list(outer()) == [x for b in blocks[1::2] for x in b]
+
+
+def test_a_checkpoint_keeps_what_the_next_pass_replays():
+    ds = make_dataset(num_samples=600)
+    ds.set_weights({"web": 0.0, "code": 1.0, "math": 0.0}, position=100)
+    first = list(ds)
+    ds.state_dict(consumed_samples=300)
+    assert list(ds) == first
+
+
+def test_an_update_every_step_with_a_worker_neither_stalls_nor_piles_up():
+    mixer = ms.weights.OnlineMixer(["web", "code", "math"])
+    ds = make_dataset(num_samples=5000, weights=mixer)
+    rng = np.random.default_rng(0)
+    got = []
+    for b in DataLoader(ds, batch_size=1, num_workers=1, collate_fn=as_list):
+        got.extend(b)
+        mixer.update({"web": float(rng.random()), "code": 1.0})  # lands at the next free position
+    assert len(got) == 5000
+    changes = ds.state_dict(consumed_samples=0)["changes"]
+    assert len(changes) <= 5000 // 8192 + 2  # one entry per position: they coalesce
+    ref = make_dataset(num_samples=5000, weights=ms.weights.OnlineMixer(["web", "code", "math"]))
+    ref.load_state_dict({**ref.state_dict(), "changes": changes})
+    assert list(ref) == got
+
+
+def test_stateful_loader_with_new_weights_is_refused_in_the_same_layout():
+    sdl = pytest.importorskip("torchdata.stateful_dataloader")
+    loader = sdl.StatefulDataLoader(make_dataset(), batch_size=8, num_workers=2, collate_fn=as_list)
+    it = iter(loader)
+    for _ in range(5):
+        next(it)
+    state = loader.state_dict()
+    del it
+    other = sdl.StatefulDataLoader(
+        make_dataset(weights={"web": 1, "code": 0, "math": 0}),
+        batch_size=8,
+        num_workers=2,
+        collate_fn=as_list,
+    )
+    other.load_state_dict(state)
+    with pytest.raises(ValueError, match="taken with other weights"):
+        next(iter(other))
+
+
+def test_served_with_workers_is_counted_in_small_steps():
+    ds = make_dataset(num_samples=None, batch_size=8)
+    it = iter(DataLoader(ds, batch_size=8, num_workers=2, collate_fn=as_list))
+    for _ in range(250):
+        next(it)
+    served = sum(ds.stats()["served"].values())
+    # 2,000 consumed: each worker counts in steps of 256, and may have prefetched 2 batches
+    assert 2000 - 2 * 256 <= served <= 2000 + 2 * 256 + 2 * 2 * 8
+    del it
+
+
+def test_a_thread_changing_weights_while_another_iterates():
+    ds = make_dataset(num_samples=20_000, chunk_size=64)
+    positions = []
+
+    def steer():
+        rng = np.random.default_rng(1)
+        for _ in range(300):
+            positions.append(ds.set_weights(rng.dirichlet(np.ones(3)).tolist()))
+            time.sleep(0.0005)
+
+    t = threading.Thread(target=steer)
+    it = iter(ds)
+    got = [next(it)]
+    t.start()
+    got += list(it)
+    t.join()
+    assert len(got) == 20_000 and len(positions) == 300
+    changes = ds.state_dict(consumed_samples=0)["changes"]
+    ref = make_dataset(num_samples=20_000, chunk_size=64)
+    ref.load_state_dict({**ref.state_dict(), "changes": changes})
+    assert list(ref) == got
+
+
+def test_unordered_and_keyed_containers_are_refused_as_sources():
+    with pytest.raises(TypeError, match="is a set"):
+        ms.MixtureDataset({"a": {"x", "y"}})
+    with pytest.raises(TypeError, match="is a dict"):
+        ms.MixtureDataset({"a": {"k": "v"}})
+
+
+def test_a_deep_copy_has_its_own_control_block():
+    import copy
+
+    ds = make_dataset(num_samples=100)
+    cp = copy.deepcopy(ds)
+    cp.set_weights({"web": 0, "code": 0, "math": 1})
+    assert list(ds) == list(make_dataset(num_samples=100))
+    assert {n for n, _ in cp} == {"math"}
+
+
+def test_a_far_change_does_not_block_a_nearer_one():
+    ds = make_dataset(num_samples=400)
+    ds.set_weights({"web": 1, "code": 0, "math": 0}, position=300)
+    assert ds.set_weights({"web": 0, "code": 1, "math": 0}, position=100) == 100
+    names = [n for n, _ in ds]
+    assert set(names[100:300]) == {"code"} and set(names[300:]) == {"web"}
+
+
+def test_a_refused_position_leaves_the_iteration_intact():
+    ds = make_dataset(num_samples=None, chunk_size=16)
+    it = iter(ds)
+    head = [next(it) for _ in range(5)]
+    with pytest.raises(ValueError, match=r"position must be an int in \[0, 4611686018427387904\)"):
+        ds.set_weights([1, 0, 0], position=2**63)
+    ref = iter(make_dataset(num_samples=None, chunk_size=16))
+    assert head + [next(it) for _ in range(50)] == [next(ref) for _ in range(55)]
+
+
+def test_a_pickled_dataset_outlives_its_creator(tmp_path):
+    code = (
+        "import pickle, sys, mixsieve as ms\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from mixture_sources import make_dataset\n"
+        "open(sys.argv[1], 'wb').write(pickle.dumps(make_dataset(num_samples=50)))\n"
+    )
+    blob = tmp_path / "ds.pkl"
+    env = dict(os.environ, PYTHONPATH=env_path())
+    subprocess.run([sys.executable, "-c", code, str(blob), str(Path(__file__).parent)], check=True, env=env)
+    import pickle
+
+    assert list(pickle.loads(blob.read_bytes())) == list(make_dataset(num_samples=50))
+
+
+def test_len_stops_where_the_sources_run_out():
+    for mode in ("stop", "drop"):
+        ds = ms.MixtureDataset(
+            {"a": list(range(100)), "b": list(range(10))}, on_exhausted=mode, num_samples=60
+        )
+        for epoch in range(3):
+            ds.set_epoch(epoch)
+            assert len(ds) == len(list(ds)), (mode, epoch)
+
+
+def test_a_source_error_names_the_item_that_failed():
+    def gen():
+        for i in range(20):
+            if i == 12:
+                raise OSError("disk gone")
+            yield i
+
+    ds = ms.MixtureDataset({"r": ms.sources.IterableSource(gen)}, num_samples=40, shuffle=False)
+    with pytest.raises(ms.SourceError, match=r"at item 12 of epoch 0"):
+        list(ds)
+
+
+@pytest.mark.parametrize(
+    ("weights", "error", "match"),
+    [
+        ({"web": "0.5", "code": 1, "math": 1}, TypeError, r"weight of source 'web' must be a number"),
+        ([True, 1, 1], TypeError, r"weight of source 'web' must be a number"),
+        ({"web": None, "code": 1, "math": 1}, TypeError, r"weight of source 'web' must be a number"),
+        ("abc", TypeError, "weights must be a dict"),
+        ({"web": 1e308, "code": 1e308, "math": 1e-320}, None, None),
+    ],
+)
+def test_weight_types(weights, error, match):
+    if error is None:
+        names = [n for n, _ in make_dataset(weights=weights, num_samples=100)]
+        assert names.count("web") == 50 and names.count("code") == 50
+        return
+    with pytest.raises(error, match=match):
+        make_dataset(weights=weights)

@@ -39,12 +39,22 @@ void set_weights(MixSchedule& s, const F64& w) {
   }
 }
 
-// A lag is bounded by the number of sources (docs/mixing.md); anything else is corrupt.
-void check_carry(const F64& carry, int k) {
+// Positions stay below 2^62, so that sums of positions and counts never overflow.
+constexpr std::int64_t kMaxPosition = std::int64_t{1} << 62;
+
+void check_position(std::int64_t pos, const char* what) {
+  if (pos < 0 || pos >= kMaxPosition) {
+    throw py::value_error(std::string(what) + " must be in [0, 2**62), got " + std::to_string(pos));
+  }
+}
+
+// A lag c_d - T_d after n positions is at most n in size (neither side exceeds n); a saved lag
+// beyond that (or not finite) is corrupt.
+void check_carry(const F64& carry, int k, std::int64_t position) {
   for (int d = 0; d < k; ++d) {
-    if (!(std::fabs(carry.data()[d]) <= static_cast<double>(k) + 1.0)) {
+    if (!(std::fabs(carry.data()[d]) <= static_cast<double>(position) + 1.0)) {
       throw py::value_error("carry[" + std::to_string(d) + "] = " + std::to_string(carry.data()[d]) +
-                            " is not a lag this schedule can have");
+                            " is not a lag this schedule can have at position " + std::to_string(position));
     }
   }
 }
@@ -103,7 +113,7 @@ void restore(MixSchedule& s, std::int64_t position, std::int64_t segment_start, 
   if (!carry_obj.is_none()) {
     carry = carry_obj.cast<F64>();
     check_length(carry, k, "carry");
-    check_carry(carry, static_cast<int>(k));
+    check_carry(carry, static_cast<int>(k), position);
   }
   try {
     s.restore(position, segment_start, w.data(), counts.data(), seg_counts.data(),
@@ -185,6 +195,7 @@ void plan_restore(MixPlan& p, const py::dict& st) {
   const int k = p.num_sources();
   const auto position = st["position"].cast<std::int64_t>();
   const auto seg_start = st["segment_start"].cast<std::int64_t>();
+  check_position(position, "position");
   if (position < seg_start || seg_start < 0) throw py::value_error("need 0 <= segment_start <= position");
   const F64 weights = st["weights"].cast<F64>(), carry = st["carry"].cast<F64>();
   const I64 counts = st["counts"].cast<I64>(), seg_counts = st["segment_counts"].cast<I64>();
@@ -200,6 +211,7 @@ void plan_restore(MixPlan& p, const py::dict& st) {
   for (const auto& h : st["dropped"].cast<py::list>()) {
     const auto d = h.cast<std::int64_t>();
     if (d < 0 || d >= k) throw py::value_error("dropped source " + std::to_string(d) + " is out of range");
+    if (p.on_exhausted() == MixPlan::kCycle) throw py::value_error("a cycling mixture never drops a source");
     dropped[static_cast<std::size_t>(d)] = 1;
   }
   std::int64_t seg_total = 0;
@@ -218,8 +230,20 @@ void plan_restore(MixPlan& p, const py::dict& st) {
     const auto pair = h.cast<py::sequence>();
     if (pair.size() != 2) throw py::value_error("each change is [position, weights]");
     changes.emplace_back(pair[0].cast<std::int64_t>(), weights_arg(pair[1], k, "change weights"));
+    check_position(changes.back().first, "a change's position");
   }
-  check_carry(carry, k);
+  check_carry(carry, k, position);
+  std::int64_t total = 0;
+  double wsum = 0.0;
+  for (int d = 0; d < k; ++d) {
+    total += counts.data()[d];
+    wsum += weights.data()[d];
+    if (counts.data()[d] > position) throw py::value_error("counts[" + std::to_string(d) + "] exceeds the position");
+  }
+  if (total != position) {
+    throw py::value_error("counts sum to " + std::to_string(total) + ", not to the position " + std::to_string(position));
+  }
+  if (!ended && !(std::fabs(wsum - 1.0) < 1e-9)) throw py::value_error("weights must be normalised (sum to 1)");
   MixPlan q(p);  // restored aside: a rejected state leaves the plan as it was
   try {
     q.restore(position, seg_start, weights.data(), counts.data(), seg_counts.data(), carry.data(), policy.data(),
@@ -404,6 +428,7 @@ void bind_mixture(py::module_& m) {
       .def(
           "add_change",
           [](MixPlan& p, std::int64_t pos, const py::object& w_obj) {
+            check_position(pos, "position");
             const std::vector<double> w = weights_arg(w_obj, p.num_sources(), "weights");
             const int bad = p.add_change(pos, w.data());
             if (bad == -2) {
@@ -428,6 +453,8 @@ void bind_mixture(py::module_& m) {
             py::array_t<std::int64_t> item(n);
             std::int64_t got = 0;
             {
+              // the Python engine serialises every use of one plan (a lock around fill and
+              // add_change), so other threads may run meanwhile
               py::gil_scoped_release release;
               got = p.fill(n, end, src.mutable_data(), item.mutable_data());
             }

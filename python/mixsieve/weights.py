@@ -96,13 +96,19 @@ class WeightSchedule:
     def __init__(
         self, points: Sequence[tuple[int, WeightsLike]], interpolate: str = "step", every: int = 1024
     ):
+        from ._checks import check_int
+
         if interpolate not in ("step", "linear"):
             raise ValueError(f"interpolate must be 'step' or 'linear', got {interpolate!r}")
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an int >= 1, got {every!r}")
+        every = check_int("every", every, 1, 2**62)
+        if isinstance(points, (str, bytes, Mapping)) or not isinstance(points, Sequence):
+            raise TypeError("points must be a list of (position, weights) pairs")
         if not points:
             raise ValueError("a schedule needs at least one (position, weights) point")
-        pos = [int(p) for p, _ in points]
+        for i, pt in enumerate(points):
+            if not isinstance(pt, (tuple, list)) or len(pt) != 2:
+                raise TypeError(f"points[{i}] must be a (position, weights) pair, got {pt!r}")
+        pos = [check_int(f"points[{i}] position", p, 0, 2**62) for i, (p, _) in enumerate(points)]
         if pos[0] != 0:
             raise ValueError(f"the first schedule point must be at position 0, got {pos[0]}")
         if any(b <= a for a, b in zip(pos, pos[1:])):
@@ -174,17 +180,29 @@ def weight_vector(weights: WeightsLike, names: Sequence[str]) -> np.ndarray:
         missing = [n for n in names if n not in weights]
         if missing:
             raise ValueError(f"weights give no value for sources {missing}; give 0 to leave a source out")
-        vec = np.array([float(weights[n]) for n in names], dtype=np.float64)
+        values: Any = [weights[n] for n in names]
+    elif isinstance(weights, (str, bytes)) or not isinstance(weights, (Sequence, np.ndarray)):
+        raise TypeError(
+            f"weights must be a dict by source name or a sequence of numbers, got {type(weights).__name__}"
+        )
     else:
-        vec = np.asarray(weights, dtype=np.float64)
-        if vec.shape != (len(names),):
-            raise ValueError(f"weights must have one value per source ({len(names)}), got shape {vec.shape}")
+        values = list(weights) if not isinstance(weights, np.ndarray) else weights
+        if isinstance(weights, np.ndarray) and weights.dtype.kind not in "iuf":
+            raise TypeError(f"weights must be numbers, got an array of dtype {weights.dtype}")
+        if len(values) != len(names) or (isinstance(weights, np.ndarray) and weights.ndim != 1):
+            shape = getattr(weights, "shape", (len(values),))
+            raise ValueError(f"weights must have one value per source ({len(names)}), got shape {shape}")
+    if not isinstance(values, np.ndarray):
+        for n, v in zip(names, values):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise TypeError(f"weight of source {n!r} must be a number, got {v!r} ({type(v).__name__})")
+    vec = np.asarray(values, dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(vec) | (vec < 0))
     if bad.size:
         raise ValueError(
             f"weight of source {names[bad[0]]!r} is {vec[bad[0]]}; weights must be finite and >= 0"
         )
-    if not vec.sum() > 0:
+    if not np.any(vec > 0):
         raise ValueError("weights are all zero; at least one source needs a weight > 0")
     return vec
 
@@ -250,9 +268,13 @@ class OnlineMixer:
         rank with the same (all-reduced) losses: the datasets then agree on the position.
         """
         k = len(self.names)
+        if not isinstance(losses, Mapping):
+            raise TypeError(f"losses must be a dict of source name -> loss, got {type(losses).__name__}")
         for name, loss in losses.items():
             if name not in self.names:
                 raise ValueError(f"unknown source {name!r}; the sources are {self.names}")
+            if isinstance(loss, (bool, str, bytes)) or not hasattr(loss, "__float__"):
+                raise TypeError(f"loss of source {name!r} must be a number, got {loss!r}")
             loss = float(loss)
             if not math.isfinite(loss):
                 raise ValueError(f"loss of source {name!r} is {loss}; losses must be finite")

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <limits>
 #include <stdexcept>
 #include <utility>
@@ -147,7 +148,11 @@ class MixPlan {
     }
     auto it = std::upper_bound(changes_.begin(), changes_.end(), pos,
                                [](std::int64_t p, const std::pair<std::int64_t, std::vector<double>>& c) { return p < c.first; });
-    changes_.emplace(it, pos, std::move(v));
+    if (it != changes_.begin() && std::prev(it)->first == pos) {
+      std::prev(it)->second = std::move(v);  // the last change made at a position wins
+    } else {
+      changes_.emplace(it, pos, std::move(v));
+    }
     return -1;
   }
 
@@ -194,6 +199,7 @@ class MixPlan {
 
   // ---- state ----
   int num_sources() const { return k_; }
+  int on_exhausted() const { return mode_; }
   std::int64_t position() const { return sched_.position(); }
   bool ended() const { return ended_; }
   const MixSchedule& kernel() const { return sched_; }

@@ -17,7 +17,8 @@ from typing import Any
 from .._checks import check_bool, check_float_list, check_int, check_int_list, check_list, describe
 
 STATE_VERSION = 2
-WORKER_KEYS = ("slot", "period", "ranks", "base", "yielded", "block")
+_MAX = 2**62  # positions and counts stay below this
+WORKER_KEYS = ("slot", "period", "ranks", "base", "yielded", "block", "batch")
 
 
 def _where(path: str, key: str) -> str:
@@ -53,8 +54,8 @@ def validate(state: Any, k: int) -> dict[str, Any]:
         raise TypeError(f"state['state'] must be a dict, got {describe(st)}")
     p = "state['state']"
     out: dict[str, Any] = {
-        "position": check_int(_where(p, "position"), _need(st, "position", p), 0),
-        "segment_start": check_int(_where(p, "segment_start"), _need(st, "segment_start", p), 0),
+        "position": check_int(_where(p, "position"), _need(st, "position", p), 0, _MAX),
+        "segment_start": check_int(_where(p, "segment_start"), _need(st, "segment_start", p), 0, _MAX),
         "weights": check_float_list(_where(p, "weights"), _need(st, "weights", p), k),
         "counts": check_int_list(_where(p, "counts"), _need(st, "counts", p), k, 0),
         "segment_counts": check_int_list(_where(p, "segment_counts"), _need(st, "segment_counts", p), k, 0),
@@ -85,7 +86,7 @@ def validate_changes(changes: Any, k: int, position: int) -> list[tuple[int, lis
     out = []
     for i, c in enumerate(check_list("state['changes']", changes)):
         pair = check_list(f"state['changes'][{i}]", c, 2)
-        pos = check_int(f"state['changes'][{i}][0]", pair[0], position)
+        pos = check_int(f"state['changes'][{i}][0]", pair[0], position, _MAX)
         out.append((pos, check_float_list(f"state['changes'][{i}][1]", pair[1], k)))
     return out
 
@@ -103,7 +104,11 @@ def check_config(saved: Mapping[str, Any], mine: Mapping[str, Any], ignore: tupl
 def loader_worker_states(loader_state: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The dataset states inside a StatefulDataLoader state (one per worker, or the main one)."""
     snap = loader_state.get("_snapshot", {})
+    if not isinstance(snap, Mapping):
+        raise TypeError(f"the StatefulDataLoader state's '_snapshot' must be a dict, got {describe(snap)}")
     workers = snap.get("_worker_snapshots") or {}
+    if not isinstance(workers, Mapping):
+        raise TypeError(f"'_worker_snapshots' must be a dict, got {describe(workers)}")
     states = [
         ws["dataset_state"]
         for ws in workers.values()
@@ -126,7 +131,7 @@ def consumed_prefix(workers: list[Mapping[str, Any]]) -> int | None:
         return 0
     ranks: int = workers[0]["ranks"]
     period = workers[0]["period"]
-    block = workers[0]["block"]
+    block = max(w["block"] for w in workers) or 1  # 0: a worker that had not started dealing
     nw = period // ranks
     total: int = sum(w["yielded"] for w in workers)
     full, rest = divmod(total, block)  # the rank's blocks: block q belongs to worker q % nw

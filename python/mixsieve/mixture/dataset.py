@@ -11,20 +11,25 @@ positions and reach workers through shared memory. docs/mixing.md has the detail
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import itertools
 import json
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from types import FrameType
 from typing import Any
 
 import numpy as np
 
 from .. import _core
-from .._checks import check_bool, check_choice, check_int, check_optional_int, describe
+from .._checks import check_bool, check_choice, check_int, describe
 from ..sources import NearDupFilter
 from ..weights import OnlineMixer, WeightSchedule, weight_vector
 from . import checkpoint, distributed
 from .engine import Engine
-from .readers import IterReader, MapReader, check_source, index_tables, source_key
-from .shared import MAX_WORKERS, SharedControl
+from .readers import MapReader, Sources, check_source, index_tables, source_key, whole_stream_wanted
+from .shared import MAX_WORKERS, RING, SharedControl
 
 try:  # torch is optional: without it MixtureDataset is a plain iterable
     from torch.utils.data import IterableDataset as _Base
@@ -32,6 +37,26 @@ except ImportError:  # pragma: no cover - exercised only without torch
     _Base = object  # type: ignore[assignment,misc]
 
 _EXHAUSTED = {"cycle": 0, "stop": 1, "drop": 2}
+_NOT_CONFIG = ("weights", "policy", "block")  # may differ on a restart (new weights apply from there)
+MAX_POSITION = 2**62  # positions, sample counts and chunk sizes stay below this
+_FOLDED = (
+    "more than 4,096 weight changes were made since this pass began and its history is no longer "
+    "kept, so the pass cannot be replayed from its start: call set_epoch() before each pass, or "
+    "ds.load_state_dict(ds.state_dict(consumed_samples=...)) to start from a checkpoint"
+)
+
+
+def loader_batch_size(frame: FrameType | None) -> int:
+    """The batch size of the DataLoader fetching from us, read from torch's fetcher frame that
+    asks for our first sample (1 when it does not batch); 0 when we are not read by a DataLoader.
+    torch has no public way to tell a dataset its DataLoader's batch size."""
+    if frame is None or frame.f_code.co_name != "fetch":
+        return 0
+    index = frame.f_locals.get("possibly_batched_index")
+    auto = getattr(frame.f_locals.get("self"), "auto_collation", None)
+    if index is None or auto is None:
+        return 0
+    return len(index) if auto else 1
 
 
 class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ignore]
@@ -132,15 +157,17 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         self.output = check_choice("output", output, ("tuple", "dict"))
         self.seed = check_int("seed", seed, 0, 2**64)
         self.shuffle = check_bool("shuffle", shuffle)
-        self.num_samples = check_optional_int("num_samples", num_samples, 0)
-        self.batch_size = check_optional_int("batch_size", batch_size, 1)
+        self.num_samples = (
+            None if num_samples is None else check_int("num_samples", num_samples, 0, MAX_POSITION)
+        )
+        self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, 1, MAX_POSITION)
         self.block = self.batch_size or 1  # positions are dealt in blocks of this size
-        self.shuffle_buffer = check_int("shuffle_buffer", shuffle_buffer, 1)
-        self.chunk_size = check_int("chunk_size", chunk_size, 1)
+        self.shuffle_buffer = check_int("shuffle_buffer", shuffle_buffer, 1, MAX_POSITION)
+        self.chunk_size = check_int("chunk_size", chunk_size, 1, 2**26)
         distributed.check_rank(rank, world_size)
         self._rank_arg, self._world_arg = rank, world_size
         self.process_group = process_group
-        self._resolved_rank = (0, 1)  # what torch.distributed said when last asked
+        self._resolved_rank: tuple[int, int] | None = None  # what torch.distributed said when last asked
         k = len(self.names)
         self._keys = [source_key(n) for n in self.names]
 
@@ -166,6 +193,17 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
                 f = filters.get(name)
                 self._iter_filters[d] = f if isinstance(f, NearDupFilter) else None
         self.sizes = [m.size if m is not None else None for m in self._map]
+        self._sources = Sources(
+            self.names,
+            self._keys,
+            self._map,
+            self._iterables,
+            self._iter_filters,
+            self.seed,
+            self.shuffle,
+            self.shuffle_buffer,
+            self.on_exhausted == "cycle",
+        )
 
         # weights policy
         self._mixer: OnlineMixer | None = None
@@ -189,12 +227,14 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         plan = self._new_plan()
         plan.start(None if self._schedule else w0)
         self._loaded: dict[str, Any] = _state_of(plan)  # where passes start unless an epoch says otherwise
-        self._changes: list[tuple[int, list[float]]] = []  # changes made or loaded, at positions >= it
+        self._changes: list[tuple[int, list[float]]] = []  # changes made or loaded, in the order made
         self._history_from = 0  # _changes holds every change at positions from here on
+        self._ring_seen = 0  # the shared ring entries _changes includes
         self._resume_guard: str | None = None  # why a loaded state cannot be resumed in another layout
         self._worker_state: dict[str, Any] | None = None
         self._engine: Engine | None = None
         self._epoch_cache: dict[str, Any] | None = None  # a state at an epoch boundary
+        self._len_cache: dict[int, int] = {}  # epoch -> where the stream ends in it (stop / drop)
         self._checkpoint_cache: dict[str, Any] | None = None  # the last state_dict(consumed_samples=)
         self._shared: SharedControl | None = None
         self._get_shared()  # before DataLoader workers fork, so that they share it
@@ -217,7 +257,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             )
         return plan
 
-    def _plan_from(self, state: Mapping[str, Any], changes: list[tuple[int, Any]] = ()) -> Any:  # type: ignore[assignment]
+    def _plan_from(self, state: Mapping[str, Any], changes: Sequence[tuple[int, Any]] = ()) -> Any:
         plan = self._new_plan()
         plan.restore({**state, "changes": [(p, w) for p, w in changes if p >= state["position"]]})
         return plan
@@ -238,17 +278,34 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         if isinstance(start, Mapping):
             if start["position"] < self._history_from:
                 raise ValueError(
-                    f"cannot replay from position {start['position']}: the weight changes before the last "
-                    f"checkpoint ({self._history_from}) are no longer kept"
+                    f"checkpoints move forward: position {position} is before the last checkpoint "
+                    f"({self._history_from}), whose earlier history is no longer kept"
                 )
             plan = self._with_known(self._plan_from(start))
         else:
             plan = start.copy()
         if position < plan.position:
             raise ValueError(f"cannot go back from position {plan.position} to {position}")
-        eng = Engine(self, plan, base=plan.position, slot=0, period=1, ranks=1, row=-1, yielded=0, seen=0)
+        eng = self._engine_for(
+            plan, block=1, base=plan.position, slot=0, period=1, ranks=1, row=-1, yielded=0, seen=0
+        )
         eng.replay(position)
         return eng.plan
+
+    def _engine_for(self, plan: Any, *, block: int, base: int, **where: int) -> Engine:
+        return Engine(
+            self._sources,
+            plan,
+            self._shared,
+            chunk_size=self.chunk_size,
+            output_dict=self.output == "dict",
+            block=block,
+            base=base,
+            end=self._end(base),
+            advance=self._advance,
+            on_end=self._epoch_done,
+            **where,
+        )
 
     def _end(self, base: int) -> int | None:
         n = self.num_samples
@@ -262,18 +319,18 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
     # ---- configuration and state ------------------------------------------------------------
 
     def _rank_world(self) -> tuple[int, int]:
+        if whole_stream_wanted():  # read as a source of another mixture: the whole stream
+            return 0, 1
         if self._world_arg is not None:
             return int(self._rank_arg), int(self._world_arg)  # type: ignore[arg-type]
         got = distributed.group_rank_world(self.process_group)
         if got is not None:
             self._resolved_rank = got
             return got
-        if self._resolved_rank == (0, 1):
-            env = distributed.env_rank_world()  # launched by torchrun, process group not up yet
-            if env is not None:
-                return env
-        # a spawned DataLoader worker has no process group: it uses what its parent saw
-        return self._resolved_rank
+        if self._resolved_rank is not None:  # a spawned DataLoader worker: what its parent saw
+            return self._resolved_rank
+        env = distributed.env_rank_world()  # launched by torchrun, process group not up yet
+        return env if env is not None else (0, 1)
 
     def _policy_config(self) -> Any:
         if self._mixer is not None:
@@ -340,15 +397,25 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         """consumed_samples gives the global position only if what was consumed is a prefix."""
         shared = self._get_shared()
         _, world = self._rank_world()
-        slots = int(shared.header[7])  # workers x ranks, as the workers last saw it
+        slots, block, batch = (int(x) for x in shared.header[7:10])
         if slots <= world:
             return  # one process per rank reads its positions in order
-        if self.batch_size is None:
+        if batch == 0 and self.batch_size is None:
             raise ValueError(
-                f"consumed_samples with {slots // world} DataLoader workers per rank needs batch_size: "
-                "construct MixtureDataset(..., batch_size=<the DataLoader's batch_size>) so that each "
-                "DataLoader batch is a contiguous run of the stream, or use StatefulDataLoader"
+                f"consumed_samples with {slots // world} DataLoader workers per rank needs the DataLoader's "
+                "batch size, which this dataset could not see (is it wrapped?): construct "
+                "MixtureDataset(..., batch_size=<the DataLoader's batch_size>) so that each DataLoader batch "
+                "is a contiguous run of the stream, or use StatefulDataLoader"
             )
+        if n % (block * world) and n != self._stream_end():
+            raise ValueError(
+                f"consumed_samples={n} is not a whole number of DataLoader batches ({block} samples on "
+                f"each of {world} ranks), so it is not a point every worker has reached"
+            )
+
+    def _stream_end(self) -> int | None:
+        """Where the current pass ends (the epoch's end, or earlier if a source stops it)."""
+        return self._end(int(self._loaded["position"]))
 
     def _wrap(self, st: Mapping[str, Any], changes: list[tuple[int, Any]]) -> dict[str, Any]:
         pos = st["position"]
@@ -387,7 +454,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         elif "dataset_state" in state and "_num_yielded" in state:  # StatefulDataLoader, num_workers=0
             state = state["dataset_state"]
         checkpoint.check_config(
-            checkpoint.validate_header(state)["config"], self._config(), ignore=("weights",)
+            checkpoint.validate_header(state)["config"], self._config(), ignore=_NOT_CONFIG
         )
         state = checkpoint.validate(state, len(self.names))
         if "worker" in state:
@@ -405,11 +472,12 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         elif state["config"].get("weights") != self._config()["weights"]:
             # built with other weights than the checkpoint's: they apply from here on
             pos = plan.position
-            vec = (
-                self._w0
-                if self._schedule is None
-                else self._schedule.at(pos, self._schedule.vectors(self.names))
-            )
+            if self._schedule is not None:
+                vec = self._schedule.at(pos, self._schedule.vectors(self.names))
+            elif self._mixer is not None:
+                vec = weight_vector(self._mixer.weights, self.names)
+            else:
+                vec = self._w0
             plan.add_change(pos, np.asarray(vec, np.float64))
             changes.append((pos, [float(x) for x in vec]))
         self._loaded = _state_of(plan)
@@ -419,6 +487,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         self._engine = None
         self._epoch_cache = None
         self._checkpoint_cache = None
+        self._len_cache = {}
         if not distributed.in_worker():
             self._reset_shared()
 
@@ -428,7 +497,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         states = []
         for s in checkpoint.loader_worker_states(loader_state):
             checkpoint.check_config(
-                checkpoint.validate_header(s)["config"], self._config(), ignore=("weights",)
+                checkpoint.validate_header(s)["config"], self._config(), ignore=_NOT_CONFIG
             )
             states.append(checkpoint.validate(s, len(self.names)))
         start = min(states, key=lambda s: s["state"]["position"])
@@ -436,18 +505,20 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         if not workers:
             return start, None
         # batches consumed after the snapshot (snapshot_every_n_steps > 1) come next in order
-        later = int(loader_state.get("_steps_since_snapshot", 0))
+        later = loader_state.get("_steps_since_snapshot", 0)
+        later = later if isinstance(later, int) and later >= 0 else 0
+        batch = max(w["batch"] for w in workers)  # the DataLoader's batch size, seen by the workers
         total = checkpoint.consumed_prefix(workers)
         guard = None
-        if total is None or (later and self.batch_size is None and len(workers) > 1):
+        if total is None or (later and not batch):
             guard = (
                 "this checkpoint's DataLoader workers consumed samples that are not a prefix of the stream "
-                "(the DataLoader's batch_size differs from MixtureDataset(batch_size=...)), so it resumes "
-                "exactly only in the same layout: restore it through StatefulDataLoader.load_state_dict "
-                "with the same num_workers, and set batch_size=<the DataLoader's batch_size> from now on"
+                "(positions were dealt in blocks other than the DataLoader's batches), so it resumes exactly "
+                "only in the same layout: restore it through StatefulDataLoader.load_state_dict with the "
+                "same num_workers, or set MixtureDataset(batch_size=<the DataLoader's batch_size>)"
             )
             total = sum(w["yielded"] for w in workers)
-        total += later * self.block
+        total += later * batch
         w0 = workers[0]
         pos = w0["base"] + total * w0["ranks"]
         plan = self._advance(self._plan_from(start["state"], start["changes"]), pos)
@@ -459,16 +530,25 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
 
     def __len__(self) -> int:
         """Samples this rank's iteration yields (all its DataLoader workers together): needs
-        ``num_samples``. After ``load_state_dict`` it counts what is left of that epoch."""
+        ``num_samples``. After ``load_state_dict`` it counts what is left of that epoch; with
+        ``on_exhausted="stop"`` or ``"drop"``, up to where the sources run out in it."""
         if self.num_samples is None:
             raise TypeError("a MixtureDataset without num_samples is an endless stream and has no len()")
         rank, world = self._rank_world()
         n = self.num_samples
         shared = self._get_shared()
-        start = max(int(self._loaded["position"]), int(shared.header[2]) * n)
-        remaining = max(0, (start // n + 1) * n - start) if n else 0
-        full, rest = divmod(remaining, self.block)  # blocks from start, dealt round-robin
-        mine = (full // world + (1 if rank < full % world else 0)) * self.block
+        epoch = int(shared.header[2])
+        start = max(int(self._loaded["position"]), epoch * n)
+        end = (start // n + 1) * n if n else 0
+        if self.on_exhausted != "cycle" and n:
+            if epoch not in self._len_cache:
+                plan = self._advance(self._epoch_start(start // n), end)
+                self._len_cache[epoch] = plan.position if plan.ended else end
+            end = min(end, self._len_cache[epoch])
+        remaining = max(0, end - start)
+        block = int(shared.header[8]) or self.block
+        full, rest = divmod(remaining, block)  # blocks from start, dealt round-robin
+        mine = (full // world + (1 if rank < full % world else 0)) * block
         if rest and full % world == rank:
             mine += rest
         return mine
@@ -508,7 +588,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
                 lengths = plan.state()["lengths"]
                 for d in self._iterables:
                     if lengths[d] < 0:
-                        plan.set_length(d, self._count_items(d))
+                        plan.set_length(d, self._sources.count_items(d))
             start = _state_of(self._advance(plan, target))
             self._epoch_cache = start
         return dict(start)
@@ -525,18 +605,19 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
     def _advance_from_nearest(self, target: int) -> dict[str, Any]:
         st = _state_of(self._advance(self._nearest_state(target), target))
         self._checkpoint_cache = st  # workers have passed target: no weight change can land before it
-        # later checkpoints start from this one: the changes before it are no longer needed
-        self._changes = [(p, w) for p, w in self._changes if p >= target]
-        self._history_from = max(self._history_from, target)
+        # later checkpoints start from this one, and new passes from the base: changes before both
+        # are no longer needed
+        keep_from = target
+        shared = self._shared
+        if shared is not None:
+            with shared.lock():
+                _, base, _ = shared.read_base()
+            if base is not None and not base["folded"]:
+                keep_from = min(keep_from, int(base["state"]["position"]))
+        if keep_from > self._history_from:
+            self._changes = [(p, w) for p, w in self._changes if p >= keep_from]
+            self._history_from = keep_from
         return st
-
-    def _count_items(self, d: int) -> int:
-        """Items in the first pass of iterable source ``d`` (after its filter)."""
-        reader = IterReader(self.names[d], self._iterables[d], self.seed, False, 1, self._iter_filters[d])
-        n = sum(1 for _ in reader._open_epoch())
-        if n == 0:
-            raise ValueError(f"source {self.names[d]!r} is empty (epoch 0 yielded nothing)")
-        return n
 
     # ---- weights ------------------------------------------------------------------------------
 
@@ -555,7 +636,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         """
         vec = weight_vector(weights, self.names)
         if position is not None:
-            position = check_int("position", position, 0)
+            position = check_int("position", position, 0, MAX_POSITION)
+        if sync is not None:
+            sync = check_bool("sync", sync)
         shared = self._get_shared()
         with shared.lock():
             earliest = self._earliest(shared)
@@ -565,9 +648,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
                     f"{earliest}); pass a position further ahead, e.g. samples consumed + a lookahead "
                     "larger than num_workers * prefetch_factor * batch_size"
                 )
-            pos = (
-                max(earliest, max((p for p, _ in self._changes), default=0)) if position is None else position
-            )
+            pos = earliest if position is None else position
             shared.header[3] += 1  # nobody schedules past the frontier while the ranks agree
         try:
             pos = distributed.agree_on_position(pos, sync, self.process_group)
@@ -575,20 +656,24 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             with shared.lock():
                 shared.header[3] -= 1
             raise
-        with shared.lock():
+        eng = self._engine  # an in-process walk (perhaps in another thread) reads the change now
+        with eng.lock if eng is not None else contextlib.nullcontext(), shared.lock():
             shared.header[3] -= 1
             earliest = self._earliest(shared)
             if pos < earliest:
                 raise ValueError(
                     f"the ranks agreed on position {pos}, which this rank has passed ({earliest})"
                 )
-            shared.append_change(pos, vec, lambda: self._fold_base(shared))
-            shared.header[1] = max(int(shared.header[1]), pos)
-            if self._engine is not None:  # the in-process walk: directly
-                self._engine.plan.add_change(pos, vec)
-                self._engine.seen = int(shared.header[0])
-                shared.readers[0, 0] = self._engine.seen
-        self._changes.append((pos, vec.tolist()))
+            if not shared.replace_last(pos, vec):  # the last change made at a position wins
+                shared.append_change(pos, vec, lambda: self._fold_base(shared))
+            self._ring_seen = int(shared.header[0])  # workers created from now on know every change
+            if eng is not None and eng.row == 0:
+                eng.read_shared()
+        self._len_cache = {}  # where a stopping stream ends may move
+        if self._changes and self._changes[-1][0] == pos:
+            self._changes[-1] = (pos, vec.tolist())
+        else:
+            self._changes.append((pos, vec.tolist()))
         return pos
 
     def _earliest(self, shared: SharedControl) -> int:
@@ -634,19 +719,46 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             return
         shared.reset(self._loaded["position"])
         with shared.lock():
-            for p, w in self._changes:
+            for p, w in self._changes[-RING:]:
                 shared.append_change(p, np.asarray(w, np.float64), lambda: None)
             if self.num_samples:  # the epoch the loaded position is in (a finished one is not replayed)
                 shared.header[2] = self._loaded["position"] // self.num_samples
-            shared.publish_base({"state": dict(self._loaded), "folded": False}, 0)
+            folded = len(self._changes) > RING  # new workers get the whole list from this process
+            shared.publish_base({"state": dict(self._loaded), "folded": folded}, 0)
+            self._ring_seen = int(shared.header[0])
 
     def __getstate__(self) -> dict[str, Any]:
         self._get_shared()  # workers must share the parent's block
-        self._rank_world()  # and its rank (spawned workers cannot ask torch.distributed)
+        self._resolved_rank = (
+            self._rank_world()
+        )  # and its rank (spawned workers cannot ask torch.distributed)
         d = self.__dict__.copy()
         d["_engine"] = None
         d["process_group"] = None  # not picklable; workers use the resolved rank
         return d
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._shared is not None and self._shared.missing:  # unpickled after its creator exited
+            self._shared = None
+            self._get_shared()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MixtureDataset:
+        """A copy with its own shared block: steering the copy does not steer the original."""
+        out = MixtureDataset.__new__(MixtureDataset)
+        memo[id(self)] = out
+        for key, value in self.__dict__.items():
+            if key in ("_shared", "_engine", "process_group", "_mixer"):
+                continue
+            setattr(out, key, copy.deepcopy(value, memo))
+        out.process_group = self.process_group
+        out._engine = None
+        out._mixer = self._mixer  # the copy follows the same mixer
+        if self._mixer is not None:
+            self._mixer.attach(out._on_mixer_update)
+        out._shared = None
+        out._get_shared()
+        return out
 
     # ---- iteration ----------------------------------------------------------------------------
 
@@ -666,12 +778,18 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             if (w["slot"], w["period"]) != (slot, period):
                 raise ValueError(
                     f"worker state is for slot {w['slot']} of {w['period']}, "
-                    f"this is slot {slot} of {period}; "
-                    "resume with the same num_workers and world size, or load the state through "
-                    "MixtureDataset.load_state_dict for a different layout"
+                    f"this is slot {slot} of {period}; resume with the same num_workers and world size, "
+                    "or load the state through MixtureDataset.load_state_dict for a different layout"
+                )
+            if ws["config"].get("weights") != self._config()["weights"] and self._mixer is None:
+                raise ValueError(
+                    "this StatefulDataLoader checkpoint was taken with other weights; each worker resumes "
+                    "its own position there, so new weights cannot start at one position for all: load it "
+                    "with ds.load_state_dict(loader.state_dict()) and iterate a plain DataLoader, or keep "
+                    "the weights"
                 )
             plan = self._plan_from(ws["state"], ws["changes"])
-            base, yielded = int(w["base"]), int(w["yielded"])
+            start = {"base": w["base"], "yielded": w["yielded"], "block": w["block"]}
             self._worker_state = None
             with shared.lock():
                 seen = int(shared.header[0])
@@ -679,35 +797,60 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             if self._resume_guard is not None:
                 raise ValueError(self._resume_guard)
             plan, seen = self._pass_start(shared)
-            base, yielded = plan.position, 0
+            start = {"base": plan.position, "yielded": 0, "block": 0}
         with shared.lock():
             shared.readers[row] = (seen, plan.position)
             if info is not None:
                 shared.header[7] = period
-        eng = Engine(
-            self, plan, base=base, slot=slot, period=period, ranks=world, row=row, yielded=yielded, seen=seen
-        )
+        where = {"slot": slot, "period": period, "ranks": world, "row": row, "seen": seen}
+        return itertools.chain.from_iterable(self._walk(plan, start, where))
+
+    def _walk(self, plan: Any, start: dict[str, int], where: dict[str, int]) -> Iterator[Iterator[Any]]:
+        """The engine's runs of samples. Runs when the first sample is asked for: by then a
+        DataLoader's fetcher is the caller, and its batch size becomes the block size."""
+        batch = loader_batch_size(sys._getframe(1))
+        block = start["block"] or self.block
+        if batch and not start["block"]:
+            if self.batch_size is not None and batch != self.batch_size:
+                raise ValueError(
+                    f"MixtureDataset(batch_size={self.batch_size}) is read by a DataLoader with batch_size="
+                    f"{batch}: set them equal (or leave the dataset's unset to follow the DataLoader)"
+                )
+            block = batch
+        shared = self._shared
+        if shared is not None and where["row"] > 0:  # what the workers deal by, for consumed_samples
+            with shared.lock():
+                shared.header[8] = block
+                shared.header[9] = batch
+        eng = self._engine_for(plan, block=block, base=start["base"], yielded=start["yielded"], **where)
+        eng.loader_batch = batch
         self._engine = eng
-        return eng.run()
+        yield from eng.run()
 
     def _pass_start(self, shared: SharedControl) -> tuple[Any, int]:
-        """The plan a new pass starts from (the published base, moved to the epoch's start if it
-        lies before it), and the first ring entry not yet in it."""
+        """The plan a new pass starts from, moved to the epoch's start if it lies before it, and
+        the first ring entry not yet in it. The main process and a new worker know every change
+        since the pass began (a new worker is a copy of the main process); a persistent worker
+        starting another pass reads the published base and the ring."""
         with shared.lock():
             _, base, seq = shared.read_base()
-            epoch = int(shared.header[2])
+            epoch, n = int(shared.header[2]), int(shared.header[0])
         assert base is not None
+        folded = bool(base["folded"])
         state = base["state"]
         target = epoch * self.num_samples if self.num_samples else state["position"]
-        if base["folded"]:
-            raise RuntimeError(
-                "more weight changes were made during the last pass than the shared ring holds, so that "
-                "pass cannot be replayed from its start: call set_epoch() before each pass"
-            )
-        plan = self._plan_from(state)
         if not distributed.in_worker():
-            self._with_known(plan)
-            seq = int(shared.header[0])
+            if folded and self._history_from > state["position"]:
+                raise RuntimeError(_FOLDED)
+            plan = self._with_known(self._plan_from(state))
+            seq = n
+        elif not folded:
+            plan = self._plan_from(state)
+        else:
+            if n - self._ring_seen > RING:
+                raise RuntimeError(_FOLDED)
+            plan = self._with_known(self._plan_from(self._nearest_state(target)))
+            seq = self._ring_seen
         if target > plan.position:
             with shared.lock():
                 changes, seq = shared.changes_since(seq)
@@ -731,7 +874,8 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
                 "ranks": world,
                 "base": plan.position,
                 "yielded": 0,
-                "block": self.block,
+                "block": 0,  # not dealt yet: the DataLoader's batch size decides
+                "batch": 0,
             }
         else:
             plan = eng.resume_plan()
@@ -741,14 +885,15 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
                 "ranks": eng.ranks,
                 "base": eng.base,
                 "yielded": eng.yielded(),
-                "block": self.block,
+                "block": eng.block,
+                "batch": eng.loader_batch,
             }
         shared = self._get_shared()
-        with shared.lock():  # changes recorded since, and the main process's mixer state
-            if eng is not None:
-                eng.read_shared(shared)
+        with eng.lock if eng is not None else contextlib.nullcontext(), shared.lock():
+            if eng is not None:  # changes recorded since
+                eng.read_shared()
                 plan = eng.resume_plan()
-            mixer = shared.mixer.copy()
+            mixer = shared.mixer.copy()  # the main process's mixer state
         state = plan.state()
         changes = state.pop("changes")
         out = self._wrap(state, changes)
@@ -760,22 +905,30 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
     # ---- reporting ------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Per-source samples served (by this process, and its DataLoader workers including the
-        batches they have prefetched, counted as each worker finishes a piece of the schedule),
-        completed epochs of each source at the furthest position reached, the weights in force,
-        and what filters removed per source."""
+        """Per-source samples served (exactly, by this process; by its DataLoader workers, including
+        batches they have prefetched, in steps of at most 256 samples or one batch), completed
+        epochs of each source at the furthest position reached, the weights in force at the
+        furthest position scheduled, and what filters removed per source."""
         served = np.zeros(len(self.names), np.int64)
         reached = np.array(self._loaded["counts"], np.int64)
         eng = self._engine
+        weights = None
         if self._shared is not None:
-            rows = self._shared.rows
-            served += rows[:, 0, :].sum(axis=0)
-            reached = np.maximum(reached, rows[:, 1, :].max(axis=0))
-        if eng is not None:
-            served += eng.served_now() - eng.served  # this process's partial piece
-            weights = eng.plan.next_weights
-        else:
-            weights = self._plan_from(self._loaded, self._changes).next_weights
+            shared = self._shared
+            with shared.lock():
+                served += shared.rows[:, 0, :].sum(axis=0)
+                reached = np.maximum(reached, shared.rows[:, 1, :].max(axis=0))
+                pos = shared.readers[1:, 1]
+                if pos.size and pos.max() >= 0:  # DataLoader workers: the one furthest ahead
+                    weights = shared.weights[1 + int(np.argmax(pos))].copy()
+        if eng is not None and eng.row == 0:
+            served += eng.unpublished()  # this process's samples not yet counted in shared memory
+        if weights is None:
+            if eng is not None:
+                with eng.lock:
+                    weights = eng.plan.next_weights
+            else:
+                weights = self._plan_from(self._loaded, self._changes).next_weights
         epochs = {}
         for d, n in enumerate(self.names):
             size = self.sizes[d]

@@ -63,7 +63,13 @@ def group_rank_world(group: Any) -> tuple[int, int] | None:
 
 def env_rank_world() -> tuple[int, int] | None:
     """RANK / WORLD_SIZE set by torchrun (or alike), when both are."""
-    if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
+    has_rank, has_world = "RANK" in os.environ, "WORLD_SIZE" in os.environ
+    if has_rank != has_world:
+        raise ValueError(
+            "RANK and WORLD_SIZE must be set together (one of them is in the environment); or pass "
+            "rank= and world_size= to MixtureDataset"
+        )
+    if not has_rank:
         return None
     try:
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -76,13 +82,14 @@ def env_rank_world() -> tuple[int, int] | None:
 
 
 def collective_device(backend: str) -> str:
-    """Where a tensor must live for ``backend`` to all-reduce it."""
+    """Where a tensor must live for ``backend`` to all-reduce it: "cpu", "cuda", or "accelerator"
+    (the current device of torch.accelerator, for device-only backends such as hccl or xccl)."""
     parts = [p.split(":")[-1] for p in str(backend).lower().split(",")]
     if any(p in ("gloo", "mpi", "ucc") for p in parts):
         return "cpu"
     if any(p == "nccl" for p in parts):
         return "cuda"
-    return "cpu"
+    return "accelerator"
 
 
 def agree_on_position(pos: int, sync: bool | None, group: Any) -> int:
@@ -95,6 +102,9 @@ def agree_on_position(pos: int, sync: bool | None, group: Any) -> int:
     device = collective_device(dist.get_backend(group))
     if device == "cuda":
         device = f"cuda:{torch.cuda.current_device()}"
+    elif device == "accelerator":
+        acc = torch.accelerator.current_accelerator() if hasattr(torch, "accelerator") else None
+        device = str(acc) if acc is not None else "cpu"
     t = torch.tensor([pos], dtype=torch.int64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
     return int(t.item())

@@ -5,30 +5,38 @@ of (source, item) pairs, feeds it the weight changes and iterable lengths other 
 published, keeps this process's positions (blocks of ``block`` positions, block ``b`` belongs to
 slot ``b % period``), reads their items, and remembers the plan as it was before the current
 piece, so that the state at any position inside the piece is a short replay away.
+
+Threads: the plan is used under ``Engine.lock``; a thread that records a weight change (the
+training loop calling ``set_weights`` while another thread iterates) takes the same lock.
 """
 
 from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
 from .. import _core
-from .readers import IterReader, objects
+from .readers import Sources, objects
+from .shared import SharedControl
 
-if TYPE_CHECKING:
-    from .dataset import MixtureDataset
+_STEP = 256  # served counts are published to the main process at least every this many samples
 
 
 class Engine:
     def __init__(
         self,
-        ds: MixtureDataset,
+        sources: Sources,
         plan: Any,
+        shared: SharedControl | None,
         *,
+        chunk_size: int,
+        output_dict: bool,
+        block: int,
         base: int,
         slot: int,
         period: int,
@@ -36,33 +44,43 @@ class Engine:
         row: int,
         yielded: int,
         seen: int,
+        end: int | None,
+        advance: Callable[[Any, int], Any],
+        on_end: Callable[[Any], None],
     ) -> None:
-        self.ds = ds
-        self.k = len(ds.names)
+        self.src = sources
+        self.k = len(sources.names)
         self.plan = plan
         self.start = plan.copy()
+        self.shared = shared
+        self.chunk_size = chunk_size
+        self.output_dict = output_dict
+        self.block = block
         self.base = base
-        self.block = ds.block
         self.slot, self.period, self.ranks, self.row = slot, period, ranks, row
         self.seen = seen  # shared-ring entries already fed to the plan
+        self.end = end
+        self.advance = advance  # (plan or state, position) -> plan, replayed without data
+        self.on_end = on_end  # called with the plan when the walk reaches ``end``
+        self.lock = threading.RLock()
+        self.loader_batch = 0  # the DataLoader's batch size, when one reads this walk
         self.claimed = plan.position
         self.yielded_before = yielded
         self.yielded_pieces = 0
         self.served = np.zeros(self.k, np.int64)  # in completed pieces
+        self._published = 0  # samples of the current piece counted in shared memory
         self._snap: Any = None  # the plan before the current piece
         self._cur: Iterator[Any] | None = None
         self._cur_len = 0
         self._cur_pos = np.zeros(0, np.int64)
         self._cur_src = np.zeros(0, np.int32)
-        self.iters = {
-            d: IterReader(ds.names[d], src, ds.seed, ds.shuffle, ds.shuffle_buffer, ds._iter_filters[d])
-            for d, src in ds._iterables.items()
-        }
+        self.iters = {d: sources.reader(d) for d in sources.iterables}
         self._skipped = not self.iters
-        self.lists = [m.data if m is not None and type(m.data) is list else None for m in ds._map]
-        self.tables = [m.table if m is not None else None for m in ds._map]
-        self.sizes = np.array([m.size if m is not None else 0 for m in ds._map], np.int64)
-        self.keys = np.array(ds._keys, np.uint64)
+        maps = sources.maps
+        self.lists = [m.data if m is not None and type(m.data) is list else None for m in maps]
+        self.tables = [m.table if m is not None else None for m in maps]
+        self.sizes = np.array([m.size if m is not None else 0 for m in maps], np.int64)
+        self.keys = np.array(sources.keys, np.uint64)
 
     # -- states --
 
@@ -78,6 +96,11 @@ class Engine:
         t = self._consumed_in_piece()
         return self.served + np.bincount(self._cur_src[:t], minlength=self.k)
 
+    def unpublished(self) -> np.ndarray:
+        """Samples taken of the current piece and not yet counted in shared memory."""
+        t = self._consumed_in_piece()
+        return np.bincount(self._cur_src[self._published : max(t, self._published)], minlength=self.k)
+
     def _plan_at(self, pos: int) -> Any:
         """The plan at global position ``pos`` inside the current piece."""
         plan = self._snap.copy()
@@ -86,27 +109,36 @@ class Engine:
 
     def resume_plan(self) -> Any:
         """The plan at this process's next own position (what a restarted worker continues from)."""
-        if self._snap is None:
-            return self.start.copy()
-        t = self._consumed_in_piece()
-        if t < self._cur_len:
-            return self._plan_at(int(self._cur_pos[t]))
-        return self.plan.copy()
+        with self.lock:
+            if self._snap is None:
+                return self.start.copy()
+            t = self._consumed_in_piece()
+            if t < self._cur_len:
+                return self._plan_at(int(self._cur_pos[t]))
+            return self.plan.copy()
 
     def global_plan(self) -> Any:
         """The plan at the global position consumed so far (lock-step ranks, whole blocks)."""
         if self.period == 1:
             return self.resume_plan()
-        pos = self.base + self.yielded() * self.ranks
-        if self._snap is not None and self._snap.position <= pos <= self.plan.position:
-            return self._plan_at(pos)
-        return self.ds._advance(self.start, pos)
+        n = self.yielded()
+        if self.ranks > 1 and n % self.block:
+            raise ValueError(
+                f"this rank has yielded {n} samples, not a whole number of blocks of {self.block}: the "
+                "ranks' samples so far are not a prefix of the stream; take the state at a batch "
+                "boundary, or pass consumed_samples"
+            )
+        pos = self.base + n * self.ranks
+        with self.lock:
+            if self._snap is not None and self._snap.position <= pos <= self.plan.position:
+                return self._plan_at(pos)
+        return self.advance(self.start, pos)
 
     # -- the walk --
 
     def _sync(self, chunk_end: int) -> None:
         """Claims positions up to chunk_end and takes in what other processes published."""
-        shared = self.ds._shared
+        shared = self.shared
         if shared is None or self.row < 0:
             return
         with shared.lock():
@@ -114,11 +146,13 @@ class Engine:
                 shared.pause()
             if shared.header[1] < chunk_end:
                 shared.header[1] = chunk_end
-            self.read_shared(shared)
+            self.read_shared()
         self.claimed = max(self.claimed, chunk_end)
 
-    def read_shared(self, shared: Any) -> None:
-        """New weight changes and iterable lengths (call with the lock held)."""
+    def read_shared(self) -> None:
+        """New weight changes and iterable lengths (call with the shared lock and self.lock held)."""
+        shared = self.shared
+        assert shared is not None
         changes, self.seen = shared.changes_since(self.seen)
         for pos, vec in changes:
             if pos < self.plan.position:
@@ -128,29 +162,33 @@ class Engine:
             self.plan.add_change(pos, vec)
         if self.row >= 0:
             shared.readers[self.row] = (self.seen, self.plan.position)
+            shared.weights[self.row] = self.plan.next_weights
         for d, ln in enumerate(shared.lengths.tolist()):
             if ln >= 0:
                 self.plan.set_length(d, ln)
 
     def pieces(self, end: int | None, with_data: bool) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Yields (start, src, item) of consecutive pieces of the schedule."""
-        chunk = self.ds.chunk_size
-        while not self.plan.ended:
-            pos = self.plan.position
-            if end is not None and pos >= end:
-                return
-            stop = (pos // chunk + 1) * chunk if end is None else min((pos // chunk + 1) * chunk, end)
-            self._sync(stop)
-            snap = self.plan.copy()
-            src, item = self.plan.fill(stop - pos)
-            if with_data and self.iters:
-                ended = self._pull_iterables(src, item)
-                if ended:  # an iterable ended inside this piece: again, with its length known
-                    for d, n in ended:
-                        snap.set_length(d, n)
-                    self.plan = snap
-                    continue
-            self._snap = snap
+        chunk = self.chunk_size
+        while True:
+            with self.lock:
+                if self.plan.ended:
+                    return
+                pos = self.plan.position
+                if end is not None and pos >= end:
+                    return
+                stop = (pos // chunk + 1) * chunk if end is None else min((pos // chunk + 1) * chunk, end)
+                self._sync(stop)
+                snap = self.plan.copy()
+                src, item = self.plan.fill(stop - pos)
+                if with_data and self.iters:
+                    ended = self._pull_iterables(src, item)
+                    if ended:  # an iterable ended inside this piece: again, with its length known
+                        for d, n in ended:
+                            snap.set_length(d, n)
+                        self.plan = snap
+                        continue
+                self._snap = snap
             if len(src):
                 yield pos, src, item
 
@@ -159,14 +197,13 @@ class Engine:
             pass
 
     def _pull_iterables(self, src: np.ndarray, item: np.ndarray) -> list[tuple[int, int]]:
-        cycle = self.ds.on_exhausted == "cycle"
         ended = []
-        shared = self.ds._shared
+        shared = self.shared
         for d, it in self.iters.items():
             sel = item[src == d]
             if not len(sel):
                 continue
-            n = it.pull_until(int(sel[-1]), cycle)
+            n = it.pull_until(int(sel[-1]), self.src.cycle)
             if n is not None:
                 ended.append((d, n))
                 if shared is not None and self.row >= 0:
@@ -179,24 +216,20 @@ class Engine:
             return
         counts = self.plan.counts
         for d, it in self.iters.items():
-            it.skip_to(int(counts[d]), self.ds.on_exhausted == "cycle")
+            it.skip_to(int(counts[d]), self.src.cycle)
         self._skipped = True
 
-    def run(self) -> Iterator[Any]:
-        # Per-sample cost is one C-level step of itertools.chain over a zip of ready lists;
-        # Python runs once per piece of the schedule.
-        return itertools.chain.from_iterable(self._run_pieces())
-
-    def _run_pieces(self) -> Iterator[Iterator[Any]]:
-        ds = self.ds
+    def run(self) -> Iterator[Iterator[Any]]:
+        """Iterators over consecutive runs of this process's samples; chain them to get the
+        samples. Per-sample cost is one C-level step of a zip over ready lists; Python runs once
+        per run (at most ``_STEP`` samples, or one block)."""
         self._skip_iterables()
         block, period, slot, base = self.block, self.period, self.slot, self.base
-        end = ds._end(base)
-        shared = ds._shared
+        shared = self.shared
         row = self.row
-        out_dict = ds.output == "dict"
+        step = max(_STEP, block)
         try:
-            for pos, src, item in self.pieces(end, with_data=True):
+            for pos, src, item in self.pieces(self.end, with_data=True):
                 n = len(src)
                 g = np.arange(pos, pos + n, dtype=np.int64)
                 mine = ((g - base) // block) % period == slot if period > 1 else np.ones(n, bool)
@@ -206,8 +239,8 @@ class Engine:
                 prefetched: list[np.ndarray | None] = [None] * self.k
                 present = np.bincount(own_src, minlength=self.k) if m else np.zeros(self.k, np.int64)
                 for d in np.flatnonzero(present).tolist():
-                    if self.lists[d] is None and ds._map[d] is not None:  # lists are read in C++ below
-                        prefetched[d] = self._fetch_map(
+                    if self.lists[d] is None and self.src.maps[d] is not None:  # lists are read in C++
+                        prefetched[d] = self.src.fetch_map(
                             d, own_item if present[d] == m else own_item[own_src == d]
                         )
                 for d, it in self.iters.items():  # every process drops the others' share of the iterables
@@ -215,31 +248,35 @@ class Engine:
                     if sel.any():
                         got = it.take(item[sel], mine[sel])
                         prefetched[d] = objects(got, len(got))
-                self._finish_piece(shared, row)
+                self._finish_piece()
                 if not m:
                     continue
                 self._cur_pos = g[mine] if period > 1 else g
                 self._cur_src = own_src
                 self._cur_len = m
-                # zip reuses its result tuple when the consumer lets go of it; the names
-                # iterator's length hint tells how many samples of this piece were taken
                 names, values = _core.gather_piece(
                     own_src,
                     own_item,
                     self.lists,
                     self.tables,
                     prefetched,
-                    ds.names,
+                    self.src.names,
                     self.sizes,
-                    ds.shuffle,
-                    ds.seed,
+                    self.src.shuffle,
+                    self.src.seed,
                     self.keys,
                 )
+                # the names iterator's length hint tells how many samples were taken (states);
+                # zip reuses its result tuple when the consumer lets go of it
                 self._cur = iter(names)
-                yield map(_as_dict, self._cur, values) if out_dict else zip(self._cur, values)
-            self._finish_piece(shared, row)
-            if end is not None and self.plan.position >= end:
-                ds._epoch_done(self.plan)
+                vals = iter(values)
+                for lo in range(0, m, step):
+                    self._publish(lo)
+                    part = zip(itertools.islice(self._cur, step), itertools.islice(vals, step))
+                    yield itertools.starmap(_as_dict, part) if self.output_dict else part
+            self._finish_piece()
+            if self.end is not None and self.plan.position >= self.end:
+                self.on_end(self.plan)
         finally:
             if shared is not None and row >= 0:
                 try:
@@ -248,25 +285,26 @@ class Engine:
                 except (OSError, ValueError):  # collected after the block was closed: nobody reads it
                     pass
 
-    def _finish_piece(self, shared: Any, row: int) -> None:
-        """Counts the piece just finished as served (published for the main process)."""
+    def _publish(self, upto: int) -> None:
+        """Counts samples [published, upto) of the current piece as served, in shared memory."""
+        shared = self.shared
+        if shared is not None and self.row >= 0 and upto > self._published:
+            shared.rows[self.row, 0] += np.bincount(self._cur_src[self._published : upto], minlength=self.k)
+        self._published = max(self._published, upto)
+
+    def _finish_piece(self) -> None:
+        """Counts the piece just finished as served."""
         if self._cur_len:
-            done = np.bincount(self._cur_src[: self._cur_len], minlength=self.k)
-            self.served += done
+            self._publish(self._cur_len)
+            self.served += np.bincount(self._cur_src[: self._cur_len], minlength=self.k)
             self.yielded_pieces += self._cur_len
-            if shared is not None and row >= 0:
-                shared.rows[row, 0] += done
             self._cur_len = 0
             self._cur_src = self._cur_src[:0]
             self._cur = None
-        if shared is not None and row >= 0:
-            np.maximum(shared.rows[row, 1], self.plan.counts, out=shared.rows[row, 1])
-
-    def _fetch_map(self, d: int, items: np.ndarray) -> np.ndarray:
-        ds = self.ds
-        src = ds._map[d]
-        assert src is not None
-        return src.fetch(_core.source_indices(items, src.size, ds.seed, ds._keys[d], ds.shuffle))
+        self._published = 0
+        shared = self.shared
+        if shared is not None and self.row >= 0:
+            np.maximum(shared.rows[self.row, 1], self.plan.counts, out=shared.rows[self.row, 1])
 
 
 def _as_dict(name: str, value: Any) -> dict[str, Any]:

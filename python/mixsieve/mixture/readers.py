@@ -10,10 +10,12 @@ a source that splits itself over DataLoader workers (a Hugging Face streaming da
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import itertools
 import operator
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Set
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,14 +32,28 @@ def source_key(name: str) -> int:
     return int(_core.xxh64(name.encode("utf-8"), 0x6D69787369657665))
 
 
+_WHOLE = contextvars.ContextVar("mixsieve_whole_stream", default=False)
+
+
+def whole_stream_wanted() -> bool:
+    """True while a mixture reads this code as one of its sources: a nested MixtureDataset then
+    yields its whole stream, not one rank's share."""
+    return _WHOLE.get()
+
+
 @contextlib.contextmanager
 def as_main_process() -> Iterator[None]:
-    """Hides torch's DataLoader worker info from code run inside (a source that shards itself
-    by worker then yields its whole stream)."""
+    """Runs a source as if in a single process: torch's DataLoader worker info is hidden (a
+    source that shards itself by worker then yields its whole stream; torch has no public way to
+    do this, so its module-level record is swapped) and a nested MixtureDataset ignores ranks."""
+    token = _WHOLE.set(True)
     try:
         from torch.utils.data._utils import worker as tw
     except ImportError:  # pragma: no cover - without torch there are no workers
-        yield
+        try:
+            yield
+        finally:
+            _WHOLE.reset(token)
         return
     saved = tw._worker_info
     tw._worker_info = None
@@ -45,6 +61,7 @@ def as_main_process() -> Iterator[None]:
         yield
     finally:
         tw._worker_info = saved
+        _WHOLE.reset(token)
 
 
 def check_source(name: str, src: Any) -> str:
@@ -54,6 +71,13 @@ def check_source(name: str, src: Any) -> str:
             f"source {name!r} is a {type(src).__name__}, which would be read character by character; "
             "pass ms.sources.JsonlSource(path) for a file, or a list of texts"
         )
+    if isinstance(src, (Set, Mapping)):
+        raise TypeError(
+            f"source {name!r} is a {type(src).__name__}: its order is not the same in every process "
+            "(or its keys are not positions); pass a list, e.g. sorted(...) or list(d.values())"
+        )
+    if isinstance(src, np.ndarray) and src.ndim == 0:
+        raise TypeError(f"source {name!r} is a 0-d array; pass an array with one item per row")
     if is_map_style(src):
         return "map"
     if isinstance(src, Iterable) or callable(src):
@@ -132,7 +156,7 @@ class IterReader:
         self._it: Iterator[Any] | None = None
         self._epoch_items = 0
 
-    def _open_epoch(self) -> Iterator[Any]:
+    def open_epoch(self) -> Iterator[Any]:
         try:
             with as_main_process():
                 it: Iterator[Any] = iter(
@@ -151,18 +175,19 @@ class IterReader:
         the source ended (only when not cycling), else None."""
         while self.next_item <= item:
             if self._it is None:
-                self._it = self._open_epoch()
+                self._it = self.open_epoch()
                 self._epoch_items = 0
             want = item + 1 - self.next_item
+            got: list[Any] = []
             try:
                 with as_main_process():
-                    got = list(itertools.islice(self._it, want))
+                    got.extend(itertools.islice(self._it, want))  # keeps what came before an error
             except SourceError:
                 raise
             except Exception as e:
                 raise SourceError(
-                    f"source {self.name!r} raised {type(e).__name__} at item {self._epoch_items} of epoch "
-                    f"{self.epoch}: {e}"
+                    f"source {self.name!r} raised {type(e).__name__} at item {self._epoch_items + len(got)} "
+                    f"of epoch {self.epoch}: {e}"
                 ) from e
             self.pending.extend(got)
             self.next_item += len(got)
@@ -187,7 +212,10 @@ class IterReader:
         out = []
         pend = self.pending
         for k, mine in zip(items.tolist(), keep.tolist()):
-            assert k == self.base
+            if k != self.base:
+                raise RuntimeError(
+                    f"source {self.name!r}: item {k} requested out of order (next is {self.base})"
+                )
             x = pend.popleft()
             self.base += 1
             if mine:
@@ -272,3 +300,37 @@ def index_tables(
         keep[base] = True
         tables[name] = np.repeat(np.arange(len(src), dtype=np.int64), np.where(keep, c, 0))
     return tables, removed
+
+
+@dataclass
+class Sources:
+    """A mixture's sources as the engine reads them."""
+
+    names: list[str]
+    keys: list[int]
+    maps: list[MapReader | None]
+    iterables: dict[int, Any]
+    filters: dict[int, NearDupFilter | None]
+    seed: int
+    shuffle: bool
+    shuffle_buffer: int
+    cycle: bool
+
+    def reader(self, d: int) -> IterReader:
+        return IterReader(
+            self.names[d], self.iterables[d], self.seed, self.shuffle, self.shuffle_buffer, self.filters[d]
+        )
+
+    def count_items(self, d: int) -> int:
+        """Items in the first pass of iterable source ``d`` (after its filter)."""
+        reader = IterReader(self.names[d], self.iterables[d], self.seed, False, 1, self.filters[d])
+        n = sum(1 for _ in reader.open_epoch())
+        if n == 0:
+            raise ValueError(f"source {self.names[d]!r} is empty (epoch 0 yielded nothing)")
+        return n
+
+    def fetch_map(self, d: int, items: np.ndarray) -> np.ndarray:
+        src = self.maps[d]
+        if src is None:
+            raise TypeError(f"source {self.names[d]!r} is not map-style")
+        return src.fetch(_core.source_indices(items, src.size, self.seed, self.keys[d], self.shuffle))

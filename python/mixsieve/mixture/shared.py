@@ -34,9 +34,9 @@ import numpy as np
 
 MAX_WORKERS = 64
 RING = 4096  # weight changes the ring holds
-_HEADER = 8  # n_changes, frontier, epoch, freeze, base_seq, base_len, base_gen, worker slots
+_HEADER = 10  # n_changes, frontier, epoch, freeze, base_seq, base_len, base_gen, slots, block, loader batch
 _PREFIX = "mixsieve-"
-_WAIT_S = 30.0  # how long a writer waits for a lagging reader before it gives up
+_WAIT_S = 5.0  # how long a writer waits for a lagging reader before it gives up
 
 
 def _base_bytes(k: int) -> int:
@@ -52,6 +52,7 @@ def _layout(k: int) -> dict[str, tuple[int, int]]:
         ("lengths", k),
         ("rows", (MAX_WORKERS + 1) * 2 * k),
         ("readers", (MAX_WORKERS + 1) * 2),
+        ("weights", (MAX_WORKERS + 1) * k),
         ("ring", RING * (1 + k)),
         ("mixer", 2 + 2 * k),
     ):
@@ -69,6 +70,7 @@ class SharedControl:
         self.k = k
         self.size = _layout(k)["size"][0]
         self._live_fd = -1
+        self.missing = False
         if path is None:
             path = self._create()
         self.path = path
@@ -79,14 +81,14 @@ class SharedControl:
         sweep(root)
         fd, path = tempfile.mkstemp(prefix=_PREFIX, dir=root)
         try:
+            # the liveness lock is taken under a temporary name and renamed into place, so a
+            # sweeper never sees it unlocked
+            lfd, tmp = tempfile.mkstemp(prefix=_PREFIX + "tmp-", suffix=".live", dir=root)
+            fcntl.flock(lfd, fcntl.LOCK_SH)
+            os.rename(tmp, path + ".live")
             os.ftruncate(fd, self.size)
         finally:
             os.close(fd)
-        # the liveness lock is taken under a temporary name and renamed into place, so a sweeper
-        # never sees it unlocked
-        lfd, tmp = tempfile.mkstemp(prefix=".mixsieve-live-", dir=root)
-        fcntl.flock(lfd, fcntl.LOCK_SH)
-        os.rename(tmp, path + ".live")
         self._live_fd = lfd
         weakref.finalize(self, _remove, path, lfd, os.getpid())
         return path
@@ -106,7 +108,8 @@ class SharedControl:
         self.header = arr("header", np.int64)
         self.lengths = arr("lengths", np.int64)
         self.rows = arr("rows", np.int64).reshape(MAX_WORKERS + 1, 2, k)
-        self.readers = arr("readers", np.int64).reshape(MAX_WORKERS + 1, 2)
+        self.readers = arr("readers", np.int64).reshape(MAX_WORKERS + 1, 2)  # (ring seq read, position)
+        self.weights = arr("weights", np.float64).reshape(MAX_WORKERS + 1, k)  # in force at that position
         self.ring = arr("ring", np.float64).reshape(RING, 1 + k)
         self.mixer = arr("mixer", np.float64)
         self._base = lay["base"]
@@ -118,7 +121,8 @@ class SharedControl:
             self.lengths[:] = -1
             self.rows[:] = 0
             self.readers[:, 0] = -1
-            self.readers[:, 1] = 0
+            self.readers[:, 1] = -1
+            self.weights[:] = 0
             self.mixer[:] = 0
 
     def ensure_process(self) -> None:
@@ -180,7 +184,10 @@ class SharedControl:
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"a DataLoader worker has not read the last {RING} weight changes for {_WAIT_S:.0f} s"
+                    f"{RING} weight changes at distinct positions are waiting for a DataLoader worker that "
+                    f"has not read them for {_WAIT_S:.0f} s (workers read them as they schedule positions, "
+                    "and wait while this process does not consume batches): make fewer changes between "
+                    "batches, or let them land at the default position (one entry per position)"
                 )
             self.pause()
         slot = n % RING
@@ -188,6 +195,18 @@ class SharedControl:
         self.ring[slot, 1:] = vec
         self.header[0] = n + 1
         return n
+
+    def replace_last(self, pos: int, vec: np.ndarray) -> bool:
+        """Overwrites the newest entry if it is at ``pos`` and no reading process has read it
+        (the last change made at a position wins, so one entry does). Lock held."""
+        n = int(self.header[0])
+        if n == 0 or int(self.ring[(n - 1) % RING, 0]) != pos or n - 1 < int(self.header[4]):
+            return False
+        active = self.readers[:, 0] >= 0
+        if np.any(self.readers[active, 0] >= n):
+            return False
+        self.ring[(n - 1) % RING, 1:] = vec
+        return True
 
     def pause(self) -> None:
         """Lets others take the lock for a moment (call with the lock held)."""
@@ -205,7 +224,9 @@ class SharedControl:
         self.path = state["path"]
         self.size = _layout(self.k)["size"][0]
         self._live_fd = -1
-        self._open()
+        self.missing = not os.path.exists(self.path)  # its owner is gone: the dataset makes a new one
+        if not self.missing:
+            self._open()
 
 
 class _Lock:
@@ -236,6 +257,7 @@ def sweep(root: str) -> None:
         return
     for name in names:
         live = os.path.join(root, name)
+        block = live[: -len(".live")]
         try:
             fd = os.open(live, os.O_RDONLY)
         except OSError:
@@ -246,7 +268,7 @@ def sweep(root: str) -> None:
             os.close(fd)  # held: its owner (or a forked child of it) is alive
             continue
         try:
-            for path in (live[: -len(".live")], live):
+            for path in (block, live):  # a temporary .live of a creator that died also goes
                 try:
                     os.unlink(path)
                 except OSError:
