@@ -397,7 +397,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         """consumed_samples gives the global position only if what was consumed is a prefix."""
         shared = self._get_shared()
         _, world = self._rank_world()
-        slots, block, batch = (int(x) for x in shared.header[7:10])
+        slots, batch = int(shared.header[7]), int(shared.header[9])
         if slots <= world:
             return  # one process per rank reads its positions in order
         if batch == 0 and self.batch_size is None:
@@ -407,15 +407,6 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
                 "MixtureDataset(..., batch_size=<the DataLoader's batch_size>) so that each DataLoader batch "
                 "is a contiguous run of the stream, or use StatefulDataLoader"
             )
-        if n % (block * world) and n != self._stream_end():
-            raise ValueError(
-                f"consumed_samples={n} is not a whole number of DataLoader batches ({block} samples on "
-                f"each of {world} ranks), so it is not a point every worker has reached"
-            )
-
-    def _stream_end(self) -> int | None:
-        """Where the current pass ends (the epoch's end, or earlier if a source stops it)."""
-        return self._end(int(self._loaded["position"]))
 
     def _wrap(self, st: Mapping[str, Any], changes: list[tuple[int, Any]]) -> dict[str, Any]:
         pos = st["position"]
@@ -656,18 +647,17 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             with shared.lock():
                 shared.header[3] -= 1
             raise
-        eng = self._engine  # an in-process walk (perhaps in another thread) reads the change now
-        with eng.lock if eng is not None else contextlib.nullcontext(), shared.lock():
+        with shared.lock():
             shared.header[3] -= 1
             earliest = self._earliest(shared)
             if pos < earliest:
-                raise ValueError(
-                    f"the ranks agreed on position {pos}, which this rank has passed ({earliest})"
-                )
+                raise ValueError(f"the ranks agreed on position {pos}, which this rank has passed ({earliest})")
             if not shared.replace_last(pos, vec):  # the last change made at a position wins
                 shared.append_change(pos, vec, lambda: self._fold_base(shared))
             self._ring_seen = int(shared.header[0])  # workers created from now on know every change
-            if eng is not None and eng.row == 0:
+        eng = self._engine
+        if eng is not None and eng.row == 0:  # an in-process walk (perhaps in another thread) reads it now
+            with eng.lock, shared.lock():
                 eng.read_shared()
         self._len_cache = {}  # where a stopping stream ends may move
         if self._changes and self._changes[-1][0] == pos:
