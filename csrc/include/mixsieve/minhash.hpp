@@ -75,6 +75,11 @@ __attribute__((target("avx2"))) inline void permute_min_u32_avx2(const std::uint
 
 }  // namespace minhash_detail
 
+// Version of everything that turns text into signature slots: the normalisation and its Unicode
+// tables, shingling, the shingle hash, fold32 and the permutation parameters. Index files
+// record it; bump it whenever a change makes old signatures differ from new ones.
+inline constexpr std::uint32_t kSignatureScheme = 1;
+
 struct MinHashConfig {
   int num_perm = 128;
   int ngram = 5;
