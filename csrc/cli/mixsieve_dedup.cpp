@@ -689,6 +689,11 @@ class OutputFile {
   }
 
   void write(std::string_view s) {
+    if (s.size() >= (1u << 20)) {  // a big record goes straight out, not through a copy
+      flush();
+      write_all(s.data(), s.size());
+      return;
+    }
     buf_.append(s.data(), s.size());
     if (buf_.size() >= (1u << 20)) flush();
   }
@@ -724,14 +729,17 @@ class OutputFile {
     throw InputError(path_ + ": " + what + " (" + std::strerror(errno) + ")");
   }
   void flush() {
+    write_all(buf_.data(), buf_.size());
+    buf_.clear();
+  }
+  void write_all(const char* p, std::size_t n) {
     std::size_t off = 0;
-    while (off < buf_.size()) {
-      const ssize_t w = ::write(fd_, buf_.data() + off, buf_.size() - off);
+    while (off < n) {
+      const ssize_t w = ::write(fd_, p + off, n - off);
       if (w < 0 && errno == EINTR) continue;
       if (w <= 0) fail("write error");
       off += static_cast<std::size_t>(w);
     }
-    buf_.clear();
   }
 
   std::string path_, dir_, base_, buf_;
