@@ -257,6 +257,16 @@ def test_zstd_input_is_named_with_a_way_to_feed_it(tmp_path):
     assert b"zstd" in proc.stderr and b"zstd -dc" in proc.stderr and b"malformed JSON" not in proc.stderr
 
 
+def test_output_that_is_a_folder_is_refused_before_the_work(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl")
+    (tmp_path / "d").mkdir()
+    for flag in ["-o", "--report"]:
+        args = [tmp_path / "in.jsonl", "-o", tmp_path / "o.jsonl", flag, tmp_path / "d"]
+        proc = run(*args, check=False)
+        assert proc.returncode == 2 and b"is a directory" in proc.stderr, proc.stderr
+        assert os.listdir(tmp_path / "d") == [] and not (tmp_path / "o.jsonl").exists()
+
+
 def test_index_that_is_a_folder(tmp_path):
     write_jsonl(tmp_path / "in.jsonl")
     (tmp_path / "idx").mkdir()

@@ -806,6 +806,11 @@ int run(const Options& o) {
     if (o.index == "-") throw UsageError("--index must name a file, not standard output");
     outputs.push_back({o.index, "--index", file_id(o.index)});
   }
+  for (const Path& out : outputs) {
+    if (out.name != "-" && fs::is_directory(out.name, ec)) {
+      throw UsageError(out.what + " " + out.name + " is a directory; give a file name");
+    }
+  }
   const std::vector<std::string> paths = expand_inputs(o, outputs);
   check_paths(o, outputs, paths);
   install_cleanup_handlers();
