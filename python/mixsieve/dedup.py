@@ -70,7 +70,7 @@ class MinHasher:
     ngram : int
         Shingle width in units, >= 1.
     unit : {"word", "char"}
-        Shingle unit; see the module docstring for the exact rules.
+        Shingle unit; see :func:`dedup` (``help(mixsieve.dedup)``) for the exact rules.
     seed : int
         Seeds the shingle hash and the permutations (0 <= seed < 2**64). Equal seeds and
         parameters give equal signatures on every machine and for every thread count.
