@@ -665,7 +665,8 @@ class OutputFile {
     base_ = p.filename().string();
     const char* force_named = std::getenv("MIXSIEVE_DEDUP_NO_TMPFILE");
 #ifdef O_TMPFILE
-    if (!(force_named && std::strcmp(force_named, "1") == 0)) {
+    // The finished file is named through /proc/self/fd (linkat): without /proc, use a name.
+    if (!(force_named && std::strcmp(force_named, "1") == 0) && ::access("/proc/self/fd", X_OK) == 0) {
       fd_ = ::open(dir_.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
       if (fd_ >= 0) {
         unnamed_ = true;
