@@ -2,9 +2,9 @@
 // normalisation (arbitrary bytes, ill-formed UTF-8), MinHash over it (hashed in pieces, checked
 // against hashing all shingles at once on long inputs), and the LSH index file loader
 // (arbitrary and mutated files of format 1 and 2, with and without a hasher; a loaded index is
-// then clustered into and appended to with random, possibly repeated keys). The seeded driver below also checks kernels against
-// references: the mixing schedule, the A-Res first pass on every instruction set against the
-// scalar one, and the bucketed best-k sort against std::sort.
+// then clustered into and appended to with random, possibly repeated keys). The seeded driver
+// below also checks kernels against references: the mixing schedule, the A-Res first pass on
+// every instruction set against the scalar one, and the bucketed best-k sort against std::sort.
 // With clang: -fsanitize=fuzzer,address,undefined gives a libFuzzer binary. Without it,
 // main() below drives the same entry point with seeded random and mutated inputs, which is
 // what the MIXSIEVE_SANITIZE build runs (target mixsieve_fuzz).
@@ -93,7 +93,9 @@ void exercise_index(LSHIndex<T> idx, const std::uint8_t* data, std::size_t size)
   std::vector<T> sigs(n * k);
   for (std::size_t i = 0; i < sigs.size(); ++i) sigs[i] = static_cast<T>(data[(i * 7) % size] % 3);
   std::vector<std::int64_t> keys(n);
-  for (std::size_t i = 0; i < n; ++i) keys[i] = static_cast<std::int64_t>(data[(i * 13) % size] % 5) - 1 + 1000 * (i % 2);
+  for (std::size_t i = 0; i < n; ++i) {
+    keys[i] = static_cast<std::int64_t>(data[(i * 13) % size] % 5) - 1 + 1000 * static_cast<std::int64_t>(i % 2);
+  }
   try {
     idx.append(sigs.data(), n, keys.data());
   } catch (const std::invalid_argument&) {

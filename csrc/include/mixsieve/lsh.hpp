@@ -121,9 +121,10 @@ inline std::string key_problem(const KeySet& existing, const std::int64_t* keys,
   batch.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
     const std::int64_t key = keys[i];
-    if (key == KeySet::kFree) return "key -1 (row " + std::to_string(i) + ") is reserved: add() reports -1 for no match";
-    if (existing.contains(key)) return "key " + std::to_string(key) + " (row " + std::to_string(i) + ") is already indexed";
-    if (!batch.insert(key)) return "key " + std::to_string(key) + " (row " + std::to_string(i) + ") appears twice";
+    const std::string where = " (row " + std::to_string(i) + ")";
+    if (key == KeySet::kFree) return "key -1" + where + " is reserved: add() reports -1 for no match";
+    if (existing.contains(key)) return "key " + std::to_string(key) + where + " is already indexed";
+    if (!batch.insert(key)) return "key " + std::to_string(key) + where + " appears twice";
   }
   return {};
 }
