@@ -14,7 +14,13 @@ set to one thread.
 Second part: ``ms.dedup`` end to end on --dedup-docs documents (default 200k) with 2 threads,
 in a fresh subprocess so its peak memory is its own: time, docs/s, MB/s, peak RSS per document.
 
-Usage: python bench/bench_minhash.py [--docs 20000] [--runs 5] [--dedup-docs 200000] [--smoke]
+Third part: ``ms.dedup`` (2 threads) on templated pages (bench/corpus.py ``templated``: one
+300-word template plus 20 unique words per page, estimated Jaccard about 0.7 at threshold 0.8)
+at several sizes (--template-docs), median of --template-runs: seconds against documents,
+which must grow linearly (a rule that verifies every candidate pair grows quadratically here).
+
+Usage: python bench/bench_minhash.py [--docs 20000] [--runs 5] [--dedup-docs 200000]
+       [--template-docs 10000,20000,40000,80000] [--template-runs 3] [--smoke]
 Needs: pip install ".[bench]"  (datasketch, rensa, gaoya; a peer that is missing is skipped).
 """
 
@@ -161,12 +167,45 @@ def dedup_child(n: int, threads: int) -> None:
     )
 
 
+def templated_benchmark(sizes: list[int], runs: int, threads: int) -> list[dict[str, Any]]:
+    rows = []
+    for n in sizes:
+        docs = corpus.templated(n)
+        mb = sum(len(d.encode()) for d in docs) / 1e6
+        times, res = [], None
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            res = ms.dedup(docs, threshold=0.8, num_perm=NUM_PERM, ngram=NGRAM, threads=threads)
+            times.append(time.perf_counter() - t0)
+        assert res is not None
+        dt = statistics.median(times)
+        rows.append(
+            {
+                "docs": n,
+                "mb": mb,
+                "seconds": dt,
+                "seconds_parts": res.seconds,
+                "us_per_doc": dt / n * 1e6,
+                "mb_per_s": mb / dt,
+                "comparisons": res.comparisons,
+                "comparisons_per_doc": res.comparisons / n,
+                "removed": res.num_removed,
+            }
+        )
+        print(
+            f"  templated {n:,} docs: {dt:.2f} s ({res.comparisons / n:.0f} comparisons/doc)", file=sys.stderr
+        )
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=20_000)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--dedup-docs", type=int, default=200_000)
     ap.add_argument("--dedup-threads", type=int, default=2)
+    ap.add_argument("--template-docs", default="10000,20000,40000,80000")
+    ap.add_argument("--template-runs", type=int, default=3)
     ap.add_argument(
         "--cpu", type=int, default=None, help="core to pin the sketch benchmark to (default: the last)"
     )
@@ -179,6 +218,7 @@ def main() -> None:
         return
     if args.smoke:
         args.docs, args.runs, args.dedup_docs = 300, 1, 2000
+        args.template_docs, args.template_runs = "500,1000", 1
     cores = sorted(os.sched_getaffinity(0))
     pin = args.cpu if args.cpu is not None else cores[-1]
 
@@ -201,6 +241,9 @@ def main() -> None:
         text=True,
     )
     dd = json.loads(out.stdout.strip().splitlines()[-1])
+    sizes = [int(x) for x in args.template_docs.split(",") if x]
+    print(f"ms.dedup on templated pages: {sizes} ...", file=sys.stderr)
+    tmpl = templated_benchmark(sizes, args.template_runs, args.dedup_threads)
 
     m = sketch["methods"]
     print(
@@ -219,12 +262,23 @@ def main() -> None:
         f"peak RSS {dd['peak_rss_bytes'] / 2**20:.0f} MiB, {dd['extra_bytes_per_doc']:.0f} B/doc above the "
         f"loaded text; removed {dd['removed']:,} in {dd['clusters']:,} clusters"
     )
+    print(
+        f"\nms.dedup on templated pages (estimated Jaccard ~0.7, threshold 0.8), "
+        f"{args.dedup_threads} threads, median of {args.template_runs}:"
+    )
+    print(f"{'docs':>8}{'MB':>8}{'seconds':>10}{'us/doc':>9}{'MB/s':>8}{'comparisons/doc':>17}{'removed':>9}")
+    for r in tmpl:
+        print(
+            f"{r['docs']:>8}{r['mb']:>8.1f}{r['seconds']:>10.3f}{r['us_per_doc']:>9.1f}{r['mb_per_s']:>8.1f}"
+            f"{r['comparisons_per_doc']:>17.1f}{r['removed']:>9}"
+        )
     result = {
         "benchmark": "minhash",
         "num_perm": NUM_PERM,
         "ngram": NGRAM,
         "sketch_one_core": sketch,
         "dedup": dd,
+        "templated": tmpl,
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cores": len(cores),

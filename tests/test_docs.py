@@ -1,7 +1,9 @@
-"""The examples in the public docstrings run and print what they claim (doctest)."""
+"""The examples in the public docstrings run and print what they claim (doctest), and the
+rules the README points to are where it says."""
 
 import doctest
 import importlib
+from pathlib import Path
 
 import pytest
 
@@ -24,3 +26,15 @@ def test_docstring_examples(name, least):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= least
     assert result.failed == 0
+
+
+def test_help_of_dedup_holds_the_rules_the_readme_points_to():
+    # README: "Normalisation is written down (in help(ms.dedup) ...)"; ms.dedup is the function.
+    import mixsieve as ms
+
+    doc = ms.dedup.__doc__
+    phrases = ["general category", "lower-cased", "fewer units than", "xxh64", "at most 64", "bands * 64"]
+    for phrase in phrases:
+        assert phrase in doc, phrase
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "help(ms.dedup)" in readme and "docs/dedup.md" in readme

@@ -15,7 +15,7 @@ MAX32 = np.iinfo(np.uint32).max
 
 @pytest.mark.parametrize(("t", "expected"), [(0.5, (25, 5)), (0.7, (14, 9)), (0.8, (9, 13)), (0.9, (5, 25))])
 def test_bands_match_datasketch_published_values(t, expected):
-    # Values computed with datasketch's _optimal_param (shared/specs/minhash.md, section 1.1).
+    # Values computed with datasketch's _optimal_param (datasketch/lsh.py) for these thresholds.
     assert ms.resolve_bands(t, 128) == expected
 
 

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "common.hpp"
@@ -26,6 +27,27 @@ using namespace mixsieve;
 namespace {
 
 using mixsieve_bind::thread_count;
+
+// None (unknown) or (ngram, unit, seed, scheme) -> HasherParams.
+HasherParams hasher_params(const py::object& t) {
+  HasherParams hp;
+  if (t.is_none()) return hp;
+  const auto tup = t.cast<std::tuple<std::uint32_t, int, std::uint64_t, std::uint32_t>>();
+  hp.known = true;
+  hp.ngram = std::get<0>(tup);
+  const int unit = std::get<1>(tup);
+  if (hp.ngram < 1 || hp.ngram > (1u << 16)) throw py::value_error("hasher ngram must be in [1, 65536]");
+  if (unit != 0 && unit != 1) throw py::value_error("hasher unit must be 0 (word) or 1 (char)");
+  hp.unit = static_cast<Unit>(unit);
+  hp.seed = std::get<2>(tup);
+  hp.scheme = std::get<3>(tup);
+  return hp;
+}
+
+py::object hasher_tuple(const HasherParams& hp) {
+  if (!hp.known) return py::none();
+  return py::make_tuple(hp.ngram, static_cast<int>(hp.unit), hp.seed, hp.scheme);
+}
 
 // UTF-8 views of a sequence of str/bytes, kept alive by `owners` while the GIL is released.
 struct TextBatch {
@@ -229,12 +251,13 @@ class PyLSHIndex {
     return out;
   }
 
-  py::bytes to_bytes(const std::string& meta) {
+  py::bytes to_bytes(const std::string& meta, const py::object& hasher) {
     std::vector<char> buf;
+    const HasherParams hp = hasher_params(hasher);
     {
       py::gil_scoped_release release;
       std::lock_guard<std::mutex> lock(mu_);
-      buf = idx_.to_bytes(meta);
+      buf = idx_.to_bytes(meta, hp);
     }
     return py::bytes(buf.data(), buf.size());
   }
@@ -293,7 +316,7 @@ void bind_width(py::module_& m, const char* hasher_name, const char* index_name)
            py::arg("match_empty"))
       .def("add", &PyLSHIndex<T>::add, py::arg("signatures"), py::arg("keys") = py::none())
       .def("query", &PyLSHIndex<T>::query, py::arg("signature"))
-      .def("to_bytes", &PyLSHIndex<T>::to_bytes, py::arg("meta"))
+      .def("to_bytes", &PyLSHIndex<T>::to_bytes, py::arg("meta"), py::arg("hasher") = py::none())
       .def("keys", &PyLSHIndex<T>::keys)
       .def("signatures", &PyLSHIndex<T>::signatures)
       .def("__len__", &PyLSHIndex<T>::size)
@@ -316,12 +339,14 @@ void bind_width(py::module_& m, const char* hasher_name, const char* index_name)
             const char* p = static_cast<const char*>(info.ptr);
             const std::size_t len = static_cast<std::size_t>(info.size * info.itemsize);
             std::string meta;
+            HasherParams hp;
+            std::uint32_t version = 0;
             std::unique_ptr<PyLSHIndex<T>> out;
             {
               py::gil_scoped_release release;
-              out = std::make_unique<PyLSHIndex<T>>(LSHIndex<T>::from_bytes(p, len, &meta));
+              out = std::make_unique<PyLSHIndex<T>>(LSHIndex<T>::from_bytes(p, len, &meta, &hp, &version));
             }
-            return py::make_tuple(std::move(out), py::bytes(meta));
+            return py::make_tuple(std::move(out), py::bytes(meta), hasher_tuple(hp), version);
           },
           py::arg("data"));
 
@@ -340,11 +365,13 @@ void bind_width(py::module_& m, const char* hasher_name, const char* index_name)
         p.match_empty = match_empty;
         py::array_t<std::int64_t> cluster(n), dup_pos(n);
         py::array_t<float> sim(n);
+        std::uint64_t comparisons = 0;
         {
           py::gil_scoped_release release;
-          cluster_signatures(sigs.data(), n, p, cluster.mutable_data(), dup_pos.mutable_data(), sim.mutable_data());
+          comparisons =
+              cluster_signatures(sigs.data(), n, p, cluster.mutable_data(), dup_pos.mutable_data(), sim.mutable_data());
         }
-        return py::make_tuple(cluster, dup_pos, sim);
+        return py::make_tuple(cluster, dup_pos, sim, comparisons);
       },
       py::arg("signatures").noconvert(), py::arg("bands"), py::arg("rows"), py::arg("threshold"), py::arg("verify"),
       py::arg("match_empty"));
@@ -414,6 +441,9 @@ PYBIND11_MODULE(_core, m) {
         return out;
       },
       py::arg("text"), py::arg("unit"), py::arg("ngram"));
+  m.attr("SIGNATURE_SCHEME") = kSignatureScheme;
+  m.attr("BUCKET_CAP") = LSHIndex<std::uint32_t>::kBucketCap;
+  m.attr("CLUSTER_CAP") = LSHIndex<std::uint32_t>::kClusterCap;
   m.def("optimal_bands", &optimal_bands, py::arg("threshold"), py::arg("num_perm"), py::arg("fp_weight") = 0.5,
         py::arg("fn_weight") = 0.5, py::call_guard<py::gil_scoped_release>());
   m.def("index_width", [](const py::buffer& data) {

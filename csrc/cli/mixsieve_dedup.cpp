@@ -8,6 +8,7 @@
 #endif
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -25,6 +26,13 @@
 #include <thread>
 #include <vector>
 
+#include <charconv>
+#include <cmath>
+#include <csignal>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "mixsieve/jsonl.hpp"
@@ -52,7 +60,10 @@ All input is held in memory: expect the (decompressed) input size plus about 1 K
 
 inputs:
   INPUT                 files or directories (walked recursively in sorted order); '-' is stdin.
-                        gzip input is detected and decompressed (any name, e.g. .jsonl.gz).
+                        gzip input is detected and decompressed (any name, e.g. .jsonl.gz);
+                        for zstd/xz/bzip2, decompress into stdin: zstd -dc f.zst | mixsieve-dedup -
+                        A UTF-8 byte order mark at the start of a file or line is ignored.
+                        A directory that contributes no file is an error (exit 2).
   --format F            jsonl (default): one JSON object per line, text in --text-field;
                         lines: one document per line of plain text;
                         file: one document per file (output: one JSON line {"file", "text"} each).
@@ -62,11 +73,19 @@ inputs:
   --id-field NAME       JSON field identifying a record, copied into the report
 
 output:
-  -o, --output OUT      kept records (written to a temporary name, renamed when complete)
+  -o, --output OUT      kept records; '-' is stdout. Files are written to an unnamed temporary
+                        file in OUT's folder (or a hidden name removed on SIGINT/SIGTERM where
+                        the file system lacks O_TMPFILE), synced, and moved into place when
+                        complete: a killed run leaves no partial file. Two outputs, or an output
+                        and an input, that are the same file are refused (exit 2); files in an
+                        INPUT directory that are this run's outputs are not read.
   --report FILE         one JSON line per removed document: file, line, id, what it duplicates
                         (file/line/id, or index_key for a document of --index), and jaccard
   --index FILE          deduplicate against an index saved by an earlier run or by
-                        mixsieve.LSHIndex.save (created if missing and --update-index is given)
+                        mixsieve.LSHIndex.save (created if missing and --update-index is given).
+                        The index records its hasher (num-perm, ngram, unit, seed): flags left
+                        out are taken from it, flags that differ are refused (exit 2). An index
+                        that records no hasher needs --ngram, --unit and --seed.
   --update-index        write FILE back, extended with this run's kept documents
 
 MinHash / LSH:
@@ -87,7 +106,8 @@ running:
   --quiet               no progress and no summary
   -h, --help            this help;  --version  the version
 
-exit status: 0 success, 1 bad input (with file:line), 2 usage.
+exit status: 0 success, 1 bad input (with file:line) or an unwritable output, 2 usage
+(including out-of-range numbers and outputs that are the same file as another path).
 )";
 
 struct Options {
@@ -114,21 +134,30 @@ struct InputError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-template <class T>
-T parse_number(const std::string& flag, const std::string& v) {
+// A whole decimal integer in [lo, hi]; anything else (sign, junk, overflow) is a usage error
+// naming the flag.
+std::uint64_t parse_integer(const std::string& flag, const std::string& v, std::uint64_t lo, std::uint64_t hi) {
+  std::uint64_t x = 0;
+  const char* end = v.data() + v.size();
+  const auto [ptr, ec] = std::from_chars(v.data(), end, x);
+  if (v.empty() || ec != std::errc() || ptr != end || x < lo || x > hi) {
+    throw UsageError(flag + ": '" + v + "' is not an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                     "]");
+  }
+  return x;
+}
+
+double parse_fraction(const std::string& flag, const std::string& v) {
   try {
     std::size_t used = 0;
-    if constexpr (std::is_same_v<T, double>) {
-      const double x = std::stod(v, &used);
-      if (used == v.size()) return x;
-    } else {
-      const long long x = std::stoll(v, &used);
-      if (used == v.size() && x >= 0) return static_cast<T>(x);
-    }
+    const double x = std::stod(v, &used);
+    if (used == v.size() && std::isfinite(x) && x > 0.0 && x < 1.0) return x;
   } catch (const std::exception&) {
   }
-  throw UsageError(flag + ": invalid value '" + v + "'");
+  throw UsageError(flag + ": '" + v + "' is not a number in (0, 1)");
 }
+
+constexpr std::uint64_t kMaxSmall = 1 << 16;  // num-perm, ngram, bands, rows, threads
 
 Options parse_args(int argc, char** argv) {
   Options o;
@@ -163,32 +192,28 @@ Options parse_args(int argc, char** argv) {
     } else if (a == "--id-field") {
       o.id_field = value();
     } else if (a == "--threshold") {
-      o.threshold = parse_number<double>(a, value());
+      o.threshold = parse_fraction(a, value());
       o.set_threshold = true;
-      if (!(o.threshold > 0.0 && o.threshold < 1.0)) throw UsageError("--threshold must be in (0, 1)");
     } else if (a == "--num-perm") {
-      o.num_perm = parse_number<int>(a, value());
+      o.num_perm = static_cast<int>(parse_integer(a, value(), 1, kMaxSmall));
       o.set_num_perm = true;
-      if (o.num_perm < 1 || o.num_perm > 65536) throw UsageError("--num-perm must be in [1, 65536]");
     } else if (a == "--ngram") {
-      o.ngram = parse_number<int>(a, value());
+      o.ngram = static_cast<int>(parse_integer(a, value(), 1, kMaxSmall));
       o.set_ngram = true;
-      if (o.ngram < 1) throw UsageError("--ngram must be >= 1");
     } else if (a == "--unit") {
       const std::string u = value();
       if (u != "word" && u != "char") throw UsageError("--unit must be word or char, got '" + u + "'");
       o.unit = u == "word" ? Unit::Word : Unit::Char;
       o.set_unit = true;
     } else if (a == "--bands") {
-      o.bands = parse_number<int>(a, value());
+      o.bands = static_cast<int>(parse_integer(a, value(), 1, kMaxSmall));
     } else if (a == "--rows") {
-      o.rows = parse_number<int>(a, value());
+      o.rows = static_cast<int>(parse_integer(a, value(), 1, kMaxSmall));
     } else if (a == "--seed") {
-      o.seed = parse_number<std::uint64_t>(a, value());
+      o.seed = parse_integer(a, value(), 0, UINT64_MAX);
       o.set_seed = true;
     } else if (a == "--threads") {
-      o.threads = parse_number<unsigned>(a, value());
-      if (o.threads == 0) throw UsageError("--threads must be >= 1");
+      o.threads = static_cast<unsigned>(parse_integer(a, value(), 1, kMaxSmall));
     } else if (a == "--on-error") {
       const std::string v = value();
       if (v != "fail" && v != "skip") throw UsageError("--on-error must be fail or skip");
@@ -284,20 +309,120 @@ std::string read_all(const std::string& path) {
     if (std::ferror(stdin)) throw InputError("-: cannot read standard input");
     return data;
   }
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw InputError(path + ": cannot open (" + std::strerror(errno) + ")");
-  std::string data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  if (f.bad()) throw InputError(path + ": read error");
+  // Sized from fstat and read in place: no growth by doubling, so a file costs its size.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw InputError(path + ": cannot open (" + std::strerror(errno) + ")");
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    throw InputError(path + ": cannot read (" + (S_ISDIR(st.st_mode) ? "is a directory" : std::strerror(errno)) + ")");
+  }
+  std::string data;
+  if (S_ISREG(st.st_mode)) data.reserve(static_cast<std::size_t>(st.st_size));
+  char buf[1 << 16];
+  for (;;) {
+    const std::size_t room = data.capacity() - data.size();
+    if (S_ISREG(st.st_mode) && room > 0) {
+      const std::size_t old = data.size();
+      data.resize(data.capacity());
+      const ssize_t got = ::read(fd, data.data() + old, room);
+      if (got < 0 && errno == EINTR) {
+        data.resize(old);
+        continue;
+      }
+      if (got < 0) {
+        ::close(fd);
+        throw InputError(path + ": read error (" + std::strerror(errno) + ")");
+      }
+      data.resize(old + static_cast<std::size_t>(got));
+      if (got == 0) break;
+      continue;
+    }
+    const ssize_t got = ::read(fd, buf, sizeof(buf));  // the file grew, or is not regular
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      ::close(fd);
+      throw InputError(path + ": read error (" + std::strerror(errno) + ")");
+    }
+    if (got == 0) break;
+    data.append(buf, static_cast<std::size_t>(got));
+  }
+  ::close(fd);
   return data;
 }
 
-// gzip data (by its magic bytes, whatever the name) decompressed; anything else as it is.
-std::string maybe_gunzip(const std::string& name, std::string raw) {
-  const bool gz = raw.size() >= 2 && static_cast<unsigned char>(raw[0]) == 0x1F && static_cast<unsigned char>(raw[1]) == 0x8B;
-  return gz ? gunzip(name, raw) : raw;
+bool starts_with_bytes(const std::string& s, std::initializer_list<unsigned char> magic) {
+  if (s.size() < magic.size()) return false;
+  std::size_t i = 0;
+  for (unsigned char m : magic) {
+    if (static_cast<unsigned char>(s[i++]) != m) return false;
+  }
+  return true;
 }
 
-std::vector<Input> read_inputs(const Options& o) {
+// gzip data (by its magic bytes, whatever the name) decompressed; other compressed formats
+// named with a way to feed them; anything else as it is.
+std::string maybe_gunzip(const std::string& name, std::string raw) {
+  if (starts_with_bytes(raw, {0x1F, 0x8B})) return gunzip(name, raw);
+  const char* other = starts_with_bytes(raw, {0x28, 0xB5, 0x2F, 0xFD})         ? "zstd"
+                      : starts_with_bytes(raw, {0xFD, '7', 'z', 'X', 'Z', 0x00}) ? "xz"
+                      : starts_with_bytes(raw, {'B', 'Z', 'h'})                  ? "bzip2"
+                                                                                 : nullptr;
+  if (other) {
+    const std::string tool = other;
+    throw InputError(name + ": " + tool + "-compressed input, which mixsieve-dedup does not decompress (only gzip); "
+                     "feed it through standard input, e.g. " + tool + " -dc " + (name == "-" ? "FILE" : name) +
+                     " | mixsieve-dedup - -o OUT ...");
+  }
+  return raw;
+}
+
+// Which file a path names: device and inode when it exists, else the absolute path with '.',
+// '..' and symbolic links resolved. Two paths name the same file when these agree.
+struct FileId {
+  bool exists = false;
+  dev_t dev = 0;
+  ino_t ino = 0;
+  std::string canon;
+  bool same(const FileId& o) const { return exists && o.exists ? dev == o.dev && ino == o.ino : canon == o.canon; }
+};
+
+FileId file_id(const std::string& path) {
+  FileId id;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    id.exists = true;
+    id.dev = st.st_dev;
+    id.ino = st.st_ino;
+  }
+  std::error_code ec;
+  fs::path abs = fs::absolute(path, ec);
+  id.canon = (ec ? fs::path(path) : fs::weakly_canonical(abs, ec)).lexically_normal().string();
+  if (ec) id.canon = abs.lexically_normal().string();
+  return id;
+}
+
+FileId stdout_id() {
+  FileId id;
+  struct stat st {};
+  if (::fstat(1, &st) == 0 && S_ISREG(st.st_mode)) {
+    id.exists = true;
+    id.dev = st.st_dev;
+    id.ino = st.st_ino;
+  }
+  id.canon = "<standard output>";
+  return id;
+}
+
+struct Path {
+  std::string name;  // as given (messages)
+  std::string what;  // "-o", "--report", "--index", "input"
+  FileId id;
+};
+
+// The input files, folders expanded (recursively, sorted). Files of a folder that are one of
+// `outputs` are left out: a run never reads what it writes.
+std::vector<std::string> expand_inputs(const Options& o, const std::vector<Path>& outputs) {
   std::vector<std::string> paths;
   for (const std::string& in : o.inputs) {
     std::error_code ec;
@@ -305,11 +430,20 @@ std::vector<Input> read_inputs(const Options& o) {
       std::vector<std::string> found;
       for (auto it = fs::recursive_directory_iterator(in, ec); !ec && it != fs::recursive_directory_iterator();
            it.increment(ec)) {
-        if (it->is_regular_file(ec) && wanted_in_directory(it->path().string(), o.format)) {
-          found.push_back(it->path().string());
-        }
+        if (!it->is_regular_file(ec) || !wanted_in_directory(it->path().string(), o.format)) continue;
+        const FileId id = file_id(it->path().string());
+        bool is_output = false;
+        for (const Path& out : outputs) is_output = is_output || out.id.same(id);
+        if (!is_output) found.push_back(it->path().string());
       }
       if (ec) throw InputError(in + ": cannot read directory (" + ec.message() + ")");
+      if (found.empty()) {
+        throw UsageError(in + ": no input files in this directory (" +
+                         (o.format == "jsonl"   ? std::string("*.jsonl, *.json, *.ndjson, optionally .gz")
+                          : o.format == "lines" ? std::string("*.txt, optionally .gz")
+                                                : std::string("any file")) +
+                         " for --format " + o.format + ")");
+      }
       std::sort(found.begin(), found.end());
       paths.insert(paths.end(), found.begin(), found.end());
     } else {
@@ -317,9 +451,13 @@ std::vector<Input> read_inputs(const Options& o) {
       paths.push_back(in);
     }
   }
+  return paths;
+}
+
+std::vector<Input> read_inputs(const std::vector<std::string>& paths, unsigned threads) {
   std::vector<Input> inputs(paths.size());
   // Read (and decompress) files in parallel: I/O and inflate dominate for .gz corpora.
-  parallel_for(paths.size(), o.threads, 1, [&](std::size_t b, std::size_t e) {
+  parallel_for(paths.size(), threads, 1, [&](std::size_t b, std::size_t e) {
     for (std::size_t i = b; i < e; ++i) {
       inputs[i].name = paths[i];
       if (paths[i] != "-") inputs[i].data = maybe_gunzip(paths[i], read_all(paths[i]));
@@ -337,14 +475,20 @@ struct Record {
   std::uint64_t line;  // 1-based; 0 for --format file
   std::size_t begin, end;
   bool blank = false;  // whitespace-only line: passed through, not a document
+  std::uint8_t bom = 0;  // bytes of a UTF-8 byte order mark opening the record (not its text)
 };
+
+bool bom_at(const std::string& d, std::size_t pos) {
+  return d.size() >= pos + 3 && static_cast<unsigned char>(d[pos]) == 0xEF &&
+         static_cast<unsigned char>(d[pos + 1]) == 0xBB && static_cast<unsigned char>(d[pos + 2]) == 0xBF;
+}
 
 std::vector<Record> split_records(const std::vector<Input>& inputs, const std::string& format) {
   std::vector<Record> recs;
   for (std::uint32_t f = 0; f < inputs.size(); ++f) {
     const std::string& d = inputs[f].data;
     if (format == "file") {
-      recs.push_back({f, 0, 0, d.size(), false});
+      recs.push_back({f, 0, 0, d.size(), false, static_cast<std::uint8_t>(bom_at(d, 0) ? 3 : 0)});
       continue;
     }
     std::size_t pos = 0;
@@ -353,20 +497,23 @@ std::vector<Record> split_records(const std::vector<Input>& inputs, const std::s
       const std::size_t nl = d.find('\n', pos);
       const std::size_t end = nl == std::string::npos ? d.size() : nl + 1;
       ++line;
+      const std::uint8_t bom = bom_at(d, pos) && pos + 3 <= end ? 3 : 0;
       bool blank = format == "jsonl";
-      for (std::size_t i = pos; blank && i < end; ++i) {
+      for (std::size_t i = pos + bom; blank && i < end; ++i) {
         const char c = d[i];
         blank = c == ' ' || c == '\t' || c == '\r' || c == '\n';
       }
-      recs.push_back({f, line, pos, end, blank});
+      recs.push_back({f, line, pos, end, blank, bom});
       pos = end;
     }
   }
   return recs;
 }
 
+// A record's text: without a leading byte order mark, and for lines without the line end.
 std::string_view content(const std::vector<Input>& in, const Record& r) {
-  std::string_view s(in[r.input].data.data() + r.begin, r.end - r.begin);
+  std::string_view s(in[r.input].data.data() + r.begin + r.bom, r.end - r.begin - r.bom);
+  if (r.line == 0) return s;  // --format file: the whole file is the text
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.remove_suffix(1);
   return s;
 }
@@ -426,51 +573,181 @@ std::string json_string(std::string_view s) {
   return out + "\"";
 }
 
-// ---- output files: a temporary name in the same folder, renamed when complete ----
+// ---- output files ----
+//
+// Written to an unnamed file (O_TMPFILE) in the destination folder, which vanishes with the
+// process however it dies; when complete it is synced, linked under a unique hidden name and
+// renamed over the destination (atomic), then the folder is synced. Where the file system
+// has no O_TMPFILE the hidden name is created up front instead, and removed by the SIGINT /
+// SIGTERM / SIGHUP / SIGPIPE handler (only SIGKILL or a power cut can leave it). '-' writes
+// to standard output. MIXSIEVE_DEDUP_NO_TMPFILE=1 forces the named fallback (for tests).
 
-class AtomicFile {
+constexpr int kMaxTempNames = 8;
+// Hidden names that exist right now, for the signal handler (async-signal-safe: fixed buffers,
+// a flag per slot, unlink only).
+char g_temp_names[kMaxTempNames][4096];
+volatile std::sig_atomic_t g_temp_used[kMaxTempNames];
+
+extern "C" void remove_temps_and_die(int sig) {
+  for (int i = 0; i < kMaxTempNames; ++i) {
+    if (g_temp_used[i]) ::unlink(g_temp_names[i]);
+  }
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
+void install_cleanup_handlers() {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) {
+    struct sigaction sa {};
+    sa.sa_handler = remove_temps_and_die;
+    sigemptyset(&sa.sa_mask);
+    for (int other : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) sigaddset(&sa.sa_mask, other);
+    ::sigaction(sig, &sa, nullptr);
+  }
+}
+
+class TempName {
  public:
-  explicit AtomicFile(const std::string& path) : path_(path) {
+  TempName() = default;
+  TempName(const TempName&) = delete;
+  TempName& operator=(const TempName&) = delete;
+  ~TempName() { release(true); }
+  // Registers `name` (about to be created) for removal on a signal.
+  void hold(const std::string& name) {
+    if (name.size() >= sizeof(g_temp_names[0])) throw InputError(name + ": path too long");
+    sigset_t all, old;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_BLOCK, &all, &old);
+    for (int i = 0; i < kMaxTempNames; ++i) {
+      if (!g_temp_used[i]) {
+        std::memcpy(g_temp_names[i], name.c_str(), name.size() + 1);
+        g_temp_used[i] = 1;
+        slot_ = i;
+        break;
+      }
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (slot_ < 0) throw std::logic_error("too many temporary files");
+    name_ = name;
+  }
+  // Forgets the name; removes the file unless it was renamed into place.
+  void release(bool remove) {
+    if (slot_ < 0) return;
+    if (remove) ::unlink(name_.c_str());
+    g_temp_used[slot_] = 0;
+    slot_ = -1;
+  }
+  const std::string& name() const { return name_; }
+
+ private:
+  int slot_ = -1;
+  std::string name_;
+};
+
+std::string unique_hidden_name(const fs::path& dir, const std::string& base) {
+  static std::atomic<unsigned> counter{0};
+  const auto t = static_cast<unsigned long long>(std::chrono::steady_clock::now().time_since_epoch().count());
+  return (dir / ("." + base + ".mixsieve-tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++) + "." +
+                 std::to_string(t % 1000000007ULL)))
+      .string();
+}
+
+class OutputFile {
+ public:
+  // Opens the output now (so an unwritable destination is reported before any work).
+  explicit OutputFile(const std::string& path) : path_(path) {
+    if (path == "-") {
+      fd_ = 1;
+      return;
+    }
     const fs::path p(path);
-    const std::string dir = p.has_parent_path() ? p.parent_path().string() : ".";
-    tmp_ = (fs::path(dir) / ("." + p.filename().string() + ".mixsieve-tmp." + std::to_string(::getpid()))).string();
-    f_ = std::fopen(tmp_.c_str(), "wb");
-    if (!f_) throw InputError(path + ": cannot write (" + std::strerror(errno) + ")");
-    std::setvbuf(f_, nullptr, _IOFBF, 1 << 20);
-  }
-  ~AtomicFile() {
-    if (f_) {
-      std::fclose(f_);
-      std::remove(tmp_.c_str());
+    dir_ = p.has_parent_path() ? p.parent_path().string() : ".";
+    base_ = p.filename().string();
+    const char* force_named = std::getenv("MIXSIEVE_DEDUP_NO_TMPFILE");
+#ifdef O_TMPFILE
+    // The finished file is named through /proc/self/fd (linkat): without /proc, use a name.
+    if (!(force_named && std::strcmp(force_named, "1") == 0) && ::access("/proc/self/fd", X_OK) == 0) {
+      fd_ = ::open(dir_.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
+      if (fd_ >= 0) {
+        unnamed_ = true;
+        return;
+      }
+      if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL && errno != ENOSYS) fail_open();
+    }
+#endif
+    const std::string tmp = unique_hidden_name(dir_, base_);
+    temp_.hold(tmp);
+    fd_ = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd_ < 0) {
+      temp_.release(false);
+      fail_open();
     }
   }
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+  ~OutputFile() {
+    if (fd_ > 1) ::close(fd_);
+  }
+
   void write(std::string_view s) {
-    if (std::fwrite(s.data(), 1, s.size(), f_) != s.size()) throw InputError(path_ + ": write error");
-  }
-  void commit() {
-    if (std::fflush(f_) != 0 || std::fclose(f_) != 0) {
-      f_ = nullptr;
-      std::remove(tmp_.c_str());
-      throw InputError(path_ + ": write error");
+    if (s.size() >= (1u << 20)) {  // a big record goes straight out, not through a copy
+      flush();
+      write_all(s.data(), s.size());
+      return;
     }
-    f_ = nullptr;
-    if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
-      std::remove(tmp_.c_str());
-      throw InputError(path_ + ": cannot rename into place (" + std::strerror(errno) + ")");
+    buf_.append(s.data(), s.size());
+    if (buf_.size() >= (1u << 20)) flush();
+  }
+
+  void commit() {
+    flush();
+    if (fd_ == 1) return;
+    if (::fsync(fd_) != 0) fail("cannot sync");
+    if (unnamed_) {
+      // Give the unnamed file a hidden name, then rename it over the destination.
+      const std::string tmp = unique_hidden_name(dir_, base_);
+      temp_.hold(tmp);
+      const std::string proc = "/proc/self/fd/" + std::to_string(fd_);
+      if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, tmp.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+        temp_.release(false);
+        fail("cannot link the finished file into its folder");
+      }
+    }
+    if (::rename(temp_.name().c_str(), path_.c_str()) != 0) fail("cannot rename into place");
+    temp_.release(false);
+    ::close(fd_);
+    fd_ = -1;
+    const int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
     }
   }
 
  private:
-  std::string path_, tmp_;
-  std::FILE* f_ = nullptr;
-};
+  [[noreturn]] void fail_open() const { throw InputError(path_ + ": cannot write (" + std::strerror(errno) + ")"); }
+  [[noreturn]] void fail(const char* what) const {
+    throw InputError(path_ + ": " + what + " (" + std::strerror(errno) + ")");
+  }
+  void flush() {
+    write_all(buf_.data(), buf_.size());
+    buf_.clear();
+  }
+  void write_all(const char* p, std::size_t n) {
+    std::size_t off = 0;
+    while (off < n) {
+      const ssize_t w = ::write(fd_, p + off, n - off);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) fail("write error");
+      off += static_cast<std::size_t>(w);
+    }
+  }
 
-bool same_file(const std::string& a, const std::string& b) {
-  if (a == "-" || b == "-") return false;
-  std::error_code ec;
-  if (fs::exists(a, ec) && fs::exists(b, ec)) return fs::equivalent(a, b, ec);
-  return fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec);
-}
+  std::string path_, dir_, base_, buf_;
+  int fd_ = -1;
+  bool unnamed_ = false;
+  TempName temp_;
+};
 
 // Minimal reader of flat metadata written by LSHIndex.save / this tool: the raw JSON value of
 // a top-level field, or empty.
@@ -489,19 +766,61 @@ struct Progress {
   }
 };
 
-int run(const Options& o) {
-  Progress prog{o.progress == 1 || (o.progress == -1 && ::isatty(2))};
-  for (const std::string& in : o.inputs) {
-    for (const std::string* out : {&o.output, &o.report}) {
-      if (!out->empty() && same_file(*out, in)) {
-        throw UsageError("output " + *out + " is also an input; inputs are never overwritten");
+const char* unit_name(Unit u) { return u == Unit::Word ? "word" : "char"; }
+
+// Refuses (exit 2) two outputs, or an output and an input, that are the same file, before any
+// work. The index with --update-index is read and then rewritten: that one pair is allowed.
+void check_paths(const Options& o, const std::vector<Path>& outputs, const std::vector<std::string>& inputs) {
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    for (std::size_t j = i + 1; j < outputs.size(); ++j) {
+      if (outputs[i].id.same(outputs[j].id)) {
+        throw UsageError(outputs[i].what + " " + outputs[i].name + " and " + outputs[j].what + " " +
+                         outputs[j].name + " are the same file; give each output its own file");
       }
     }
   }
-  std::vector<Input> inputs = read_inputs(o);
-  std::vector<Record> recs = split_records(inputs, o.format);
-  std::size_t total_bytes = 0;
-  for (const Input& in : inputs) total_bytes += in.data.size();
+  std::vector<Path> ins;
+  for (const std::string& in : inputs) {
+    if (in != "-") ins.push_back({in, "input", file_id(in)});
+  }
+  if (!o.index.empty() && !o.update_index) ins.push_back({o.index, "--index", file_id(o.index)});
+  for (const Path& out : outputs) {
+    for (const Path& in : ins) {
+      if (!out.id.same(in.id)) continue;
+      throw UsageError(out.what + " " + out.name + " and " + in.what + " " + in.name +
+                       " are the same file: an output is also an input; inputs are never overwritten");
+    }
+  }
+}
+
+int run(const Options& o) {
+  Progress prog{o.progress == 1 || (o.progress == -1 && ::isatty(2))};
+  std::error_code ec;
+  if (!o.index.empty() && fs::is_directory(o.index, ec)) {
+    throw UsageError("--index " + o.index + " is a directory; give the index file's path");
+  }
+  // Every path is resolved and compared before anything is read or written.
+  std::vector<Path> outputs;
+  outputs.push_back({o.output, "-o", o.output == "-" ? stdout_id() : file_id(o.output)});
+  if (!o.report.empty()) outputs.push_back({o.report, "--report", o.report == "-" ? stdout_id() : file_id(o.report)});
+  if (o.update_index) {
+    if (o.index == "-") throw UsageError("--index must name a file, not standard output");
+    outputs.push_back({o.index, "--index", file_id(o.index)});
+  }
+  for (const Path& out : outputs) {
+    if (out.name != "-" && fs::is_directory(out.name, ec)) {
+      throw UsageError(out.what + " " + out.name + " is a directory; give a file name");
+    }
+  }
+  const std::vector<std::string> paths = expand_inputs(o, outputs);
+  check_paths(o, outputs, paths);
+  install_cleanup_handlers();
+  // Outputs are opened now, so an unwritable one is reported before the work.
+  OutputFile out(o.output);
+  std::optional<OutputFile> rep;
+  if (!o.report.empty()) rep.emplace(o.report);
+  std::optional<OutputFile> idx_out;
+  if (o.update_index) idx_out.emplace(o.index);
 
   // Index: an earlier run's, or a new one.
   // The earlier index is parsed once into `idx`, the clustering index (old rows first).
@@ -509,42 +828,72 @@ int run(const Options& o) {
   std::optional<LSHIndex<std::uint32_t>> idx;
   std::string old_bytes;
   Options p = o;
-  if (!o.index.empty() && fs::exists(o.index)) {
+  if (!o.index.empty() && fs::exists(o.index, ec)) {
     old_bytes = read_all(o.index);
+    HasherParams hp;
+    std::uint32_t version = 0;
     try {
       if (LSHIndex<std::uint32_t>::peek_width(old_bytes.data(), old_bytes.size()) != 4) {
         throw IndexFormatError("index holds uint64 signatures; mixsieve-dedup uses uint32");
       }
-      idx.emplace(LSHIndex<std::uint32_t>::from_bytes(old_bytes.data(), old_bytes.size(), &meta));
+      idx.emplace(LSHIndex<std::uint32_t>::from_bytes(old_bytes.data(), old_bytes.size(), &meta, &hp, &version));
     } catch (const IndexFormatError& e) {
       throw InputError(o.index + ": " + e.what());
     }
+    if (!hp.known && version == 1) {  // an older mixsieve-dedup wrote its hasher into the metadata
+      const std::string ng = meta_field(meta, "ngram"), un = meta_field(meta, "unit"), sd = meta_field(meta, "seed");
+      if (!ng.empty() && !sd.empty() && (un == "word" || un == "char")) {
+        try {
+          hp.ngram = static_cast<std::uint32_t>(parse_integer("ngram", ng, 1, kMaxSmall));
+          hp.seed = parse_integer("seed", sd, 0, UINT64_MAX);
+          hp.unit = un == "char" ? Unit::Char : Unit::Word;
+          hp.scheme = 1;
+          hp.known = true;
+        } catch (const UsageError&) {
+        }
+      }
+    }
     const LSHParams& ip = idx->params();
-    auto conflict = [&](bool set, bool differs, const std::string& what) {
-      if (set && differs) throw UsageError(what + " differs from the index " + o.index + "; leave it out");
+    auto conflict = [&](bool set, const std::string& flag, const std::string& mine, const std::string& theirs) {
+      if (set && mine != theirs) {
+        throw UsageError(flag + " " + mine + " differs from the index " + o.index + ", made with " + flag + " " +
+                         theirs + "; leave " + flag + " out to use the index's");
+      }
     };
-    conflict(o.set_num_perm, ip.num_perm != o.num_perm, "--num-perm");
-    conflict(o.set_threshold, ip.threshold != o.threshold, "--threshold");
+    conflict(o.set_num_perm, "--num-perm", std::to_string(o.num_perm), std::to_string(ip.num_perm));
+    if (o.set_threshold && o.threshold != ip.threshold) {
+      conflict(true, "--threshold", std::to_string(o.threshold), std::to_string(ip.threshold));
+    }
+    conflict(o.bands > 0, "--bands", std::to_string(o.bands), std::to_string(ip.bands));
+    conflict(o.rows > 0, "--rows", std::to_string(o.rows), std::to_string(ip.rows));
     p.num_perm = ip.num_perm;
     p.threshold = ip.threshold;
     p.bands = ip.bands;
     p.rows = ip.rows;
-    const std::string ng = meta_field(meta, "ngram"), un = meta_field(meta, "unit"), sd = meta_field(meta, "seed");
-    if (!ng.empty()) {
-      conflict(o.set_ngram, std::to_string(o.ngram) != ng, "--ngram");
-      p.ngram = std::stoi(ng);
-    }
-    if (!un.empty()) {
-      conflict(o.set_unit, (o.unit == Unit::Word ? "word" : "char") != un, "--unit");
-      p.unit = un == "char" ? Unit::Char : Unit::Word;
-    }
-    if (!sd.empty()) {
-      conflict(o.set_seed, std::to_string(o.seed) != sd, "--seed");
-      p.seed = std::stoull(sd);
+    if (hp.known) {
+      if (hp.scheme != kSignatureScheme) {
+        throw UsageError("the index " + o.index + " holds signatures of scheme " + std::to_string(hp.scheme) +
+                         ", this mixsieve-dedup makes scheme " + std::to_string(kSignatureScheme) +
+                         " (normalisation or hashing changed): rebuild the index from its documents");
+      }
+      conflict(o.set_ngram, "--ngram", std::to_string(o.ngram), std::to_string(hp.ngram));
+      conflict(o.set_unit, "--unit", unit_name(o.unit), unit_name(hp.unit));
+      conflict(o.set_seed, "--seed", std::to_string(o.seed), std::to_string(hp.seed));
+      p.ngram = static_cast<int>(hp.ngram);
+      p.unit = hp.unit;
+      p.seed = hp.seed;
+    } else if (!(o.set_ngram && o.set_unit && o.set_seed)) {
+      throw UsageError("the index " + o.index +
+                       " does not record the hasher that made its signatures (saved by LSHIndex.save without "
+                       "hasher=): give --ngram, --unit and --seed as used for it");
     }
   } else if (!o.index.empty() && !o.update_index) {
     throw InputError(o.index + ": no such index file (add --update-index to create it)");
   }
+  std::vector<Input> inputs = read_inputs(paths, o.threads);
+  std::vector<Record> recs = split_records(inputs, o.format);
+  std::size_t total_bytes = 0;
+  for (const Input& in : inputs) total_bytes += in.data.size();
   if (p.bands == 0) std::tie(p.bands, p.rows) = optimal_bands(p.threshold, p.num_perm);
 
   // Signatures, straight from the parsed text, on all cores.
@@ -604,7 +953,6 @@ int run(const Options& o) {
         }
       } else {
         text = content(inputs, r);
-        if (o.format == "file") text = std::string_view(inputs[r.input].data);
         bad_utf8 = !valid_utf8(text);
       }
       if (errors[i].empty() && bad_utf8 && !o.replace_utf8) {
@@ -668,20 +1016,17 @@ int run(const Options& o) {
   }
 
   // Outputs.
-  AtomicFile out(o.output);
   for (std::size_t i = 0; i < n; ++i) {
     if (!keep[i]) continue;
     const Record& r = recs[i];
     if (o.format == "file") {
-      std::string_view text = inputs[r.input].data;
+      const std::string_view text = content(inputs, r);
       out.write("{\"file\": " + json_string(inputs[r.input].name) + ", \"text\": " + json_string(text) + "}\n");
     } else {
       out.write(std::string_view(inputs[r.input].data.data() + r.begin, r.end - r.begin));
     }
   }
-  std::optional<AtomicFile> rep;
-  if (!o.report.empty()) {
-    rep.emplace(o.report);
+  if (rep) {
     for (std::size_t i = 0; i < n; ++i) {
       if (keep[i]) continue;
       const Record& r = recs[i];
@@ -707,8 +1052,7 @@ int run(const Options& o) {
       rep->write(line + buf);
     }
   }
-  std::optional<AtomicFile> idx_out;
-  if (o.update_index) {
+  if (idx_out) {
     // A clean copy of the earlier index (the clustering one is capped and holds removed rows).
     LSHIndex<std::uint32_t> updated = old_bytes.empty()
                                           ? LSHIndex<std::uint32_t>(lp)
@@ -721,15 +1065,22 @@ int run(const Options& o) {
                        sigs.begin() + static_cast<std::ptrdiff_t>((i + 1) * k));
       kept_keys.push_back(keys[i]);
     }
-    std::vector<std::int64_t> dp(kept_keys.size());
-    std::vector<float> sm(kept_keys.size());
-    updated.add(kept_sigs.data(), kept_keys.size(), kept_keys.data(), dp.data(), sm.data(),
-                [](std::uint32_t, std::uint32_t, double) {});
-    char m2[200];
-    std::snprintf(m2, sizeof(m2), "{\"dtype\": \"uint32\", \"ngram\": %d, \"num_perm\": %d, \"seed\": %llu, \"unit\": \"%s\"}",
-                  p.ngram, p.num_perm, static_cast<unsigned long long>(p.seed), p.unit == Unit::Word ? "word" : "char");
-    const std::vector<char> bytes = updated.to_bytes(m2);
-    idx_out.emplace(o.index);
+    // Kept documents are not near-duplicates of each other or of the old rows (that is what
+    // clustering decided), so they are stored without searching: O(bands) each.
+    updated.append(kept_sigs.data(), kept_keys.size(), kept_keys.data());
+    HasherParams hp;
+    hp.known = true;
+    hp.ngram = static_cast<std::uint32_t>(p.ngram);
+    hp.unit = p.unit;
+    hp.seed = p.seed;
+    // The metadata keeps the user's (an index saved from Python) and, for older readers, the hasher.
+    std::string m2 = meta.empty() ? "{}" : meta;
+    char hasher_json[200];
+    std::snprintf(hasher_json, sizeof(hasher_json),
+                  "{\"dtype\": \"uint32\", \"ngram\": %d, \"num_perm\": %d, \"seed\": %llu, \"unit\": \"%s\"}",
+                  p.ngram, p.num_perm, static_cast<unsigned long long>(p.seed), unit_name(p.unit));
+    if (meta.empty()) m2 = hasher_json;
+    const std::vector<char> bytes = updated.to_bytes(m2, hp);
     idx_out->write(std::string_view(bytes.data(), bytes.size()));
   }
   out.commit();

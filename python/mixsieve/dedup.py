@@ -1,27 +1,7 @@
 """MinHash near-duplicate detection: signatures, LSH search and clustering.
 
-Text normalisation (done in C++, restated in plain Python in ``tests/oracles.py``):
-
-* UTF-8 throughout. ``bytes`` items are decoded with ill-formed sequences replaced, as
-  ``bytes.decode("utf-8", "replace")`` does.
-* A *word* is a maximal run of characters whose Unicode general category is a letter (L*),
-  mark (M*) or number (N*). Everything else -- punctuation, symbols, whitespace, control
-  characters -- separates words and is dropped.
-* Word characters are lower-cased one code point at a time with the simple mapping
-  (``ch.lower()`` where that is one code point; ``"İ"`` stays as it is, and a final sigma is
-  not special). The normalised text is the words joined by single spaces.
-* ``unit="word"``: shingles are ``ngram`` consecutive words joined by one space.
-  ``unit="char"``: shingles are ``ngram`` consecutive code points of the normalised text; use
-  it for text written without spaces (Chinese, Japanese, Thai), which ``unit="word"`` sees
-  as a few very long words.
-* A document with fewer units than ``ngram`` has one shingle: all of it. A document with no
-  words (empty, or only punctuation) has no shingles; its signature has every slot at the
-  dtype's maximum, and such documents never match anything unless ``match_empty=True``.
-
-Each shingle is hashed with xxh64 (seeded with ``seed``); slot ``k`` of the signature is the
-minimum over shingles of ``a_k * x + b_k`` modulo 2**32 (uint32; ``x`` is the 64-bit hash
-folded as ``h ^ (h >> 32)``) or 2**64 (uint64), with odd ``a_k``: a bijection, so the
-permutation adds no collisions. ``a_k, b_k`` come from a SplitMix64 stream keyed by ``seed``.
+The text-normalisation and clustering rules are in the docstring of :func:`dedup`
+(``help(mixsieve.dedup)``) and in the project's ``docs/dedup.md``.
 """
 
 from __future__ import annotations
@@ -90,7 +70,7 @@ class MinHasher:
     ngram : int
         Shingle width in units, >= 1.
     unit : {"word", "char"}
-        Shingle unit; see the module docstring for the exact rules.
+        Shingle unit; see :func:`dedup` (``help(mixsieve.dedup)``) for the exact rules.
     seed : int
         Seeds the shingle hash and the permutations (0 <= seed < 2**64). Equal seeds and
         parameters give equal signatures on every machine and for every thread count.
@@ -159,13 +139,18 @@ class MinHasher:
         return out
 
     def params(self) -> dict[str, Any]:
-        """The parameters that define these signatures (stored with saved indexes)."""
+        """The parameters that define these signatures (stored with saved indexes).
+
+        ``scheme`` is the version of the normalisation, shingling and hashing rules of this
+        mixsieve; signatures made under different schemes are not comparable.
+        """
         return {
             "num_perm": self.num_perm,
             "ngram": self.ngram,
             "unit": self.unit,
             "seed": self.seed,
             "dtype": self.dtype.name,
+            "scheme": int(_core.SIGNATURE_SCHEME),
         }
 
     def __repr__(self) -> str:
@@ -264,6 +249,16 @@ class LSHIndex:
         Let documents without shingles (all-maximum signatures) match each other.
     weights : (float, float)
         False-positive and false-negative weights for choosing bands and rows.
+    hasher : MinHasher, optional (keyword-only)
+        The hasher whose signatures this index holds. Its parameters are saved with the index,
+        so ``mixsieve-dedup --index`` and :meth:`load` hash new documents the same way, and a
+        different hasher given later (to :meth:`add`, :meth:`query`, :meth:`save`,
+        :meth:`load`) is refused with ``ValueError``. Without it the index records no hasher
+        (``hasher_params`` is None) until one is given.
+
+    Keys are int64 and unique within an index; ``-1`` is reserved (it means "no match" in the
+    result of :meth:`add`). :meth:`add` refuses a repeated or reserved key with ``ValueError``
+    naming it, and then adds nothing of that call.
 
     Examples
     --------
@@ -286,6 +281,7 @@ class LSHIndex:
         verify: bool = True,
         match_empty: bool = False,
         weights: tuple[float, float] = (0.5, 0.5),
+        hasher: MinHasher | None = None,
     ) -> None:
         self.threshold = _check_threshold(threshold)
         self.num_perm = _check_int("num_perm", num_perm, 1, 1 << 16)
@@ -295,6 +291,34 @@ class LSHIndex:
         self.meta: dict[str, Any] = {}
         self._core: _core.LSHIndex32 | None = None
         self._dtype: np.dtype[Any] | None = None
+        self._hasher: dict[str, Any] | None = None
+        if hasher is not None:
+            self.check_hasher(hasher)
+
+    @property
+    def hasher_params(self) -> dict[str, Any] | None:
+        """The recorded hasher's :meth:`MinHasher.params`, or None if no hasher is known."""
+        return None if self._hasher is None else dict(self._hasher)
+
+    def check_hasher(self, hasher: MinHasher, *, where: str = "this index") -> None:
+        """Refuse (``ValueError``, naming both values) a hasher whose signatures this index
+        cannot hold; record it if the index has no hasher yet."""
+        if not isinstance(hasher, MinHasher):
+            raise TypeError(f"hasher must be a MinHasher, got {type(hasher).__name__}")
+        mine = hasher.params()
+        if mine["num_perm"] != self.num_perm:
+            raise ValueError(f"{where} has num_perm={self.num_perm}, the hasher num_perm={mine['num_perm']}")
+        if self._dtype is not None and mine["dtype"] != self._dtype.name:
+            raise ValueError(f"{where} holds {self._dtype.name} signatures, the hasher makes {mine['dtype']}")
+        if self._hasher is None:
+            self._hasher = mine
+            return
+        for name in ("ngram", "unit", "seed", "dtype", "scheme"):
+            if self._hasher[name] != mine[name]:
+                raise ValueError(
+                    f"{where} was built by a hasher with {name}={self._hasher[name]!r}, "
+                    f"but this hasher has {name}={mine[name]!r}"
+                )
 
     @property
     def dtype(self) -> np.dtype[Any] | None:
@@ -303,6 +327,10 @@ class LSHIndex:
 
     def _core_for(self, dtype: np.dtype[Any]) -> _core.LSHIndex32:
         if self._core is None:
+            if self._hasher is not None and self._hasher["dtype"] != dtype.name:
+                raise TypeError(
+                    f"signatures have dtype {dtype}, but this index's hasher makes {self._hasher['dtype']}"
+                )
             cls = _core.LSHIndex32 if _DTYPES[dtype] == 32 else _core.LSHIndex64
             self._core = cls(
                 self.num_perm, self.bands, self.rows, self.threshold, self.verify, self.match_empty
@@ -325,7 +353,12 @@ class LSHIndex:
         return sigs
 
     def add(
-        self, signatures: np.ndarray, *, keys: Any = None, return_similarity: bool = False
+        self,
+        signatures: np.ndarray,
+        *,
+        keys: Any = None,
+        return_similarity: bool = False,
+        hasher: MinHasher | None = None,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Index signatures; for each, report an earlier near-duplicate.
 
@@ -335,9 +368,12 @@ class LSHIndex:
         ----------
         signatures : np.ndarray, (n, num_perm) or (num_perm,), uint32 or uint64
         keys : array-like of int64, optional
-            A key per row (e.g. document ids); default: running positions 0, 1, 2, ...
+            A key per row (e.g. document ids), distinct, not -1 and not already indexed;
+            default: running positions ``len(self), len(self) + 1, ...`` (which must be free).
         return_similarity : bool
             Also return the estimated Jaccard of each reported match (float32, 0 for none).
+        hasher : MinHasher, optional
+            The hasher that made ``signatures``: checked against (or recorded as) the index's.
 
         Returns
         -------
@@ -346,6 +382,8 @@ class LSHIndex:
         """
         sigs = self._signatures(signatures, (1, 2))
         n = 1 if sigs.ndim == 1 else sigs.shape[0]
+        if hasher is not None:
+            self.check_hasher(hasher)
         core = self._core_for(sigs.dtype)
         if keys is None:
             keys = np.arange(len(core), len(core) + n, dtype=np.int64)
@@ -359,9 +397,14 @@ class LSHIndex:
         dup_key, _, sim = core.add(sigs, keys)
         return (dup_key, sim) if return_similarity else dup_key
 
-    def query(self, signature: np.ndarray) -> np.ndarray:
-        """Keys of indexed near-duplicates of one signature (int64, in insertion order)."""
+    def query(self, signature: np.ndarray, *, hasher: MinHasher | None = None) -> np.ndarray:
+        """Keys of indexed near-duplicates of one signature (int64, in insertion order).
+
+        ``hasher``, if given, is checked against the index's recorded hasher (not recorded).
+        """
         sig = self._signatures(signature, (1,))
+        if hasher is not None and self._hasher is not None:
+            self.check_hasher(hasher)
         if self._core is None:
             return np.empty(0, dtype=np.int64)
         return self._core_for(sig.dtype).query(sig)
@@ -380,14 +423,23 @@ class LSHIndex:
     def __len__(self) -> int:
         return 0 if self._core is None else len(self._core)
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str], *, hasher: MinHasher | None = None) -> None:
         """Write the index to ``path`` (atomically: a temporary file renamed into place).
 
-        The file holds the parameters, ``meta``, keys and signatures with a checksum; loading
-        rebuilds the band tables exactly, so a loaded index answers as the saved one did.
+        The file holds the parameters, the hasher's parameters (when known; ``hasher`` is
+        checked against or recorded as the index's), ``meta``, keys and signatures with a
+        checksum; loading rebuilds the band tables exactly, so a loaded index answers as the
+        saved one did. The format is described in the project's ``docs/index-format.md``.
         """
-        core = self._core_for(self._dtype or np.dtype(np.uint32))
-        payload = core.to_bytes(json.dumps(self.meta, sort_keys=True).encode())
+        if hasher is not None:
+            self.check_hasher(hasher)
+        default = np.dtype(self._hasher["dtype"]) if self._hasher else np.dtype(np.uint32)
+        core = self._core_for(self._dtype or default)
+        hp = None
+        if self._hasher is not None:
+            h = self._hasher
+            hp = (int(h["ngram"]), _UNITS[h["unit"]], int(h["seed"]), int(h["scheme"]))
+        payload = core.to_bytes(json.dumps(self.meta, sort_keys=True).encode(), hp)
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(prefix=".mixsieve-", suffix=".tmp", dir=folder)
@@ -401,8 +453,13 @@ class LSHIndex:
             raise
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> LSHIndex:
+    def load(cls, path: str | os.PathLike[str], *, hasher: MinHasher | None = None) -> LSHIndex:
         """Read an index written by :meth:`save` (or by ``mixsieve-dedup --update-index``).
+
+        With ``hasher``, refuse (``ValueError`` naming both values) an index whose recorded
+        hasher differs; an index without one records ``hasher``. Files of format 1 (before
+        hashers were recorded) load with ``hasher_params`` None, or with the hasher an older
+        ``mixsieve-dedup`` wrote into ``meta``.
 
         Raises ValueError if the file is truncated, corrupt or not a mixsieve index.
         """
@@ -411,7 +468,7 @@ class LSHIndex:
         try:
             width = _core.index_width(data)
             core_cls = _core.LSHIndex32 if width == 4 else _core.LSHIndex64
-            core, meta = core_cls.from_bytes(data)
+            core, meta, hp, version = core_cls.from_bytes(data)
         except ValueError as e:
             raise ValueError(f"{os.fspath(path)}: {e}") from None
         p = core.params()
@@ -429,6 +486,21 @@ class LSHIndex:
             raise ValueError(f"{os.fspath(path)}: index metadata is not valid JSON") from e
         self._core = core
         self._dtype = np.dtype(np.uint32 if width == 4 else np.uint64)
+        self._hasher = None
+        if hp is None and version == 1:
+            hp = _hasher_from_v1_meta(self.meta)
+        if hp is not None:
+            units = {v: k for k, v in _UNITS.items()}
+            self._hasher = {
+                "num_perm": self.num_perm,
+                "ngram": hp[0],
+                "unit": units[hp[1]],
+                "seed": hp[2],
+                "dtype": self._dtype.name,
+                "scheme": hp[3],
+            }
+        if hasher is not None:
+            self.check_hasher(hasher, where=f"index {os.fspath(path)}")
         return self
 
     def __repr__(self) -> str:
@@ -436,6 +508,14 @@ class LSHIndex:
             f"LSHIndex(threshold={self.threshold}, num_perm={self.num_perm}, bands={self.bands}, "
             f"rows={self.rows}, size={len(self)})"
         )
+
+
+def _hasher_from_v1_meta(meta: dict[str, Any]) -> tuple[int, int, int, int] | None:
+    """An older mixsieve-dedup wrote its hasher into a format-1 file's metadata."""
+    ngram, unit, seed = meta.get("ngram"), meta.get("unit"), meta.get("seed")
+    if isinstance(ngram, int) and isinstance(seed, int) and unit in _UNITS and ngram >= 1 and seed >= 0:
+        return ngram, _UNITS[unit], seed, 1
+    return None
 
 
 @dataclass
@@ -454,6 +534,9 @@ class DedupResult:
         are not checked again), or -1.
     similarity : np.ndarray[float32]
         The estimated Jaccard of that match (0 where there is none).
+    comparisons : int
+        Candidate pairs whose estimated Jaccard was computed: at most
+        ``n * bands * 64`` (see the clustering rule in :func:`dedup`).
     """
 
     keep: np.ndarray
@@ -463,6 +546,7 @@ class DedupResult:
     bands: int
     rows: int
     seconds: dict[str, float] = field(default_factory=dict)
+    comparisons: int = 0
 
     @property
     def num_removed(self) -> int:
@@ -519,11 +603,51 @@ def dedup(
     """Find near-duplicate clusters and keep one document (the lowest index) per cluster.
 
     Signatures are computed on all cores; candidate pairs from LSH banding are verified
-    against the signature Jaccard estimate (``verify=True``) and joined by a C++ union-find,
-    so clusters are the connected components of verified pairs. Candidates already in a
-    document's cluster are not verified again, and a band bucket keeps at most 8 documents of
-    one cluster, so a cluster of m near-identical documents costs O(m), not O(m^2). The
-    result is identical for every thread count.
+    against the signature Jaccard estimate (``verify=True``) and joined by a C++ union-find.
+    The result is identical for every thread count.
+
+    Clustering rule (documents are added in order; ``comparisons`` in the result counts the
+    verifications):
+
+    1. A document's candidates are the earlier documents that share one of its band keys;
+       each band bucket contributes at most 64 of them (the most recently stored).
+    2. A candidate already in the document's cluster is not verified again; any other joins
+       the clusters if its estimated Jaccard is >= ``threshold`` (any candidate with
+       ``verify=False``).
+    3. A document whose signature equals an earlier one's always joins that one's cluster.
+    4. A document is stored in a bucket only while the bucket holds fewer than 64 documents
+       and fewer than 8 of its own cluster.
+
+    So each document costs at most ``bands * 64`` verifications and the total work is linear
+    in the number of documents, whatever the data. On ordinary corpora no bucket reaches 64
+    documents and the clusters are exactly the connected components of verified candidate
+    pairs. Buckets fill up when many documents share text without being near-duplicates
+    (templated web pages, boilerplate); then pairs that share only full buckets are not
+    compared. Near-duplicates of each other also share the band keys of the text they do not
+    have in common with the template, so they are still found.
+
+    Text normalisation (done in C++, restated in plain Python in the tests' oracle):
+
+    * UTF-8 throughout. ``bytes`` items are decoded with ill-formed sequences replaced, as
+      ``bytes.decode("utf-8", "replace")`` does.
+    * A *word* is a maximal run of characters whose Unicode general category is a letter (L*),
+      mark (M*) or number (N*). Everything else -- punctuation, symbols, whitespace, control
+      characters -- separates words and is dropped.
+    * Word characters are lower-cased one code point at a time with the simple mapping
+      (``ch.lower()`` where that is one code point; ``"İ"`` stays as it is, and a final sigma is
+      not special). The normalised text is the words joined by single spaces.
+    * ``unit="word"``: shingles are ``ngram`` consecutive words joined by one space.
+      ``unit="char"``: shingles are ``ngram`` consecutive code points of the normalised text; use
+      it for text written without spaces (Chinese, Japanese, Thai), which ``unit="word"`` sees
+      as a few very long words.
+    * A document with fewer units than ``ngram`` has one shingle: all of it. A document with no
+      words (empty, or only punctuation) has no shingles; its signature has every slot at the
+      dtype's maximum, and such documents never match anything unless ``match_empty=True``.
+
+    Each shingle is hashed with xxh64 (seeded with ``seed``); slot ``k`` of the signature is the
+    minimum over shingles of ``a_k * x + b_k`` modulo 2**32 (uint32; ``x`` is the 64-bit hash
+    folded as ``h ^ (h >> 32)``) or 2**64 (uint64), with odd ``a_k``: a bijection, so the
+    permutation adds no collisions. ``a_k, b_k`` come from a SplitMix64 stream keyed by ``seed``.
 
     Parameters
     ----------
@@ -566,7 +690,9 @@ def dedup(
     else:
         sigs = hasher.signatures(texts, threads=threads)
     t1 = time.perf_counter()
-    cluster, dup_pos, sim = _core.cluster_signatures(sigs, b, r, threshold, bool(verify), bool(match_empty))
+    cluster, dup_pos, sim, comparisons = _core.cluster_signatures(
+        sigs, b, r, threshold, bool(verify), bool(match_empty)
+    )
     t2 = time.perf_counter()
     keep = cluster == np.arange(n, dtype=np.int64)
     return DedupResult(
@@ -577,4 +703,5 @@ def dedup(
         bands=b,
         rows=r,
         seconds={"signatures": t1 - t0, "clustering": t2 - t1},
+        comparisons=int(comparisons),
     )

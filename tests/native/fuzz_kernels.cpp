@@ -1,8 +1,10 @@
 // Fuzz target for the byte-level parsers: the JSON-line scanner of mixsieve-dedup, text
-// normalisation (arbitrary bytes, ill-formed UTF-8), MinHash over it, and the LSH index file
-// loader (arbitrary and mutated files). The seeded driver below also checks kernels against
-// references: the mixing schedule, the A-Res first pass on every instruction set against the
-// scalar one, and the bucketed best-k sort against std::sort.
+// normalisation (arbitrary bytes, ill-formed UTF-8), MinHash over it (hashed in pieces, checked
+// against hashing all shingles at once on long inputs), and the LSH index file loader
+// (arbitrary and mutated files of format 1 and 2, with and without a hasher; a loaded index is
+// then clustered into and appended to with random, possibly repeated keys). The seeded driver
+// below also checks kernels against references: the mixing schedule, the A-Res first pass on
+// every instruction set against the scalar one, and the bucketed best-k sort against std::sort.
 // With clang: -fsanitize=fuzzer,address,undefined gives a libFuzzer binary. Without it,
 // main() below drives the same entry point with seeded random and mutated inputs, which is
 // what the MIXSIEVE_SANITIZE build runs (target mixsieve_fuzz).
@@ -28,7 +30,8 @@ using namespace mixsieve;
 
 namespace {
 
-std::vector<char> sample_index_file() {
+// `variant`: 0 format 2 with a hasher, 1 format 2 without, 2 format 1 (the older header).
+std::vector<char> sample_index_file(int variant) {
   MinHashConfig c;
   c.num_perm = 16;
   c.ngram = 2;
@@ -48,7 +51,68 @@ std::vector<char> sample_index_file() {
   std::vector<std::int64_t> dup(8);
   std::vector<float> sim(8);
   idx.add(sigs.data(), 8, nullptr, dup.data(), sim.data(), [](std::uint32_t, std::uint32_t, double) {});
-  return idx.to_bytes("{\"k\": 1}");
+  HasherParams hp;
+  hp.known = variant == 0;
+  hp.ngram = 2;
+  hp.seed = 1;
+  std::vector<char> bytes = idx.to_bytes("{\"k\": 1}", hp);
+  if (variant == 2) {  // format 1: version 1, the header without the 24 bytes of hasher fields
+    const std::uint32_t v1 = 1;
+    std::memcpy(bytes.data() + 8, &v1, 4);
+    bytes.erase(bytes.begin() + 56, bytes.begin() + 80);
+    const std::uint64_t sum = xxh64(bytes.data(), bytes.size() - 8, LSHIndex<std::uint32_t>::kChecksumSeed);
+    std::memcpy(bytes.data() + bytes.size() - 8, &sum, 8);
+  }
+  return bytes;
+}
+
+// Signature of a text with every shingle hashed at once (the definition), to compare with the
+// piecewise MinHasher::signature.
+template <class T>
+void reference_signature(const MinHasher<T>& h, const char* text, std::size_t size, T* out) {
+  Normalized norm;
+  normalize(text, size, norm);
+  std::vector<std::size_t> scratch;
+  std::vector<T> x;
+  for_each_shingle(norm, h.config().unit, h.config().ngram, scratch, [&](const char* p, std::size_t n) {
+    const std::uint64_t v = xxh64(p, n, h.config().seed);
+    if constexpr (std::is_same_v<T, std::uint32_t>) {
+      x.push_back(fold32(v));
+    } else {
+      x.push_back(v);
+    }
+  });
+  h.permute_min(x.data(), x.size(), out);
+}
+
+// A loaded index, clustered into (capped buckets, signature table) and appended to, with keys
+// drawn from the input (repeats and -1 must be refused, never crash).
+template <class T>
+void exercise_index(LSHIndex<T> idx, const std::uint8_t* data, std::size_t size) {
+  const std::size_t k = static_cast<std::size_t>(idx.params().num_perm);
+  const std::size_t n = 1 + size % 70;
+  std::vector<T> sigs(n * k);
+  for (std::size_t i = 0; i < sigs.size(); ++i) sigs[i] = static_cast<T>(data[(i * 7) % size] % 3);
+  std::vector<std::int64_t> keys(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    keys[i] = static_cast<std::int64_t>(data[(i * 13) % size] % 5) - 1 + 1000 * static_cast<std::int64_t>(i % 2);
+  }
+  try {
+    idx.append(sigs.data(), n, keys.data());
+  } catch (const std::invalid_argument&) {
+  }
+  std::vector<std::int64_t> dup(n), fresh(n);
+  std::vector<float> sim(n);
+  for (std::size_t i = 0; i < n; ++i) fresh[i] = (std::int64_t{1} << 40) + static_cast<std::int64_t>(i);
+  UnionFind uf(idx.size() + n);
+  try {  // a mutated file may already hold one of these keys: refused, nothing added
+    idx.add_clustered(sigs.data(), n, fresh.data(), dup.data(), sim.data(), uf);
+  } catch (const std::invalid_argument&) {
+    return;
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (dup[i] >= static_cast<std::int64_t>(idx.size())) std::abort();
+  }
 }
 
 // The mixing schedule on weights, caps and restores taken from raw bytes (NaN, inf, negative,
@@ -266,22 +330,35 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     MinHasher<std::uint64_t> h64(c);
     MinHashWorkspace<std::uint32_t> w32;
     MinHashWorkspace<std::uint64_t> w64;
-    std::uint32_t s32[24];
-    std::uint64_t s64[24];
+    std::uint32_t s32[24], r32[24];
+    std::uint64_t s64[24], r64[24];
     h32.signature(text, size, s32, w32);
     h64.signature(text, size, s64, w64);
+    if (size > MinHasher<std::uint32_t>::kPiece) {  // long inputs: pieces must not change the result
+      reference_signature(h32, text, size, r32);
+      reference_signature(h64, text, size, r64);
+      if (std::memcmp(s32, r32, sizeof(s32)) != 0 || std::memcmp(s64, r64, sizeof(s64)) != 0) {
+        std::fprintf(stderr, "piecewise signature differs from the reference (size %zu, unit %d)\n", size, unit);
+        std::abort();
+      }
+    }
   }
   try {
     std::string meta;
+    HasherParams hp;
+    std::uint32_t version = 0;
     if (size >= 4 && LSHIndex<std::uint32_t>::peek_width(text, size) == 4) {
-      auto idx = LSHIndex<std::uint32_t>::from_bytes(text, size, &meta);
+      auto idx = LSHIndex<std::uint32_t>::from_bytes(text, size, &meta, &hp, &version);
       std::vector<std::uint32_t> q(static_cast<std::size_t>(idx.params().num_perm), 7);
       idx.query(q.data());
+      if (idx.params().num_perm <= 4096) exercise_index(std::move(idx), data, size);
     } else {
-      auto idx = LSHIndex<std::uint64_t>::from_bytes(text, size, &meta);
+      auto idx = LSHIndex<std::uint64_t>::from_bytes(text, size, &meta, &hp, &version);
       std::vector<std::uint64_t> q(static_cast<std::size_t>(idx.params().num_perm), 7);
       idx.query(q.data());
+      if (idx.params().num_perm <= 4096) exercise_index(std::move(idx), data, size);
     }
+    if (version != 1 && version != 2) std::abort();
   } catch (const IndexFormatError&) {
   }
   return 0;
@@ -291,12 +368,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 int main(int argc, char** argv) {
   const long iterations = argc > 1 ? std::atol(argv[1]) : 20000;
   std::mt19937_64 rng(20261126);
-  const std::vector<char> good = sample_index_file();
+  const std::vector<char> goods[3] = {sample_index_file(0), sample_index_file(1), sample_index_file(2)};
   for (long it = 0; it < iterations; ++it) {
     if (it % 500 == 0) check_best_sorted(rng);
     if (it % 20 == 0) check_mix_plan(rng);
     check_ares_first_pass(rng);
     std::vector<char> buf;
+    const std::vector<char>& good = goods[(it / 4) % 3];
+    if (it % 97 == 0) {  // a long text (several hashing pieces) built from random pieces
+      // Word pieces (ASCII, 2-, 3- and 4-byte letters) four times as often as separators
+      // (space, punctuation, ill-formed bytes, an emoji), so piece cuts fall inside words too.
+      static const char* words[] = {"wo", "RD", "\xc3\xa9", "\xe6\x97\xa5", "\xf0\x90\x90\xb7", "1", "x"};
+      static const char* seps[] = {" ", ".", "\xff", "\x80", "\xe6\x97", "\xf0\x9f\x98\x80", "\n"};
+      std::string s;
+      const std::size_t target = MinHasher<std::uint32_t>::kPiece + rng() % (3 * MinHasher<std::uint32_t>::kPiece);
+      while (s.size() < target) s += rng() % 5 ? words[rng() % 7] : seps[rng() % 7];
+      LLVMFuzzerTestOneInput(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
+    }
     switch (it % 4) {
       case 3: {  // JSON-ish lines: structure characters, escapes, UTF-8 pieces
         static const char* pieces[] = {"{", "}", "[", "]", "\"", ":", ",", "\\u", "\\", "d83d", "\\ude00",
@@ -333,7 +421,9 @@ int main(int argc, char** argv) {
     }
     LLVMFuzzerTestOneInput(reinterpret_cast<const std::uint8_t*>(buf.data()), buf.size());
   }
-  LLVMFuzzerTestOneInput(reinterpret_cast<const std::uint8_t*>(good.data()), good.size());
+  for (const std::vector<char>& good : goods) {
+    LLVMFuzzerTestOneInput(reinterpret_cast<const std::uint8_t*>(good.data()), good.size());
+  }
   std::printf("mixsieve_fuzz: %ld inputs, no crash\n", iterations);
   return 0;
 }

@@ -227,6 +227,9 @@ class Scanner {
   // UTF-8, which sets *bad_utf8.
   bool string(std::string* out, bool* bad_utf8) {
     ++p_;  // opening quote
+    // The decoded text is rarely longer than the rest of the line: one allocation, not a
+    // doubling series (which would peak near twice a huge document's size).
+    if (out) out->reserve(out->size() + (s_.size() - p_));
     for (;;) {
       if (eof()) return fail("unterminated string");
       const auto c = static_cast<unsigned char>(peek());

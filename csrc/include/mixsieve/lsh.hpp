@@ -53,6 +53,82 @@ inline std::pair<int, int> optimal_bands(double threshold, int num_perm, double 
   return opt;
 }
 
+// The hasher that made an index's signatures, recorded in the index file (format 2) so that
+// signatures of new documents are made the same way. `scheme` is kSignatureScheme of the code
+// that made them (normalisation, shingling, hashing); num_perm and the slot width are in the
+// index's own header.
+struct HasherParams {
+  bool known = false;
+  std::uint32_t ngram = 0;
+  Unit unit = Unit::Word;
+  std::uint64_t seed = 0;
+  std::uint32_t scheme = kSignatureScheme;
+};
+
+// A set of int64 keys (open addressing; -1, the "no match" marker, is never a key and marks a
+// free slot). 16 bytes per key at most, against num_perm * 4 or 8 bytes of signature per row.
+class KeySet {
+ public:
+  static constexpr std::int64_t kFree = -1;
+  bool contains(std::int64_t key) const {
+    if (slots_.empty()) return false;
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t s = mix(key) & mask;; s = (s + 1) & mask) {
+      if (slots_[s] == key) return true;
+      if (slots_[s] == kFree) return false;
+    }
+  }
+  // False if the key was already there.
+  bool insert(std::int64_t key) {
+    if (2 * (used_ + 1) > slots_.size()) grow();
+    const std::size_t mask = slots_.size() - 1;
+    std::size_t s = mix(key) & mask;
+    while (slots_[s] != kFree) {
+      if (slots_[s] == key) return false;
+      s = (s + 1) & mask;
+    }
+    slots_[s] = key;
+    ++used_;
+    return true;
+  }
+  void reserve(std::size_t n) {
+    while (2 * n > slots_.size()) grow();
+  }
+
+ private:
+  static std::size_t mix(std::int64_t key) {
+    std::uint64_t z = static_cast<std::uint64_t>(key) + 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return static_cast<std::size_t>(z ^ (z >> 31));
+  }
+  void grow() {
+    std::vector<std::int64_t> old;
+    old.swap(slots_);
+    slots_.assign(std::max<std::size_t>(64, old.size() * 2), kFree);
+    used_ = 0;
+    for (std::int64_t k : old) {
+      if (k != kFree) insert(k);
+    }
+  }
+  std::vector<std::int64_t> slots_;
+  std::size_t used_ = 0;
+};
+
+// Why a key cannot be added, or an empty string: -1 is the "no match" marker of add().
+inline std::string key_problem(const KeySet& existing, const std::int64_t* keys, std::size_t n) {
+  KeySet batch;
+  batch.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::int64_t key = keys[i];
+    const std::string where = " (row " + std::to_string(i) + ")";
+    if (key == KeySet::kFree) return "key -1" + where + " is reserved: add() reports -1 for no match";
+    if (existing.contains(key)) return "key " + std::to_string(key) + where + " is already indexed";
+    if (!batch.insert(key)) return "key " + std::to_string(key) + where + " appears twice";
+  }
+  return {};
+}
+
 struct LSHParams {
   int num_perm = 128;
   int bands = 0;
@@ -99,34 +175,71 @@ class LSHIndex {
   // indexed row with the highest estimated Jaccard among verified candidates (ties: the
   // earliest), or -1; sim[i] is that estimate (0 when none). on_match(pos, row_pos, sim) is
   // called for every verified candidate pair. Rows within the batch see earlier rows.
+  // Keys must be distinct, never -1, and not already indexed (std::invalid_argument naming
+  // the key; nothing of the call is added then). Default keys (keys == nullptr) are positions.
   template <class OnMatch>
   void add(const T* sigs, std::size_t n, const std::int64_t* keys, std::int64_t* dup_pos, float* sim,
            OnMatch&& on_match) {
     add_impl(sigs, n, keys, dup_pos, sim, on_match, [](std::uint32_t, std::uint32_t) { return false; },
-             [](std::uint32_t, int, std::uint64_t) { return true; });
+             [](std::uint32_t, int, std::uint64_t) { return true; }, true);
   }
 
-  // The same for clustering into `uf` (positions of this index = uf elements): candidates
-  // already in the row's cluster are not verified again (connectivity is unchanged), so
-  // dup_pos/sim name an earlier verified near-duplicate, not necessarily the most similar one.
-  // A row is stored in a band bucket only while that bucket holds fewer than kClusterCap rows
-  // of its cluster: a cluster of m near-identical rows then costs O(m), not O(m^2). That cap
-  // makes the index an approximation, so it can no longer be saved.
+  // Stores n signatures without looking for their near-duplicates (for rows already known to
+  // be distinct, e.g. the kept documents of a dedup run): O(bands) per row.
+  void append(const T* sigs, std::size_t n, const std::int64_t* keys) {
+    std::vector<std::int64_t> dp(n);
+    std::vector<float> sm(n);
+    add_impl(sigs, n, keys, dp.data(), sm.data(), [](std::uint32_t, std::uint32_t, double) {},
+             [](std::uint32_t, std::uint32_t) { return false; }, [](std::uint32_t, int, std::uint64_t) { return true; },
+             false);
+  }
+
+  // Candidate pairs whose estimated Jaccard was computed by the last add/add_clustered call.
+  std::uint64_t comparisons() const { return comparisons_; }
+
+  // The same for clustering into `uf` (positions of this index = uf elements). The rule, in
+  // full (docs/dedup.md states it for users):
+  //  1. Candidates of a row are the members of its band buckets; each bucket contributes at
+  //     most kBucketCap of them, the most recently stored first.
+  //  2. A candidate already in the row's cluster is not verified again (connectivity is
+  //     unchanged); any other is verified (estimated Jaccard >= threshold) and joins clusters.
+  //     dup_pos/sim name an earlier verified near-duplicate, not necessarily the most similar.
+  //  3. A row with the same signature as an earlier row always joins that row's cluster,
+  //     whatever the buckets held (a table of whole signatures).
+  //  4. A row is stored in a bucket only while the bucket holds fewer than kBucketCap rows and
+  //     fewer than kClusterCap rows of the row's cluster.
+  // Bound on work: a row visits at most bands * kBucketCap bucket members in (1) and again in
+  // (4), verifies each distinct candidate once (k slot compares), and does one table lookup in
+  // (3); so n rows cost O(n * bands * kBucketCap * (k + union-find)) whatever the data, linear
+  // in n. Without (1)/(4) a corpus of m templated pages that all share band keys but stay under
+  // the threshold costs O(m^2) verifications. The caps only matter for buckets that hold more
+  // than kBucketCap rows, i.e. band keys shared by many documents that are not near-duplicates
+  // of each other; near-duplicates also share their other band keys. The caps make the index
+  // an approximation, so it can no longer be saved.
   static constexpr int kClusterCap = 8;
+  static constexpr int kBucketCap = 64;
   void add_clustered(const T* sigs, std::size_t n, const std::int64_t* keys, std::int64_t* dup_pos, float* sim,
                      UnionFind& uf) {
-    capped_ = true;
+    if (!capped_) {
+      capped_ = true;
+      for (std::size_t i = 0; i < keys_.size(); ++i) {
+        if (rep_[i] == kBucketed) exact_insert(static_cast<std::uint32_t>(i));
+      }
+    }
     add_impl(
         sigs, n, keys, dup_pos, sim, [&uf](std::uint32_t a, std::uint32_t b, double) { uf.unite(a, b); },
         [&uf](std::uint32_t c, std::uint32_t pos) { return uf.find(c) == uf.find(pos); },
         [&](std::uint32_t pos, int band, std::uint64_t key) {
           const std::uint32_t root = uf.find(pos);
-          int same = 0;
-          for (std::uint32_t m = head(band, key); m != kEmpty && same < kClusterCap; m = next(m, band)) {
+          int same = 0, total = 0;
+          for (std::uint32_t m = head(band, key); m != kEmpty && total < kBucketCap; m = next(m, band)) {
+            ++total;
             same += uf.find(m) == root;
+            if (same >= kClusterCap) return false;
           }
-          return same < kClusterCap;
-        });
+          return total < kBucketCap;
+        },
+        true);
   }
 
   // Positions (in insertion order) of indexed near-duplicates of `sig`, exact copies included.
@@ -136,7 +249,7 @@ class LSHIndex {
     std::vector<std::uint64_t> bkeys(static_cast<std::size_t>(p_.bands));
     std::vector<std::uint32_t> cand;
     band_keys(sig, bkeys.data());
-    gather(bkeys.data(), cand);
+    gather(bkeys.data(), cand, kEmpty);
     for (std::uint32_t c : cand) {
       if (p_.verify && jaccard_estimate(sig, signature(c), k()) < p_.threshold) continue;
       out.push_back(c);
@@ -147,7 +260,7 @@ class LSHIndex {
   }
 
   // Serialised form: header, metadata bytes, keys, row states, signatures, xxh64 checksum.
-  std::vector<char> to_bytes(const std::string& meta) const {
+  std::vector<char> to_bytes(const std::string& meta, const HasherParams& hasher = HasherParams{}) const {
     if (capped_) throw std::logic_error("an index used for clustering (add_clustered) cannot be saved");
     std::vector<char> out;
     auto put = [&out](const void* p, std::size_t n) {
@@ -165,6 +278,13 @@ class LSHIndex {
     h.threshold = p_.threshold;
     h.count = keys_.size();
     h.meta_len = meta.size();
+    h.hasher_known = hasher.known ? 1u : 0u;
+    if (hasher.known) {
+      h.ngram = hasher.ngram;
+      h.unit = static_cast<std::uint32_t>(hasher.unit);
+      h.scheme = hasher.scheme;
+      h.seed = hasher.seed;
+    }
     out.reserve(sizeof(h) + meta.size() + keys_.size() * (16 + k() * sizeof(T)) + 8);
     put(&h, sizeof(h));
     put(meta.data(), meta.size());
@@ -177,14 +297,31 @@ class LSHIndex {
   }
 
   // The width (4 or 8) of the slots in a serialised index, after checking its header.
-  static std::uint32_t peek_width(const char* data, std::size_t len) { return read_header(data, len).width; }
+  static std::uint32_t peek_width(const char* data, std::size_t len) {
+    std::size_t hs;
+    return read_header(data, len, hs).width;
+  }
 
-  static LSHIndex from_bytes(const char* data, std::size_t len, std::string* meta) {
-    const Header h = read_header(data, len);
+  // `version` (if given) receives the file's format version: 1 files record no hasher.
+  static LSHIndex from_bytes(const char* data, std::size_t len, std::string* meta, HasherParams* hasher = nullptr,
+                             std::uint32_t* version = nullptr) {
+    std::size_t hsize;
+    const Header h = read_header(data, len, hsize);
+    if (version) *version = h.version;
+    if (hasher) {
+      *hasher = HasherParams{};
+      hasher->known = h.hasher_known == 1;
+      if (hasher->known) {
+        hasher->ngram = h.ngram;
+        hasher->unit = static_cast<Unit>(h.unit);
+        hasher->seed = h.seed;
+        hasher->scheme = h.scheme;
+      }
+    }
     if (h.width != sizeof(T)) throw IndexFormatError("index file: slot width does not match");
     const std::uint64_t k = h.num_perm;
     const unsigned __int128 body = static_cast<unsigned __int128>(h.count) * (16 + k * sizeof(T));
-    const unsigned __int128 expect = sizeof(Header) + static_cast<unsigned __int128>(h.meta_len) + body + 8;
+    const unsigned __int128 expect = hsize + static_cast<unsigned __int128>(h.meta_len) + body + 8;
     if (expect != len) {
       throw IndexFormatError("index file is truncated or has trailing data (expected " +
                              std::to_string(static_cast<unsigned long long>(expect)) + " bytes, found " +
@@ -201,7 +338,7 @@ class LSHIndex {
     p.verify = (h.flags & 1u) != 0;
     p.match_empty = (h.flags & 2u) != 0;
     LSHIndex idx(p);
-    const char* q = data + sizeof(Header);
+    const char* q = data + hsize;
     if (meta) meta->assign(q, h.meta_len);
     q += h.meta_len;
     const std::size_t n = h.count;
@@ -210,6 +347,13 @@ class LSHIndex {
     idx.sigs_.resize(n * k);
     std::memcpy(idx.keys_.data(), q, n * 8);
     q += n * 8;
+    idx.keyset_.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (idx.keys_[i] == KeySet::kFree || !idx.keyset_.insert(idx.keys_[i])) {
+        throw IndexFormatError("index file: key " + std::to_string(idx.keys_[i]) + " at row " + std::to_string(i) +
+                               " is " + (idx.keys_[i] == KeySet::kFree ? "reserved" : "repeated"));
+      }
+    }
     std::memcpy(idx.rep_.data(), q, n * 8);
     q += n * 8;
     std::memcpy(idx.sigs_.data(), q, n * k * sizeof(T));
@@ -235,8 +379,22 @@ class LSHIndex {
  private:
   template <class OnMatch, class Skip, class Store>
   void add_impl(const T* sigs, std::size_t n, const std::int64_t* keys, std::int64_t* dup_pos, float* sim,
-                OnMatch&& on_match, Skip&& skip, Store&& store) {
+                OnMatch&& on_match, Skip&& skip, Store&& store, bool search) {
     if (keys_.size() + n >= kEmpty) throw std::length_error("an LSHIndex holds at most 2^32 - 2 rows");
+    comparisons_ = 0;
+    if (!view_) {  // a view (cluster_signatures) has positions as keys and keeps no key set
+      std::vector<std::int64_t> positions;
+      const std::int64_t* kk = keys;
+      if (!kk) {
+        positions.resize(n);
+        for (std::size_t i = 0; i < n; ++i) positions[i] = static_cast<std::int64_t>(keys_.size() + i);
+        kk = positions.data();
+      }
+      const std::string why = key_problem(keyset_, kk, n);
+      if (!why.empty()) throw std::invalid_argument(why);
+      keyset_.reserve(keys_.size() + n);
+      for (std::size_t i = 0; i < n; ++i) keyset_.insert(kk[i]);
+    }
     reserve(keys_.size() + n);
     std::vector<std::uint32_t> cand;
     std::vector<std::uint64_t> bkeys(static_cast<std::size_t>(p_.bands));
@@ -259,17 +417,34 @@ class LSHIndex {
         continue;
       }
       band_keys(sig, bkeys.data());
-      gather(bkeys.data(), cand);
+      if (!search) {
+        insert(pos, bkeys.data(), store);
+        rep_.push_back(kBucketed);
+        continue;
+      }
+      gather(bkeys.data(), cand, capped_ ? static_cast<std::uint32_t>(kBucketCap) : kEmpty);
       std::int64_t best = -1;
       double best_sim = -1.0;
       for (std::uint32_t c : cand) {
         if (skip(c, pos)) continue;
+        ++comparisons_;
         const double s = jaccard_estimate(sig, signature(c), k());
         if (p_.verify && s < p_.threshold) continue;
         on_match(c, pos, s);
         if (s > best_sim) {
           best_sim = s;
           best = c;
+        }
+      }
+      if (capped_) {  // rule 3: an earlier identical signature the capped buckets did not show
+        const std::uint32_t twin = exact_find(sig);
+        if (twin != kEmpty && !skip(twin, pos)) {
+          ++comparisons_;
+          on_match(twin, pos, 1.0);
+          if (best_sim < 1.0) {
+            best = twin;
+            best_sim = 1.0;
+          }
         }
       }
       if (best >= 0) {
@@ -284,8 +459,37 @@ class LSHIndex {
       } else {
         insert(pos, bkeys.data(), store);
         rep_.push_back(kBucketed);
+        if (capped_) exact_insert(pos);
       }
     }
+  }
+
+  // The first bucketed row whose whole signature equals `sig`, or kEmpty (clustering only).
+  std::uint32_t exact_find(const T* sig) const {
+    if (exact_.heads.empty()) return kEmpty;
+    const std::uint64_t h = xxh64(sig, k() * sizeof(T), 0);
+    const std::size_t mask = exact_.heads.size() - 1;
+    for (std::size_t s = h & mask;; s = (s + 1) & mask) {
+      if (exact_.heads[s] == kEmpty) return kEmpty;
+      if (exact_.keys[s] == h) {
+        const std::uint32_t pos = exact_.heads[s];
+        return std::memcmp(sig, signature(pos), k() * sizeof(T)) == 0 ? pos : kEmpty;
+      }
+    }
+  }
+
+  void exact_insert(std::uint32_t pos) {
+    const std::uint64_t h = xxh64(signature(pos), k() * sizeof(T), 0);
+    if (2 * (exact_.used + 1) > exact_.heads.size()) grow(exact_);
+    const std::size_t mask = exact_.heads.size() - 1;
+    std::size_t s = h & mask;
+    while (exact_.heads[s] != kEmpty) {
+      if (exact_.keys[s] == h) return;  // keep the first row with this signature
+      s = (s + 1) & mask;
+    }
+    exact_.keys[s] = h;
+    exact_.heads[s] = pos;
+    ++exact_.used;
   }
 
   // First member of the bucket of `band` with band key `key` (kEmpty if there is none).
@@ -320,19 +524,36 @@ class LSHIndex {
     double threshold;
     std::uint64_t count;
     std::uint64_t meta_len;
+    // Format 2 on (format 1 ends above): the hasher, see HasherParams.
+    std::uint32_t hasher_known;  // 0 or 1
+    std::uint32_t ngram;
+    std::uint32_t unit;
+    std::uint32_t scheme;
+    std::uint64_t seed;
   };
+  static constexpr std::size_t kHeaderV1 = 56;
+  static_assert(sizeof(Header) == 80 && offsetof(Header, hasher_known) == kHeaderV1, "index header layout");
   static constexpr char kMagic[8] = {'M', 'X', 'S', 'V', 'L', 'S', 'H', '\0'};
-  static constexpr std::uint32_t kVersion = 1;
+  static constexpr std::uint32_t kVersion = 2;
 
-  static Header read_header(const char* data, std::size_t len) {
-    Header h;
-    if (len < sizeof(Header) + 8) throw IndexFormatError("not a mixsieve LSH index file (too short)");
-    std::memcpy(&h, data, sizeof(Header));
+  static Header read_header(const char* data, std::size_t len, std::size_t& size) {
+    Header h{};
+    if (len < kHeaderV1 + 8) throw IndexFormatError("not a mixsieve LSH index file (too short)");
+    std::memcpy(&h, data, kHeaderV1);
     if (std::memcmp(h.magic, kMagic, sizeof(kMagic)) != 0) {
       throw IndexFormatError("not a mixsieve LSH index file (bad magic bytes)");
     }
-    if (h.version != kVersion) {
-      throw IndexFormatError("unsupported index file version " + std::to_string(h.version));
+    if (h.version != 1 && h.version != kVersion) {
+      throw IndexFormatError("unsupported index file version " + std::to_string(h.version) +
+                             " (this mixsieve reads versions 1 and 2)");
+    }
+    size = h.version == 1 ? kHeaderV1 : sizeof(Header);
+    if (h.version >= 2) {
+      if (len < sizeof(Header) + 8) throw IndexFormatError("not a mixsieve LSH index file (too short)");
+      std::memcpy(&h, data, sizeof(Header));
+      if (h.hasher_known > 1 || (h.hasher_known && (h.ngram == 0 || h.ngram > (1u << 16) || h.unit > 1))) {
+        throw IndexFormatError("index file: corrupt hasher parameters");
+      }
     }
     if (h.width != 4 && h.width != 8) throw IndexFormatError("index file: bad slot width");
     if (h.num_perm == 0 || h.num_perm > (1u << 20) || h.bands == 0 || h.rows == 0 ||
@@ -352,11 +573,13 @@ class LSHIndex {
     }
   }
 
-  // Sorted, distinct positions sharing at least one band key.
-  void gather(const std::uint64_t* bkeys, std::vector<std::uint32_t>& cand) const {
+  // Sorted, distinct positions sharing at least one band key; at most `limit` (the most
+  // recently stored) from each bucket.
+  void gather(const std::uint64_t* bkeys, std::vector<std::uint32_t>& cand, std::uint32_t limit) const {
     cand.clear();
     for (int b = 0; b < p_.bands; ++b) {
-      for (std::uint32_t m = head(b, bkeys[b]); m != kEmpty; m = next(m, b)) cand.push_back(m);
+      std::uint32_t seen = 0;
+      for (std::uint32_t m = head(b, bkeys[b]); m != kEmpty && seen < limit; m = next(m, b), ++seen) cand.push_back(m);
     }
     std::sort(cand.begin(), cand.end());
     cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
@@ -424,17 +647,22 @@ class LSHIndex {
   std::vector<std::uint32_t> alias_head_;  // per bucketed row: its exact copies
   std::vector<std::uint32_t> alias_next_;
   bool capped_ = false;  // add_clustered was used: buckets are incomplete
+  KeySet keyset_;        // every key (not kept for a view)
+  Table exact_;          // clustering only: whole-signature hash -> first bucketed row
+  std::uint64_t comparisons_ = 0;
 };
 
 // Near-duplicate clusters of n signatures: verified candidate pairs join clusters, whose id is
 // the lowest row. dup_pos/sim as in LSHIndex::add_clustered.
+// Returns the number of candidate pairs compared (see LSHIndex::add_clustered for the bound).
 template <class T>
-void cluster_signatures(const T* sigs, std::size_t n, const LSHParams& p, std::int64_t* cluster,
-                        std::int64_t* dup_pos, float* sim) {
+std::uint64_t cluster_signatures(const T* sigs, std::size_t n, const LSHParams& p, std::int64_t* cluster,
+                                 std::int64_t* dup_pos, float* sim) {
   LSHIndex<T> idx = LSHIndex<T>::over(p, sigs);
   UnionFind uf(n);
   idx.add_clustered(sigs, n, nullptr, dup_pos, sim, uf);
   for (std::size_t i = 0; i < n; ++i) cluster[i] = uf.find(static_cast<std::uint32_t>(i));
+  return idx.comparisons();
 }
 
 }  // namespace mixsieve

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <type_traits>
@@ -75,6 +76,11 @@ __attribute__((target("avx2"))) inline void permute_min_u32_avx2(const std::uint
 
 }  // namespace minhash_detail
 
+// Version of everything that turns text into signature slots: the normalisation and its Unicode
+// tables, shingling, the shingle hash, fold32 and the permutation parameters. Index files
+// record it; bump it whenever a change makes old signatures differ from new ones.
+inline constexpr std::uint32_t kSignatureScheme = 1;
+
 struct MinHashConfig {
   int num_perm = 128;
   int ngram = 5;
@@ -115,18 +121,89 @@ class MinHasher {
   const std::vector<T>& a() const { return a_; }
   const std::vector<T>& b() const { return b_; }
 
+  // Text is normalised, shingled and hashed in pieces of about kPiece bytes: a piece's
+  // shingles are folded into the slot minima before the next piece is read, and only the
+  // normalised text later shingles still need (the last ngram - 1 units) is kept. The
+  // working set is O(kPiece + longest shingle), not O(document): a 50 MB document needs a few
+  // MB beyond its own bytes. The result equals hashing all shingles at once (the minimum
+  // ignores order).
+  static constexpr std::size_t kPiece = std::size_t{1} << 16;
+
   // Writes the num_perm slots of one document's signature to `out`. A document without
   // shingles gets every slot equal to the maximum value of T.
   void signature(const char* data, std::size_t len, T* out, MinHashWorkspace<T>& ws) const {
-    normalize(data, len, ws.norm);
-    // Collect shingle spans, then hash them grouped by length (a counting sort): the slot
-    // minimum ignores order, and equal lengths keep xxh64's length-dependent branches
-    // predictable, which roughly halves hashing time on text.
-    ws.spans.clear();
-    for_each_shingle(ws.norm, cfg_.unit, cfg_.ngram, ws.offsets, [&](const char* p, std::size_t n) {
-      ws.spans.emplace_back(static_cast<std::size_t>(p - ws.norm.text.data()), n);
-    });
+    const std::size_t k = static_cast<std::size_t>(cfg_.num_perm);
+    const std::size_t n = static_cast<std::size_t>(cfg_.ngram);
+    for (std::size_t j = 0; j < k; ++j) out[j] = std::numeric_limits<T>::max();
+    Normalized& norm = ws.norm;
+    normalize_begin(norm);
+    ws.offsets.clear();
+    std::size_t next = 0;     // window index of the first unit of the next shingle
+    std::size_t scanned = 0;  // char unit: window bytes already split into code points
+    bool emitted = false;
+    std::size_t pos = 0;
+    do {
+      const std::size_t end = len - pos <= kPiece ? len : utf8_cut(data, len, pos + kPiece);
+      normalize_append(data + pos, end - pos, norm);
+      pos = end;
+      const bool last = pos == len;
+      if (last) normalize_end(norm);
+      ws.spans.clear();
+      if (cfg_.unit == Unit::Word) {
+        for (; next + n <= norm.words; ++next) {
+          const std::size_t s0 = norm.word_start[next];
+          ws.spans.emplace_back(s0, norm.word_end[next + n - 1] - s0);
+        }
+        if (last && !emitted && ws.spans.empty() && norm.words > 0) ws.spans.emplace_back(0, norm.size);
+      } else {
+        const char* t = norm.text.data();
+        for (; scanned < norm.size; ++scanned) {
+          if ((static_cast<unsigned char>(t[scanned]) & 0xC0) != 0x80) ws.offsets.push_back(scanned);
+        }
+        const std::size_t cps = ws.offsets.size();
+        for (; next + n <= cps; ++next) {
+          const std::size_t stop = next + n < cps ? ws.offsets[next + n] : norm.size;
+          ws.spans.emplace_back(ws.offsets[next], stop - ws.offsets[next]);
+        }
+        if (last && !emitted && ws.spans.empty() && cps > 0) ws.spans.emplace_back(0, norm.size);
+      }
+      emitted = emitted || !ws.spans.empty();
+      hash_spans(norm.text.data(), ws, out);
+      if (last || next == 0) continue;
+      // Keep only what later shingles need.
+      if (cfg_.unit == Unit::Word) {
+        const std::size_t from = next < norm.words || norm.in_word ? norm.word_start[next] : norm.size;
+        normalize_drop_front(norm, from, next);
+      } else {
+        const std::size_t cps = ws.offsets.size();
+        const std::size_t from = next < cps ? ws.offsets[next] : norm.size;
+        std::memmove(norm.text.data(), norm.text.data() + from, norm.size - from);
+        norm.size -= from;
+        ws.offsets.erase(ws.offsets.begin(), ws.offsets.begin() + static_cast<std::ptrdiff_t>(next));
+        for (std::size_t& o : ws.offsets) o -= from;
+        scanned = norm.size;
+        norm.words = 0;  // char shingles do not use the word table; keep it valid and small
+        if (norm.in_word) norm.word_start[0] = 0;
+      }
+      next = 0;
+    } while (pos < len);
+  }
+
+  // Minimum over the permuted values of pre-computed slot inputs (fold32'd for uint32).
+  void permute_min(const T* x, std::size_t n, T* out) const {
+    const std::size_t k = static_cast<std::size_t>(cfg_.num_perm);
+    for (std::size_t j = 0; j < k; ++j) out[j] = std::numeric_limits<T>::max();
+    permute_min_into(x, n, out);
+  }
+
+ private:
+  // Hashes the shingles ws.spans of `text` and folds them into the slot minima `out`. Spans
+  // are hashed grouped by length (a counting sort): the slot minimum ignores order, and equal
+  // lengths keep xxh64's length-dependent branches predictable, which roughly halves hashing
+  // time on text.
+  void hash_spans(const char* text, MinHashWorkspace<T>& ws, T* out) const {
     const std::size_t count = ws.spans.size();
+    if (count == 0) return;
     constexpr std::size_t kLenBuckets = 128;  // longer shingles share the last bucket
     std::size_t start[kLenBuckets + 1] = {};
     for (const auto& sp : ws.spans) ++start[std::min(sp.second, kLenBuckets - 1) + 1];
@@ -134,7 +211,6 @@ class MinHasher {
     if (ws.sorted.size() < count) ws.sorted.resize(count);
     for (const auto& sp : ws.spans) ws.sorted[start[std::min(sp.second, kLenBuckets - 1)]++] = sp;
     if (ws.x.size() < count) ws.x.resize(count);
-    const char* text = ws.norm.text.data();
     const std::uint64_t seed = cfg_.seed;
     T* x = ws.x.data();
     for (std::size_t i = 0; i < count; ++i) {
@@ -145,13 +221,12 @@ class MinHasher {
         x[i] = h;
       }
     }
-    permute_min(x, count, out);
+    permute_min_into(x, count, out);
   }
 
-  // Minimum over the permuted values of pre-computed slot inputs (fold32'd for uint32).
-  void permute_min(const T* x, std::size_t n, T* out) const {
+  // Folds the permuted values of x into the slot minima `out`.
+  void permute_min_into(const T* x, std::size_t n, T* out) const {
     const std::size_t k = static_cast<std::size_t>(cfg_.num_perm);
-    for (std::size_t j = 0; j < k; ++j) out[j] = std::numeric_limits<T>::max();
 #ifdef MIXSIEVE_HAVE_AVX2_PATH
     if constexpr (std::is_same_v<T, std::uint32_t>) {
       if (cpu_has_avx2()) {

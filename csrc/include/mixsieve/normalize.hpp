@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "mixsieve/unicode.hpp"
@@ -29,7 +30,11 @@ struct Normalized {
   std::size_t size = 0;                 // bytes used in `text`
   std::vector<std::size_t> word_start;  // byte offset of each word (first `words` entries)
   std::vector<std::size_t> word_end;    // one past each word's last byte
-  std::size_t words = 0;
+  std::size_t words = 0;                // complete words (a word still open starts at word_start[words])
+  // Streaming state (normalize_append): inside a word at the end of the text so far; a word
+  // has been written (the next one is preceded by a space, even if the window dropped it).
+  bool in_word = false;
+  bool started = false;
 };
 
 namespace normalize_detail {
@@ -73,22 +78,33 @@ inline Scan16 scan16(const unsigned char* p) {
 }
 #endif
 
-inline void normalize(const char* data, std::size_t len, Normalized& out) {
+inline void normalize_begin(Normalized& out) {
+  out.size = 0;
+  out.words = 0;
+  out.in_word = false;
+  out.started = false;
+}
+
+// Normalises `len` more bytes of a text, appending to `out` (a word open at the end of the
+// previous piece continues). Pieces must be cut where no UTF-8 sequence is split: before a
+// byte that is not a continuation byte, or after three continuation bytes.
+inline void normalize_append(const char* data, std::size_t len, Normalized& out) {
   using normalize_detail::kAscii;
   // Lower-casing can lengthen a character by at most half (2 -> 3 bytes), and the vector
   // path stores 16 bytes past its write position; a text of `len` bytes has at most
-  // (len + 1) / 2 words.
-  if (out.text.size() < 2 * len + 32) out.text.resize(2 * len + 32);
-  if (out.word_start.size() < len / 2 + 1) {
-    out.word_start.resize(len / 2 + 1);
-    out.word_end.resize(len / 2 + 1);
+  // (len + 1) / 2 words, plus the one left open by the previous piece.
+  if (out.text.size() < out.size + 2 * len + 32) out.text.resize(out.size + 2 * len + 32);
+  if (out.word_start.size() < out.words + len / 2 + 2) {
+    out.word_start.resize(out.words + len / 2 + 2);
+    out.word_end.resize(out.words + len / 2 + 2);
   }
   char* const base = out.text.data();
   std::size_t* const ws = out.word_start.data();
   std::size_t* const we = out.word_end.data();
-  std::size_t nw = 0;
-  char* w = base;
-  bool in_word = false;
+  std::size_t nw = out.words;
+  char* w = base + out.size;
+  bool in_word = out.in_word;
+  bool started = out.started;
   const auto* p = reinterpret_cast<const unsigned char*>(data);
   const auto* const end = p + len;
   while (p < end) {
@@ -118,7 +134,8 @@ inline void normalize(const char* data, std::size_t len, Normalized& out) {
         const unsigned i = static_cast<unsigned>(__builtin_ctz(any));
         p += i;
         if (!((s.high >> i) & 1u)) {
-          if (nw) *w++ = ' ';
+          if (started) *w++ = ' ';
+          started = true;
           ws[nw] = static_cast<std::size_t>(w - base);
           in_word = true;
           continue;
@@ -139,7 +156,8 @@ inline void normalize(const char* data, std::size_t len, Normalized& out) {
     }
     if (is_word) {
       if (!in_word) {
-        if (nw) *w++ = ' ';
+        if (started) *w++ = ' ';
+        started = true;
         ws[nw] = static_cast<std::size_t>(w - base);
         in_word = true;
       }
@@ -149,9 +167,44 @@ inline void normalize(const char* data, std::size_t len, Normalized& out) {
       in_word = false;
     }
   }
-  if (in_word) we[nw++] = static_cast<std::size_t>(w - base);
   out.words = nw;
   out.size = static_cast<std::size_t>(w - base);
+  out.in_word = in_word;
+  out.started = started;
+}
+
+// Closes a word left open at the end of the text.
+inline void normalize_end(Normalized& out) {
+  if (out.in_word) out.word_end[out.words++] = out.size;
+  out.in_word = false;
+}
+
+inline void normalize(const char* data, std::size_t len, Normalized& out) {
+  normalize_begin(out);
+  normalize_append(data, len, out);
+  normalize_end(out);
+}
+
+// Drops the normalised text before byte `from` and the words before `first_word` (which must
+// start at or after `from`; an open word must too), keeping the rest at the front. For
+// streaming: memory stays bounded by what later shingles still need.
+inline void normalize_drop_front(Normalized& out, std::size_t from, std::size_t first_word) {
+  if (from == 0 && first_word == 0) return;
+  std::memmove(out.text.data(), out.text.data() + from, out.size - from);
+  out.size -= from;
+  const std::size_t keep = out.words - first_word + (out.in_word ? 1 : 0);
+  for (std::size_t i = 0; i < keep; ++i) {
+    out.word_start[i] = out.word_start[first_word + i] - from;
+    if (i + first_word < out.words) out.word_end[i] = out.word_end[first_word + i] - from;
+  }
+  out.words -= first_word;
+}
+
+// Where a text of `len` bytes may be cut near `at` (<= len) without splitting a UTF-8
+// sequence: the first position from `at` on before a non-continuation byte, at most 3 bytes on.
+inline std::size_t utf8_cut(const char* data, std::size_t len, std::size_t at) {
+  for (int i = 0; i < 3 && at < len && (static_cast<unsigned char>(data[at]) & 0xC0) == 0x80; ++i) ++at;
+  return at;
 }
 
 // Byte offsets of every code point of the normalised text, plus a final `size` sentinel.

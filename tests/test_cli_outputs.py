@@ -1,0 +1,319 @@
+"""mixsieve-dedup's outputs and flags, run as a subprocess: outputs that name the same file as
+another output or an input (directly, through a link, or found in an input folder) are refused
+before any work; a killed run leaves nothing behind; unwritable outputs, empty folders, folders
+given as an index, compressed input and out-of-range numbers get a clear message and exit
+code; ``-o -`` writes to standard output; a UTF-8 byte order mark is accepted. The reference
+for kept output is mixsieve.dedup on the same texts."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import mixsieve as ms
+import pytest
+from mixsieve.cli import dedup_binary
+
+BIN = dedup_binary()
+
+
+def run(*args, check=True, stdin=None, cwd=None):
+    proc = subprocess.run([BIN, *map(str, args)], capture_output=True, input=stdin, timeout=300, cwd=cwd)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr.decode()}")
+    return proc
+
+
+DOCS = [f"document number {i} says something about topic {i % 7} in its own words" for i in range(40)]
+DOCS += [DOCS[3], DOCS[5] + "!", DOCS[3].upper()]
+
+
+def write_jsonl(path, docs=DOCS):
+    data = "".join(json.dumps({"id": i, "text": d}) + "\n" for i, d in enumerate(docs)).encode()
+    path.write_bytes(data)
+    return data
+
+
+def kept_lines(docs=DOCS):
+    res = ms.dedup(docs)
+    return "".join(
+        json.dumps({"id": i, "text": d}) + "\n" for i, d in enumerate(docs) if res.keep[i]
+    ).encode()
+
+
+def make_index(tmp_path, name="seen.msidx"):
+    write_jsonl(tmp_path / "seed.jsonl", DOCS[:10])
+    run(
+        tmp_path / "seed.jsonl",
+        "-o",
+        tmp_path / "seed-out.jsonl",
+        "--index",
+        tmp_path / name,
+        "--update-index",
+    )
+    return tmp_path / name
+
+
+def test_two_outputs_naming_one_file_are_refused_before_any_work(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl")
+    idx = make_index(tmp_path)
+    idx_bytes = idx.read_bytes()
+    (tmp_path / "same.jsonl").write_bytes(b"precious\n")
+    os.link(idx, tmp_path / "hard.msidx")
+    os.symlink(tmp_path / "same.jsonl", tmp_path / "sym.jsonl")
+    inp = tmp_path / "in.jsonl"
+    cases = [
+        [inp, "-o", tmp_path / "same.jsonl", "--report", tmp_path / "same.jsonl"],
+        [inp, "-o", tmp_path / "same.jsonl", "--report", tmp_path / "sym.jsonl"],
+        [inp, "-o", tmp_path / "new.jsonl", "--report", tmp_path / "sub" / ".." / "new.jsonl"],
+        [inp, "--index", idx, "--update-index", "-o", idx],
+        [inp, "--index", idx, "--update-index", "-o", tmp_path / "hard.msidx"],
+        [inp, "--index", idx, "--update-index", "-o", tmp_path / "o.jsonl", "--report", idx],
+        [inp, "--index", idx, "-o", tmp_path / "o.jsonl", "--report", idx],
+        [inp, "-o", "-", "--report", "-"],
+    ]
+    (tmp_path / "sub").mkdir()
+    for args in cases:
+        proc = run(*args, check=False)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert b"same file" in proc.stderr, (args, proc.stderr)
+        assert idx.read_bytes() == idx_bytes
+        assert (tmp_path / "same.jsonl").read_bytes() == b"precious\n"
+        assert not (tmp_path / "new.jsonl").exists() and not (tmp_path / "o.jsonl").exists()
+
+
+def test_an_input_is_never_an_output(tmp_path):
+    data = write_jsonl(tmp_path / "in.jsonl")
+    os.link(tmp_path / "in.jsonl", tmp_path / "hard.jsonl")
+    idx = make_index(tmp_path)
+    for args in [
+        [tmp_path / "in.jsonl", "-o", tmp_path / "hard.jsonl"],
+        [tmp_path / "in.jsonl", "-o", tmp_path / "o.jsonl", "--report", tmp_path / "in.jsonl"],
+        [
+            tmp_path / "in.jsonl",
+            "-o",
+            tmp_path / "o.jsonl",
+            "--index",
+            tmp_path / "in.jsonl",
+            "--update-index",
+        ],
+        [idx, "-o", tmp_path / "o.jsonl", "--index", idx, "--update-index", "--format", "file"],
+    ]:
+        proc = run(*args, check=False)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert b"same file" in proc.stderr or b"is also an input" in proc.stderr, proc.stderr
+    assert (tmp_path / "in.jsonl").read_bytes() == data
+
+
+def test_folder_input_never_reads_the_runs_own_outputs(tmp_path):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    write_jsonl(d / "a.jsonl")
+    # A previous run's output and report lie in the input folder: they are not inputs.
+    (d / "out.jsonl").write_text(json.dumps({"text": "stale output of an earlier run"}) + "\n")
+    (d / "report.jsonl").write_text(json.dumps({"text": "stale report of an earlier run"}) + "\n")
+    run(d, "-o", d / "out.jsonl", "--report", d / "report.jsonl")
+    assert (d / "out.jsonl").read_bytes() == kept_lines()
+    run(d, "-o", d / "out.jsonl", "--report", d / "report.jsonl")
+    assert (d / "out.jsonl").read_bytes() == kept_lines()
+
+
+def _big_input(path, n=60_000):
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"text": f"row {i} " + " ".join(f"w{(i * 7 + j) % 5003}" for j in range(60))}))
+            f.write("\n")
+
+
+def _fds_into(pid, folder):
+    found = []
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(str(folder)):
+                found.append(target)
+    except FileNotFoundError:
+        pass
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to see the open outputs")
+def test_sigkill_while_writing_leaves_nothing_behind(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    _big_input(src / "in.jsonl")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    idx = out_dir / "seen.msidx"
+    args = [str(src / "in.jsonl"), "-o", str(out_dir / "kept.jsonl"), "--report", str(out_dir / "rep.jsonl")]
+    args += ["--index", str(idx), "--update-index", "--threads", "1", "--quiet"]
+    proc = subprocess.Popen([BIN, *args], stderr=subprocess.PIPE)
+    # Kill it once it holds an output file open in the output folder (a named temporary or
+    # an unnamed O_TMPFILE one): the moment a crash would leave debris.
+    deadline = time.monotonic() + 120
+    while not _fds_into(proc.pid, out_dir) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert os.listdir(out_dir) == []
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["o_tmpfile", "named_temporary"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_terminated_run_leaves_nothing_behind(tmp_path, sig, named):
+    # named: the fallback for file systems without O_TMPFILE (a hidden name removed on signals).
+    env = dict(os.environ, MIXSIEVE_DEDUP_NO_TMPFILE="1" if named else "0")
+    src = tmp_path / "src"
+    src.mkdir()
+    _big_input(src / "in.jsonl", 30_000)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen(
+        [BIN, str(src / "in.jsonl"), "-o", str(out_dir / "kept.jsonl"), "--threads", "1", "--quiet"],
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    while not _fds_into(proc.pid, out_dir) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    proc.stderr.close()
+    assert proc.returncode != 0
+    assert os.listdir(out_dir) == []
+
+
+def test_unwritable_output_is_reported_before_reading_the_input(tmp_path):
+    # The input is broken at line 1: a run that reads it first would report that instead.
+    (tmp_path / "in.jsonl").write_bytes(b"not json\n")
+    (tmp_path / "afile").write_text("x")
+    for flag in ["-o", "--report", "--index"]:
+        args = [tmp_path / "in.jsonl", "-o", tmp_path / "o.jsonl", "--update-index"]
+        if flag == "-o":
+            args[2] = tmp_path / "afile" / "o.jsonl"
+        elif flag == "--report":
+            args += ["--report", tmp_path / "afile" / "r.jsonl"]
+        else:
+            args += ["--index", tmp_path / "afile" / "i.msidx"]
+        if flag != "--index":
+            args.remove("--update-index")
+        proc = run(*args, check=False)
+        assert proc.returncode == 1, (flag, proc.stderr)
+        assert b"cannot write" in proc.stderr and b"afile" in proc.stderr, (flag, proc.stderr)
+        assert b"malformed JSON" not in proc.stderr
+
+
+def test_dash_o_writes_to_standard_output(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl")
+    proc = run(tmp_path / "in.jsonl", "-o", "-", "--quiet", cwd=tmp_path)
+    assert proc.stdout == kept_lines()
+    assert not (tmp_path / "-").exists()
+    proc = run("-", "-o", "-", "--report", tmp_path / "r.jsonl", "--quiet", stdin=write_jsonl(tmp_path / "x"))
+    assert proc.stdout == kept_lines()
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == len(DOCS) - kept_lines().count(b"\n")
+
+
+def test_empty_folder_or_folder_without_matching_files_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.md").write_text("no jsonl here\n")
+    for folder in ["empty", "other"]:
+        proc = run(tmp_path / folder, "-o", tmp_path / "o.jsonl", check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert str(tmp_path / folder).encode() in proc.stderr and b"no input files" in proc.stderr
+        assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_byte_order_mark_is_accepted(tmp_path):
+    bom = b"\xef\xbb\xbf"
+    data = write_jsonl(tmp_path / "plain.jsonl")
+    (tmp_path / "bom.jsonl").write_bytes(bom + data)
+    run(tmp_path / "bom.jsonl", "-o", tmp_path / "o.jsonl")
+    run(tmp_path / "plain.jsonl", "-o", tmp_path / "p.jsonl")
+    assert (tmp_path / "o.jsonl").read_bytes() == bom + (tmp_path / "p.jsonl").read_bytes()
+    # Files joined with cat carry a mark at the start of a line.
+    (tmp_path / "cat.jsonl").write_bytes(bom + data + bom + b'{"text": "one more document here"}\n')
+    run(tmp_path / "cat.jsonl", "-o", tmp_path / "c.jsonl")
+    assert (tmp_path / "c.jsonl").read_bytes().endswith(bom + b'{"text": "one more document here"}\n')
+    # Plain text: the mark is not part of the first document.
+    text = "\n".join(DOCS) + "\n"
+    (tmp_path / "bom.txt").write_bytes(bom + text.encode())
+    (tmp_path / "plain.txt").write_text(text)
+    run(tmp_path / "bom.txt", "--format", "lines", "-o", tmp_path / "bt")
+    run(tmp_path / "plain.txt", "--format", "lines", "-o", tmp_path / "pt")
+    assert (tmp_path / "bt").read_bytes() == bom + (tmp_path / "pt").read_bytes()
+
+
+def test_zstd_input_is_named_with_a_way_to_feed_it(tmp_path):
+    (tmp_path / "in.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd" + bytes(range(64)))
+    proc = run(tmp_path / "in.jsonl.zst", "-o", tmp_path / "o.jsonl", check=False)
+    assert proc.returncode == 1
+    assert b"zstd" in proc.stderr and b"zstd -dc" in proc.stderr and b"malformed JSON" not in proc.stderr
+
+
+def test_output_that_is_a_folder_is_refused_before_the_work(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl")
+    (tmp_path / "d").mkdir()
+    for flag in ["-o", "--report"]:
+        args = [tmp_path / "in.jsonl", "-o", tmp_path / "o.jsonl", flag, tmp_path / "d"]
+        proc = run(*args, check=False)
+        assert proc.returncode == 2 and b"is a directory" in proc.stderr, proc.stderr
+        assert os.listdir(tmp_path / "d") == [] and not (tmp_path / "o.jsonl").exists()
+
+
+def test_index_that_is_a_folder(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl")
+    (tmp_path / "idx").mkdir()
+    for extra in [[], ["--update-index"]]:
+        proc = run(
+            tmp_path / "in.jsonl",
+            "-o",
+            tmp_path / "o.jsonl",
+            "--index",
+            tmp_path / "idx",
+            *extra,
+            check=False,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert b"is a directory" in proc.stderr and b"basic_filebuf" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--threads", "4294967297"),
+        ("--threads", "-1"),
+        ("--threads", "0"),
+        ("--num-perm", "4294967424"),
+        ("--ngram", "4294967297"),
+        ("--ngram", "0"),
+        ("--bands", "4294967297"),
+        ("--rows", "-3"),
+        ("--seed", "-1"),
+        ("--seed", "18446744073709551616"),
+        ("--threshold", "nan"),
+        ("--threshold", "1e999"),
+    ],
+)
+def test_numeric_flags_are_range_checked(tmp_path, flag, value):
+    write_jsonl(tmp_path / "in.jsonl")
+    args = [tmp_path / "in.jsonl", "-o", tmp_path / "o.jsonl", flag, value]
+    if flag in ("--bands", "--rows"):
+        args += ["--rows" if flag == "--bands" else "--bands", "4"]
+    proc = run(*args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert flag.encode() in proc.stderr
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_largest_seed_is_accepted(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl")
+    run(tmp_path / "in.jsonl", "-o", tmp_path / "o.jsonl", "--seed", str(2**64 - 1))
+    res = ms.dedup(DOCS, seed=2**64 - 1)
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == int(res.keep.sum())
