@@ -132,6 +132,7 @@ double available_bytes() {
 // Refuses, with MemoryError, an allocation of `bytes` that the machine cannot hold, rather
 // than letting the kernel kill the process once the pages are touched.
 void check_fits(double bytes, const std::string& what) {
+  if (bytes < 0x1p28) return;  // 256 MB: not worth reading /proc on every small call
   const double avail = available_bytes();
   if (bytes > avail || bytes > 0x1p62) {
     std::ostringstream os;

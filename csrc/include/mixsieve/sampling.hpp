@@ -603,13 +603,16 @@ class ChaoReservoir {
   void feed(std::int64_t id, double raw) {
     // The first positive weight, or one that would push the sums towards overflow, sets the
     // exponent; ordinary weights keep exponent 0 and the arithmetic of an unscaled sampler.
-    const int e = std::ilogb(raw);
-    if (!seen_positive_ ? (e > kOrdinaryExponent || e < -kOrdinaryExponent)
-                        : e - scale_.exponent() > kOrdinaryExponent) {
-      rescale_to(e);
+    if (!seen_positive_) {
+      const int e = weight_exponent(raw);
+      if (e != 0) rescale_to(e);
+      seen_positive_ = true;
     }
-    seen_positive_ = true;
-    const double w = scale_(raw);
+    double w = scale_.exponent() == 0 ? raw : scale_(raw);
+    if (w >= 0x1p257) {  // ilogb(raw) - exponent() > kOrdinaryExponent
+      rescale_to(std::ilogb(raw));
+      w = scale_(raw);
+    }
     if (a_.size() + c_items_.size() < k_) {
       insert_certain({id, w});
       return;
@@ -629,7 +632,10 @@ class ChaoReservoir {
     std::size_t j = m;
     while (j > 0) {
       const Slot& s = at(j - 1);
-      if (j - 1 < k_ && s.w > 0.0 && s.w * static_cast<double>(k_ - (j - 1)) >= outside + suffix + s.w) break;
+      if (s.w * static_cast<double>(k_ - (j - 1)) >= outside + suffix + s.w) {
+        // Passes with equality only when the rest weighs nothing: not a certainty then.
+        if (s.w > 0.0 && j - 1 < k_) break;
+      }
       suffix += s.w;
       --j;
     }
