@@ -232,6 +232,9 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
   std::int64_t done = 0;
   for (std::uint64_t batch = 0; done < total; ++batch) {
     const std::size_t b = static_cast<std::size_t>(std::min<std::int64_t>(batch_size, total - done));
+    // Starting threads costs tens of microseconds a batch: small batches over few blocks run
+    // on this thread (the result does not depend on it).
+    const unsigned batch_threads = bp.blocks() + 4 * b < (std::size_t{1} << 16) ? 1 : threads;
     if (batch > 0 && last_weight < 0x1p-64 * reference_weight) {
       weigh(false);  // the picks shrank every weight: start again from the adjusted scores
       guess = 0.0;
@@ -259,7 +262,7 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
         direct = true;
         break;
       }
-      parallel_for(segments, threads, 1, [&](std::size_t s0, std::size_t s1) {
+      parallel_for(segments, batch_threads, 1, [&](std::size_t s0, std::size_t s1) {
         for (std::size_t sg = s0; sg < s1; ++sg) {
           const std::uint64_t key = stream_key(seed, Stream::SoftCap, (batch * 256 + round) * kSegments + sg);
           seg_weight[sg] = race_points(bp, seg_begin[sg], seg_begin[sg + 1], lo, hi, key, seg_scratch[sg], seg_pts[sg]);
@@ -282,7 +285,7 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
       last_weight = 0.0;
       for (double x : bp.block_sum) last_weight += x;
       if (reference_weight == 0.0) reference_weight = last_weight;
-      parallel_for(segments, threads, 1, [&](std::size_t s0, std::size_t s1) {
+      parallel_for(segments, batch_threads, 1, [&](std::size_t s0, std::size_t s1) {
         for (std::size_t sg = s0; sg < s1; ++sg) {
           const std::uint64_t key = stream_key(seed, Stream::SoftCap, (std::uint64_t{1} << 62) + batch);
           std::vector<RaceKey>& cand = seg_cand[sg];
@@ -309,7 +312,7 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
     std::nth_element(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(b - 1), keys.end(), race_before);
     const RaceKey cut_item = keys[b - 1];
     const double cut = cut_item.key;
-    parallel_for(segments, threads, 1, [&](std::size_t s0, std::size_t s1) {
+    parallel_for(segments, batch_threads, 1, [&](std::size_t s0, std::size_t s1) {
       for (std::size_t sg = s0; sg < s1; ++sg) {
         for (const RaceKey& c : seg_cand[sg]) {  // disjoint memory per segment
           if (race_before(cut_item, c)) continue;
