@@ -204,8 +204,8 @@ class BestK {
 };
 
 // Index of the first weight that is negative, NaN or infinite, or -1; counts positive weights
-// and finds the largest and the smallest positive one (for weight_exponent). The main pass has no early exit, so it
-// vectorises; the index is searched only on failure.
+// and finds the largest and the smallest positive one (for weight_exponent). The main pass has
+// no early exit, so it vectorises; the index is searched only on failure.
 template <class W>
 std::int64_t first_bad_weight(const W* w, std::size_t n, std::size_t* positive, double* largest = nullptr,
                               double* smallest = nullptr) {
