@@ -170,7 +170,7 @@ def clusters(
     return [find(i) for i in range(n)]
 
 
-# ---- weighted sampling (shared/specs/algorithms.md section 1) ----
+# ---- weighted sampling (docs/sampling.md) ----
 
 
 def _mix_np(z):
@@ -206,28 +206,40 @@ def ares_uniforms(seed: int, ids) -> np.ndarray:
     return (2.0 * m.astype(np.float64) + 1.0) * 2.0**-53
 
 
-def exact_successive(w, k):
-    """Successive sampling by enumeration: ordered-tuple pmf, subset pmf, inclusion probs."""
-    import itertools
+def ares_exact_key(seed: int, item_id: int, w: float):
+    """The A-Res key log(u_id) / w as an exact rational (log(u) in double, as the kernel
+    computes it), for ordering items whose double keys underflow or overflow."""
+    import math
+    from fractions import Fraction
 
-    w = [float(x) for x in w]
-    total = sum(w)
-    seq, sets, incl = {}, {}, [0.0] * len(w)
-    for perm in itertools.permutations([i for i in range(len(w)) if w[i] > 0], k):
-        p, rem = 1.0, total
+    u = float(ares_uniforms(seed, [item_id])[0])
+    return Fraction(math.log(u)) / Fraction(w)
+
+
+def exact_successive(w, k):
+    """Successive sampling by enumeration: ordered-tuple pmf, subset pmf, inclusion probs.
+    Exact rational arithmetic, so any finite weights work (subnormal to 1e308)."""
+    import itertools
+    from fractions import Fraction
+
+    wf = [Fraction(float(x)) for x in w]
+    total = sum(wf)
+    seq, sets, incl = {}, {}, [0.0] * len(wf)
+    for perm in itertools.permutations([i for i in range(len(wf)) if wf[i] > 0], k):
+        p, rem = Fraction(1), total
         for i in perm:
-            p *= w[i] / rem
-            rem -= w[i]
-        seq[perm] = p
+            p *= wf[i] / rem
+            rem -= wf[i]
+        seq[perm] = float(p)
         key = frozenset(perm)
-        sets[key] = sets.get(key, 0.0) + p
+        sets[key] = sets.get(key, 0.0) + float(p)
         for i in perm:
-            incl[i] += p
+            incl[i] += float(p)
     return seq, sets, incl
 
 
 def successive_inclusion(w, k, points=3000):
-    """Inclusion probabilities of successive sampling for larger n (the spec's 1-D integral):
+    """Inclusion probabilities of successive sampling for larger n (a 1-D integral):
     pi_i = int_0^inf w_i exp(-w_i t) P(fewer than k of the other E_j ~ Exp(w_j) are below t) dt,
     integrated on a log-spaced grid of t with the Poisson-binomial CDF from an O(nk) DP."""
     import numpy as np
@@ -253,8 +265,11 @@ def successive_inclusion(w, k, points=3000):
 
 
 def pps_targets(w, k):
-    """pi_i = min(1, c w_i) with sum k: certainty items found heaviest first."""
-    w = [float(x) for x in w]
+    """pi_i = min(1, c w_i) with sum k: certainty items found heaviest first (exact rationals,
+    so weights anywhere in the float range work)."""
+    from fractions import Fraction
+
+    w = [Fraction(float(x)) for x in w]
     order = sorted(range(len(w)), key=lambda i: -w[i])
     certain, rest_w, slots = set(), sum(w), k
     for i in order:
@@ -264,8 +279,8 @@ def pps_targets(w, k):
             slots -= 1
         else:
             break
-    c = slots / rest_w if rest_w > 0 else 0.0
-    return [1.0 if i in certain else min(1.0, c * w[i]) for i in range(len(w))]
+    c = slots / rest_w if rest_w > 0 else Fraction(0)
+    return [1.0 if i in certain else float(min(Fraction(1), c * w[i])) for i in range(len(w))]
 
 
 def soft_cap_exact(scores, penalty, total, batch):

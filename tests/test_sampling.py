@@ -204,7 +204,8 @@ def test_ares_large_k_when_the_sampled_floor_misleads(every):
             with pytest.raises(ValueError, match=f"k={k} exceeds the {positive} items"):
                 ms.weighted_sample(w, k, seed=4)
             continue
-        keys = np.where(w > 0, np.log(oracles.ares_uniforms(4, np.arange(n))) / np.maximum(w, 1e-300), -np.inf)
+        u = oracles.ares_uniforms(4, np.arange(n))
+        keys = np.where(w > 0, np.log(u) / np.maximum(w, 1e-300), -np.inf)
         want = np.lexsort((np.arange(n), -keys))[:k]
         assert ms.weighted_sample(w, k, seed=4).tolist() == want.tolist()
 
@@ -323,7 +324,7 @@ SPEC_SCORES = [0.0, 0.5, 1.0, 2.0, -1.0]
 
 
 def test_soft_cap_count_distribution_matches_exact_enumeration():
-    # shared/specs/algorithms.md 2.2: n = 5, delta = 0.7, N_tot = 6, B = 2.
+    # A small case with an exact answer by enumeration: n = 5, delta = 0.7, N_tot = 6, B = 2.
     exact = oracles.soft_cap_exact(SPEC_SCORES, 0.7, 6, 2)
     mean = np.zeros(5)
     for v, p in exact.items():

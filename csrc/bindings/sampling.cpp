@@ -5,8 +5,13 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <fstream>
+#include <limits>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -31,6 +36,8 @@ struct Weights {
   bool f32 = false;
   std::size_t n = 0;
   std::size_t positive = 0;
+  double largest = 0.0;  // the largest and the smallest positive weight (after a validating scan)
+  double smallest = 0.0;
   const void* ptr = nullptr;
 };
 
@@ -42,8 +49,8 @@ std::string format_value(double v) {
 
 std::int64_t scan_weights(Weights& w) {
   py::gil_scoped_release release;
-  if (w.f32) return first_bad_weight(static_cast<const float*>(w.ptr), w.n, &w.positive);
-  return first_bad_weight(static_cast<const double*>(w.ptr), w.n, &w.positive);
+  if (w.f32) return first_bad_weight(static_cast<const float*>(w.ptr), w.n, &w.positive, &w.largest, &w.smallest);
+  return first_bad_weight(static_cast<const double*>(w.ptr), w.n, &w.positive, &w.largest, &w.smallest);
 }
 
 void raise_if_bad(const Weights& w, const char* name, std::int64_t bad) {
@@ -101,16 +108,60 @@ py::tuple to_arrays(const std::vector<Keyed>& items) {
   return py::make_tuple(ids, keys);
 }
 
+// Wide keys as doubles (rounded: -0.0, subnormal or -inf where they leave the range).
+std::vector<Keyed> to_keyed(const std::vector<WideKey>& items) {
+  std::vector<Keyed> out(items.size());
+  for (std::size_t i = 0; i < items.size(); ++i) out[i] = {wide_to_double(items[i]), items[i].id};
+  return out;
+}
+
+// Bytes of memory this process can still use: MemAvailable (Linux), else the physical memory.
+double available_bytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string name;
+  double kb = 0.0;
+  std::string unit;
+  while (f >> name >> kb >> unit) {
+    if (name == "MemAvailable:") return kb * 1024.0;
+  }
+  const long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && size > 0 ? static_cast<double>(pages) * static_cast<double>(size)
+                               : std::numeric_limits<double>::infinity();
+}
+
+// Refuses, with MemoryError, an allocation of `bytes` that the machine cannot hold, rather
+// than letting the kernel kill the process once the pages are touched.
+void check_fits(double bytes, const std::string& what) {
+  if (bytes < 0x1p28) return;  // 256 MB: not worth reading /proc on every small call
+  const double avail = available_bytes();
+  if (bytes > avail || bytes > 0x1p62) {
+    std::ostringstream os;
+    os.precision(3);
+    os << what << " needs " << static_cast<unsigned long long>(std::min(bytes, 0x1p63)) << " bytes ("
+       << bytes / 1e9 << " GB), more than the " << avail / 1e9 << " GB of memory available";
+    PyErr_SetString(PyExc_MemoryError, os.str().c_str());
+    throw py::error_already_set();
+  }
+}
+
+const char* const kPpsRange =
+    "method='pps' cannot give these inclusion probabilities: the weights span more than the double range "
+    "(the sample needs items lighter than 2^-1074 times the largest weight)";
+const char* const kExpjRange =
+    "method='expj' cannot order these weights: they span more than the double range within one sample "
+    "(largest / smallest kept weight beyond ~2^1000); use method='ares', which orders keys exactly at any range";
+
 class PyReservoir {
  public:
   PyReservoir(std::size_t k, std::uint64_t seed, int method)
-      : k_(k), seed_(seed), method_(static_cast<Method>(method)), ares_(k), expj_(k, seed), pps_(k, seed) {}
+      : k_(k), seed_(seed), method_(static_cast<Method>(method)), ares_(k), wide_(k), expj_(k, seed), pps_(k, seed) {}
 
   void add(const py::array& weights, const py::object& ids_in, unsigned threads) {
     Weights w = check_weights(weights, "weights", method_ != Method::Ares);
     py::array_t<std::int64_t> holder;
     const std::int64_t* ids = check_ids(ids_in, w.n, holder);
     std::int64_t bad = -1;
+    bool out_of_range = false, pps_out_of_range = false;
     {
       py::gil_scoped_release release;
       std::lock_guard<std::mutex> lock(mu_);
@@ -118,19 +169,75 @@ class PyReservoir {
       with_weights(w, [&](auto* p) {
         switch (method_) {
           case Method::Ares:
-            bad = ares_select(p, w.n, ids, base, AresKeys(seed_), ares_, threads);
+            if (!wide_mode_) bad = ares_select(p, w.n, ids, base, AresKeys(seed_), ares_, threads);
+            if (bad == kNeedsWideKeys || wide_mode_) {
+              to_wide();
+              bad = ares_wide_scan(p, w.n, ids, base, AresKeys(seed_), wide_, threads);
+            }
             break;
-          case Method::ExpJ:
-            expj_.add(p, w.n, ids, base);
+          case Method::ExpJ: {
+            // The first positive batch sets the scale, a far heavier one raises it. A batch whose
+            // weights all lie within 2^256 of the scale cannot leave the normal range; any other
+            // is tried on a copy, so that a refused batch changes nothing.
+            int target = expj_.exponent();
+            if (w.positive > 0) {
+              if (!expj_started_) {
+                target = weight_exponent(w.largest);
+              } else if (std::ilogb(w.largest) - target > kOrdinaryExponent) {
+                target = std::ilogb(w.largest);
+              }
+            }
+            const bool risky = w.positive > 0 && (target != expj_.exponent() ||
+                                                  std::ilogb(w.largest) - target > kOrdinaryExponent ||
+                                                  std::ilogb(w.smallest) - target < -kOrdinaryExponent);
+            if (!risky) {
+              expj_.add(p, w.n, ids, base);
+              break;
+            }
+            ExpJReservoir trial = expj_;
+            trial.rescale_to(target);
+            trial.add(p, w.n, ids, base);
+            if (!trial.exact()) {
+              out_of_range = true;
+              return;
+            }
+            expj_ = std::move(trial);
             break;
-          case Method::Pps:
-            pps_.add(p, w.n, ids, base);
+          }
+          case Method::Pps: {
+            // Only a batch spanning far more than the ordinary range can lose resolution:
+            // that one is tried on a copy, so that a refused batch changes nothing.
+            const int e = pps_.exponent();
+            const bool risky = w.positive > 0 && (std::ilogb(w.largest) - std::ilogb(w.smallest) > 900 ||
+                                                  std::abs(std::ilogb(w.largest) - e) > 900 ||
+                                                  std::abs(std::ilogb(w.smallest) - e) > 900);
+            if (!risky) {
+              pps_.add(p, w.n, ids, base);
+              break;
+            }
+            ChaoReservoir trial = pps_;
+            trial.add(p, w.n, ids, base);
+            if (!trial.exact()) {
+              pps_out_of_range = true;
+              return;
+            }
+            pps_ = std::move(trial);
             break;
+          }
         }
       });
-      if (bad < 0) seen_ += w.n;
+      if (bad < 0 && !out_of_range && !pps_out_of_range) {
+        if (!ids && w.n > 0) {  // remember the default ids used, to refuse merging shards that reuse them
+          default_lo_ = std::min(default_lo_, base);
+          default_hi_ = std::max(default_hi_, base + static_cast<std::int64_t>(w.n));
+        }
+        if (method_ == Method::ExpJ && w.positive > 0) expj_started_ = true;
+        seen_ += w.n;
+      }
     }
     raise_if_bad(w, "weights", bad);
+    if (out_of_range) throw py::value_error(kExpjRange);
+    if (pps_out_of_range) throw py::value_error(kPpsRange);
   }
 
   void merge(PyReservoir& other) {
@@ -138,17 +245,51 @@ class PyReservoir {
     if (other.method_ != method_ || other.k_ != k_ || other.seed_ != seed_) {
       throw py::value_error("merge needs reservoirs with the same k, seed and method");
     }
+    if (method_ == Method::Pps) {
+      throw py::value_error(
+          "pps (Chao) reservoirs have no exact merge; use method='ares' or 'expj' for sharded streams");
+    }
     std::scoped_lock lock(mu_, other.mu_);
-    switch (method_) {
-      case Method::Ares:
+    // Shards must hold different items: the same id twice would enter the sample twice.
+    if (default_lo_ < default_hi_ && other.default_lo_ < other.default_hi_ && default_lo_ < other.default_hi_ &&
+        other.default_lo_ < default_hi_) {
+      const std::int64_t id = std::max(default_lo_, other.default_lo_);
+      throw py::value_error("both reservoirs used the default ids (running positions), so id " + std::to_string(id) +
+                            " names an item of each; give each shard its own ids, e.g. add(weights, ids=global "
+                            "positions)");
+    }
+    std::vector<std::int64_t> mine = kept_ids(), theirs = other.kept_ids();
+    std::sort(mine.begin(), mine.end());
+    for (std::int64_t id : theirs) {
+      if (std::binary_search(mine.begin(), mine.end(), id)) {
+        throw py::value_error("both reservoirs hold id " + std::to_string(id) +
+                              "; shards must have disjoint ids (pass ids= to add)");
+      }
+    }
+    if (method_ == Method::Ares) {
+      if (wide_mode_ || other.wide_mode_) {
+        to_wide();
+        if (other.wide_mode_) {
+          wide_.merge(other.wide_);
+        } else {
+          for (const Keyed& it : other.ares_.sorted()) wide_.offer(wide_from_double(it.key, it.id));
+        }
+      } else {
         ares_.merge(other.ares_);
-        break;
-      case Method::ExpJ:
-        expj_.merge(other.expj_);
-        break;
-      case Method::Pps:
-        throw py::value_error(
-            "pps (Chao) reservoirs have no exact merge; use method='ares' or 'expj' for sharded streams");
+      }
+    } else {
+      ExpJReservoir a = expj_, b = other.expj_;
+      const int e = std::max(a.exponent(), b.exponent());
+      a.rescale_to(e);
+      b.rescale_to(e);
+      a.merge(b);
+      if (!a.exact()) throw py::value_error(kExpjRange);
+      expj_ = a;
+      expj_started_ |= other.expj_started_;
+    }
+    if (other.default_lo_ < other.default_hi_) {
+      default_lo_ = std::min(default_lo_, other.default_lo_);
+      default_hi_ = std::max(default_hi_, other.default_hi_);
     }
     seen_ += other.seen_;
   }
@@ -156,14 +297,14 @@ class PyReservoir {
   // (ids, keys) best first; for pps the "keys" are the current inclusion probabilities.
   py::tuple items() {
     std::lock_guard<std::mutex> lock(mu_);
-    if (method_ == Method::Pps) return to_arrays(pps_.sample());
-    return to_arrays(method_ == Method::Ares ? ares_.sorted() : expj_.top().sorted());
+    return to_arrays(sorted_items());
   }
 
   py::dict state() {
     std::lock_guard<std::mutex> lock(mu_);
     py::dict d;
     d["seen"] = seen_;
+    if (default_lo_ < default_hi_) d["default_ids"] = py::make_tuple(default_lo_, default_hi_);
     if (method_ == Method::Pps) {
       py::list a, c;
       for (const auto& s : pps_.certain()) a.append(py::make_tuple(s.id, s.w));
@@ -171,57 +312,103 @@ class PyReservoir {
       d["certain"] = a;
       d["ordinary"] = c;
       d["total"] = pps_.total();
+      d["outside"] = pps_.outside();
       d["scale"] = pps_.scale();
+      d["exponent"] = pps_.exponent();
       return d;
     }
     py::list items;
-    for (const Keyed& it : (method_ == Method::Ares ? ares_.items() : expj_.top().items())) {
-      items.append(py::make_tuple(it.id, it.key));
+    if (method_ == Method::Ares && wide_mode_) {
+      d["wide"] = true;  // items are (id, -frac, exp): key = -frac * 2^exp
+      for (const WideKey& it : wide_.items()) items.append(py::make_tuple(it.id, -it.frac, it.exp));
+    } else {
+      for (const Keyed& it : (method_ == Method::Ares ? ares_.items() : expj_.top().items())) {
+        items.append(py::make_tuple(it.id, it.key));
+      }
     }
     d["items"] = items;
-    if (method_ == Method::ExpJ) d["skip"] = expj_.skip();
+    if (method_ == Method::ExpJ) {
+      d["skip"] = expj_.skip();
+      d["exponent"] = expj_.exponent();
+    }
     return d;
   }
 
   void restore(const py::dict& d) {
     std::lock_guard<std::mutex> lock(mu_);
-    seen_ = d["seen"].cast<std::uint64_t>();
+    const auto seen = d["seen"].cast<std::uint64_t>();
+    std::int64_t lo = std::numeric_limits<std::int64_t>::max(), hi = std::numeric_limits<std::int64_t>::min();
+    if (d.contains("default_ids")) {
+      auto r = d["default_ids"].cast<py::sequence>();
+      if (r.size() != 2) throw py::value_error("default_ids must be [first, end]");
+      lo = r[0].cast<std::int64_t>();
+      hi = r[1].cast<std::int64_t>();
+    }
     if (method_ == Method::Pps) {
       std::vector<ChaoReservoir::Slot> a, c;
+      double sum_a = 0.0;
       for (auto h : d["certain"].cast<py::list>()) {
         auto t = h.cast<py::sequence>();
         a.push_back({t[0].cast<std::int64_t>(), t[1].cast<double>()});
+        sum_a += a.back().w;
       }
       for (auto h : d["ordinary"].cast<py::list>()) {
         auto t = h.cast<py::sequence>();
         c.push_back({t[0].cast<std::int64_t>(), t[1].cast<double>()});
       }
       if (a.size() + c.size() > k_) throw py::value_error("state holds more items than k");
-      pps_.restore(std::move(a), std::move(c), d["total"].cast<double>(), d["scale"].cast<double>());
-      return;
-    }
-    auto items = d["items"].cast<py::list>();
-    if (items.size() > k_) throw py::value_error("state holds more items than k");
-    ares_.clear();
-    expj_.top().clear();
-    for (auto h : items) {
-      auto t = h.cast<py::sequence>();
-      const Keyed it{t[1].cast<double>(), t[0].cast<std::int64_t>()};
-      if (!std::isfinite(it.key) || it.key > 0.0) throw py::value_error("state holds a key outside (-inf, 0]");
-      if (method_ == Method::Ares) {
-        ares_.offer(it);
+      // States written before "outside" existed hold only the total.
+      const double outside = d.contains("outside") ? d["outside"].cast<double>() : d["total"].cast<double>() - sum_a;
+      const int exponent = d.contains("exponent") ? d["exponent"].cast<int>() : 0;
+      if (std::abs(exponent) > 2200) throw py::value_error("state exponent out of range");
+      pps_.restore(std::move(a), std::move(c), outside, d["scale"].cast<double>(), exponent);
+    } else {
+      auto items = d["items"].cast<py::list>();
+      if (items.size() > k_) throw py::value_error("state holds more items than k");
+      const bool wide = d.contains("wide") && d["wide"].cast<bool>();
+      if (wide && method_ != Method::Ares) throw py::value_error("only ares reservoirs hold wide keys");
+      BestK ares(k_);
+      WideTopK wide_top(k_);
+      ExpJReservoir expj(k_, seed_);
+      for (auto h : items) {
+        auto t = h.cast<py::sequence>();
+        if (wide) {
+          if (t.size() != 3) throw py::value_error("wide state items must be [id, -frac, exp]");
+          const WideKey it{-t[1].cast<double>(), t[2].cast<int>(), t[0].cast<std::int64_t>()};
+          if (!(it.frac >= 0.5 && it.frac < 1.0)) throw py::value_error("state holds a wide key with frac outside [0.5, 1)");
+          wide_top.offer(it);
+          continue;
+        }
+        const Keyed it{t[1].cast<double>(), t[0].cast<std::int64_t>()};
+        if (!normal_key(it.key)) throw py::value_error("state holds a key outside (-inf, 0) or not a normal number");
+        if (method_ == Method::Ares) {
+          ares.offer(it);
+        } else {
+          expj.top().offer(it);
+        }
+      }
+      if (method_ == Method::ExpJ) {
+        const int exponent = d.contains("exponent") ? d["exponent"].cast<int>() : 0;
+        if (std::abs(exponent) > 2200) throw py::value_error("state exponent out of range");
+        expj.restore(d["skip"].cast<double>(), exponent);
+        expj_ = expj;
+        expj_started_ = expj_.top().size() > 0 || exponent != 0;
       } else {
-        expj_.top().offer(it);
+        ares_ = ares;
+        wide_ = wide_top;
+        wide_mode_ = wide;
       }
     }
-    if (method_ == Method::ExpJ) expj_.restore(d["skip"].cast<double>());
+    seen_ = seen;
+    default_lo_ = lo;
+    default_hi_ = hi;
   }
 
   std::size_t size() {
     std::lock_guard<std::mutex> lock(mu_);
     switch (method_) {
       case Method::Ares:
-        return ares_.size();
+        return wide_mode_ ? wide_.size() : ares_.size();
       case Method::ExpJ:
         return expj_.top().size();
       default:
@@ -230,12 +417,36 @@ class PyReservoir {
   }
 
  private:
+  std::vector<Keyed> sorted_items() {
+    if (method_ == Method::Pps) return pps_.sample();
+    if (method_ == Method::Ares) return wide_mode_ ? to_keyed(wide_.sorted()) : ares_.sorted();
+    return expj_.top().sorted();
+  }
+  std::vector<std::int64_t> kept_ids() {
+    std::vector<std::int64_t> out;
+    for (const Keyed& it : sorted_items()) out.push_back(it.id);
+    return out;
+  }
+  // From double keys to wide keys, for good (exact: every kept double key is normal).
+  void to_wide() {
+    if (wide_mode_) return;
+    for (const Keyed& it : ares_.sorted()) wide_.offer(wide_from_double(it.key, it.id));
+    ares_.clear();
+    wide_mode_ = true;
+  }
+
   std::size_t k_;
   std::uint64_t seed_;
   Method method_;
   std::uint64_t seen_ = 0;
+  // The hull [lo, hi) of the default ids this reservoir's items used (empty: lo >= hi).
+  std::int64_t default_lo_ = std::numeric_limits<std::int64_t>::max();
+  std::int64_t default_hi_ = std::numeric_limits<std::int64_t>::min();
   BestK ares_;
+  WideTopK wide_;
+  bool wide_mode_ = false;
   ExpJReservoir expj_;
+  bool expj_started_ = false;  // a positive weight has set the expj scale
   ChaoReservoir pps_;
   std::mutex mu_;
 };
@@ -255,7 +466,8 @@ void bind_sampling(py::module_& m) {
       "Caps the A-Res first pass at `level` (0 scalar, 1 AVX2, 2 AVX-512); returns (previous cap, detected).");
   m.def(
       "weighted_sample",
-      [](const py::array& weights, std::int64_t k, std::uint64_t seed, bool replace, int method, int threads) {
+      [](const py::array& weights, std::int64_t k, std::uint64_t seed, bool replace, int method, int threads,
+         bool return_keys) {
         if (k < 0) throw py::value_error("k must be >= 0, got " + std::to_string(k));
         const bool fused = !replace && static_cast<Method>(method) == Method::Ares;
         Weights w = check_weights(weights, "weights", !fused);
@@ -269,53 +481,76 @@ void bind_sampling(py::module_& m) {
         };
         if (!fused) check_positive();
         const unsigned nt = thread_count(threads);
+        if (replace) {
+          // The draws go straight into the result: 8 bytes per draw (16 with keys), plus the
+          // n prefix sums.
+          check_fits(8.0 * static_cast<double>(kk) * (return_keys ? 2.0 : 1.0) + 8.0 * static_cast<double>(w.n),
+                     "k=" + std::to_string(k) + " draws with replacement");
+          py::array_t<std::int64_t> ids(kk);
+          std::int64_t* out = ids.mutable_data();
+          {
+            py::gil_scoped_release release;
+            with_weights(w, [&](auto* p) { sample_with_replacement(p, w.n, kk, seed, out, w.largest); });
+          }
+          py::array_t<double> keys(return_keys ? kk : 0);
+          std::fill(keys.mutable_data(), keys.mutable_data() + keys.size(), std::nan(""));
+          return py::tuple(py::make_tuple(ids, keys));
+        }
         std::int64_t bad = -1;
         std::vector<Keyed> out;
-        std::vector<std::int64_t> drawn;
         {
           py::gil_scoped_release release;
+          // Exact A-Res with wide keys: for weights whose double keys leave the range.
+          auto wide = [&](auto* p) {
+            WideTopK top(kk);
+            bad = ares_wide_scan(p, w.n, nullptr, 0, AresKeys(seed), top, nt);
+            out = to_keyed(top.sorted());
+          };
           with_weights(w, [&](auto* p) {
-            if (replace) {
-              drawn.resize(kk);
-              sample_with_replacement(p, w.n, kk, seed, drawn.data());
-              return;
-            }
             switch (static_cast<Method>(method)) {
               case Method::Ares: {
                 BestK top(kk);
                 bad = ares_select(p, w.n, nullptr, 0, AresKeys(seed), top, nt, &out);
+                if (bad == kNeedsWideKeys) wide(p);
                 w.positive = out.size();  // min(k, positive weights)
                 break;
               }
               case Method::ExpJ: {
+                // Scaled by a power of two when the weights are far from 1; if some kept key
+                // still leaves the normal range (weights spanning more than the double range),
+                // the same distribution comes from exact A-Res.
                 ExpJReservoir r(kk, seed);
+                r.rescale_to(weight_exponent(w.largest));
                 r.add(p, w.n, nullptr, 0);
-                out = r.top().sorted();
+                if (r.exact()) {
+                  out = r.top().sorted();
+                } else {
+                  wide(p);
+                }
                 break;
               }
               case Method::Pps: {
                 ChaoReservoir r(kk, seed);
                 r.add(p, w.n, nullptr, 0);
+                if (!r.exact()) {
+                  bad = kNeedsWideKeys;  // reported below, with the GIL
+                  break;
+                }
                 out = r.sample();
                 break;
               }
             }
           });
         }
+        if (static_cast<Method>(method) == Method::Pps && bad == kNeedsWideKeys) throw py::value_error(kPpsRange);
         if (fused) {
           raise_if_bad(w, "weights", bad);
           check_positive();
         }
-        if (replace) {
-          py::array_t<std::int64_t> ids(kk);
-          py::array_t<double> keys(kk);
-          std::copy(drawn.begin(), drawn.end(), ids.mutable_data());
-          std::fill(keys.mutable_data(), keys.mutable_data() + kk, std::nan(""));
-          return py::tuple(py::make_tuple(ids, keys));
-        }
         return to_arrays(out);
       },
-      py::arg("weights"), py::arg("k"), py::arg("seed"), py::arg("replace"), py::arg("method"), py::arg("threads"));
+      py::arg("weights"), py::arg("k"), py::arg("seed"), py::arg("replace"), py::arg("method"), py::arg("threads"),
+      py::arg("return_keys") = true);
 
   py::class_<PyReservoir>(m, "WeightedReservoir")
       .def(py::init<std::size_t, std::uint64_t, int>(), py::arg("k"), py::arg("seed"), py::arg("method"))

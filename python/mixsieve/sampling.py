@@ -18,7 +18,19 @@ boundaries, thread count, or how a stream was split into shards and merged. ``"e
 few random numbers (exponential jumps over the cumulative weight), each keyed by the item it
 is drawn at: it does not depend on batch boundaries, and merging shards (same seed, disjoint
 ids) gives a valid sample of the same distribution, but not the same bytes as one unsharded
-stream, since where the jumps land depends on the order of the stream.
+stream, since where the jumps land depends on the order of the stream. ``"ares"`` is the
+default everywhere, because its merges are exact.
+
+Any finite weights work, from the smallest subnormal (5e-324) to 1.8e308, in float32 and
+float64. Only relative weights matter, and the samplers keep them so: ``"ares"`` orders keys
+exactly even where ``log(u) / w`` underflows or overflows a double (such samples take a slower
+exact path); ``"expj"``, ``"pps"`` and ``replace=True`` multiply the weights by a power of two
+when the largest lies outside [2**-256, 2**256], which changes no probability and leaves the
+results of ordinary weights byte for byte as they were. Weights spanning more than the double
+range inside one sample (e.g. ``[1e-320, 2e-320, 1.0, 1e308]`` with k = 4) are ordered exactly
+by ``"ares"`` (and by ``weighted_sample(method="expj")``, which then draws the same
+distribution through ``"ares"``); a ``WeightedReservoir(method="expj")`` and ``"pps"`` refuse
+them with ``ValueError``. See docs/sampling.md.
 
 For ``"ares"``, ``u_id`` has 52 random bits: the top 32 are one half of a SplitMix64 output
 shared by the two ids that differ only in bit 3, the other 20 come from a second SplitMix64
@@ -106,12 +118,16 @@ def weighted_sample(
     seed : int
         0 <= seed < 2**64. The same seed and weights give the same sample for any thread count.
     replace : bool
-        ``True``: ``k`` independent draws with probability ``w_i / sum(w)``, in draw order.
+        ``True``: ``k`` independent draws with probability ``w_i / sum(w)``, in draw order,
+        written straight into the result. Memory: 8 bytes per draw (16 with
+        ``return_keys``) plus 8 bytes per weight for the prefix sums, nothing else; a size
+        that does not fit in the available memory raises ``MemoryError`` before any work.
     method : {"ares", "expj", "pps"}
         See the module docstring. Ignored when ``replace=True``.
     return_keys : bool
-        Also return the keys: ``log(u) / w`` for ares/expj (descending), the inclusion
-        probability for pps, NaN with replacement.
+        Also return the keys: ``log(u) / w`` for ares/expj (descending; rounded to a double,
+        so -0.0, subnormal or -inf for weights that push the key out of range, while the order
+        stays exact), the inclusion probability for pps, NaN with replacement.
     threads : int or None
         Threads for ``"ares"`` (None: all cores). The result does not depend on it.
 
@@ -127,11 +143,15 @@ def weighted_sample(
     True
     >>> 1 in ms.weighted_sample(np.array([1.0, 0.0, 5.0, 2.0]), 3, seed=1)
     False
+    >>> ms.weighted_sample(np.array([1e-320, 1.0, 1e308]), 3, seed=0).tolist()  # the whole range
+    [2, 1, 0]
     """
     w = _as_weights(weights)
     k = _check_count("k", k, 0)
     m = _check_method(method)
-    ids, keys = _core.weighted_sample(w, k, _check_seed(seed), bool(replace), m, _threads(threads))
+    ids, keys = _core.weighted_sample(
+        w, k, _check_seed(seed), bool(replace), m, _threads(threads), bool(return_keys)
+    )
     return (ids, keys) if return_keys else ids
 
 
@@ -140,8 +160,14 @@ class WeightedReservoir:
 
     Memory is O(k) whatever the stream length. ``add`` takes a batch of weights (numpy or CPU
     torch, float32/float64) and optional int64 ids (default: running positions 0, 1, 2, ...
-    across all batches). For ``"ares"`` the result equals :func:`weighted_sample` over the
-    concatenated stream, byte for byte, however the stream was batched, sharded or merged.
+    across all batches of this reservoir). For ``"ares"`` the result equals
+    :func:`weighted_sample` over the concatenated stream, byte for byte, however the stream
+    was batched, sharded or merged.
+
+    Shards: the id names the item (its random number is a function of seed and id), so shards
+    must use disjoint ids -- pass ``ids=`` (e.g. global positions) to each shard's ``add``.
+    Two reservoirs that both used the default ids, or whose samples hold the same id, refuse
+    to ``merge`` with a ``ValueError`` naming an id.
 
     Parameters
     ----------
@@ -149,20 +175,25 @@ class WeightedReservoir:
         Sample size.
     seed : int
     method : {"ares", "expj", "pps"}
-        Default ``"expj"``: fewest random draws for long streams.
+        Default ``"ares"`` (it was ``"expj"`` in 0.1.0): the same method as
+        :func:`weighted_sample`, and the one whose merges are exact.
 
     Examples
     --------
     >>> import numpy as np, mixsieve as ms
-    >>> a = ms.WeightedReservoir(3, seed=1, method="ares")
-    >>> b = ms.WeightedReservoir(3, seed=1, method="ares")
     >>> w = np.arange(1.0, 11.0)
-    >>> a.add(w[:6]); b.add(w[6:], ids=np.arange(6, 10)); a.merge(b)
+    >>> a, b = ms.WeightedReservoir(3, seed=1), ms.WeightedReservoir(3, seed=1)
+    >>> a.add(w[:6], ids=np.arange(6)); b.add(w[6:], ids=np.arange(6, 10)); a.merge(b)
     >>> a.ids().tolist() == ms.weighted_sample(w, 3, seed=1).tolist()
     True
+    >>> c, d = ms.WeightedReservoir(3, seed=1), ms.WeightedReservoir(3, seed=1)
+    >>> c.add(w[:6]); d.add(w[6:]); c.merge(d)  # both used default ids 0, 1, ...
+    Traceback (most recent call last):
+    ...
+    ValueError: both reservoirs used the default ids (running positions), so id 0 names an item of each; ...
     """
 
-    def __init__(self, k: int, *, seed: int, method: str = "expj") -> None:
+    def __init__(self, k: int, *, seed: int, method: str = "ares") -> None:
         self.k = _check_count("k", k, 0)
         self.seed = _check_seed(seed)
         self.method = method
@@ -183,10 +214,12 @@ class WeightedReservoir:
         self._core.add(w, ids, _threads(threads))
 
     def merge(self, other: WeightedReservoir) -> None:
-        """Fold another reservoir (same k, seed and method) into this one.
+        """Fold another reservoir (same k, seed and method, disjoint ids) into this one.
 
         Exact for ``"ares"`` and ``"expj"``: the result is a valid sample of both streams
         (for ``"ares"``: the same bytes as one reservoir over both). ``"pps"`` cannot merge.
+        Raises ``ValueError`` (and changes nothing) when both reservoirs used the default ids
+        or their samples share an id.
         """
         if not isinstance(other, WeightedReservoir):
             raise TypeError(f"can only merge a WeightedReservoir, got {type(other).__name__}")
@@ -209,8 +242,10 @@ class WeightedReservoir:
         """A small JSON-serialisable snapshot (O(k)): ``load_state_dict`` resumes exactly."""
         state = dict(self._core.state())
         for key in ("items", "certain", "ordinary"):
-            if key in state:
-                state[key] = [[int(i), float(v)] for i, v in state[key]]
+            if key in state:  # [id, key] or, for wide keys, [id, -frac, exp]
+                state[key] = [[int(t[0]), float(t[1]), *(int(x) for x in t[2:])] for t in state[key]]
+        if "default_ids" in state:
+            state["default_ids"] = [int(x) for x in state["default_ids"]]
         return {"version": _STATE_VERSION, "k": self.k, "seed": self.seed, "method": self.method, **state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -3,8 +3,11 @@
 // against hashing all shingles at once on long inputs), and the LSH index file loader
 // (arbitrary and mutated files of format 1 and 2, with and without a hasher; a loaded index is
 // then clustered into and appended to with random, possibly repeated keys). The seeded driver
-// below also checks kernels against references: the mixing schedule, the A-Res first pass on
-// every instruction set against the scalar one, and the bucketed best-k sort against std::sort.
+// below also checks kernels against references: the mixing schedule and plan, the A-Res first
+// pass on every instruction set against the scalar one, the bucketed best-k sort against
+// std::sort, and the samplers on weights from the whole float range (PPS never keeps more than
+// k items, wide keys agree with double keys, power-of-two scaling changes no sample, soft-cap
+// counts add up).
 // With clang: -fsanitize=fuzzer,address,undefined gives a libFuzzer binary. Without it,
 // main() below drives the same entry point with seeded random and mutated inputs, which is
 // what the MIXSIEVE_SANITIZE build runs (target mixsieve_fuzz).
@@ -25,6 +28,7 @@
 #include "mixsieve/mix_plan.hpp"
 #include "mixsieve/mixture.hpp"
 #include "mixsieve/sampling.hpp"
+#include "mixsieve/soft_cap.hpp"
 
 using namespace mixsieve;
 
@@ -314,6 +318,105 @@ void check_ares_first_pass(std::mt19937_64& rng) {
   }
 }
 
+// A weight from anywhere in the float range: zero, subnormal, ordinary or near the maximum.
+double any_weight(std::mt19937_64& rng) {
+  const double u = (static_cast<double>(rng() >> 11) + 0.5) * 0x1p-53;
+  switch (rng() % 6) {
+    case 0: return 0.0;
+    case 1: return std::ldexp(u, -1074 + static_cast<int>(rng() % 60));
+    case 2: return std::ldexp(u, 1024 - static_cast<int>(rng() % 60));
+    case 3: return std::ldexp(u, static_cast<int>(rng() % 2000) - 1000);
+    default: return std::exp(8.0 * (u - 0.5));
+  }
+}
+
+void check_samplers(std::mt19937_64& rng) {
+  const std::size_t n = 1 + rng() % 60, k = rng() % 9;
+  std::vector<double> w(n);
+  std::size_t positive = 0;
+  for (double& x : w) positive += (x = any_weight(rng)) > 0.0;
+  // PPS: at most k items, exactly min(k, positive) unless it refused the range.
+  ChaoReservoir pps(k, rng());
+  for (std::size_t i = 0; i < n;) {
+    const std::size_t len = 1 + rng() % (n - i);
+    pps.add(w.data() + i, len, nullptr, static_cast<std::int64_t>(i));
+    i += len;
+  }
+  const std::vector<Keyed> s = pps.sample();
+  if (s.size() > k || (pps.exact() && s.size() != std::min(k, positive))) std::abort();
+  for (const Keyed& it : s) {
+    if (!(it.key >= 0.0 && it.key <= 1.0) || it.id < 0 || static_cast<std::size_t>(it.id) >= n ||
+        !(w[static_cast<std::size_t>(it.id)] > 0.0)) {
+      std::abort();
+    }
+  }
+  // Wide keys order every pair as the exact quotient does, and equal frexp of a normal double key.
+  const AresKeys keys(rng());
+  std::vector<WideKey> wide;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!(w[i] > 0.0)) continue;
+    const auto id = static_cast<std::int64_t>(i);
+    const double key = keys.key(id, w[i]);
+    const WideKey wk = wide_key(std::log(keys.uniform(id)), w[i], id);
+    if (!(wk.frac >= 0.5 && wk.frac < 1.0)) std::abort();
+    if (normal_key(key)) {
+      const WideKey d = wide_from_double(key, id);
+      if (d.frac != wk.frac || d.exp != wk.exp || wide_to_double(wk) != key) std::abort();
+    }
+    wide.push_back(wk);
+  }
+  for (std::size_t a = 0; a + 1 < wide.size(); ++a) {
+    const WideKey &x = wide[a], &y = wide[a + 1];
+    // |key| = frac * 2^exp: compare as long doubles scaled into range.
+    const long double lx = std::ldexp(static_cast<long double>(x.frac), x.exp - y.exp);
+    const long double ly = static_cast<long double>(y.frac);
+    if (wide_better(x, y) != (lx < ly || (lx == ly && x.id < y.id))) std::abort();
+  }
+  // ExpJ and with-replacement: weights times 2^e give the same sample as the weights.
+  std::vector<double> base(n), scaled(n);
+  const int e = static_cast<int>(rng() % 1800) - 900;
+  for (std::size_t i = 0; i < n; ++i) {
+    base[i] = static_cast<double>(rng() % 16);
+    scaled[i] = std::ldexp(base[i], e);
+  }
+  ExpJReservoir a(k, 7), b(k, 7);
+  b.rescale_to(weight_exponent(std::ldexp(15.0, e)));
+  a.add(base.data(), n, nullptr, 0);
+  b.add(scaled.data(), n, nullptr, 0);
+  const auto sa = a.top().sorted(), sb = b.top().sorted();
+  if (sa.size() != sb.size()) std::abort();
+  for (std::size_t i = 0; i < sa.size(); ++i) {
+    if (sa[i].id != sb[i].id) std::abort();
+  }
+  double largest = 0.0;
+  first_bad_weight(w.data(), n, nullptr, &largest);
+  if (positive > 0) {
+    std::vector<std::int64_t> out(50);
+    sample_with_replacement(w.data(), n, out.size(), rng(), out.data(), largest);
+    for (std::int64_t i : out) {
+      if (i < 0 || static_cast<std::size_t>(i) >= n || !(w[static_cast<std::size_t>(i)] > 0.0)) std::abort();
+    }
+  }
+  // Soft-cap: counts add up to total, no count above the number of batches, even when
+  // counts * penalty leaves exp's range; or a clear refusal.
+  std::vector<double> scores(n);
+  for (double& x : scores) x = static_cast<double>(static_cast<int>(rng() % 2001) - 1000) * 0.01;
+  const std::int64_t batch = 1 + static_cast<std::int64_t>(rng() % n);
+  const std::int64_t total = static_cast<std::int64_t>(rng() % 3000);
+  const double penalty = rng() % 2 ? 0.15 : 5.0;
+  std::vector<std::int64_t> counts(n);
+  try {
+    soft_cap_sample(scores.data(), n, total, penalty, batch, rng(), 1, counts.data(), nullptr);
+    std::int64_t sum = 0;
+    for (std::int64_t c : counts) {
+      if (c < 0 || c > (total + batch - 1) / batch) std::abort();
+      sum += c;
+    }
+    if (sum != total) std::abort();
+  } catch (const std::invalid_argument&) {
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -372,6 +475,7 @@ int main(int argc, char** argv) {
   for (long it = 0; it < iterations; ++it) {
     if (it % 500 == 0) check_best_sorted(rng);
     if (it % 20 == 0) check_mix_plan(rng);
+    if (it % 20 == 0) check_samplers(rng);
     check_ares_first_pass(rng);
     std::vector<char> buf;
     const std::vector<char>& good = goods[(it / 4) % 3];

@@ -1,6 +1,9 @@
 // Weighted sampling without replacement (successive sampling: A-Res keys keyed by item id,
 // A-ExpJ exponential jumps), inclusion-probability-proportional sampling (Chao with exact
-// certainty items), and with-replacement draws. Keys live in log space: log(u) / w.
+// certainty items), and with-replacement draws. Keys live in log space: log(u) / w. Weights
+// anywhere in the float range, subnormal to 1e308: A-Res orders keys that leave the double
+// range exactly (ares_wide.hpp); the other samplers rescale weights by a power of two
+// (weight_scale.hpp).
 #pragma once
 
 #include <algorithm>
@@ -15,8 +18,10 @@
 #include <vector>
 
 #include "mixsieve/ares_keys.hpp"
+#include "mixsieve/ares_wide.hpp"
 #include "mixsieve/parallel.hpp"
 #include "mixsieve/rng.hpp"
+#include "mixsieve/weight_scale.hpp"
 
 namespace mixsieve {
 
@@ -130,6 +135,16 @@ class TopK {
   }
   const std::vector<Keyed>& items() const { return heap_; }
   void clear() { heap_.clear(); }
+  // Every key times a power of two: the order, and so the heap, stays as it is.
+  void scale_keys(const PowerScale& by) {
+    for (Keyed& it : heap_) it.key = by(it.key);
+  }
+  bool all_normal() const {
+    for (const Keyed& it : heap_) {
+      if (!normal_key(it.key)) return false;
+    }
+    return true;
+  }
 
  private:
   std::size_t k_;
@@ -188,24 +203,39 @@ class BestK {
   double t_ = kNegInf;
 };
 
-// Index of the first weight that is negative, NaN or infinite, or -1; counts positive weights.
-// The main pass has no early exit, so it vectorises; the index is searched only on failure.
+// Index of the first weight that is negative, NaN or infinite, or -1; counts positive weights
+// and finds the largest and the smallest positive one (for weight_exponent). The main pass has
+// no early exit, so it vectorises; the index is searched only on failure.
 template <class W>
-std::int64_t first_bad_weight(const W* w, std::size_t n, std::size_t* positive) {
+std::int64_t first_bad_weight(const W* w, std::size_t n, std::size_t* positive, double* largest = nullptr,
+                              double* smallest = nullptr) {
   std::size_t pos = 0;
   bool ok = true;
+  W mx = W(0), mn = std::numeric_limits<W>::infinity();
   for (std::size_t i = 0; i < n; ++i) {
     const W v = w[i];
     ok &= (v >= W(0)) & (v <= std::numeric_limits<W>::max());
     pos += v > W(0);
+    mx = v > mx ? v : mx;
+    mn = (v > W(0)) & (v < mn) ? v : mn;
   }
   if (positive) *positive = pos;
+  if (largest) *largest = static_cast<double>(mx);
+  if (smallest) *smallest = static_cast<double>(mn);
   if (ok) return -1;
   for (std::size_t i = 0; i < n; ++i) {
     if (!(w[i] >= W(0) && w[i] <= std::numeric_limits<W>::max())) return static_cast<std::int64_t>(i);
   }
   return -1;
 }
+
+// Candidates whose double key could not be ordered exactly (see ares_wide.hpp): keys that
+// underflowed to a subnormal or zero (weights near 1e308) and keys that overflowed to -inf
+// (weights far below the others). ares_scan leaves them out of `top` and counts them here.
+struct OutOfRange {
+  std::size_t tiny = 0;  // would beat every normal key: the double sample is wrong
+  std::size_t huge = 0;  // below every normal key: harmless once k normal keys are kept
+};
 
 // A-Res with keys log(u_id) / w (AresKeys): offers every item of w[0..n) with id ids[i] (or
 // base + i) to `top`, validating the weights in the same pass. A vectorised first pass marks
@@ -215,7 +245,7 @@ std::int64_t first_bad_weight(const W* w, std::size_t n, std::size_t* positive) 
 // returns its index (`top` may then hold part of the batch).
 template <class W, class Top>
 std::int64_t ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, const AresKeys& keys,
-                       Top& top, double floor = kNegInf) {
+                       Top& top, double floor = kNegInf, OutOfRange* range = nullptr) {
   double t = std::max(top.threshold(), floor);
   constexpr std::size_t kBlock = 256;
   constexpr std::size_t kAhead = 8;  // blocks: the loop computes too much for the hardware prefetcher alone
@@ -257,6 +287,10 @@ std::int64_t ares_scan(const W* w, std::size_t n, const std::int64_t* ids, std::
     for (std::size_t c = 0; c < nc; ++c) cand[c].key = keys.key(cand[c].id, cand[c].key);
     for (std::size_t c = 0; c < nc; ++c) {
       if (cand[c].key < t) continue;
+      if (!normal_key(cand[c].key)) {
+        if (range) ++(cand[c].key == kNegInf ? range->huge : range->tiny);
+        continue;
+      }
       top.offer(cand[c]);
       t = std::max(top.threshold(), floor);
     }
@@ -307,6 +341,11 @@ double ares_estimate_floor(const W* w, std::size_t n, const std::int64_t* ids, s
 // With `best_first` (for a one-shot sample; `into` is then left empty), each chunk sorts its
 // own best k on its thread and the sorted lists are merged into *best_first: the best k of
 // all, best first.
+// Returns kNeedsWideKeys, leaving `into` untouched, when double keys cannot give the exact
+// sample: a key underflowed (weights near 1e308), or fewer than k normal keys exist and some
+// overflowed to -inf (weights spanning more than the double range). Use ares_wide_scan then.
+inline constexpr std::int64_t kNeedsWideKeys = -2;
+
 template <class W>
 std::int64_t ares_select(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, const AresKeys& keys,
                          BestK& into, unsigned threads, std::vector<Keyed>* best_first = nullptr) {
@@ -322,21 +361,26 @@ std::int64_t ares_select(const W* w, std::size_t n, const std::int64_t* ids, std
       for (BestK& t : tops) t.reserve(static_cast<std::size_t>(1.3 * static_cast<double>(k) / static_cast<double>(chunks)));
     }
     std::vector<std::int64_t> bad(chunks);
+    std::vector<OutOfRange> range(chunks);
     std::vector<std::vector<Keyed>> lists(best_first ? chunks : 0);
     parallel_for(chunks, threads, 1, [&](std::size_t c0, std::size_t c1) {
       for (std::size_t c = c0; c < c1; ++c) {
         const std::size_t s = std::min(n, c * grain), e = std::min(n, s + grain);
         bad[c] = ares_scan(w + s, e - s, ids ? ids + s : nullptr, base + static_cast<std::int64_t>(s), keys, tops[c],
-                           std::max(fl, into.threshold()));
+                           std::max(fl, into.threshold()), &range[c]);
         if (bad[c] >= 0) bad[c] += static_cast<std::int64_t>(s);
         if (best_first && bad[c] < 0) lists[c] = tops[c].sorted();
       }
     });
     std::size_t found = 0;
+    bool tiny = false, huge = false;
     for (std::size_t c = 0; c < chunks; ++c) {
       if (bad[c] >= 0) return bad[c];
       found += tops[c].size();
+      tiny |= range[c].tiny > 0;
+      huge |= range[c].huge > 0;
     }
+    if (tiny) return kNeedsWideKeys;
     if (fl != kNegInf && fl > into.threshold() && found < k) {
       // Short of k: the floor was too high, or fewer than k weights are positive (then every
       // one of them was kept). Only a count tells, and it is rarely needed.
@@ -344,6 +388,7 @@ std::int64_t ares_select(const W* w, std::size_t n, const std::int64_t* ids, std
       first_bad_weight(w, n, &positive);
       if (found < positive) continue;
     }
+    if (huge && into.size() + found < k) return kNeedsWideKeys;
     if (!best_first) {
       for (const BestK& t : tops) into.merge(t);
       return -1;
@@ -364,6 +409,9 @@ std::int64_t ares_select(const W* w, std::size_t n, const std::int64_t* ids, std
 // (seed, purpose, id of the item it is drawn for), so the sample depends on the sequence of
 // items only -- not on how it was cut into batches -- and shards with the same seed but
 // disjoint ids draw independent numbers.
+// Weights are used as w * 2^-exponent() (PowerScale): 0 for ordinary weights, set by the
+// caller from the largest weight otherwise (rescale_to), so that neither the keys nor the
+// jumps over the cumulative weight leave the double range. exact() tells whether they did.
 class ExpJReservoir {
  public:
   ExpJReservoir(std::size_t k, std::uint64_t seed)
@@ -376,11 +424,58 @@ class ExpJReservoir {
   // Weights must be finite and >= 0 (validated by the caller).
   template <class W>
   void add(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base) {
+    if (scale_.exponent() == 0) {
+      add_scaled(w, n, ids, base, [](W x) { return static_cast<double>(x); });
+    } else {
+      const PowerScale sc = scale_;
+      add_scaled(w, n, ids, base, [sc](W x) { return sc(static_cast<double>(x)); });
+    }
+  }
+
+  // Uses weights * 2^-e from now on: kept keys are multiplied by 2^(e - exponent()) and the
+  // pending jump by the inverse, exactly while they stay normal numbers.
+  void rescale_to(int e) {
+    const int d = e - scale_.exponent();
+    if (d == 0) return;
+    top_.scale_keys(PowerScale(-d));
+    skip_ = PowerScale(d)(skip_);
+    scale_ = PowerScale(e);
+  }
+  int exponent() const { return scale_.exponent(); }
+  // False when a kept key left the normal range or a positive weight vanished at this scale
+  // while the reservoir was filling: the sample can no longer be ordered exactly.
+  bool exact() const { return !lost_ && top_.all_normal(); }
+
+  // Exact merge (top-k of the union of keys); the jump is memoryless and is redrawn. Both
+  // reservoirs must use the same exponent (rescale_to the larger one first).
+  void merge(const ExpJReservoir& other) {
+    top_.merge(other.top_);
+    lost_ |= other.lost_;
+    if (top_.full()) {
+      const std::vector<Keyed>& h = top_.items();
+      redraw_jump(merge_key_, h.front().id ^ static_cast<std::int64_t>(other.top_.size()));
+    }
+  }
+
+  TopK& top() { return top_; }
+  const TopK& top() const { return top_; }
+  double skip() const { return skip_; }
+  void restore(double skip, int exponent) {
+    skip_ = skip;
+    scale_ = PowerScale(exponent);
+  }
+
+ private:
+  template <class W, class Scale>
+  void add_scaled(const W* w, std::size_t n, const std::int64_t* ids, std::int64_t base, Scale scaled) {
     std::size_t i = 0;
     auto id_of = [&](std::size_t j) { return ids ? ids[j] : base + static_cast<std::int64_t>(j); };
     for (; i < n && !top_.full(); ++i) {
-      const double wi = static_cast<double>(w[i]);
-      if (!(wi > 0.0)) continue;
+      const double wi = scaled(w[i]);
+      if (!(wi > 0.0)) {
+        lost_ |= w[i] > W(0);
+        continue;
+      }
       const std::int64_t id = id_of(i);
       top_.offer({std::log(uniform(fill_key_, id)) / wi, id});
       if (top_.full()) redraw_jump(jump_key_, id);
@@ -389,10 +484,10 @@ class ExpJReservoir {
     double skip = skip_;
     while (i < n) {
       // The hot loop: subtract weights until the jump is used up (zero weights subtract 0).
-      while (i < n && (skip -= static_cast<double>(w[i])) > 0.0) ++i;
+      while (i < n && (skip -= scaled(w[i])) > 0.0) ++i;
       if (i == n) break;
       // Item i replaces the worst key; its key is drawn conditioned to exceed the threshold.
-      const double wi = static_cast<double>(w[i]);
+      const double wi = scaled(w[i]);
       const std::int64_t id = id_of(i);
       const double log_t = top_.threshold();
       const double k = std::log1p(std::expm1(wi * log_t) * uniform(cond_key_, id)) / wi;
@@ -404,21 +499,6 @@ class ExpJReservoir {
     skip_ = skip;
   }
 
-  // Exact merge (top-k of the union of keys); the jump is memoryless and is redrawn.
-  void merge(const ExpJReservoir& other) {
-    top_.merge(other.top_);
-    if (top_.full()) {
-      const std::vector<Keyed>& h = top_.items();
-      redraw_jump(merge_key_, h.front().id ^ static_cast<std::int64_t>(other.top_.size()));
-    }
-  }
-
-  TopK& top() { return top_; }
-  const TopK& top() const { return top_; }
-  double skip() const { return skip_; }
-  void restore(double skip) { skip_ = skip; }
-
- private:
   static double uniform(std::uint64_t key, std::int64_t id) {
     return open_unit(stream_bits(key, static_cast<std::uint64_t>(id)));
   }
@@ -431,16 +511,22 @@ class ExpJReservoir {
   TopK top_;
   std::uint64_t fill_key_, jump_key_, cond_key_, merge_key_;
   double skip_ = 0.0;
+  PowerScale scale_;
+  bool lost_ = false;
 };
 
 // Chao's (1982) list-sequential scheme with exact certainty items: after any prefix of total
 // weight W the inclusion probability of item j is min(1, c * w_j) with sum k. The entering and
 // eviction draws of an item are keyed by its id, so batch boundaries do not matter.
+// Sums stay in range: the weight of everything outside the certain set is kept apart (so a
+// heavy certain item never swallows it by cancellation), and weights are held as
+// w * 2^-exponent(), with the exponent raised when a weight would otherwise make the sums
+// overflow (weight_scale.hpp). At most k items are ever kept.
 class ChaoReservoir {
  public:
   struct Slot {
     std::int64_t id;
-    double w;
+    double w;  // scaled: w * 2^-exponent()
   };
 
   ChaoReservoir(std::size_t k, std::uint64_t seed)
@@ -465,24 +551,34 @@ class ChaoReservoir {
   }
   const std::vector<Slot>& certain() const { return a_; }   // heaviest first
   const std::vector<Slot>& ordinary() const { return c_items_; }
-  double total() const { return total_ + comp_; }
+  // Scaled weight of every item seen that is not certain now (ordinary, evicted or dropped).
+  double outside() const { return out_ + out_comp_; }
+  double total() const {
+    double t = outside();
+    for (const Slot& s : a_) t += s.w;
+    return t;
+  }
   double scale() const { return c_; }
+  int exponent() const { return scale_.exponent(); }
   std::size_t capacity() const { return k_; }
-  void restore(std::vector<Slot> a, std::vector<Slot> c, double total, double scale) {
+  // False once the sample had to choose among weights that vanished against the largest one
+  // (weights spanning more than the double range): the inclusion probabilities are then wrong.
+  bool exact() const { return !unresolved_; }
+  void restore(std::vector<Slot> a, std::vector<Slot> c, double outside, double scale, int exponent) {
     a_ = std::move(a);
     c_items_ = std::move(c);
-    total_ = total;
-    comp_ = 0.0;
+    out_ = outside;
+    out_comp_ = 0.0;
     c_ = scale;
-    sum_a_ = 0.0;
-    for (const Slot& s : a_) sum_a_ += s.w;
+    scale_ = PowerScale(exponent);
+    seen_positive_ = !a_.empty() || !c_items_.empty() || outside > 0.0;
   }
 
  private:
-  void add_total(double w) {  // Neumaier summation: small weights after large ones still count
-    const double t = total_ + w;
-    comp_ += std::fabs(total_) >= std::fabs(w) ? (total_ - t) + w : (w - t) + total_;
-    total_ = t;
+  void add_outside(double w) {  // Neumaier summation: small weights after large ones still count
+    const double t = out_ + w;
+    out_comp_ += std::fabs(out_) >= std::fabs(w) ? (out_ - t) + w : (w - t) + out_;
+    out_ = t;
   }
 
   void insert_certain(const Slot& s) {
@@ -490,46 +586,74 @@ class ChaoReservoir {
       return x.w > y.w || (x.w == y.w && x.id < y.id);
     });
     a_.insert(it, s);
-    sum_a_ += s.w;
   }
 
-  void feed(std::int64_t id, double w) {
-    add_total(w);
-    const double total = total_ + comp_;
+  // Weights * 2^-e from now on (e above the current exponent): held weights shrink, c grows.
+  void rescale_to(int e) {
+    const int d = e - scale_.exponent();
+    const PowerScale down(d), up(-d);
+    for (Slot& s : a_) s.w = down(s.w);
+    for (Slot& s : c_items_) s.w = down(s.w);
+    out_ = down(out_);
+    out_comp_ = down(out_comp_);
+    c_ = up(c_);
+    scale_ = PowerScale(e);
+  }
+
+  void feed(std::int64_t id, double raw) {
+    // The first positive weight, or one that would push the sums towards overflow, sets the
+    // exponent; ordinary weights keep exponent 0 and the arithmetic of an unscaled sampler.
+    if (!seen_positive_) {
+      const int e = weight_exponent(raw);
+      if (e != 0) rescale_to(e);
+      seen_positive_ = true;
+    }
+    double w = scale_.exponent() == 0 ? raw : scale_(raw);
+    if (w >= 0x1p257) {  // ilogb(raw) - exponent() > kOrdinaryExponent
+      rescale_to(std::ilogb(raw));
+      w = scale_(raw);
+    }
     if (a_.size() + c_items_.size() < k_) {
       insert_certain({id, w});
       return;
     }
-    // Certain items form a prefix of A ∪ {x} sorted by weight: f(j) = w_j (k - j) + S_j - W
-    // is non-increasing in j, so scan from the light end and stop at the first certain item.
+    // Certain items form a prefix of A ∪ {x} sorted by weight: position j (0-based) is certain
+    // when w_j (k - j) >= the weight of positions >= j plus everything outside. That test is
+    // monotone in j, so scan from the light end and stop at the first certain item. Positions
+    // >= k are never certain, so at most k items are.
     const Slot x{id, w};
     const auto heavier = [](const Slot& p, const Slot& q) { return p.w > q.w || (p.w == q.w && p.id < q.id); };
     const std::size_t px = static_cast<std::size_t>(
         std::upper_bound(a_.begin(), a_.end(), x, heavier) - a_.begin());  // x's place in the merged order
     const std::size_t m = a_.size() + 1;
     auto at = [&](std::size_t j) -> const Slot& { return j < px ? a_[j] : (j == px ? x : a_[j - 1]); };
-    double suffix = 0.0;  // weight of merged positions > j
+    const double outside = out_ + out_comp_;
+    double suffix = 0.0;  // weight of merged positions >= j
     std::size_t j = m;
-    const double sum_all = sum_a_ + w;
     while (j > 0) {
       const Slot& s = at(j - 1);
-      const double before = sum_all - suffix - s.w;  // S_{j-1}
-      if (s.w * static_cast<double>(k_ - (j - 1)) >= total - before) break;
+      if (s.w * static_cast<double>(k_ - (j - 1)) >= outside + suffix + s.w) {
+        // Passes with equality only when the rest weighs nothing: not a certainty then.
+        if (s.w > 0.0 && j - 1 < k_) break;
+      }
       suffix += s.w;
       --j;
     }
-    const std::size_t certain_count = j;                    // merged positions [0, j) are certain
-    const double certain_sum = sum_all - suffix;
-    const double rest = total - certain_sum;
+    const std::size_t certain_count = j;  // merged positions [0, j) are certain
+    const double rest = outside + suffix;
     c_ = rest > 0.0 ? static_cast<double>(k_ - certain_count) / rest : 0.0;
+    // Slots left over for items whose weights all vanished at this scale (below 2^-1074 of the
+    // largest): their probabilities cannot be told apart in doubles.
+    unresolved_ |= rest == 0.0 && certain_count < k_;
     const bool x_certain = px < certain_count;
     // A items that lost certainty: merged positions >= j other than x.
     std::vector<Slot>& lost = scratch_;
     lost.clear();
     const std::size_t keep_a = x_certain ? certain_count - 1 : certain_count;
     for (std::size_t q = keep_a; q < a_.size(); ++q) lost.push_back(a_[q]);
-    for (const Slot& s : lost) sum_a_ -= s.w;
     a_.resize(keep_a);
+    for (const Slot& s : lost) add_outside(s.w);
+    if (!x_certain) add_outside(w);
     const double p_enter = x_certain ? 1.0 : std::min(1.0, c_ * w);
     const double u = open_unit(stream_bits(enter_key_, static_cast<std::uint64_t>(id)));
     if (u < p_enter) {
@@ -570,26 +694,35 @@ class ChaoReservoir {
   std::vector<Slot> a_;        // certain items, heaviest first
   std::vector<Slot> c_items_;  // ordinary items
   std::vector<Slot> scratch_;
-  double sum_a_ = 0.0;
-  double total_ = 0.0, comp_ = 0.0;
+  double out_ = 0.0, out_comp_ = 0.0;
   double c_ = 0.0;
+  PowerScale scale_;
+  bool seen_positive_ = false;
+  bool unresolved_ = false;
 };
 
-// k i.i.d. draws with probability w_i / W (inverse CDF over the prefix sums), in draw order.
+// k i.i.d. draws with probability w_i / W (inverse CDF over the prefix sums), in draw order,
+// written straight into out[0..k). Memory: the n prefix sums, nothing proportional to k.
+// `largest` is the largest weight: when it lies outside the ordinary range the prefix sums are
+// taken over w * 2^-e (weight_exponent), so they neither overflow nor lose the bits of
+// subnormal weights.
 template <class W>
-void sample_with_replacement(const W* w, std::size_t n, std::size_t k, std::uint64_t seed, std::int64_t* out) {
+void sample_with_replacement(const W* w, std::size_t n, std::size_t k, std::uint64_t seed, std::int64_t* out,
+                             double largest = 0.0) {
   std::vector<double> cdf(n);
   double acc = 0.0;
-  for (std::size_t i = 0; i < n; ++i) {
-    acc += static_cast<double>(w[i]);
-    cdf[i] = acc;
+  const PowerScale sc(weight_exponent(largest));
+  if (sc.exponent() == 0) {
+    for (std::size_t i = 0; i < n; ++i) cdf[i] = acc += static_cast<double>(w[i]);
+  } else {
+    for (std::size_t i = 0; i < n; ++i) cdf[i] = acc += sc(static_cast<double>(w[i]));
   }
   const std::uint64_t key = stream_key(seed, Stream::WithReplacement);
   for (std::size_t j = 0; j < k; ++j) {
     const double target = open_unit(stream_bits(key, j)) * acc;
     std::size_t i = static_cast<std::size_t>(std::upper_bound(cdf.begin(), cdf.end(), target) - cdf.begin());
     if (i >= n) i = n - 1;
-    while (w[i] <= W(0) && i > 0) --i;  // rounding at the top end never lands on a zero weight
+    while (i > 0 && !(cdf[i] > cdf[i - 1])) --i;  // rounding at the top end never lands on a zero weight
     out[j] = static_cast<std::int64_t>(i);
   }
 }

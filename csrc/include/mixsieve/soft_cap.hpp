@@ -4,6 +4,9 @@
 // picked item's weight is then multiplied by exp(-penalty). The keys below a threshold are
 // generated directly as a Poisson process over the cumulative weight (race_points), so a
 // batch costs O(n / 16 + b), not O(n).
+// Weights are relative to a running offset: once repeated picks have shrunk the total weight
+// by 2^-64, every weight is recomputed as exp(s_i - penalty * counts_i - max_j(...)), so the
+// picks never run out of exponent range however large counts * penalty grows.
 #pragma once
 
 #include <algorithm>
@@ -68,8 +71,8 @@ struct Point {
 // [lo, hi), in increasing weight position, each mapped to the item whose weight interval
 // holds it; an item keeps its earliest time. The first arrival time of item i is then Exp(w_i)
 // restricted to [lo, hi): exactly the exponential-race keys below hi, found in
-// O(blocks + points) instead of O(items).
-inline void race_points(const BlockPrefix& bp, std::size_t blk_begin, std::size_t blk_end, double lo, double hi,
+// O(blocks + points) instead of O(items). Returns the weight of the blocks.
+inline double race_points(const BlockPrefix& bp, std::size_t blk_begin, std::size_t blk_end, double lo, double hi,
                         std::uint64_t key, std::vector<Point>& scratch, std::vector<RaceKey>& out) {
   out.clear();
   scratch.clear();
@@ -87,6 +90,7 @@ inline void race_points(const BlockPrefix& bp, std::size_t blk_begin, std::size_
     }
     acc = end;
   }
+  const double weight = acc;
   // Phase 2: the item inside each block, with the block's cache lines fetched ahead.
   const std::size_t n = bp.pref.size();
   constexpr std::size_t kAhead = 6;
@@ -111,6 +115,7 @@ inline void race_points(const BlockPrefix& bp, std::size_t blk_begin, std::size_
       out.push_back({pt.tau, id});
     }
   }
+  return weight;
 }
 
 // Fixed number of independent segments of the item range (never the thread count).
@@ -173,63 +178,132 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
     }
   }
   const double top = *std::max_element(chunk_max.begin(), chunk_max.end());
-  std::vector<double> w(n);
-  std::vector<std::size_t> chunk_pos(chunks, 0);
-  parallel_for(chunks, threads, 1, [&](std::size_t c0, std::size_t c1) {
-    for (std::size_t c = c0; c < c1; ++c) {
-      for (std::size_t i = c * grain; i < std::min(n, (c + 1) * grain); ++i) {
-        w[i] = std::exp(static_cast<double>(scores[i]) - top);
-        chunk_pos[c] += w[i] > 0.0;
-      }
-    }
-  });
-  std::size_t positive = 0;
-  for (std::size_t p : chunk_pos) positive += p;
   const std::size_t b_max = static_cast<std::size_t>(std::min<std::int64_t>(batch_size, total));
-  if (positive < b_max) {
-    throw std::invalid_argument("a batch needs " + std::to_string(b_max) + " distinct items but only " +
-                                std::to_string(positive) +
-                                " have a representable weight exp(score - max score) > 0 (fewer items than batch_size,"
-                                " or scores spanning more than ~700)");
-  }
-  const double decay = std::exp(-penalty);
   BlockPrefix bp;
-  bp.build(w, threads);
-  w = std::vector<double>();  // weights live in the prefix sums from here on
+  // Weights exp(s_i - penalty * counts_i - offset) with offset = the largest adjusted score
+  // (the first time: the largest score, from the pass above).
+  auto weigh = [&](bool first) {
+    std::vector<double> adjusted_max(chunks, -std::numeric_limits<double>::infinity());
+    double offset = top;
+    if (!first) {
+      parallel_for(chunks, threads, 1, [&](std::size_t c0, std::size_t c1) {
+        for (std::size_t c = c0; c < c1; ++c) {
+          for (std::size_t i = c * grain; i < std::min(n, (c + 1) * grain); ++i) {
+            adjusted_max[c] = std::max(adjusted_max[c], static_cast<double>(scores[i]) -
+                                                            penalty * static_cast<double>(counts[i]));
+          }
+        }
+      });
+      offset = *std::max_element(adjusted_max.begin(), adjusted_max.end());
+    }
+    std::vector<double> w(n);
+    std::vector<std::size_t> chunk_pos(chunks, 0);
+    parallel_for(chunks, threads, 1, [&](std::size_t c0, std::size_t c1) {
+      for (std::size_t c = c0; c < c1; ++c) {
+        for (std::size_t i = c * grain; i < std::min(n, (c + 1) * grain); ++i) {
+          w[i] = first ? std::exp(static_cast<double>(scores[i]) - top)
+                       : std::exp(static_cast<double>(scores[i]) - penalty * static_cast<double>(counts[i]) - offset);
+          chunk_pos[c] += w[i] > 0.0;
+        }
+      }
+    });
+    std::size_t positive = 0;
+    for (std::size_t p : chunk_pos) positive += p;
+    if (positive < b_max) {
+      throw std::invalid_argument("a batch needs " + std::to_string(b_max) + " distinct items but only " +
+                                  std::to_string(positive) +
+                                  " have a representable weight exp(adjusted score - max adjusted score) > 0 (fewer"
+                                  " items than batch_size, or adjusted scores spanning more than ~700)");
+    }
+    bp.build(w, threads);  // weights live in the prefix sums from here on
+  };
+  weigh(true);
+  const double decay = std::exp(-penalty);
   std::vector<RaceKey> keys;
   const std::size_t segments = std::min<std::size_t>(kSegments, bp.blocks());
   std::vector<std::size_t> seg_begin(segments + 1);
   for (std::size_t sg = 0; sg <= segments; ++sg) seg_begin[sg] = sg * bp.blocks() / segments;
   std::vector<std::vector<RaceKey>> seg_cand(segments), seg_pts(segments), seg_tmp(segments);
   std::vector<std::vector<Point>> seg_scratch(segments);
+  std::vector<double> seg_weight(segments, 0.0);
   double guess = 0.0;
+  double reference_weight = 0.0;  // total weight after the last (re)weighing
+  double last_weight = 0.0;       // total weight at the start of the last batch
   std::int64_t done = 0;
   for (std::uint64_t batch = 0; done < total; ++batch) {
     const std::size_t b = static_cast<std::size_t>(std::min<std::int64_t>(batch_size, total - done));
+    // Starting threads costs tens of microseconds a batch: small batches over few blocks run
+    // on this thread (the result does not depend on it).
+    const unsigned batch_threads = bp.blocks() + 4 * b < (std::size_t{1} << 16) ? 1 : threads;
+    if (batch > 0 && last_weight < 0x1p-64 * reference_weight) {
+      weigh(false);  // the picks shrank every weight: start again from the adjusted scores
+      guess = 0.0;
+      reference_weight = 0.0;
+    }
+    double known_weight = last_weight;  // an upper bound: weights only shrink between (re)weighings
     if (batch == 0 || !(guess > 0.0) || !std::isfinite(guess)) {
       double weight = 0.0;
       for (double x : bp.block_sum) weight += x;
       guess = 1.25 * static_cast<double>(b) / weight;  // about 1.25 b points expected
+      known_weight = weight;
     }
     // Candidates: every item whose key is below hi, found band by band until there are b.
     // The item range is cut into fixed segments, each its own Poisson process with its own
     // random stream, walked in parallel; the result does not depend on the thread count.
+    // When a band would hold far more points than there are items (b close to the number of
+    // items with weights far apart: the last item needed is a light one), every item gets its
+    // key directly instead, in O(n): the same exponential race, another random stream.
     for (auto& c : seg_cand) c.clear();
     double lo = 0.0, hi = guess;
+    bool direct = false;
     for (std::uint64_t round = 0;; ++round) {
       if (round >= 256 || !std::isfinite(hi)) throw std::runtime_error("soft_cap_sample: no finite threshold found");
-      parallel_for(segments, threads, 1, [&](std::size_t s0, std::size_t s1) {
+      if ((hi - lo) * known_weight > 4.0 * static_cast<double>(n) + 4096.0) {
+        direct = true;
+        break;
+      }
+      parallel_for(segments, batch_threads, 1, [&](std::size_t s0, std::size_t s1) {
         for (std::size_t sg = s0; sg < s1; ++sg) {
           const std::uint64_t key = stream_key(seed, Stream::SoftCap, (batch * 256 + round) * kSegments + sg);
-          race_points(bp, seg_begin[sg], seg_begin[sg + 1], lo, hi, key, seg_scratch[sg], seg_pts[sg]);
+          seg_weight[sg] = race_points(bp, seg_begin[sg], seg_begin[sg + 1], lo, hi, key, seg_scratch[sg], seg_pts[sg]);
           merge_earliest(seg_cand[sg], seg_pts[sg], seg_tmp[sg]);
         }
       });
+      if (round == 0) {
+        last_weight = 0.0;
+        for (double x : seg_weight) last_weight += x;
+        if (reference_weight == 0.0) reference_weight = last_weight;
+        known_weight = last_weight;
+      }
       std::size_t found = 0;
       for (const auto& c : seg_cand) found += c.size();
       if (found >= b) break;
       lo = hi;
       hi *= 4.0;
+    }
+    if (direct) {
+      last_weight = 0.0;
+      for (double x : bp.block_sum) last_weight += x;
+      if (reference_weight == 0.0) reference_weight = last_weight;
+      parallel_for(segments, batch_threads, 1, [&](std::size_t s0, std::size_t s1) {
+        for (std::size_t sg = s0; sg < s1; ++sg) {
+          const std::uint64_t key = stream_key(seed, Stream::SoftCap, (std::uint64_t{1} << 62) + batch);
+          std::vector<RaceKey>& cand = seg_cand[sg];
+          cand.clear();
+          const std::size_t end = std::min(n, seg_begin[sg + 1] * kBlock);
+          for (std::size_t i = seg_begin[sg] * kBlock; i < end; ++i) {
+            const double wi = bp.weight(i);
+            if (!(wi > 0.0)) continue;
+            cand.push_back({-std::log(open_unit(stream_bits(key, i))) / wi, static_cast<std::int64_t>(i)});
+          }
+        }
+      });
+      std::size_t found = 0;
+      for (const auto& c : seg_cand) found += c.size();
+      if (found < b) {
+        throw std::invalid_argument("a batch needs " + std::to_string(b) + " distinct items but only " +
+                                    std::to_string(found) + " have a weight > 0 left");
+      }
     }
     // The b-th smallest key, then the picks in item order: memory is touched in one
     // increasing sweep instead of at b random places.
@@ -238,7 +312,7 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
     std::nth_element(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(b - 1), keys.end(), race_before);
     const RaceKey cut_item = keys[b - 1];
     const double cut = cut_item.key;
-    parallel_for(segments, threads, 1, [&](std::size_t s0, std::size_t s1) {
+    parallel_for(segments, batch_threads, 1, [&](std::size_t s0, std::size_t s1) {
       for (std::size_t sg = s0; sg < s1; ++sg) {
         for (const RaceKey& c : seg_cand[sg]) {  // disjoint memory per segment
           if (race_before(cut_item, c)) continue;
