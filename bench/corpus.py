@@ -1,8 +1,8 @@
 """Benchmark corpora built from text already on the machine (no downloads).
 
 `english_like(n)`: documents of 1-4 KB of sentences whose words are drawn Zipf(1.07) from a
-vocabulary harvested from the CPython standard library's sources (the protocol of
-shared/specs/minhash.md section 8), plus optional planted near-duplicates.
+vocabulary harvested from the CPython standard library's sources (the README's Benchmarks
+section describes the protocol), plus optional planted near-duplicates.
 """
 
 from __future__ import annotations
