@@ -81,6 +81,7 @@ def test_clusters_match_oracle_connected_components():
         res = ms.dedup(docs, threshold=threshold, num_perm=64, ngram=3, seed=9, match_empty=match_empty)
         want = oracles.clusters(sigs.tolist(), b, r, threshold, empty=MAX32, match_empty=match_empty)
         assert res.cluster.tolist() == want
+        assert res.capped == 0  # no bucket cap was reached, so the result is the exact rule's
     assert res.cluster[-1] == len(docs) - 3  # match_empty=True joins the empty ones
 
 

@@ -365,13 +365,13 @@ void bind_width(py::module_& m, const char* hasher_name, const char* index_name)
         p.match_empty = match_empty;
         py::array_t<std::int64_t> cluster(n), dup_pos(n);
         py::array_t<float> sim(n);
-        std::uint64_t comparisons = 0;
+        std::uint64_t comparisons = 0, refused = 0;
         {
           py::gil_scoped_release release;
-          comparisons =
-              cluster_signatures(sigs.data(), n, p, cluster.mutable_data(), dup_pos.mutable_data(), sim.mutable_data());
+          comparisons = cluster_signatures(sigs.data(), n, p, cluster.mutable_data(), dup_pos.mutable_data(),
+                                           sim.mutable_data(), &refused);
         }
-        return py::make_tuple(cluster, dup_pos, sim, comparisons);
+        return py::make_tuple(cluster, dup_pos, sim, comparisons, refused);
       },
       py::arg("signatures").noconvert(), py::arg("bands"), py::arg("rows"), py::arg("threshold"), py::arg("verify"),
       py::arg("match_empty"));

@@ -196,6 +196,10 @@ class LSHIndex {
 
   // Candidate pairs whose estimated Jaccard was computed by the last add/add_clustered call.
   std::uint64_t comparisons() const { return comparisons_; }
+  // Rows of the last add_clustered call that some bucket refused to store (rule 4). When it is
+  // zero, no cap changed anything: the clusters are exactly the connected components of the
+  // verified candidate pairs.
+  std::uint64_t refused() const { return refused_; }
 
   // The same for clustering into `uf` (positions of this index = uf elements). The rule, in
   // full (docs/dedup.md states it for users):
@@ -232,12 +236,21 @@ class LSHIndex {
         [&](std::uint32_t pos, int band, std::uint64_t key) {
           const std::uint32_t root = uf.find(pos);
           int same = 0, total = 0;
+          bool ok = true;
           for (std::uint32_t m = head(band, key); m != kEmpty && total < kBucketCap; m = next(m, band)) {
             ++total;
             same += uf.find(m) == root;
-            if (same >= kClusterCap) return false;
+            if (same >= kClusterCap) {
+              ok = false;
+              break;
+            }
           }
-          return total < kBucketCap;
+          ok = ok && total < kBucketCap;
+          if (!ok && refused_pos_ != pos) {
+            ++refused_;
+            refused_pos_ = pos;
+          }
+          return ok;
         },
         true);
   }
@@ -382,6 +395,8 @@ class LSHIndex {
                 OnMatch&& on_match, Skip&& skip, Store&& store, bool search) {
     if (keys_.size() + n >= kEmpty) throw std::length_error("an LSHIndex holds at most 2^32 - 2 rows");
     comparisons_ = 0;
+    refused_ = 0;
+    refused_pos_ = kEmpty;
     if (!view_) {  // a view (cluster_signatures) has positions as keys and keeps no key set
       std::vector<std::int64_t> positions;
       const std::int64_t* kk = keys;
@@ -650,18 +665,22 @@ class LSHIndex {
   KeySet keyset_;        // every key (not kept for a view)
   Table exact_;          // clustering only: whole-signature hash -> first bucketed row
   std::uint64_t comparisons_ = 0;
+  std::uint64_t refused_ = 0;
+  std::uint32_t refused_pos_ = kEmpty;
 };
 
 // Near-duplicate clusters of n signatures: verified candidate pairs join clusters, whose id is
 // the lowest row. dup_pos/sim as in LSHIndex::add_clustered.
-// Returns the number of candidate pairs compared (see LSHIndex::add_clustered for the bound).
+// Returns the number of candidate pairs compared (see LSHIndex::add_clustered for the bound);
+// *refused (if given) receives the number of rows some bucket refused to store.
 template <class T>
 std::uint64_t cluster_signatures(const T* sigs, std::size_t n, const LSHParams& p, std::int64_t* cluster,
-                                 std::int64_t* dup_pos, float* sim) {
+                                 std::int64_t* dup_pos, float* sim, std::uint64_t* refused = nullptr) {
   LSHIndex<T> idx = LSHIndex<T>::over(p, sigs);
   UnionFind uf(n);
   idx.add_clustered(sigs, n, nullptr, dup_pos, sim, uf);
   for (std::size_t i = 0; i < n; ++i) cluster[i] = uf.find(static_cast<std::uint32_t>(i));
+  if (refused != nullptr) *refused = idx.refused();
   return idx.comparisons();
 }
 
