@@ -591,3 +591,90 @@ def test_weight_types(weights, error, match):
         return
     with pytest.raises(error, match=match):
         make_dataset(weights=weights)
+
+
+# ---- found in the second review -------------------------------------------------------------
+
+
+def sdl_loader(ds, workers=2, **kw):
+    sdl = pytest.importorskip("torchdata.stateful_dataloader")
+    return sdl.StatefulDataLoader(ds, batch_size=8, num_workers=workers, collate_fn=as_list, **kw)
+
+
+def test_stateful_loader_saved_right_after_a_restore_resumes_exactly():
+    ref = list(make_dataset(num_samples=400))
+    first_loader = sdl_loader(make_dataset(num_samples=400))
+    it = iter(first_loader)
+    got = [x for _ in range(5) for x in next(it)]
+    state = first_loader.state_dict()
+    del it
+    second = sdl_loader(make_dataset(num_samples=400))
+    second.load_state_dict(state)
+    it = iter(second)
+    got += next(it)  # one batch, then save again: workers that have not started report their state
+    state = second.state_dict()
+    del it
+    third = sdl_loader(make_dataset(num_samples=400))
+    third.load_state_dict(state)
+    got += [x for b in third for x in b]
+    assert got == ref
+
+
+def test_stateful_loader_checkpoints_carry_weight_changes_the_workers_read():
+    def make():
+        return make_dataset(num_samples=800, chunk_size=64)
+
+    ds = make()
+    loader = sdl_loader(ds)
+    it = iter(loader)
+    got = [x for _ in range(4) for x in next(it)]
+    pos = ds.set_weights({"web": 0, "code": 0, "math": 1})
+    got += [x for _ in range(10) for x in next(it)]
+    state = loader.state_dict()
+    del it
+    again = sdl_loader(make())
+    again.load_state_dict(state)
+    got += [x for b in again for x in b]
+    ref = make()
+    ref.load_state_dict({**ref.state_dict(), "changes": [[pos, [0.0, 0.0, 1.0]]]})
+    assert got == list(ref)
+
+
+def test_a_change_after_a_same_layout_restore_lands_beyond_the_workers():
+    loader = sdl_loader(make_dataset(num_samples=800, chunk_size=64))
+    it = iter(loader)
+    for _ in range(10):
+        next(it)
+    state = loader.state_dict()
+    del it
+    ds = make_dataset(num_samples=800, chunk_size=64)
+    again = sdl_loader(ds)
+    again.load_state_dict(state)
+    ds.load_state_dict(state)  # the main process learns where the workers resume
+    pos = ds.set_weights({"web": 0, "code": 1, "math": 0})
+    rest = [x for b in again for x in b]
+    assert pos >= 80 and rest and {n for n, _ in rest[-100:]} == {"code"}
+
+
+def test_a_loader_without_batching_is_seen():
+    ds = make_dataset(num_samples=200, batch_size=4)
+    with pytest.raises(ValueError, match="batch_size=1"):
+        list(DataLoader(ds, batch_size=None, num_workers=0))
+    ref = list(make_dataset(num_samples=200))
+    ds = make_dataset(num_samples=200)
+    it = iter(DataLoader(ds, batch_size=None, num_workers=2))
+    first = [tuple(next(it)) for _ in range(50)]
+    del it
+    again = make_dataset(num_samples=200)
+    again.load_state_dict(ds.state_dict(consumed_samples=50))
+    assert first + [tuple(x) for x in DataLoader(again, batch_size=None, num_workers=2)] == [
+        tuple(x) for x in ref
+    ]
+
+
+def test_served_counts_an_early_break_in_process():
+    ds = make_dataset(num_samples=None)
+    for i, _ in enumerate(ds):
+        if i == 100:
+            break
+    assert sum(ds.stats()["served"].values()) == 101

@@ -75,10 +75,15 @@ def validate(state: Any, k: int) -> dict[str, Any]:
         w = state["worker"]
         if not isinstance(w, Mapping):
             raise TypeError(f"state['worker'] must be a dict, got {describe(w)}")
-        result["worker"] = {
+        worker = {
             key: check_int(_where("state['worker']", key), _need(w, key, "state['worker']"), 0)
             for key in WORKER_KEYS
         }
+        if not (1 <= worker["ranks"] <= worker["period"] and worker["period"] % worker["ranks"] == 0):
+            raise ValueError(f"state['worker'] has period {worker['period']} for {worker['ranks']} ranks")
+        if worker["slot"] >= worker["period"]:
+            raise ValueError(f"state['worker'] has slot {worker['slot']} of {worker['period']}")
+        result["worker"] = worker
     return result
 
 

@@ -52,11 +52,13 @@ def loader_batch_size(frame: FrameType | None) -> int:
     torch has no public way to tell a dataset its DataLoader's batch size."""
     if frame is None or frame.f_code.co_name != "fetch":
         return 0
-    index = frame.f_locals.get("possibly_batched_index")
     auto = getattr(frame.f_locals.get("self"), "auto_collation", None)
-    if index is None or auto is None:
+    if auto is None:
         return 0
-    return len(index) if auto else 1
+    if not auto:
+        return 1  # DataLoader(batch_size=None): one sample per step
+    index = frame.f_locals.get("possibly_batched_index")
+    return len(index) if index is not None else 0
 
 
 class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ignore]
@@ -233,6 +235,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         self._resume_guard: str | None = None  # why a loaded state cannot be resumed in another layout
         self._worker_state: dict[str, Any] | None = None
         self._engine: Engine | None = None
+        self._pending: tuple[Any, dict[str, int], dict[str, int]] | None = None
         self._epoch_cache: dict[str, Any] | None = None  # a state at an epoch boundary
         self._len_cache: dict[int, int] = {}  # epoch -> where the stream ends in it (stop / drop)
         self._checkpoint_cache: dict[str, Any] | None = None  # the last state_dict(consumed_samples=)
@@ -481,6 +484,10 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         self._len_cache = {}
         if not distributed.in_worker():
             self._reset_shared()
+            frontier = state.get("frontier")
+            if isinstance(frontier, int) and self._shared is not None:
+                with self._shared.lock():
+                    self._shared.header[1] = max(int(self._shared.header[1]), frontier)
 
     def _from_loader_state(self, loader_state: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
         """Global state from a StatefulDataLoader state (any num_workers later), and why it
@@ -512,8 +519,16 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         total += later * batch
         w0 = workers[0]
         pos = w0["base"] + total * w0["ranks"]
-        plan = self._advance(self._plan_from(start["state"], start["changes"]), pos)
-        out = self._wrap(_state_of(plan), start["changes"])
+        # every change any worker had read (a later worker may have read more than the first)
+        merged: dict[int, list[float]] = {}
+        for st in sorted(states, key=lambda x: x["state"]["position"]):
+            for p, w in st["changes"]:
+                merged[p] = w
+        changes = sorted(merged.items())
+        plan = self._advance(self._plan_from(start["state"], changes), pos)
+        out = self._wrap(_state_of(plan), changes)
+        # the workers' own resume points: changes made after this load must land beyond them
+        out["frontier"] = max(st["state"]["position"] for st in states)
         if "mixer" in start:
             out["mixer"] = start["mixer"]
         out["config"] = start["config"]
@@ -538,6 +553,12 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             end = min(end, self._len_cache[epoch])
         remaining = max(0, end - start)
         block = int(shared.header[8]) or self.block
+        if world > 1 and self.batch_size is None and not int(shared.header[8]):
+            raise TypeError(
+                "len() with several ranks depends on the DataLoader's batch size, which the dataset sees "
+                "only once it is read: construct MixtureDataset(..., batch_size=<the DataLoader's "
+                "batch_size>)"
+            )
         full, rest = divmod(remaining, block)  # blocks from start, dealt round-robin
         mine = (full // world + (1 if rank < full % world else 0)) * block
         if rest and full % world == rank:
@@ -570,6 +591,11 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         if self._loaded["position"] >= target:
             return dict(self._loaded)
         start = self._nearest_state(target)
+        if start["position"] < self._history_from:
+            raise ValueError(
+                f"checkpoints move forward: epoch {epoch} starts before the last checkpoint "
+                f"({self._history_from}), whose earlier history is no longer kept"
+            )
         if start["position"] < target:
             shared = self._get_shared()
             with shared.lock():  # later weight changes must land after this point
@@ -603,7 +629,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         if shared is not None:
             with shared.lock():
                 _, base, _ = shared.read_base()
-            if base is not None and not base["folded"]:
+            if base is not None:
                 keep_from = min(keep_from, int(base["state"]["position"]))
         if keep_from > self._history_from:
             self._changes = [(p, w) for p, w in self._changes if p >= keep_from]
@@ -647,23 +673,28 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             with shared.lock():
                 shared.header[3] -= 1
             raise
+        # One critical section releases the freeze and publishes the change (so nobody claims
+        # past it in between) and takes no engine lock (an iterating thread waiting on the
+        # freeze holds its engine's lock).
         with shared.lock():
             shared.header[3] -= 1
             earliest = self._earliest(shared)
             if pos < earliest:
-                raise ValueError(f"the ranks agreed on position {pos}, which this rank has passed ({earliest})")
+                raise ValueError(
+                    f"the ranks agreed on position {pos}, which this rank has passed ({earliest})"
+                )
             if not shared.replace_last(pos, vec):  # the last change made at a position wins
                 shared.append_change(pos, vec, lambda: self._fold_base(shared))
             self._ring_seen = int(shared.header[0])  # workers created from now on know every change
+            self._len_cache = {}  # where a stopping stream ends may move
+            if self._changes and self._changes[-1][0] == pos:
+                self._changes[-1] = (pos, vec.tolist())
+            else:
+                self._changes.append((pos, vec.tolist()))
         eng = self._engine
         if eng is not None and eng.row == 0:  # an in-process walk (perhaps in another thread) reads it now
             with eng.lock, shared.lock():
                 eng.read_shared()
-        self._len_cache = {}  # where a stopping stream ends may move
-        if self._changes and self._changes[-1][0] == pos:
-            self._changes[-1] = (pos, vec.tolist())
-        else:
-            self._changes.append((pos, vec.tolist()))
         return pos
 
     def _earliest(self, shared: SharedControl) -> int:
@@ -737,17 +768,39 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         """A copy with its own shared block: steering the copy does not steer the original."""
         out = MixtureDataset.__new__(MixtureDataset)
         memo[id(self)] = out
+        shared_refs = (
+            "_shared",
+            "_engine",
+            "_pending",
+            "process_group",
+            "_mixer",
+            "_map",
+            "_iterables",
+            "_iter_filters",
+            "_sources",
+            "_schedule",
+        )
         for key, value in self.__dict__.items():
-            if key in ("_shared", "_engine", "process_group", "_mixer"):
-                continue
-            setattr(out, key, copy.deepcopy(value, memo))
+            if key in shared_refs:
+                setattr(out, key, value)  # the source data and policies are shared, not copied
+            else:
+                setattr(out, key, copy.deepcopy(value, memo))
+        out._pending = None
         out.process_group = self.process_group
         out._engine = None
         out._mixer = self._mixer  # the copy follows the same mixer
         if self._mixer is not None:
             self._mixer.attach(out._on_mixer_update)
         out._shared = None
-        out._get_shared()
+        copied = out._get_shared()
+        if self._shared is not None:  # the epoch and where passes start, as in the original
+            with self._shared.lock():
+                epoch = int(self._shared.header[2])
+                _, base, seq = self._shared.read_base()
+            with copied.lock():
+                copied.header[2] = epoch
+                if base is not None:
+                    copied.publish_base({**base, "folded": len(out._changes) > RING}, 0)
         return out
 
     # ---- iteration ----------------------------------------------------------------------------
@@ -762,6 +815,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         rank, world = self._rank_world()
         slot, period = wid * world + rank, nw * world
         row = 0 if info is None else 1 + wid
+        if whole_stream_wanted():
+            row = -1  # read as another mixture's source, perhaps in several processes: no shared row
+        self._engine = None  # a forked worker must not use the engine it inherited
         ws = self._worker_state
         if ws is not None and info is not None:
             w = ws["worker"]
@@ -781,18 +837,20 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             plan = self._plan_from(ws["state"], ws["changes"])
             start = {"base": w["base"], "yielded": w["yielded"], "block": w["block"]}
             self._worker_state = None
-            with shared.lock():
-                seen = int(shared.header[0])
+            with shared.lock():  # every change in the ring: those behind this worker are skipped
+                seen = max(0, int(shared.header[0]) - RING)
         else:
             if self._resume_guard is not None:
                 raise ValueError(self._resume_guard)
             plan, seen = self._pass_start(shared)
             start = {"base": plan.position, "yielded": 0, "block": 0}
         with shared.lock():
-            shared.readers[row] = (seen, plan.position)
             if info is not None:
                 shared.header[7] = period
+            if ws is not None:  # changes made from now on must land beyond this worker's position
+                shared.header[1] = max(int(shared.header[1]), plan.position)
         where = {"slot": slot, "period": period, "ranks": world, "row": row, "seen": seen}
+        self._pending = (plan.copy(), dict(start), dict(where))  # until the first sample is asked for
         return itertools.chain.from_iterable(self._walk(plan, start, where))
 
     def _walk(self, plan: Any, start: dict[str, int], where: dict[str, int]) -> Iterator[Iterator[Any]]:
@@ -800,12 +858,12 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         DataLoader's fetcher is the caller, and its batch size becomes the block size."""
         batch = loader_batch_size(sys._getframe(1))
         block = start["block"] or self.block
+        if batch and self.batch_size is not None and batch != self.batch_size:
+            raise ValueError(
+                f"MixtureDataset(batch_size={self.batch_size}) is read by a DataLoader with batch_size="
+                f"{batch}: set them equal (or leave the dataset's unset to follow the DataLoader)"
+            )
         if batch and not start["block"]:
-            if self.batch_size is not None and batch != self.batch_size:
-                raise ValueError(
-                    f"MixtureDataset(batch_size={self.batch_size}) is read by a DataLoader with batch_size="
-                    f"{batch}: set them equal (or leave the dataset's unset to follow the DataLoader)"
-                )
             block = batch
         shared = self._shared
         if shared is not None and where["row"] > 0:  # what the workers deal by, for consumed_samples
@@ -815,6 +873,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         eng = self._engine_for(plan, block=block, base=start["base"], yielded=start["yielded"], **where)
         eng.loader_batch = batch
         self._engine = eng
+        self._pending = None
         yield from eng.run()
 
     def _pass_start(self, shared: SharedControl) -> tuple[Any, int]:
@@ -840,11 +899,11 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             if n - self._ring_seen > RING:
                 raise RuntimeError(_FOLDED)
             plan = self._with_known(self._plan_from(self._nearest_state(target)))
-            seq = self._ring_seen
+            seq = max(0, self._ring_seen - 1)  # the newest entry may have been replaced since
         if target > plan.position:
             with shared.lock():
                 changes, seq = shared.changes_since(seq)
-            for p, w in changes:
+            for _, p, w in changes:
                 if p >= plan.position:
                     plan.add_change(p, w)
             plan = self._advance(plan, target)
@@ -854,19 +913,31 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         eng = self._engine
         rank, world = self._rank_world()
         if eng is None:
-            shared = self._get_shared()
-            plan, _ = self._pass_start(shared)
-            info = distributed.worker_info()
-            nw, wid = (info.num_workers, info.id) if info is not None else (1, 0)
+            if self._pending is not None:  # iter() was called, no sample asked for yet
+                plan, start, where = self._pending
+                plan = plan.copy()
+                slot, period, base, yielded, block = (
+                    where["slot"],
+                    where["period"],
+                    start["base"],
+                    start["yielded"],
+                    start["block"],
+                )
+            else:
+                shared = self._get_shared()
+                plan, _ = self._pass_start(shared)
+                info = distributed.worker_info()
+                nw, wid = (info.num_workers, info.id) if info is not None else (1, 0)
+                slot, period, base, yielded, block = wid * world + rank, nw * world, plan.position, 0, 0
             worker = {
-                "slot": wid * world + rank,
-                "period": nw * world,
+                "slot": slot,
+                "period": period,
                 "ranks": world,
-                "base": plan.position,
-                "yielded": 0,
-                "block": 0,  # not dealt yet: the DataLoader's batch size decides
+                "base": base,
+                "yielded": yielded,
+                "block": block,
                 "batch": 0,
-            }
+            }  # block 0: not dealt yet, the DataLoader decides
         else:
             plan = eng.resume_plan()
             worker = {

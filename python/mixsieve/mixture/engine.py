@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -59,6 +60,9 @@ class Engine:
         self.base = base
         self.slot, self.period, self.ranks, self.row = slot, period, ranks, row
         self.seen = seen  # shared-ring entries already fed to the plan
+        # entries from here on were made after this walk began: they must not land behind it
+        self.fresh_from = int(shared.header[0]) if shared is not None else 0
+        self.token = int.from_bytes(os.urandom(7), "little") + 1  # marks this walk's reader row
         self.end = end
         self.advance = advance  # (plan or state, position) -> plan, replayed without data
         self.on_end = on_end  # called with the plan when the walk reaches ``end``
@@ -102,8 +106,11 @@ class Engine:
         return np.bincount(self._cur_src[self._published : max(t, self._published)], minlength=self.k)
 
     def _plan_at(self, pos: int) -> Any:
-        """The plan at global position ``pos`` inside the current piece."""
+        """The plan at global position ``pos`` inside the current piece, with the changes
+        recorded since the piece began."""
         plan = self._snap.copy()
+        for p, w in self.plan.state()["changes"]:
+            plan.add_change(p, np.asarray(w, np.float64))
         plan.fill(pos - plan.position)
         return plan
 
@@ -154,14 +161,19 @@ class Engine:
         shared = self.shared
         assert shared is not None
         changes, self.seen = shared.changes_since(self.seen)
-        for pos, vec in changes:
+        for seq, pos, vec in changes:
             if pos < self.plan.position:
-                if pos < self.start.position:
-                    continue  # before this walk began: already in its start state
-                raise RuntimeError(f"weight change at position {pos} arrived after it was passed")
+                if pos < self.start.position and seq < self.fresh_from:
+                    continue  # recorded before this walk began: already in its start state
+                raise RuntimeError(
+                    f"a weight change at position {pos} arrived after this process passed it (it is at "
+                    f"{self.plan.position}); after restoring DataLoader workers' own states, load the same "
+                    "state into the dataset in the main process (ds.load_state_dict(loader.state_dict())) "
+                    "so that changes land beyond them, or pass position= beyond the resumed position"
+                )
             self.plan.add_change(pos, vec)
         if self.row >= 0:
-            shared.readers[self.row] = (self.seen, self.plan.position)
+            shared.readers[self.row] = (self.seen, self.plan.position, self.token)
             shared.weights[self.row] = self.plan.next_weights
         for d, ln in enumerate(shared.lengths.tolist()):
             if ln >= 0:
@@ -219,10 +231,18 @@ class Engine:
             it.skip_to(int(counts[d]), self.src.cycle)
         self._skipped = True
 
+    def register(self) -> None:
+        """Starts reading the shared ring (and counting in its statistics) as row ``row``."""
+        shared = self.shared
+        if shared is not None and self.row >= 0:
+            with shared.lock():
+                shared.readers[self.row] = (self.seen, self.plan.position, self.token)
+
     def run(self) -> Iterator[Iterator[Any]]:
         """Iterators over consecutive runs of this process's samples; chain them to get the
         samples. Per-sample cost is one C-level step of a zip over ready lists; Python runs once
         per run (at most ``_STEP`` samples, or one block)."""
+        self.register()
         self._skip_iterables()
         block, period, slot, base = self.block, self.period, self.slot, self.base
         shared = self.shared
@@ -278,10 +298,12 @@ class Engine:
             if self.end is not None and self.plan.position >= self.end:
                 self.on_end(self.plan)
         finally:
+            self._publish(self._consumed_in_piece())  # an early break: what was taken is served
             if shared is not None and row >= 0:
                 try:
                     with shared.lock():
-                        shared.readers[row, 0] = -1  # this process no longer reads the ring
+                        if shared.readers[row, 2] == self.token:  # not a newer walk's registration
+                            shared.readers[row, 0] = -1  # this process no longer reads the ring
                 except (OSError, ValueError):  # collected after the block was closed: nobody reads it
                     pass
 

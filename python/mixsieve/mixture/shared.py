@@ -51,7 +51,7 @@ def _layout(k: int) -> dict[str, tuple[int, int]]:
         ("header", _HEADER),
         ("lengths", k),
         ("rows", (MAX_WORKERS + 1) * 2 * k),
-        ("readers", (MAX_WORKERS + 1) * 2),
+        ("readers", (MAX_WORKERS + 1) * 3),
         ("weights", (MAX_WORKERS + 1) * k),
         ("ring", RING * (1 + k)),
         ("mixer", 2 + 2 * k),
@@ -108,7 +108,8 @@ class SharedControl:
         self.header = arr("header", np.int64)
         self.lengths = arr("lengths", np.int64)
         self.rows = arr("rows", np.int64).reshape(MAX_WORKERS + 1, 2, k)
-        self.readers = arr("readers", np.int64).reshape(MAX_WORKERS + 1, 2)  # (ring seq read, position)
+        # (ring seq read or -1, position, owner token) per reading process
+        self.readers = arr("readers", np.int64).reshape(MAX_WORKERS + 1, 3)
         self.weights = arr("weights", np.float64).reshape(MAX_WORKERS + 1, k)  # in force at that position
         self.ring = arr("ring", np.float64).reshape(RING, 1 + k)
         self.mixer = arr("mixer", np.float64)
@@ -122,6 +123,7 @@ class SharedControl:
             self.rows[:] = 0
             self.readers[:, 0] = -1
             self.readers[:, 1] = -1
+            self.readers[:, 2] = 0
             self.weights[:] = 0
             self.mixer[:] = 0
 
@@ -159,12 +161,14 @@ class SharedControl:
 
     # ---- the ring of weight changes ----
 
-    def changes_since(self, seq: int) -> tuple[list[tuple[int, np.ndarray]], int]:
-        """Entries from ``seq`` on, and the next seq. Call with the lock held."""
+    def changes_since(self, seq: int) -> tuple[list[tuple[int, int, np.ndarray]], int]:
+        """Entries (seq, position, weights) from ``seq`` on, and the next seq. Lock held."""
         n = int(self.header[0])
         if n - seq > RING:
             raise RuntimeError(f"weight change {seq} was overwritten in the shared ring (now at {n})")
-        out = [(int(self.ring[i % RING, 0]), self.ring[i % RING, 1:].copy()) for i in range(max(seq, 0), n)]
+        out = [
+            (i, int(self.ring[i % RING, 0]), self.ring[i % RING, 1:].copy()) for i in range(max(seq, 0), n)
+        ]
         return out, n
 
     def append_change(self, pos: int, vec: np.ndarray, fold_base: Callable[[], None]) -> int:
@@ -197,8 +201,8 @@ class SharedControl:
         return n
 
     def replace_last(self, pos: int, vec: np.ndarray) -> bool:
-        """Overwrites the newest entry if it is at ``pos`` and no reading process has read it
-        (the last change made at a position wins, so one entry does). Lock held."""
+        """Overwrites the newest entry if it is at ``pos`` and no reading process has read it (the
+        last change made at a position wins, so one entry does). Lock held."""
         n = int(self.header[0])
         if n == 0 or int(self.ring[(n - 1) % RING, 0]) != pos or n - 1 < int(self.header[4]):
             return False
