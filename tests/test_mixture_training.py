@@ -471,11 +471,11 @@ def test_stateful_loader_with_new_weights_is_refused_in_the_same_layout():
 def test_served_with_workers_is_counted_in_small_steps():
     ds = make_dataset(num_samples=None, batch_size=8)
     it = iter(DataLoader(ds, batch_size=8, num_workers=2, collate_fn=as_list))
-    for _ in range(250):
+    for _ in range(500):
         next(it)
     served = sum(ds.stats()["served"].values())
-    # 2,000 consumed: each worker counts in steps of 256, and may have prefetched 2 batches
-    assert 2000 - 2 * 256 <= served <= 2000 + 2 * 256 + 2 * 2 * 8
+    # 4,000 consumed: each worker counts in steps of 1,024, and may have prefetched 2 batches
+    assert 4000 - 2 * 1024 <= served <= 4000 + 2 * 1024 + 2 * 2 * 8
     del it
 
 

@@ -967,7 +967,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
 
     def stats(self) -> dict[str, Any]:
         """Per-source samples served (exactly, by this process; by its DataLoader workers, including
-        batches they have prefetched, in steps of at most 256 samples or one batch), completed
+        batches they have prefetched, in steps of at most 1,024 samples or one batch), completed
         epochs of each source at the furthest position reached, the weights in force at the
         furthest position scheduled, and what filters removed per source."""
         served = np.zeros(len(self.names), np.int64)

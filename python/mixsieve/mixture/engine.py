@@ -25,7 +25,7 @@ from .. import _core
 from .readers import Sources, objects
 from .shared import SharedControl
 
-_STEP = 256  # served counts are published to the main process at least every this many samples
+_STEP = 1024  # workers publish served counts at least every this many samples
 
 
 class Engine:
@@ -76,6 +76,7 @@ class Engine:
         self._snap: Any = None  # the plan before the current piece
         self._cur: Iterator[Any] | None = None
         self._cur_len = 0
+        self._cur_end = 0  # where the current run of the piece ends
         self._cur_pos = np.zeros(0, np.int64)
         self._cur_src = np.zeros(0, np.int32)
         self.iters = {d: sources.reader(d) for d in sources.iterables}
@@ -91,7 +92,7 @@ class Engine:
     def _consumed_in_piece(self) -> int:
         if self._cur is None:
             return 0
-        return self._cur_len - operator.length_hint(self._cur)
+        return self._cur_end - operator.length_hint(self._cur)
 
     def yielded(self) -> int:
         return self.yielded_before + self.yielded_pieces + self._consumed_in_piece()
@@ -247,7 +248,9 @@ class Engine:
         block, period, slot, base = self.block, self.period, self.slot, self.base
         shared = self.shared
         row = self.row
-        step = max(_STEP, block)
+        # workers publish what they serve every run (for the main process's stats); this process
+        # counts its partial run when asked, so it reads a whole piece as one run
+        step = max(_STEP, block) if row > 0 else 1 << 62
         try:
             for pos, src, item in self.pieces(self.end, with_data=True):
                 n = len(src)
@@ -286,13 +289,17 @@ class Engine:
                     self.src.seed,
                     self.keys,
                 )
-                # the names iterator's length hint tells how many samples were taken (states);
-                # zip reuses its result tuple when the consumer lets go of it
-                self._cur = iter(names)
-                vals = iter(values)
+                # each run is a zip over two list iterators (zip reuses its result tuple when the
+                # consumer lets go of it); the names iterator's length hint tells how many samples
+                # of the run were taken (states)
                 for lo in range(0, m, step):
                     self._publish(lo)
-                    part = zip(itertools.islice(self._cur, step), itertools.islice(vals, step))
+                    hi = min(m, lo + step)
+                    run_names = names if step >= m else names[lo:hi]
+                    run_values = values if step >= m else values[lo:hi]
+                    self._cur_end = hi
+                    self._cur = iter(run_names)
+                    part = zip(self._cur, run_values)
                     yield itertools.starmap(_as_dict, part) if self.output_dict else part
             self._finish_piece()
             if self.end is not None and self.plan.position >= self.end:
