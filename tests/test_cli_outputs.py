@@ -317,3 +317,30 @@ def test_largest_seed_is_accepted(tmp_path):
     run(tmp_path / "in.jsonl", "-o", tmp_path / "o.jsonl", "--seed", str(2**64 - 1))
     res = ms.dedup(DOCS, seed=2**64 - 1)
     assert len((tmp_path / "o.jsonl").read_text().splitlines()) == int(res.keep.sum())
+
+
+def test_closed_standard_output_does_not_swallow_the_output_file(tmp_path):
+    # `>&-`: with fd 1 closed, the output's temporary file gets number 1; the output must still
+    # be published (not mistaken for standard output and dropped with exit 0).
+    write_jsonl(tmp_path / "in.jsonl")
+    for named in ["0", "1"]:
+        out = tmp_path / f"o{named}.jsonl"
+        args = [tmp_path / "in.jsonl", "-o", out, "--report", tmp_path / "r"]
+        proc = subprocess.run(
+            ["sh", "-c", 'exec "$0" "$@" >&-', BIN, *args],
+            capture_output=True,
+            timeout=300,
+            env=dict(os.environ, MIXSIEVE_DEDUP_NO_TMPFILE=named),
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert out.read_bytes() == kept_lines()
+        assert len((tmp_path / "r").read_text().splitlines()) == len(DOCS) - kept_lines().count(b"\n")
+    assert sorted(os.listdir(tmp_path)) == ["in.jsonl", "o0.jsonl", "o1.jsonl", "r"]
+    # Asked to write to a closed standard output (or read a closed standard input): an error.
+    for redirect, args in [(">&-", [tmp_path / "in.jsonl", "-o", "-"]), ("<&-", ["-", "-o", tmp_path / "x"])]:
+        proc = subprocess.run(
+            ["sh", "-c", f'exec "$0" "$@" {redirect}', BIN, *args], capture_output=True, timeout=300
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert b"is closed" in proc.stderr, proc.stderr
+    assert not (tmp_path / "x").exists()

@@ -52,6 +52,23 @@ namespace {
 
 constexpr int kExitOk = 0, kExitInput = 1, kExitUsage = 2;
 
+// Standard descriptors the caller left closed (`>&-`). They are opened on /dev/null at start,
+// so no file this run opens takes their number (an output given fd 1 would otherwise share it
+// with anything written to standard output); writing to or reading from a closed one is an
+// error, not a silent /dev/null.
+bool g_stdin_closed = false, g_stdout_closed = false;
+
+bool open_standard_descriptors() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    const int got = ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+    if (got != fd) return false;  // open takes the lowest free number: this one
+    if (fd == 0) g_stdin_closed = true;
+    if (fd == 1) g_stdout_closed = true;
+  }
+  return true;
+}
+
 const char* kHelp = R"(usage: mixsieve-dedup INPUT... -o OUT [options]
 
 Remove near-duplicate documents (MinHash + LSH, verified, union-find clusters; the lowest
@@ -464,6 +481,7 @@ std::vector<Input> read_inputs(const std::vector<std::string>& paths, unsigned t
     }
   });
   for (Input& in : inputs) {  // standard input is read on this thread
+    if (in.name == "-" && g_stdin_closed) throw InputError("-: standard input is closed");
     if (in.name == "-") in.data = maybe_gunzip("-", read_all("-"));
   }
   return inputs;
@@ -657,6 +675,8 @@ class OutputFile {
   // Opens the output now (so an unwritable destination is reported before any work).
   explicit OutputFile(const std::string& path) : path_(path) {
     if (path == "-") {
+      if (g_stdout_closed) throw InputError("-: standard output is closed");
+      is_stdout_ = true;
       fd_ = 1;
       return;
     }
@@ -686,7 +706,7 @@ class OutputFile {
   OutputFile(const OutputFile&) = delete;
   OutputFile& operator=(const OutputFile&) = delete;
   ~OutputFile() {
-    if (fd_ > 1) ::close(fd_);
+    if (fd_ >= 0 && !is_stdout_) ::close(fd_);
   }
 
   void write(std::string_view s) {
@@ -701,7 +721,7 @@ class OutputFile {
 
   void commit() {
     flush();
-    if (fd_ == 1) return;
+    if (is_stdout_) return;
     if (::fsync(fd_) != 0) fail("cannot sync");
     if (unnamed_) {
       // Give the unnamed file a hidden name, then rename it over the destination.
@@ -745,6 +765,7 @@ class OutputFile {
 
   std::string path_, dir_, base_, buf_;
   int fd_ = -1;
+  bool is_stdout_ = false;  // '-': standard output, never a number test (a temporary can be fd 1)
   bool unnamed_ = false;
   TempName temp_;
 };
@@ -1101,6 +1122,8 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // With no descriptor to report on, a message could land in an output: stop silently.
+  if (!open_standard_descriptors()) return kExitInput;
   try {
     const Options o = parse_args(argc, argv);
     return run(o);
