@@ -95,7 +95,8 @@ output:
                         the file system lacks O_TMPFILE), synced, and moved into place when
                         complete: a killed run leaves no partial file. Two outputs, or an output
                         and an input, that are the same file are refused (exit 2); files in an
-                        INPUT directory that are this run's outputs are not read.
+                        INPUT directory that are this run's outputs are not read. A device or
+                        FIFO is written in place; a symbolic link is written through.
   --report FILE         one JSON line per removed document: file, line, id, what it duplicates
                         (file/line/id, or index_key for a document of --index), and jaccard
   --index FILE          deduplicate against an index saved by an earlier run or by
@@ -394,6 +395,29 @@ std::string maybe_gunzip(const std::string& name, std::string raw) {
   return raw;
 }
 
+// Names of standard output: '-' and the system's names for descriptor 1. Written as standard
+// output (not renamed over: /dev/stdout is a link that must stay one).
+bool is_stdout_name(const std::string& path) {
+  return path == "-" || path == "/dev/stdout" || path == "/dev/fd/1" || path == "/proc/self/fd/1";
+}
+
+// The absolute path a path leads to, symbolic links followed (the last component's too, also
+// when its target does not exist yet: a dangling link leads to the file it would create).
+std::string resolve_links(const std::string& path) {
+  std::error_code ec;
+  fs::path p = fs::absolute(path, ec);
+  if (ec) return path;
+  for (int hops = 0; hops < 40; ++hops) {
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) break;
+    const fs::path target = fs::read_symlink(p, ec);
+    if (ec) break;
+    p = target.is_absolute() ? target : p.parent_path() / target;
+  }
+  const fs::path canon = fs::weakly_canonical(p, ec);
+  return (ec ? p : canon).lexically_normal().string();
+}
+
 // Which file a path names: device and inode when it exists, else the absolute path with '.',
 // '..' and symbolic links resolved. Two paths name the same file when these agree.
 struct FileId {
@@ -404,7 +428,23 @@ struct FileId {
   bool same(const FileId& o) const { return exists && o.exists ? dev == o.dev && ino == o.ino : canon == o.canon; }
 };
 
+// Standard output: whatever descriptor 1 is (file, pipe, terminal), so that a path naming the
+// same file or pipe (/dev/stdout when the name is not recognised, /proc/PID/fd/1, the file
+// stdout is redirected to) counts as standard output.
+FileId stdout_id() {
+  FileId id;
+  struct stat st {};
+  if (::fstat(1, &st) == 0) {
+    id.exists = true;
+    id.dev = st.st_dev;
+    id.ino = st.st_ino;
+  }
+  id.canon = "<standard output>";
+  return id;
+}
+
 FileId file_id(const std::string& path) {
+  if (is_stdout_name(path)) return stdout_id();
   FileId id;
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0) {
@@ -412,22 +452,7 @@ FileId file_id(const std::string& path) {
     id.dev = st.st_dev;
     id.ino = st.st_ino;
   }
-  std::error_code ec;
-  fs::path abs = fs::absolute(path, ec);
-  id.canon = (ec ? fs::path(path) : fs::weakly_canonical(abs, ec)).lexically_normal().string();
-  if (ec) id.canon = abs.lexically_normal().string();
-  return id;
-}
-
-FileId stdout_id() {
-  FileId id;
-  struct stat st {};
-  if (::fstat(1, &st) == 0 && S_ISREG(st.st_mode)) {
-    id.exists = true;
-    id.dev = st.st_dev;
-    id.ino = st.st_ino;
-  }
-  id.canon = "<standard output>";
+  id.canon = resolve_links(path);
   return id;
 }
 
@@ -674,13 +699,23 @@ class OutputFile {
  public:
   // Opens the output now (so an unwritable destination is reported before any work).
   explicit OutputFile(const std::string& path) : path_(path) {
-    if (path == "-") {
-      if (g_stdout_closed) throw InputError("-: standard output is closed");
+    if (is_stdout_name(path)) {
+      if (g_stdout_closed) throw InputError(path + ": standard output is closed");
       is_stdout_ = true;
       fd_ = 1;
       return;
     }
-    const fs::path p(path);
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+      // A device, FIFO or socket is written in place: renaming over it would replace it.
+      fd_ = ::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+      if (fd_ < 0) fail_open();
+      in_place_ = true;
+      return;
+    }
+    // A symbolic link is written through: the file it leads to is replaced, the link stays.
+    target_ = resolve_links(path);
+    const fs::path p(target_);
     dir_ = p.has_parent_path() ? p.parent_path().string() : ".";
     base_ = p.filename().string();
     const char* force_named = std::getenv("MIXSIEVE_DEDUP_NO_TMPFILE");
@@ -722,6 +757,12 @@ class OutputFile {
   void commit() {
     flush();
     if (is_stdout_) return;
+    if (in_place_) {
+      const int fd = fd_;
+      fd_ = -1;
+      if (::close(fd) != 0 && errno != EINTR) fail("write error");
+      return;
+    }
     if (::fsync(fd_) != 0) fail("cannot sync");
     if (unnamed_) {
       // Give the unnamed file a hidden name, then rename it over the destination.
@@ -733,7 +774,7 @@ class OutputFile {
         fail("cannot link the finished file into its folder");
       }
     }
-    if (::rename(temp_.name().c_str(), path_.c_str()) != 0) fail("cannot rename into place");
+    if (::rename(temp_.name().c_str(), target_.c_str()) != 0) fail("cannot rename into place");
     temp_.release(false);
     ::close(fd_);
     fd_ = -1;
@@ -763,9 +804,10 @@ class OutputFile {
     }
   }
 
-  std::string path_, dir_, base_, buf_;
+  std::string path_, target_, dir_, base_, buf_;  // target_: path_ with symbolic links followed
   int fd_ = -1;
   bool is_stdout_ = false;  // '-': standard output, never a number test (a temporary can be fd 1)
+  bool in_place_ = false;   // not a regular file (device, FIFO, socket): written where it is
   bool unnamed_ = false;
   TempName temp_;
 };
@@ -822,14 +864,14 @@ int run(const Options& o) {
   }
   // Every path is resolved and compared before anything is read or written.
   std::vector<Path> outputs;
-  outputs.push_back({o.output, "-o", o.output == "-" ? stdout_id() : file_id(o.output)});
-  if (!o.report.empty()) outputs.push_back({o.report, "--report", o.report == "-" ? stdout_id() : file_id(o.report)});
+  outputs.push_back({o.output, "-o", file_id(o.output)});
+  if (!o.report.empty()) outputs.push_back({o.report, "--report", file_id(o.report)});
   if (o.update_index) {
-    if (o.index == "-") throw UsageError("--index must name a file, not standard output");
+    if (is_stdout_name(o.index)) throw UsageError("--index must name a file, not standard output");
     outputs.push_back({o.index, "--index", file_id(o.index)});
   }
   for (const Path& out : outputs) {
-    if (out.name != "-" && fs::is_directory(out.name, ec)) {
+    if (!is_stdout_name(out.name) && fs::is_directory(out.name, ec)) {
       throw UsageError(out.what + " " + out.name + " is a directory; give a file name");
     }
   }
