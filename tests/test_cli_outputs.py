@@ -443,3 +443,29 @@ def test_names_of_standard_output_are_standard_output(tmp_path, name):
     assert proc.stdout == kept_lines()
     after = os.lstat(name)
     assert (before.st_mode, before.st_ino) == (after.st_mode, after.st_ino)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to see the open outputs")
+@pytest.mark.parametrize("named", [False, True], ids=["o_tmpfile", "named_temporary"])
+def test_ignored_sighup_stays_ignored(tmp_path, named):
+    # As under nohup: the run must not install its cleanup handler over an ignored signal.
+    env = dict(os.environ, MIXSIEVE_DEDUP_NO_TMPFILE="1" if named else "0")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen(
+        [BIN, "-", "-o", out_dir / "kept.jsonl", "--quiet"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    # The output is opened (and the handlers installed) before standard input is read, so the
+    # run is waiting for its input while it gets the signal.
+    deadline = time.monotonic() + 120
+    while not _fds_into(proc.pid, out_dir) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(write_jsonl(tmp_path / "in.jsonl"), timeout=300)
+    assert proc.returncode == 0, err
+    assert (out_dir / "kept.jsonl").read_bytes() == kept_lines()
+    assert os.listdir(out_dir) == ["kept.jsonl"]

@@ -639,8 +639,11 @@ extern "C" void remove_temps_and_die(int sig) {
   std::raise(sig);
 }
 
+// A signal the caller ignores (nohup, trap '' HUP, a shell's background job) stays ignored.
 void install_cleanup_handlers() {
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) {
+    struct sigaction old {};
+    if (::sigaction(sig, nullptr, &old) == 0 && !(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_IGN) continue;
     struct sigaction sa {};
     sa.sa_handler = remove_temps_and_die;
     sigemptyset(&sa.sa_mask);
