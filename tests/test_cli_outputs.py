@@ -469,3 +469,25 @@ def test_ignored_sighup_stays_ignored(tmp_path, named):
     assert proc.returncode == 0, err
     assert (out_dir / "kept.jsonl").read_bytes() == kept_lines()
     assert os.listdir(out_dir) == ["kept.jsonl"]
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["o_tmpfile", "named_temporary"])
+@pytest.mark.parametrize(
+    "name", ["o" * 234 + ".jsonl", "é" * 124 + ".jsonl", "k" * 255], ids=["240", "254_utf8", "255"]
+)
+def test_long_output_names_are_written(tmp_path, name, named):
+    # The hidden temporary name must fit in NAME_MAX whatever the output's name (up to 255 bytes).
+    env = dict(os.environ, MIXSIEVE_DEDUP_NO_TMPFILE="1" if named else "0")
+    write_jsonl(tmp_path / "in.jsonl")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    report = name[:-1] + "r"
+    proc = subprocess.run(
+        [BIN, tmp_path / "in.jsonl", "-o", out_dir / name, "--report", out_dir / report, "--quiet"],
+        capture_output=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (out_dir / name).read_bytes() == kept_lines()
+    assert sorted(os.listdir(out_dir)) == sorted([name, report])

@@ -40,6 +40,7 @@
 #include "mixsieve/minhash.hpp"
 #include "mixsieve/parallel.hpp"
 #include "mixsieve/union_find.hpp"
+#include "mixsieve/xxh64.hpp"
 
 #ifndef MIXSIEVE_VERSION
 #define MIXSIEVE_VERSION "0.0.0"
@@ -690,11 +691,27 @@ class TempName {
   std::string name_;
 };
 
+// The output's name as it appears in its hidden temporary name: whole when short, else its first
+// 100 bytes (not splitting a UTF-8 character) and a hash of the whole, so that the hidden name
+// stays within NAME_MAX (255 bytes) for any output name that fits.
+std::string hidden_stem(const std::string& base) {
+  constexpr std::size_t kKeep = 100;
+  if (base.size() <= kKeep) return base;
+  std::size_t cut = kKeep;
+  while (cut > 0 && (static_cast<unsigned char>(base[cut]) & 0xC0) == 0x80) --cut;
+  char hash[24];
+  std::snprintf(hash, sizeof(hash), "~%08llx",
+                static_cast<unsigned long long>(xxh64(base.data(), base.size(), 0) & 0xFFFFFFFFULL));
+  return base.substr(0, cut) + hash;
+}
+
+// .NAME.mixsieve-tmp.PID.N.T: unique (process id, a counter, the clock), recognisable, at most
+// 1 + 109 + 14 + 3 * 20 + 2 bytes.
 std::string unique_hidden_name(const fs::path& dir, const std::string& base) {
   static std::atomic<unsigned> counter{0};
   const auto t = static_cast<unsigned long long>(std::chrono::steady_clock::now().time_since_epoch().count());
-  return (dir / ("." + base + ".mixsieve-tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++) + "." +
-                 std::to_string(t % 1000000007ULL)))
+  return (dir / ("." + hidden_stem(base) + ".mixsieve-tmp." + std::to_string(::getpid()) + "." +
+                 std::to_string(counter++) + "." + std::to_string(t % 1000000007ULL)))
       .string();
 }
 
