@@ -206,3 +206,17 @@ def test_loaded_index_keeps_refusing_duplicate_keys(tmp_path):
     loaded = ms.LSHIndex.load(tmp_path / "i.msidx")
     with pytest.raises(ValueError, match="key 30"):
         loaded.add(h.signatures(DOCS[4:5]), keys=[30])
+
+
+def test_threshold_differing_from_the_index_in_any_digit_is_refused(tmp_path):
+    inp, idx = tmp_path / "in.jsonl", tmp_path / "i.msidx"
+    write_jsonl(inp, DOCS)
+    run(inp, "-o", tmp_path / "o.jsonl", "--index", idx, "--update-index")
+    run(inp, "-o", tmp_path / "o.jsonl", "--index", idx, "--threshold", "0.8")
+    # Both are 0.800000 to six decimals; the second is the double just above 0.8.
+    for mine in ["0.8000001", repr(float.fromhex("0x1.999999999999bp-1"))]:
+        proc = run(inp, "-o", tmp_path / "o2.jsonl", "--index", idx, "--threshold", mine, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert b"--threshold " + mine.encode() + b" differs" in proc.stderr, proc.stderr
+        assert b"made with --threshold 0.8;" in proc.stderr, proc.stderr
+        assert not (tmp_path / "o2.jsonl").exists()

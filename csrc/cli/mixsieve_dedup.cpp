@@ -851,6 +851,17 @@ struct Progress {
 
 const char* unit_name(Unit u) { return u == Unit::Word ? "word" : "char"; }
 
+// The shortest decimal that reads back as exactly x (two different doubles never print alike).
+std::string shortest(double x) {
+  char buf[64];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), x);
+  if (ec != std::errc()) {
+    std::snprintf(buf, sizeof(buf), "%.17g", x);
+    return buf;
+  }
+  return std::string(buf, end);
+}
+
 // Refuses (exit 2) two outputs, or an output and an input, that are the same file, before any
 // work. The index with --update-index is read and then rewritten: that one pair is allowed.
 void check_paths(const Options& o, const std::vector<Path>& outputs, const std::vector<std::string>& inputs) {
@@ -944,8 +955,9 @@ int run(const Options& o) {
       }
     };
     conflict(o.set_num_perm, "--num-perm", std::to_string(o.num_perm), std::to_string(ip.num_perm));
-    if (o.set_threshold && o.threshold != ip.threshold) {
-      conflict(true, "--threshold", std::to_string(o.threshold), std::to_string(ip.threshold));
+    if (o.set_threshold && o.threshold != ip.threshold) {  // exact: 0.8000001 is not the index's 0.8
+      throw UsageError("--threshold " + shortest(o.threshold) + " differs from the index " + o.index +
+                       ", made with --threshold " + shortest(ip.threshold) + "; leave --threshold out to use the index's");
     }
     conflict(o.bands > 0, "--bands", std::to_string(o.bands), std::to_string(ip.bands));
     conflict(o.rows > 0, "--rows", std::to_string(o.rows), std::to_string(ip.rows));
