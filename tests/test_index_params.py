@@ -220,3 +220,20 @@ def test_threshold_differing_from_the_index_in_any_digit_is_refused(tmp_path):
         assert b"--threshold " + mine.encode() + b" differs" in proc.stderr, proc.stderr
         assert b"made with --threshold 0.8;" in proc.stderr, proc.stderr
         assert not (tmp_path / "o2.jsonl").exists()
+
+
+def test_bands_and_rows_are_checked_against_the_index_num_perm(tmp_path):
+    # 40 * 5 = 200 bands' worth of rows: too many for the default 128 permutations, not for the
+    # index's 256, which the run takes when --num-perm is left out.
+    inp, idx = tmp_path / "in.jsonl", tmp_path / "i.msidx"
+    write_jsonl(inp, DOCS)
+    banding = ["--bands", "40", "--rows", "5"]
+    run(inp, "-o", tmp_path / "o.jsonl", "--index", idx, "--update-index", "--num-perm", "256", *banding)
+    assert ms.LSHIndex.load(idx).num_perm == 256
+    run(inp, "-o", tmp_path / "o.jsonl", "--index", idx, *banding)
+    assert (tmp_path / "o.jsonl").read_text() == ""
+    # Without an index (or with a new one) the flags' num_perm counts.
+    for extra in [[], ["--index", tmp_path / "new.msidx", "--update-index"]]:
+        proc = run(inp, "-o", tmp_path / "o2.jsonl", *banding, *extra, check=False)
+        assert proc.returncode == 2 and b"exceeds --num-perm 128" in proc.stderr, proc.stderr
+        assert not (tmp_path / "o2.jsonl").exists() and not (tmp_path / "new.msidx").exists()

@@ -178,6 +178,14 @@ double parse_fraction(const std::string& flag, const std::string& v) {
 
 constexpr std::uint64_t kMaxSmall = 1 << 16;  // num-perm, ngram, bands, rows, threads
 
+void check_banding(const Options& o, int num_perm) {
+  if (o.bands > 0 && static_cast<long long>(o.bands) * o.rows > num_perm) {
+    throw UsageError("--bands * --rows = " + std::to_string(o.bands) + " * " + std::to_string(o.rows) + " = " +
+                     std::to_string(static_cast<long long>(o.bands) * o.rows) + " exceeds --num-perm " +
+                     std::to_string(num_perm));
+  }
+}
+
 Options parse_args(int argc, char** argv) {
   Options o;
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -255,9 +263,8 @@ Options parse_args(int argc, char** argv) {
   if (o.inputs.empty()) throw UsageError("no INPUT given");
   if (o.output.empty()) throw UsageError("-o OUT is required");
   if ((o.bands > 0) != (o.rows > 0)) throw UsageError("--bands and --rows go together");
-  if (o.bands > 0 && static_cast<long long>(o.bands) * o.rows > o.num_perm) {
-    throw UsageError("--bands * --rows exceeds --num-perm");
-  }
+  // With --index, num_perm may come from the index: bands * rows is checked once it is known.
+  if (o.index.empty()) check_banding(o, o.num_perm);
   if (o.update_index && o.index.empty()) throw UsageError("--update-index needs --index FILE");
   return o;
 }
@@ -985,6 +992,7 @@ int run(const Options& o) {
   } else if (!o.index.empty() && !o.update_index) {
     throw InputError(o.index + ": no such index file (add --update-index to create it)");
   }
+  check_banding(o, p.num_perm);
   std::vector<Input> inputs = read_inputs(paths, o.threads);
   std::vector<Record> recs = split_records(inputs, o.format);
   std::size_t total_bytes = 0;
