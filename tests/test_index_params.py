@@ -237,3 +237,24 @@ def test_bands_and_rows_are_checked_against_the_index_num_perm(tmp_path):
         proc = run(inp, "-o", tmp_path / "o2.jsonl", *banding, *extra, check=False)
         assert proc.returncode == 2 and b"exceeds --num-perm 128" in proc.stderr, proc.stderr
         assert not (tmp_path / "o2.jsonl").exists() and not (tmp_path / "new.msidx").exists()
+
+
+def test_index_keys_near_the_int64_limit_do_not_wrap_around(tmp_path):
+    # The run's documents get the keys after the index's largest; past 2^63 - 1 they would wrap.
+    h = ms.MinHasher()
+    inp = tmp_path / "in.jsonl"
+    write_jsonl(inp, DOCS[30:35])  # 5 documents, none like the index's
+    top = 2**63 - 1
+    for largest, fits in [(top, False), (top - 4, False), (top - 5, True)]:
+        idx = ms.LSHIndex(0.8, 128, hasher=h)
+        idx.add(h.signatures(DOCS[:2]), keys=[-7, largest])
+        path = tmp_path / f"{top - largest}.msidx"
+        idx.save(path)
+        proc = run(inp, "-o", tmp_path / "o.jsonl", "--index", path, "--update-index", check=False)
+        if fits:
+            assert proc.returncode == 0, proc.stderr
+            assert ms.LSHIndex.load(path).keys().tolist() == [-7, largest, *range(largest + 1, top + 1)]
+        else:
+            assert proc.returncode == 2, proc.stderr
+            assert f"holds key {largest}: no room".encode() in proc.stderr, proc.stderr
+            assert len(ms.LSHIndex.load(path)) == 2

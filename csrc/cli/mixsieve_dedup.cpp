@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -869,6 +870,23 @@ std::string shortest(double x) {
   return std::string(buf, end);
 }
 
+// This run's documents get the keys after the index's largest (from 0 for a new index). An
+// index whose largest key leaves no room for n more below 2^63 is refused (exit 2): the keys
+// would wrap around.
+std::int64_t first_new_key(const std::vector<std::int64_t>& old_keys, std::size_t n, const std::string& index) {
+  if (n == 0) return 0;
+  std::int64_t largest = -1;
+  for (std::int64_t key : old_keys) largest = std::max(largest, key);
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  const std::uint64_t room = largest < 0 ? static_cast<std::uint64_t>(kMax) + 1 : static_cast<std::uint64_t>(kMax - largest);
+  if (n > room) {
+    throw UsageError("the index " + index + " holds key " + std::to_string(largest) + ": no room after it for the " +
+                     std::to_string(n) + " keys of this run's documents (they follow the index's largest key, " +
+                     "at most " + std::to_string(kMax) + ")");
+  }
+  return largest < 0 ? 0 : largest + 1;
+}
+
 // Refuses (exit 2) two outputs, or an output and an input, that are the same file, before any
 // work. The index with --update-index is read and then rewritten: that one pair is allowed.
 void check_paths(const Options& o, const std::vector<Path>& outputs, const std::vector<std::string>& inputs) {
@@ -995,6 +1013,7 @@ int run(const Options& o) {
   check_banding(o, p.num_perm);
   std::vector<Input> inputs = read_inputs(paths, o.threads);
   std::vector<Record> recs = split_records(inputs, o.format);
+  const std::int64_t next_key = first_new_key(idx ? idx->keys() : std::vector<std::int64_t>{}, recs.size(), o.index);
   std::size_t total_bytes = 0;
   for (const Input& in : inputs) total_bytes += in.data.size();
   if (p.bands == 0) std::tie(p.bands, p.rows) = optimal_bands(p.threshold, p.num_perm);
@@ -1094,8 +1113,6 @@ int run(const Options& o) {
   lp.threshold = p.threshold;
   if (!idx) idx.emplace(lp);
   const std::size_t m = idx->size();
-  std::int64_t next_key = 0;
-  for (std::int64_t key : idx->keys()) next_key = std::max(next_key, key + 1);
   std::vector<std::int64_t> keys(n), dup_pos(n);
   std::vector<float> sim(n);
   for (std::size_t i = 0; i < n; ++i) keys[i] = next_key + static_cast<std::int64_t>(i);
