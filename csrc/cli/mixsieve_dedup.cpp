@@ -92,13 +92,14 @@ inputs:
   --id-field NAME       JSON field identifying a record, copied into the report
 
 output:
-  -o, --output OUT      kept records; '-' is stdout. Files are written to an unnamed temporary
-                        file in OUT's folder (or a hidden name removed on SIGINT/SIGTERM where
-                        the file system lacks O_TMPFILE), synced, and moved into place when
-                        complete: a killed run leaves no partial file. Two outputs, or an output
-                        and an input, that are the same file are refused (exit 2); files in an
-                        INPUT directory that are this run's outputs are not read. A device or
-                        FIFO is written in place; a symbolic link is written through.
+  -o, --output OUT      kept records; '-' (or /dev/stdout) is stdout. Files are written to an
+                        unnamed temporary file in OUT's folder (or a hidden name removed on
+                        SIGINT/SIGTERM where the file system lacks O_TMPFILE), synced, and moved
+                        into place when complete: a killed run leaves no partial file. Two
+                        outputs, or an output and an input, that are the same file are refused
+                        (exit 2); files in an INPUT directory that are this run's outputs are not
+                        read. A device or FIFO is written in place; a symbolic link is written
+                        through (the file it leads to is replaced).
   --report FILE         one JSON line per removed document: file, line, id, what it duplicates
                         (file/line/id, or index_key for a document of --index), and jaccard
   --index FILE          deduplicate against an index saved by an earlier run or by
