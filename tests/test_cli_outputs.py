@@ -8,6 +8,7 @@ for kept output is mixsieve.dedup on the same texts."""
 import json
 import os
 import signal
+import stat
 import subprocess
 import time
 
@@ -317,3 +318,176 @@ def test_largest_seed_is_accepted(tmp_path):
     run(tmp_path / "in.jsonl", "-o", tmp_path / "o.jsonl", "--seed", str(2**64 - 1))
     res = ms.dedup(DOCS, seed=2**64 - 1)
     assert len((tmp_path / "o.jsonl").read_text().splitlines()) == int(res.keep.sum())
+
+
+def test_closed_standard_output_does_not_swallow_the_output_file(tmp_path):
+    # `>&-`: with fd 1 closed, the output's temporary file gets number 1; the output must still
+    # be published (not mistaken for standard output and dropped with exit 0).
+    write_jsonl(tmp_path / "in.jsonl")
+    for named in ["0", "1"]:
+        out = tmp_path / f"o{named}.jsonl"
+        args = [tmp_path / "in.jsonl", "-o", out, "--report", tmp_path / "r"]
+        proc = subprocess.run(
+            ["sh", "-c", 'exec "$0" "$@" >&-', BIN, *args],
+            capture_output=True,
+            timeout=300,
+            env=dict(os.environ, MIXSIEVE_DEDUP_NO_TMPFILE=named),
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert out.read_bytes() == kept_lines()
+        assert len((tmp_path / "r").read_text().splitlines()) == len(DOCS) - kept_lines().count(b"\n")
+    assert sorted(os.listdir(tmp_path)) == ["in.jsonl", "o0.jsonl", "o1.jsonl", "r"]
+    # Asked to write to a closed standard output (or read a closed standard input): an error.
+    for redirect, args in [(">&-", [tmp_path / "in.jsonl", "-o", "-"]), ("<&-", ["-", "-o", tmp_path / "x"])]:
+        proc = subprocess.run(
+            ["sh", "-c", f'exec "$0" "$@" {redirect}', BIN, *args], capture_output=True, timeout=300
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert b"is closed" in proc.stderr, proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_fifo_output_is_written_in_place(tmp_path):
+    # Renaming over a FIFO would replace it with a file its reader never sees.
+    write_jsonl(tmp_path / "in.jsonl")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    # The reader's end, opened first (O_RDWR does not wait for a writer on Linux); the output
+    # is a few KB, well inside the pipe's buffer.
+    reader = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        for named in ["0", "1"]:
+            proc = subprocess.run(
+                [BIN, tmp_path / "in.jsonl", "-o", fifo, "--quiet"],
+                capture_output=True,
+                timeout=300,
+                env=dict(os.environ, MIXSIEVE_DEDUP_NO_TMPFILE=named),
+            )
+            assert proc.returncode == 0, proc.stderr
+            got = b""
+            try:
+                while chunk := os.read(reader, 1 << 16):
+                    got += chunk
+            except BlockingIOError:
+                pass
+            assert got == kept_lines()
+            assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+            assert sorted(os.listdir(tmp_path)) == ["in.jsonl", "pipe"]
+    finally:
+        os.close(reader)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a character device needs root")
+def test_device_output_is_written_in_place(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl")
+    null = tmp_path / "null"
+    try:
+        os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a /dev/null of our own
+    except PermissionError:
+        pytest.skip("mknod is not allowed here")
+    run(tmp_path / "in.jsonl", "-o", null, "--report", tmp_path / "r", "--quiet")
+    assert stat.S_ISCHR(os.lstat(null).st_mode)
+    assert sorted(os.listdir(tmp_path)) == ["in.jsonl", "null", "r"]
+
+
+def test_symlinked_output_is_written_through(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "kept.jsonl").write_bytes(b"old\n")
+    os.symlink("real/kept.jsonl", tmp_path / "link.jsonl")  # relative
+    os.symlink(tmp_path / "link.jsonl", tmp_path / "chain.jsonl")  # a link to a link
+    os.symlink("real/new.jsonl", tmp_path / "dangling.jsonl")  # its target does not exist yet
+    for named in ["0", "1"]:
+        env = dict(os.environ, MIXSIEVE_DEDUP_NO_TMPFILE=named)
+        for link, target in [("link", "kept"), ("chain", "kept"), ("dangling", "new")]:
+            (tmp_path / "real" / "kept.jsonl").write_bytes(b"old\n")
+            proc = subprocess.run(
+                [BIN, tmp_path / "in.jsonl", "-o", tmp_path / f"{link}.jsonl", "--quiet"],
+                capture_output=True,
+                timeout=300,
+                env=env,
+            )
+            assert proc.returncode == 0, proc.stderr
+            assert os.path.islink(tmp_path / f"{link}.jsonl")
+            assert (tmp_path / "real" / f"{target}.jsonl").read_bytes() == kept_lines()
+            real = ["kept.jsonl", "new.jsonl"] if target == "new" else ["kept.jsonl"]
+            assert sorted(os.listdir(tmp_path / "real")) == real
+            links = ["chain.jsonl", "dangling.jsonl", "link.jsonl"]
+            assert sorted(os.listdir(tmp_path)) == sorted([*links, "in.jsonl", "real"])
+        os.unlink(tmp_path / "real" / "new.jsonl")
+    # A dangling link and its target are one file.
+    proc = run(
+        tmp_path / "in.jsonl",
+        "-o",
+        tmp_path / "dangling.jsonl",
+        "--report",
+        tmp_path / "real" / "new.jsonl",
+        check=False,
+    )
+    assert proc.returncode == 2 and b"same file" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("name", ["/proc/self/fd/1", "/dev/fd/1", "/dev/stdout"])
+def test_names_of_standard_output_are_standard_output(tmp_path, name):
+    if not os.path.exists(name):
+        pytest.skip(f"{name} does not exist here")
+    write_jsonl(tmp_path / "in.jsonl")
+    # Standard output is a pipe here: the name and '-' are one output.
+    proc = run(tmp_path / "in.jsonl", "-o", name, "--report", "-", check=False)
+    assert proc.returncode == 2 and b"same file" in proc.stderr, proc.stderr
+    proc = run(tmp_path / "in.jsonl", "-o", "-", "--report", name, check=False)
+    assert proc.returncode == 2 and b"same file" in proc.stderr, proc.stderr
+    # Alone, it writes to standard output (the name stays what it was).
+    before = os.lstat(name)
+    proc = run(tmp_path / "in.jsonl", "-o", name, "--quiet")
+    assert proc.stdout == kept_lines()
+    after = os.lstat(name)
+    assert (before.st_mode, before.st_ino) == (after.st_mode, after.st_ino)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to see the open outputs")
+@pytest.mark.parametrize("named", [False, True], ids=["o_tmpfile", "named_temporary"])
+def test_ignored_sighup_stays_ignored(tmp_path, named):
+    # As under nohup: the run must not install its cleanup handler over an ignored signal.
+    env = dict(os.environ, MIXSIEVE_DEDUP_NO_TMPFILE="1" if named else "0")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen(
+        [BIN, "-", "-o", out_dir / "kept.jsonl", "--quiet"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    # The output is opened (and the handlers installed) before standard input is read, so the
+    # run is waiting for its input while it gets the signal.
+    deadline = time.monotonic() + 120
+    while not _fds_into(proc.pid, out_dir) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(write_jsonl(tmp_path / "in.jsonl"), timeout=300)
+    assert proc.returncode == 0, err
+    assert (out_dir / "kept.jsonl").read_bytes() == kept_lines()
+    assert os.listdir(out_dir) == ["kept.jsonl"]
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["o_tmpfile", "named_temporary"])
+@pytest.mark.parametrize(
+    "name", ["o" * 234 + ".jsonl", "é" * 124 + ".jsonl", "k" * 255], ids=["240", "254_utf8", "255"]
+)
+def test_long_output_names_are_written(tmp_path, name, named):
+    # The hidden temporary name must fit in NAME_MAX whatever the output's name (up to 255 bytes).
+    env = dict(os.environ, MIXSIEVE_DEDUP_NO_TMPFILE="1" if named else "0")
+    write_jsonl(tmp_path / "in.jsonl")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    report = name[:-1] + "r"
+    proc = subprocess.run(
+        [BIN, tmp_path / "in.jsonl", "-o", out_dir / name, "--report", out_dir / report, "--quiet"],
+        capture_output=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (out_dir / name).read_bytes() == kept_lines()
+    assert sorted(os.listdir(out_dir)) == sorted([name, report])

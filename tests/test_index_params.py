@@ -206,3 +206,55 @@ def test_loaded_index_keeps_refusing_duplicate_keys(tmp_path):
     loaded = ms.LSHIndex.load(tmp_path / "i.msidx")
     with pytest.raises(ValueError, match="key 30"):
         loaded.add(h.signatures(DOCS[4:5]), keys=[30])
+
+
+def test_threshold_differing_from_the_index_in_any_digit_is_refused(tmp_path):
+    inp, idx = tmp_path / "in.jsonl", tmp_path / "i.msidx"
+    write_jsonl(inp, DOCS)
+    run(inp, "-o", tmp_path / "o.jsonl", "--index", idx, "--update-index")
+    run(inp, "-o", tmp_path / "o.jsonl", "--index", idx, "--threshold", "0.8")
+    # Both are 0.800000 to six decimals; the second is the double just above 0.8.
+    for mine in ["0.8000001", repr(float.fromhex("0x1.999999999999bp-1"))]:
+        proc = run(inp, "-o", tmp_path / "o2.jsonl", "--index", idx, "--threshold", mine, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert b"--threshold " + mine.encode() + b" differs" in proc.stderr, proc.stderr
+        assert b"made with --threshold 0.8;" in proc.stderr, proc.stderr
+        assert not (tmp_path / "o2.jsonl").exists()
+
+
+def test_bands_and_rows_are_checked_against_the_index_num_perm(tmp_path):
+    # 40 * 5 = 200 bands' worth of rows: too many for the default 128 permutations, not for the
+    # index's 256, which the run takes when --num-perm is left out.
+    inp, idx = tmp_path / "in.jsonl", tmp_path / "i.msidx"
+    write_jsonl(inp, DOCS)
+    banding = ["--bands", "40", "--rows", "5"]
+    run(inp, "-o", tmp_path / "o.jsonl", "--index", idx, "--update-index", "--num-perm", "256", *banding)
+    assert ms.LSHIndex.load(idx).num_perm == 256
+    run(inp, "-o", tmp_path / "o.jsonl", "--index", idx, *banding)
+    assert (tmp_path / "o.jsonl").read_text() == ""
+    # Without an index (or with a new one) the flags' num_perm counts.
+    for extra in [[], ["--index", tmp_path / "new.msidx", "--update-index"]]:
+        proc = run(inp, "-o", tmp_path / "o2.jsonl", *banding, *extra, check=False)
+        assert proc.returncode == 2 and b"exceeds --num-perm 128" in proc.stderr, proc.stderr
+        assert not (tmp_path / "o2.jsonl").exists() and not (tmp_path / "new.msidx").exists()
+
+
+def test_index_keys_near_the_int64_limit_do_not_wrap_around(tmp_path):
+    # The run's documents get the keys after the index's largest; past 2^63 - 1 they would wrap.
+    h = ms.MinHasher()
+    inp = tmp_path / "in.jsonl"
+    write_jsonl(inp, DOCS[30:35])  # 5 documents, none like the index's
+    top = 2**63 - 1
+    for largest, fits in [(top, False), (top - 4, False), (top - 5, True)]:
+        idx = ms.LSHIndex(0.8, 128, hasher=h)
+        idx.add(h.signatures(DOCS[:2]), keys=[-7, largest])
+        path = tmp_path / f"{top - largest}.msidx"
+        idx.save(path)
+        proc = run(inp, "-o", tmp_path / "o.jsonl", "--index", path, "--update-index", check=False)
+        if fits:
+            assert proc.returncode == 0, proc.stderr
+            assert ms.LSHIndex.load(path).keys().tolist() == [-7, largest, *range(largest + 1, top + 1)]
+        else:
+            assert proc.returncode == 2, proc.stderr
+            assert f"holds key {largest}: no room".encode() in proc.stderr, proc.stderr
+            assert len(ms.LSHIndex.load(path)) == 2

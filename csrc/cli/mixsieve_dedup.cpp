@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -40,6 +41,7 @@
 #include "mixsieve/minhash.hpp"
 #include "mixsieve/parallel.hpp"
 #include "mixsieve/union_find.hpp"
+#include "mixsieve/xxh64.hpp"
 
 #ifndef MIXSIEVE_VERSION
 #define MIXSIEVE_VERSION "0.0.0"
@@ -51,6 +53,23 @@ using namespace mixsieve;
 namespace {
 
 constexpr int kExitOk = 0, kExitInput = 1, kExitUsage = 2;
+
+// Standard descriptors the caller left closed (`>&-`). They are opened on /dev/null at start,
+// so no file this run opens takes their number (an output given fd 1 would otherwise share it
+// with anything written to standard output); writing to or reading from a closed one is an
+// error, not a silent /dev/null.
+bool g_stdin_closed = false, g_stdout_closed = false;
+
+bool open_standard_descriptors() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    const int got = ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+    if (got != fd) return false;  // open takes the lowest free number: this one
+    if (fd == 0) g_stdin_closed = true;
+    if (fd == 1) g_stdout_closed = true;
+  }
+  return true;
+}
 
 const char* kHelp = R"(usage: mixsieve-dedup INPUT... -o OUT [options]
 
@@ -73,12 +92,14 @@ inputs:
   --id-field NAME       JSON field identifying a record, copied into the report
 
 output:
-  -o, --output OUT      kept records; '-' is stdout. Files are written to an unnamed temporary
-                        file in OUT's folder (or a hidden name removed on SIGINT/SIGTERM where
-                        the file system lacks O_TMPFILE), synced, and moved into place when
-                        complete: a killed run leaves no partial file. Two outputs, or an output
-                        and an input, that are the same file are refused (exit 2); files in an
-                        INPUT directory that are this run's outputs are not read.
+  -o, --output OUT      kept records; '-' (or /dev/stdout) is stdout. Files are written to an
+                        unnamed temporary file in OUT's folder (or a hidden name removed on
+                        SIGINT/SIGTERM where the file system lacks O_TMPFILE), synced, and moved
+                        into place when complete: a killed run leaves no partial file. Two
+                        outputs, or an output and an input, that are the same file are refused
+                        (exit 2); files in an INPUT directory that are this run's outputs are not
+                        read. A device or FIFO is written in place; a symbolic link is written
+                        through (the file it leads to is replaced).
   --report FILE         one JSON line per removed document: file, line, id, what it duplicates
                         (file/line/id, or index_key for a document of --index), and jaccard
   --index FILE          deduplicate against an index saved by an earlier run or by
@@ -159,6 +180,14 @@ double parse_fraction(const std::string& flag, const std::string& v) {
 
 constexpr std::uint64_t kMaxSmall = 1 << 16;  // num-perm, ngram, bands, rows, threads
 
+void check_banding(const Options& o, int num_perm) {
+  if (o.bands > 0 && static_cast<long long>(o.bands) * o.rows > num_perm) {
+    throw UsageError("--bands * --rows = " + std::to_string(o.bands) + " * " + std::to_string(o.rows) + " = " +
+                     std::to_string(static_cast<long long>(o.bands) * o.rows) + " exceeds --num-perm " +
+                     std::to_string(num_perm));
+  }
+}
+
 Options parse_args(int argc, char** argv) {
   Options o;
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -236,9 +265,8 @@ Options parse_args(int argc, char** argv) {
   if (o.inputs.empty()) throw UsageError("no INPUT given");
   if (o.output.empty()) throw UsageError("-o OUT is required");
   if ((o.bands > 0) != (o.rows > 0)) throw UsageError("--bands and --rows go together");
-  if (o.bands > 0 && static_cast<long long>(o.bands) * o.rows > o.num_perm) {
-    throw UsageError("--bands * --rows exceeds --num-perm");
-  }
+  // With --index, num_perm may come from the index: bands * rows is checked once it is known.
+  if (o.index.empty()) check_banding(o, o.num_perm);
   if (o.update_index && o.index.empty()) throw UsageError("--update-index needs --index FILE");
   return o;
 }
@@ -377,6 +405,29 @@ std::string maybe_gunzip(const std::string& name, std::string raw) {
   return raw;
 }
 
+// Names of standard output: '-' and the system's names for descriptor 1. Written as standard
+// output (not renamed over: /dev/stdout is a link that must stay one).
+bool is_stdout_name(const std::string& path) {
+  return path == "-" || path == "/dev/stdout" || path == "/dev/fd/1" || path == "/proc/self/fd/1";
+}
+
+// The absolute path a path leads to, symbolic links followed (the last component's too, also
+// when its target does not exist yet: a dangling link leads to the file it would create).
+std::string resolve_links(const std::string& path) {
+  std::error_code ec;
+  fs::path p = fs::absolute(path, ec);
+  if (ec) return path;
+  for (int hops = 0; hops < 40; ++hops) {
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) break;
+    const fs::path target = fs::read_symlink(p, ec);
+    if (ec) break;
+    p = target.is_absolute() ? target : p.parent_path() / target;
+  }
+  const fs::path canon = fs::weakly_canonical(p, ec);
+  return (ec ? p : canon).lexically_normal().string();
+}
+
 // Which file a path names: device and inode when it exists, else the absolute path with '.',
 // '..' and symbolic links resolved. Two paths name the same file when these agree.
 struct FileId {
@@ -387,7 +438,23 @@ struct FileId {
   bool same(const FileId& o) const { return exists && o.exists ? dev == o.dev && ino == o.ino : canon == o.canon; }
 };
 
+// Standard output: whatever descriptor 1 is (file, pipe, terminal), so that a path naming the
+// same file or pipe (/dev/stdout when the name is not recognised, /proc/PID/fd/1, the file
+// stdout is redirected to) counts as standard output.
+FileId stdout_id() {
+  FileId id;
+  struct stat st {};
+  if (::fstat(1, &st) == 0) {
+    id.exists = true;
+    id.dev = st.st_dev;
+    id.ino = st.st_ino;
+  }
+  id.canon = "<standard output>";
+  return id;
+}
+
 FileId file_id(const std::string& path) {
+  if (is_stdout_name(path)) return stdout_id();
   FileId id;
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0) {
@@ -395,22 +462,7 @@ FileId file_id(const std::string& path) {
     id.dev = st.st_dev;
     id.ino = st.st_ino;
   }
-  std::error_code ec;
-  fs::path abs = fs::absolute(path, ec);
-  id.canon = (ec ? fs::path(path) : fs::weakly_canonical(abs, ec)).lexically_normal().string();
-  if (ec) id.canon = abs.lexically_normal().string();
-  return id;
-}
-
-FileId stdout_id() {
-  FileId id;
-  struct stat st {};
-  if (::fstat(1, &st) == 0 && S_ISREG(st.st_mode)) {
-    id.exists = true;
-    id.dev = st.st_dev;
-    id.ino = st.st_ino;
-  }
-  id.canon = "<standard output>";
+  id.canon = resolve_links(path);
   return id;
 }
 
@@ -464,6 +516,7 @@ std::vector<Input> read_inputs(const std::vector<std::string>& paths, unsigned t
     }
   });
   for (Input& in : inputs) {  // standard input is read on this thread
+    if (in.name == "-" && g_stdin_closed) throw InputError("-: standard input is closed");
     if (in.name == "-") in.data = maybe_gunzip("-", read_all("-"));
   }
   return inputs;
@@ -596,8 +649,11 @@ extern "C" void remove_temps_and_die(int sig) {
   std::raise(sig);
 }
 
+// A signal the caller ignores (nohup, trap '' HUP, a shell's background job) stays ignored.
 void install_cleanup_handlers() {
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) {
+    struct sigaction old {};
+    if (::sigaction(sig, nullptr, &old) == 0 && !(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_IGN) continue;
     struct sigaction sa {};
     sa.sa_handler = remove_temps_and_die;
     sigemptyset(&sa.sa_mask);
@@ -644,11 +700,27 @@ class TempName {
   std::string name_;
 };
 
+// The output's name as it appears in its hidden temporary name: whole when short, else its first
+// 100 bytes (not splitting a UTF-8 character) and a hash of the whole, so that the hidden name
+// stays within NAME_MAX (255 bytes) for any output name that fits.
+std::string hidden_stem(const std::string& base) {
+  constexpr std::size_t kKeep = 100;
+  if (base.size() <= kKeep) return base;
+  std::size_t cut = kKeep;
+  while (cut > 0 && (static_cast<unsigned char>(base[cut]) & 0xC0) == 0x80) --cut;
+  char hash[24];
+  std::snprintf(hash, sizeof(hash), "~%08llx",
+                static_cast<unsigned long long>(xxh64(base.data(), base.size(), 0) & 0xFFFFFFFFULL));
+  return base.substr(0, cut) + hash;
+}
+
+// .NAME.mixsieve-tmp.PID.N.T: unique (process id, a counter, the clock), recognisable, at most
+// 1 + 109 + 14 + 3 * 20 + 2 bytes.
 std::string unique_hidden_name(const fs::path& dir, const std::string& base) {
   static std::atomic<unsigned> counter{0};
   const auto t = static_cast<unsigned long long>(std::chrono::steady_clock::now().time_since_epoch().count());
-  return (dir / ("." + base + ".mixsieve-tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++) + "." +
-                 std::to_string(t % 1000000007ULL)))
+  return (dir / ("." + hidden_stem(base) + ".mixsieve-tmp." + std::to_string(::getpid()) + "." +
+                 std::to_string(counter++) + "." + std::to_string(t % 1000000007ULL)))
       .string();
 }
 
@@ -656,11 +728,23 @@ class OutputFile {
  public:
   // Opens the output now (so an unwritable destination is reported before any work).
   explicit OutputFile(const std::string& path) : path_(path) {
-    if (path == "-") {
+    if (is_stdout_name(path)) {
+      if (g_stdout_closed) throw InputError(path + ": standard output is closed");
+      is_stdout_ = true;
       fd_ = 1;
       return;
     }
-    const fs::path p(path);
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+      // A device, FIFO or socket is written in place: renaming over it would replace it.
+      fd_ = ::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+      if (fd_ < 0) fail_open();
+      in_place_ = true;
+      return;
+    }
+    // A symbolic link is written through: the file it leads to is replaced, the link stays.
+    target_ = resolve_links(path);
+    const fs::path p(target_);
     dir_ = p.has_parent_path() ? p.parent_path().string() : ".";
     base_ = p.filename().string();
     const char* force_named = std::getenv("MIXSIEVE_DEDUP_NO_TMPFILE");
@@ -686,7 +770,7 @@ class OutputFile {
   OutputFile(const OutputFile&) = delete;
   OutputFile& operator=(const OutputFile&) = delete;
   ~OutputFile() {
-    if (fd_ > 1) ::close(fd_);
+    if (fd_ >= 0 && !is_stdout_) ::close(fd_);
   }
 
   void write(std::string_view s) {
@@ -701,7 +785,13 @@ class OutputFile {
 
   void commit() {
     flush();
-    if (fd_ == 1) return;
+    if (is_stdout_) return;
+    if (in_place_) {
+      const int fd = fd_;
+      fd_ = -1;
+      if (::close(fd) != 0 && errno != EINTR) fail("write error");
+      return;
+    }
     if (::fsync(fd_) != 0) fail("cannot sync");
     if (unnamed_) {
       // Give the unnamed file a hidden name, then rename it over the destination.
@@ -713,7 +803,7 @@ class OutputFile {
         fail("cannot link the finished file into its folder");
       }
     }
-    if (::rename(temp_.name().c_str(), path_.c_str()) != 0) fail("cannot rename into place");
+    if (::rename(temp_.name().c_str(), target_.c_str()) != 0) fail("cannot rename into place");
     temp_.release(false);
     ::close(fd_);
     fd_ = -1;
@@ -743,8 +833,10 @@ class OutputFile {
     }
   }
 
-  std::string path_, dir_, base_, buf_;
+  std::string path_, target_, dir_, base_, buf_;  // target_: path_ with symbolic links followed
   int fd_ = -1;
+  bool is_stdout_ = false;  // '-': standard output, never a number test (a temporary can be fd 1)
+  bool in_place_ = false;   // not a regular file (device, FIFO, socket): written where it is
   bool unnamed_ = false;
   TempName temp_;
 };
@@ -767,6 +859,34 @@ struct Progress {
 };
 
 const char* unit_name(Unit u) { return u == Unit::Word ? "word" : "char"; }
+
+// The shortest decimal that reads back as exactly x (two different doubles never print alike).
+std::string shortest(double x) {
+  char buf[64];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), x);
+  if (ec != std::errc()) {
+    std::snprintf(buf, sizeof(buf), "%.17g", x);
+    return buf;
+  }
+  return std::string(buf, end);
+}
+
+// This run's documents get the keys after the index's largest (from 0 for a new index). An
+// index whose largest key leaves no room for n more below 2^63 is refused (exit 2): the keys
+// would wrap around.
+std::int64_t first_new_key(const std::vector<std::int64_t>& old_keys, std::size_t n, const std::string& index) {
+  if (n == 0) return 0;
+  std::int64_t largest = -1;
+  for (std::int64_t key : old_keys) largest = std::max(largest, key);
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  const std::uint64_t room = largest < 0 ? static_cast<std::uint64_t>(kMax) + 1 : static_cast<std::uint64_t>(kMax - largest);
+  if (n > room) {
+    throw UsageError("the index " + index + " holds key " + std::to_string(largest) + ": no room after it for the " +
+                     std::to_string(n) + " keys of this run's documents (they follow the index's largest key, " +
+                     "at most " + std::to_string(kMax) + ")");
+  }
+  return largest < 0 ? 0 : largest + 1;
+}
 
 // Refuses (exit 2) two outputs, or an output and an input, that are the same file, before any
 // work. The index with --update-index is read and then rewritten: that one pair is allowed.
@@ -801,14 +921,14 @@ int run(const Options& o) {
   }
   // Every path is resolved and compared before anything is read or written.
   std::vector<Path> outputs;
-  outputs.push_back({o.output, "-o", o.output == "-" ? stdout_id() : file_id(o.output)});
-  if (!o.report.empty()) outputs.push_back({o.report, "--report", o.report == "-" ? stdout_id() : file_id(o.report)});
+  outputs.push_back({o.output, "-o", file_id(o.output)});
+  if (!o.report.empty()) outputs.push_back({o.report, "--report", file_id(o.report)});
   if (o.update_index) {
-    if (o.index == "-") throw UsageError("--index must name a file, not standard output");
+    if (is_stdout_name(o.index)) throw UsageError("--index must name a file, not standard output");
     outputs.push_back({o.index, "--index", file_id(o.index)});
   }
   for (const Path& out : outputs) {
-    if (out.name != "-" && fs::is_directory(out.name, ec)) {
+    if (!is_stdout_name(out.name) && fs::is_directory(out.name, ec)) {
       throw UsageError(out.what + " " + out.name + " is a directory; give a file name");
     }
   }
@@ -861,8 +981,9 @@ int run(const Options& o) {
       }
     };
     conflict(o.set_num_perm, "--num-perm", std::to_string(o.num_perm), std::to_string(ip.num_perm));
-    if (o.set_threshold && o.threshold != ip.threshold) {
-      conflict(true, "--threshold", std::to_string(o.threshold), std::to_string(ip.threshold));
+    if (o.set_threshold && o.threshold != ip.threshold) {  // exact: 0.8000001 is not the index's 0.8
+      throw UsageError("--threshold " + shortest(o.threshold) + " differs from the index " + o.index +
+                       ", made with --threshold " + shortest(ip.threshold) + "; leave --threshold out to use the index's");
     }
     conflict(o.bands > 0, "--bands", std::to_string(o.bands), std::to_string(ip.bands));
     conflict(o.rows > 0, "--rows", std::to_string(o.rows), std::to_string(ip.rows));
@@ -890,8 +1011,10 @@ int run(const Options& o) {
   } else if (!o.index.empty() && !o.update_index) {
     throw InputError(o.index + ": no such index file (add --update-index to create it)");
   }
+  check_banding(o, p.num_perm);
   std::vector<Input> inputs = read_inputs(paths, o.threads);
   std::vector<Record> recs = split_records(inputs, o.format);
+  const std::int64_t next_key = first_new_key(idx ? idx->keys() : std::vector<std::int64_t>{}, recs.size(), o.index);
   std::size_t total_bytes = 0;
   for (const Input& in : inputs) total_bytes += in.data.size();
   if (p.bands == 0) std::tie(p.bands, p.rows) = optimal_bands(p.threshold, p.num_perm);
@@ -991,8 +1114,6 @@ int run(const Options& o) {
   lp.threshold = p.threshold;
   if (!idx) idx.emplace(lp);
   const std::size_t m = idx->size();
-  std::int64_t next_key = 0;
-  for (std::int64_t key : idx->keys()) next_key = std::max(next_key, key + 1);
   std::vector<std::int64_t> keys(n), dup_pos(n);
   std::vector<float> sim(n);
   for (std::size_t i = 0; i < n; ++i) keys[i] = next_key + static_cast<std::int64_t>(i);
@@ -1101,6 +1222,8 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // With no descriptor to report on, a message could land in an output: stop silently.
+  if (!open_standard_descriptors()) return kExitInput;
   try {
     const Options o = parse_args(argc, argv);
     return run(o);
