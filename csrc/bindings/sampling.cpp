@@ -321,6 +321,14 @@ class PyReservoir {
     if (method_ == Method::Ares && wide_mode_) {
       d["wide"] = true;  // items are (id, -frac, exp): key = -frac * 2^exp
       for (const WideKey& it : wide_.items()) items.append(py::make_tuple(it.id, -it.frac, it.exp));
+    } else if (method_ == Method::ExpJ && expj_.exponent() != 0) {
+      // Keys of rescaled weights: the key of the weights given is the kept key times
+      // 2^-exponent, which a double may not hold, so as (id, -frac, exp), exactly.
+      d["wide"] = true;
+      for (const Keyed& it : expj_.top().items()) {
+        const WideKey k = wide_from_double(it.key, it.id);
+        items.append(py::make_tuple(it.id, -k.frac, k.exp - expj_.exponent()));
+      }
     } else {
       for (const Keyed& it : (method_ == Method::Ares ? ares_.items() : expj_.top().items())) {
         items.append(py::make_tuple(it.id, it.key));
@@ -366,7 +374,12 @@ class PyReservoir {
       auto items = d["items"].cast<py::list>();
       if (items.size() > k_) throw py::value_error("state holds more items than k");
       const bool wide = d.contains("wide") && d["wide"].cast<bool>();
-      if (wide && method_ != Method::Ares) throw py::value_error("only ares reservoirs hold wide keys");
+      // expj keeps the keys of its rescaled weights, log(u) / (w * 2^-exponent). States of
+      // version 2 hold the keys of the weights given; version 1 held the kept keys as they were.
+      const int exponent = method_ == Method::ExpJ && d.contains("exponent") ? d["exponent"].cast<int>() : 0;
+      if (std::abs(exponent) > 2200) throw py::value_error("state exponent out of range");
+      const int version = d.contains("version") ? d["version"].cast<int>() : 2;
+      const int shift = version >= 2 ? exponent : 0;
       BestK ares(k_);
       WideTopK wide_top(k_);
       ExpJReservoir expj(k_, seed_);
@@ -376,7 +389,14 @@ class PyReservoir {
           if (t.size() != 3) throw py::value_error("wide state items must be [id, -frac, exp]");
           const WideKey it{-t[1].cast<double>(), t[2].cast<int>(), t[0].cast<std::int64_t>()};
           if (!(it.frac >= 0.5 && it.frac < 1.0)) throw py::value_error("state holds a wide key with frac outside [0.5, 1)");
-          wide_top.offer(it);
+          if (std::abs(it.exp) > 1 << 20) throw py::value_error("state holds a wide key with exp out of range");
+          if (method_ == Method::Ares) {
+            wide_top.offer(it);
+            continue;
+          }
+          const Keyed kept{-std::ldexp(it.frac, it.exp + exponent), it.id};
+          if (!normal_key(kept.key)) throw py::value_error("state holds an expj key out of range for its exponent");
+          expj.top().offer(kept);
           continue;
         }
         const Keyed it{t[1].cast<double>(), t[0].cast<std::int64_t>()};
@@ -384,12 +404,12 @@ class PyReservoir {
         if (method_ == Method::Ares) {
           ares.offer(it);
         } else {
-          expj.top().offer(it);
+          const Keyed kept{std::ldexp(it.key, shift), it.id};
+          if (!normal_key(kept.key)) throw py::value_error("state holds an expj key out of range for its exponent");
+          expj.top().offer(kept);
         }
       }
       if (method_ == Method::ExpJ) {
-        const int exponent = d.contains("exponent") ? d["exponent"].cast<int>() : 0;
-        if (std::abs(exponent) > 2200) throw py::value_error("state exponent out of range");
         expj.restore(d["skip"].cast<double>(), exponent);
         expj_ = expj;
         expj_started_ = expj_.top().size() > 0 || exponent != 0;
@@ -420,7 +440,7 @@ class PyReservoir {
   std::vector<Keyed> sorted_items() {
     if (method_ == Method::Pps) return pps_.sample();
     if (method_ == Method::Ares) return wide_mode_ ? to_keyed(wide_.sorted()) : ares_.sorted();
-    return expj_.top().sorted();
+    return expj_.sample();
   }
   std::vector<std::int64_t> kept_ids() {
     std::vector<std::int64_t> out;
@@ -523,7 +543,7 @@ void bind_sampling(py::module_& m) {
                 r.rescale_to(weight_exponent(w.largest));
                 r.add(p, w.n, nullptr, 0);
                 if (r.exact()) {
-                  out = r.top().sorted();
+                  out = r.sample();
                 } else {
                   wide(p);
                 }

@@ -231,7 +231,8 @@ class WeightedReservoir:
         return ids
 
     def keys(self) -> np.ndarray:
-        """Keys of ``ids()``: ``log(u) / w`` (ares/expj), inclusion probabilities (pps)."""
+        """Keys of ``ids()``: ``log(u) / w`` (ares/expj; rounded to a double, so -0.0, subnormal
+        or -inf where that leaves the double range), inclusion probabilities (pps)."""
         keys: np.ndarray = self._core.items()[1]
         return keys
 
@@ -239,7 +240,12 @@ class WeightedReservoir:
         return len(self._core)
 
     def state_dict(self) -> dict[str, Any]:
-        """A small JSON-serialisable snapshot (O(k)): ``load_state_dict`` resumes exactly."""
+        """A small JSON-serialisable snapshot (O(k)): ``load_state_dict`` resumes exactly.
+
+        ares/expj ``items`` are ``[id, key]``, or, with ``"wide": true``, ``[id, -frac, exp]``
+        for the key ``-frac * 2**exp`` (keys that a double may not hold: ares after weights
+        beyond the double range, expj whenever it rescales its weights by ``2**-exponent``).
+        """
         state = dict(self._core.state())
         for key in ("items", "certain", "ordinary"):
             if key in state:  # [id, key] or, for wide keys, [id, -frac, exp]
