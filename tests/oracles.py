@@ -206,6 +206,16 @@ def ares_uniforms(seed: int, ids) -> np.ndarray:
     return (2.0 * m.astype(np.float64) + 1.0) * 2.0**-53
 
 
+def expj_fill_uniforms(seed: int, ids) -> np.ndarray:
+    """u_id of the A-ExpJ keys log(u_id) / w drawn while the reservoir fills (its first k
+    positive items): counter id of stream (ExpJ, 0), u = (2m + 1) * 2^-53 for the top 52 bits m."""
+    ids = np.asarray(ids, dtype=np.int64).view(np.uint64)
+    # stream_key(seed, Stream::ExpJ = 2, sub 0)
+    key = _mix_int(seed ^ _mix_int((2 * 0xD1B54A32D192ED03 + 0 * 0x8CB92BA72F3D8DD7) & M64))
+    m = _stream_bits_np(key, ids) >> np.uint64(12)
+    return (2.0 * m.astype(np.float64) + 1.0) * 2.0**-53
+
+
 def ares_exact_key(seed: int, item_id: int, w: float):
     """The A-Res key log(u_id) / w as an exact rational (log(u) in double, as the kernel
     computes it), for ordering items whose double keys underflow or overflow."""

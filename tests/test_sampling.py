@@ -288,6 +288,53 @@ def test_state_dict_from_other_configuration_is_rejected():
         ms.WeightedReservoir(10, seed=1, method="expj").load_state_dict(s)
 
 
+# The fields each method's state held in version 1 (mixsieve 0.1.0).
+V1_FIELDS = {
+    "ares": ["seen", "items"],
+    "expj": ["seen", "items", "skip"],
+    "pps": ["seen", "certain", "ordinary", "total", "scale"],
+}
+
+
+@pytest.mark.parametrize("method", ["ares", "expj", "pps"])
+def test_version_1_states_load_and_continue(method):
+    w = np.random.default_rng(3).lognormal(0, 1, 3000)
+    full = ms.WeightedReservoir(40, seed=5, method=method)
+    full.add(w[:1000])
+    full.add(w[1000:])
+    first = ms.WeightedReservoir(40, seed=5, method=method)
+    first.add(w[:1000])
+    state = first.state_dict()
+    assert state["version"] == 2  # states gained exponent, outside, wide items and default_ids
+    if method == "ares":  # written by hand from the definition: the 40 largest log(u_id) / w_id
+        keys = np.log(oracles.ares_uniforms(5, np.arange(1000))) / w[:1000]
+        best = np.argsort(-keys, kind="stable")[:40]
+        v1 = {"seen": 1000, "items": [[int(i), float(keys[i])] for i in best]}
+    else:  # as 0.1.0 wrote it: none of the fields added since
+        v1 = {key: state[key] for key in V1_FIELDS[method]}
+    v1 = json.loads(json.dumps({"version": 1, "k": 40, "seed": 5, "method": method, **v1}))
+    resumed = ms.WeightedReservoir(40, seed=5, method=method)
+    resumed.load_state_dict(v1)
+    resumed.add(w[1000:])
+    assert resumed.ids().tolist() == full.ids().tolist()
+    # pps: 0.1.0 kept the total, not the weight outside the certain set (rounding apart).
+    np.testing.assert_allclose(resumed.keys(), full.keys(), rtol=1e-12)
+    assert resumed.state_dict()["version"] == 2
+
+
+def test_state_of_an_unknown_version_is_refused():
+    r = ms.WeightedReservoir(10, seed=1, method="ares")
+    r.add(np.ones(20))
+    before = r.state_dict()
+    for version in (99, 0, None, "2"):
+        state = {**before, "version": version}
+        with pytest.raises(ValueError, match=rf"version {version!r}.* reads versions 1 and 2"):
+            ms.WeightedReservoir(10, seed=1, method="ares").load_state_dict(state)
+    del before["version"]
+    with pytest.raises(ValueError, match="version None"):
+        ms.WeightedReservoir(10, seed=1, method="ares").load_state_dict(before)
+
+
 def test_pinned_output_streams():
     # Format-stability guards (correctness is the tests above): the same seed must keep giving
     # the same sample across releases, or users' runs stop being reproducible.

@@ -12,6 +12,7 @@ p ~ 1e-6), a single binomial or per-item |z| below 5.3 (p ~ 1.2e-7 each; with Bo
 at most 100 items, family-wise p < 1.2e-5)."""
 
 import json
+import math
 from fractions import Fraction
 
 import mixsieve as ms
@@ -241,6 +242,68 @@ def test_ares_reservoir_over_the_whole_range_equals_one_sample():
         b2.load_state_dict(json.loads(json.dumps(b.state_dict())))
         a.merge(b2)
         assert a.ids().tolist() == want.tolist()
+
+
+# ---- expj keys are log(u) / w of the weights given, whatever the internal scale ----
+
+
+def test_expj_keys_are_log_u_over_w_for_extreme_weights():
+    # With k = n every key is drawn while the reservoir fills: log(u_id) / w_id exactly, u_id
+    # from the oracle. 1e300 makes expj scale the weights by 2^-996 internally; the keys it
+    # returns must not carry that factor (the w = 1 keys were off by 2^996).
+    w = np.array([1e300, 1.0, 1.0, 1.0, 1.0])
+    for seed in range(4):
+        u = oracles.expj_fill_uniforms(seed, range(w.size))
+        want = np.array([math.log(u[i]) / w[i] for i in range(w.size)])
+        ids, keys = ms.weighted_sample(w, w.size, seed=seed, method="expj", return_keys=True)
+        np.testing.assert_allclose(keys, want[ids], rtol=1e-14)
+        r = ms.WeightedReservoir(w.size, seed=seed, method="expj")
+        r.add(w)
+        np.testing.assert_allclose(r.keys(), want[r.ids()], rtol=1e-14)
+    # k < n: the w = 1 item kept is near log(u) (about -0.4), not -1e299.
+    _, keys = ms.weighted_sample(w, 2, seed=0, method="expj", return_keys=True)
+    assert keys[0] > -1e-290 and -50.0 < keys[1] < 0.0
+
+
+@pytest.mark.parametrize("e", [-1074, -1070, -1020, 1000, 1019])
+def test_expj_keys_scale_with_the_weights(e):
+    # Weights times 2^e: the same sample, every key log(u) / w times 2^-e, rounded once (-inf
+    # or a subnormal where that leaves the double range, as ares returns them).
+    base = np.random.default_rng(5).integers(1, 16, 5000).astype(np.float64)
+    w = base * 2.0**e  # exact: integers below 16
+    want_ids, want = ms.weighted_sample(base, 50, seed=3, method="expj", return_keys=True)
+    with np.errstate(over="ignore", under="ignore"):
+        want = np.ldexp(want, -e)
+    ids, keys = ms.weighted_sample(w, 50, seed=3, method="expj", return_keys=True)
+    assert ids.tolist() == want_ids.tolist()
+    np.testing.assert_array_equal(keys, want)
+    r = ms.WeightedReservoir(50, seed=3, method="expj")
+    for chunk in np.array_split(w, 6):
+        r.add(chunk)
+    assert r.ids().tolist() == want_ids.tolist()
+    np.testing.assert_array_equal(r.keys(), want)
+
+
+@pytest.mark.parametrize("e", [-1074, 1019])
+def test_expj_state_holds_true_keys_and_resumes(e):
+    base = np.random.default_rng(6).integers(1, 16, 4000).astype(np.float64)
+    w = base * 2.0**e
+    ordinary = ms.WeightedReservoir(30, seed=9, method="expj")
+    ordinary.add(base[:1500])
+    r = ms.WeightedReservoir(30, seed=9, method="expj")
+    r.add(w[:1500])
+    state = json.loads(json.dumps(r.state_dict()))
+    # Items are [id, key] or, when the key may leave the double range, [id, -frac, exp] with
+    # key = -frac * 2^exp: either way the key of the weights given.
+    got = {t[0]: Fraction(t[1]) * Fraction(2) ** (t[2] if len(t) == 3 else 0) for t in state["items"]}
+    want = {t[0]: Fraction(t[1]) / Fraction(2) ** e for t in ordinary.state_dict()["items"]}
+    assert got == want
+    resumed = ms.WeightedReservoir(30, seed=9, method="expj")
+    resumed.load_state_dict(state)
+    resumed.add(w[1500:])
+    r.add(w[1500:])
+    assert resumed.ids().tolist() == r.ids().tolist()
+    np.testing.assert_array_equal(resumed.keys(), r.keys())
 
 
 def test_expj_reservoir_refuses_a_range_it_cannot_order():

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -115,21 +116,70 @@ std::vector<Keyed> to_keyed(const std::vector<WideKey>& items) {
   return out;
 }
 
-// Bytes of memory this process can still use: MemAvailable (Linux), else the physical memory.
-double available_bytes() {
-  std::ifstream f("/proc/meminfo");
-  std::string name;
-  double kb = 0.0;
-  std::string unit;
-  while (f >> name >> kb >> unit) {
-    if (name == "MemAvailable:") return kb * 1024.0;
-  }
-  const long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
-  return pages > 0 && size > 0 ? static_cast<double>(pages) * static_cast<double>(size)
-                               : std::numeric_limits<double>::infinity();
+// The whole text of a file, or nothing when it cannot be read.
+std::optional<std::string> read_text(const char* path) {
+  std::ifstream f(path);
+  if (!f) return std::nullopt;
+  std::ostringstream os;
+  os << f.rdbuf();
+  if (f.bad()) return std::nullopt;
+  return os.str();
 }
 
-// Refuses, with MemoryError, an allocation of `bytes` that the machine cannot hold, rather
+// A byte count written as a plain number (cgroup files); nothing for "max", an empty or an
+// unreadable file.
+std::optional<double> parse_bytes(const std::optional<std::string>& text) {
+  if (!text) return std::nullopt;
+  std::istringstream is(*text);
+  std::string word;
+  if (!(is >> word) || word.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  return std::stod(word);
+}
+
+// Bytes of memory this process can still use, from the texts of the files that tell (each
+// absent when unreadable): MemAvailable of /proc/meminfo, else `physical`; no more than what a
+// cgroup limit leaves (v2: memory.max - memory.current; v1: memory.limit_in_bytes -
+// memory.usage_in_bytes; a limit without a readable usage counts whole). Infinity when
+// nothing is known.
+double available_from(const std::optional<std::string>& meminfo, const std::optional<std::string>& v2_max,
+                      const std::optional<std::string>& v2_current, const std::optional<std::string>& v1_limit,
+                      const std::optional<std::string>& v1_usage, double physical) {
+  double avail = physical;
+  if (meminfo) {
+    std::istringstream is(*meminfo);
+    std::string line;
+    while (std::getline(is, line)) {
+      std::istringstream ls(line);
+      std::string name;
+      double kb = 0.0;
+      if (ls >> name >> kb && name == "MemAvailable:") {
+        avail = kb * 1024.0;
+        break;
+      }
+    }
+  }
+  auto limit = [&](const std::optional<std::string>& max, const std::optional<std::string>& used) {
+    if (const std::optional<double> l = parse_bytes(max)) {
+      avail = std::min(avail, std::max(0.0, *l - parse_bytes(used).value_or(0.0)));
+    }
+  };
+  limit(v2_max, v2_current);
+  limit(v1_limit, v1_usage);
+  return avail;
+}
+
+double available_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
+  const double physical = pages > 0 && size > 0 ? static_cast<double>(pages) * static_cast<double>(size)
+                                                : std::numeric_limits<double>::infinity();
+  return available_from(read_text("/proc/meminfo"), read_text("/sys/fs/cgroup/memory.max"),
+                        read_text("/sys/fs/cgroup/memory.current"),
+                        read_text("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+                        read_text("/sys/fs/cgroup/memory/memory.usage_in_bytes"), physical);
+}
+
+// Refuses, with MemoryError, an allocation of `bytes` that the machine (or the container's
+// memory limit) cannot hold, rather
 // than letting the kernel kill the process once the pages are touched.
 void check_fits(double bytes, const std::string& what) {
   if (bytes < 0x1p28) return;  // 256 MB: not worth reading /proc on every small call
@@ -321,6 +371,14 @@ class PyReservoir {
     if (method_ == Method::Ares && wide_mode_) {
       d["wide"] = true;  // items are (id, -frac, exp): key = -frac * 2^exp
       for (const WideKey& it : wide_.items()) items.append(py::make_tuple(it.id, -it.frac, it.exp));
+    } else if (method_ == Method::ExpJ && expj_.exponent() != 0) {
+      // Keys of rescaled weights: the key of the weights given is the kept key times
+      // 2^-exponent, which a double may not hold, so as (id, -frac, exp), exactly.
+      d["wide"] = true;
+      for (const Keyed& it : expj_.top().items()) {
+        const WideKey k = wide_from_double(it.key, it.id);
+        items.append(py::make_tuple(it.id, -k.frac, k.exp - expj_.exponent()));
+      }
     } else {
       for (const Keyed& it : (method_ == Method::Ares ? ares_.items() : expj_.top().items())) {
         items.append(py::make_tuple(it.id, it.key));
@@ -366,7 +424,12 @@ class PyReservoir {
       auto items = d["items"].cast<py::list>();
       if (items.size() > k_) throw py::value_error("state holds more items than k");
       const bool wide = d.contains("wide") && d["wide"].cast<bool>();
-      if (wide && method_ != Method::Ares) throw py::value_error("only ares reservoirs hold wide keys");
+      // expj keeps the keys of its rescaled weights, log(u) / (w * 2^-exponent). States of
+      // version 2 hold the keys of the weights given; version 1 held the kept keys as they were.
+      const int exponent = method_ == Method::ExpJ && d.contains("exponent") ? d["exponent"].cast<int>() : 0;
+      if (std::abs(exponent) > 2200) throw py::value_error("state exponent out of range");
+      const int version = d.contains("version") ? d["version"].cast<int>() : 2;
+      const int shift = version >= 2 ? exponent : 0;
       BestK ares(k_);
       WideTopK wide_top(k_);
       ExpJReservoir expj(k_, seed_);
@@ -376,7 +439,14 @@ class PyReservoir {
           if (t.size() != 3) throw py::value_error("wide state items must be [id, -frac, exp]");
           const WideKey it{-t[1].cast<double>(), t[2].cast<int>(), t[0].cast<std::int64_t>()};
           if (!(it.frac >= 0.5 && it.frac < 1.0)) throw py::value_error("state holds a wide key with frac outside [0.5, 1)");
-          wide_top.offer(it);
+          if (std::abs(it.exp) > 1 << 20) throw py::value_error("state holds a wide key with exp out of range");
+          if (method_ == Method::Ares) {
+            wide_top.offer(it);
+            continue;
+          }
+          const Keyed kept{-std::ldexp(it.frac, it.exp + exponent), it.id};
+          if (!normal_key(kept.key)) throw py::value_error("state holds an expj key out of range for its exponent");
+          expj.top().offer(kept);
           continue;
         }
         const Keyed it{t[1].cast<double>(), t[0].cast<std::int64_t>()};
@@ -384,12 +454,12 @@ class PyReservoir {
         if (method_ == Method::Ares) {
           ares.offer(it);
         } else {
-          expj.top().offer(it);
+          const Keyed kept{std::ldexp(it.key, shift), it.id};
+          if (!normal_key(kept.key)) throw py::value_error("state holds an expj key out of range for its exponent");
+          expj.top().offer(kept);
         }
       }
       if (method_ == Method::ExpJ) {
-        const int exponent = d.contains("exponent") ? d["exponent"].cast<int>() : 0;
-        if (std::abs(exponent) > 2200) throw py::value_error("state exponent out of range");
         expj.restore(d["skip"].cast<double>(), exponent);
         expj_ = expj;
         expj_started_ = expj_.top().size() > 0 || exponent != 0;
@@ -420,7 +490,7 @@ class PyReservoir {
   std::vector<Keyed> sorted_items() {
     if (method_ == Method::Pps) return pps_.sample();
     if (method_ == Method::Ares) return wide_mode_ ? to_keyed(wide_.sorted()) : ares_.sorted();
-    return expj_.top().sorted();
+    return expj_.sample();
   }
   std::vector<std::int64_t> kept_ids() {
     std::vector<std::int64_t> out;
@@ -454,6 +524,16 @@ class PyReservoir {
 }  // namespace
 
 void bind_sampling(py::module_& m) {
+  // Test hook: the memory check of replace=True, on given file texts (None: unreadable).
+  m.def(
+      "_available_memory",
+      [](const std::optional<std::string>& meminfo, const std::optional<std::string>& v2_max,
+         const std::optional<std::string>& v2_current, const std::optional<std::string>& v1_limit,
+         const std::optional<std::string>& v1_usage,
+         double physical) { return available_from(meminfo, v2_max, v2_current, v1_limit, v1_usage, physical); },
+      py::arg("meminfo"), py::arg("v2_max"), py::arg("v2_current"), py::arg("v1_limit"), py::arg("v1_usage"),
+      py::arg("physical"),
+      "Bytes available given the texts of /proc/meminfo and the cgroup v2 and v1 memory files.");
   // Test hook: every instruction set of the A-Res first pass must give the same bytes.
   m.def(
       "_cap_sampling_simd",
@@ -523,7 +603,7 @@ void bind_sampling(py::module_& m) {
                 r.rescale_to(weight_exponent(w.largest));
                 r.add(p, w.n, nullptr, 0);
                 if (r.exact()) {
-                  out = r.top().sorted();
+                  out = r.sample();
                 } else {
                   wide(p);
                 }

@@ -60,6 +60,14 @@ class WeightedReservoir:
     def __len__(self) -> int: ...
 
 def _cap_sampling_simd(level: int) -> tuple[int, int]: ...
+def _available_memory(
+    meminfo: str | None,
+    v2_max: str | None,
+    v2_current: str | None,
+    v1_limit: str | None,
+    v1_usage: str | None,
+    physical: float,
+) -> float: ...
 def weighted_sample(
     weights: np.ndarray, k: int, seed: int, replace: bool, method: int, threads: int, return_keys: bool = True
 ) -> tuple[np.ndarray, np.ndarray]: ...

@@ -52,7 +52,11 @@ import numpy as np
 from . import _core
 
 _METHODS = {"ares": 0, "expj": 1, "pps": 2}
-_STATE_VERSION = 1
+# Version 2 added the power-of-two exponent (expj, pps), the weight outside the certain set
+# (pps), wide [id, -frac, exp] items (ares, and expj when its exponent is not 0) and the range
+# of default ids used. Version-1 states, which have none of these, still load.
+_STATE_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 
 def _as_weights(weights: Any, name: str = "weights") -> np.ndarray:
@@ -231,7 +235,8 @@ class WeightedReservoir:
         return ids
 
     def keys(self) -> np.ndarray:
-        """Keys of ``ids()``: ``log(u) / w`` (ares/expj), inclusion probabilities (pps)."""
+        """Keys of ``ids()``: ``log(u) / w`` (ares/expj; rounded to a double, so -0.0, subnormal
+        or -inf where that leaves the double range), inclusion probabilities (pps)."""
         keys: np.ndarray = self._core.items()[1]
         return keys
 
@@ -239,7 +244,12 @@ class WeightedReservoir:
         return len(self._core)
 
     def state_dict(self) -> dict[str, Any]:
-        """A small JSON-serialisable snapshot (O(k)): ``load_state_dict`` resumes exactly."""
+        """A small JSON-serialisable snapshot (O(k)): ``load_state_dict`` resumes exactly.
+
+        ares/expj ``items`` are ``[id, key]``, or, with ``"wide": true``, ``[id, -frac, exp]``
+        for the key ``-frac * 2**exp`` (keys that a double may not hold: ares after weights
+        beyond the double range, expj whenever it rescales its weights by ``2**-exponent``).
+        """
         state = dict(self._core.state())
         for key in ("items", "certain", "ordinary"):
             if key in state:  # [id, key] or, for wide keys, [id, -frac, exp]
@@ -249,10 +259,18 @@ class WeightedReservoir:
         return {"version": _STATE_VERSION, "k": self.k, "seed": self.seed, "method": self.method, **state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a snapshot taken by ``state_dict`` from a reservoir with the same k, seed, method."""
+        """Restore a snapshot taken by ``state_dict`` from a reservoir with the same k, seed, method.
+
+        Reads states of versions 1 (mixsieve 0.1.0) and 2; any other version is refused.
+        """
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
-        mine = {"k": self.k, "seed": self.seed, "method": self.method, "version": _STATE_VERSION}
+        version = state.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version not in _READABLE_VERSIONS:
+            raise ValueError(
+                f"state version {version!r} is not supported: this mixsieve reads versions 1 and 2"
+            )
+        mine = {"k": self.k, "seed": self.seed, "method": self.method}
         diff = [
             f"{key}: state has {state.get(key)!r}, reservoir has {v!r}"
             for key, v in mine.items()
@@ -261,7 +279,7 @@ class WeightedReservoir:
         if diff:
             raise ValueError("state does not match this reservoir (" + "; ".join(diff) + ")")
         try:
-            self._core.restore({k: v for k, v in state.items() if k not in mine})
+            self._core.restore({k: v for k, v in state.items() if k not in mine})  # with "version"
         except (KeyError, RuntimeError) as e:
             raise ValueError(f"state is incomplete or malformed: {e}") from e
 

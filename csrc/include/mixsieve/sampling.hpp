@@ -457,6 +457,17 @@ class ExpJReservoir {
     }
   }
 
+  // The sample, best first, with keys in the units of the weights given: log(u) / w, each
+  // kept key times 2^-exponent(), rounded once (-0.0, subnormal or -inf where it leaves the
+  // double range, as ares returns its wide keys).
+  std::vector<Keyed> sample() const {
+    std::vector<Keyed> out = top_.sorted();
+    if (scale_.exponent() != 0) {
+      for (Keyed& it : out) it.key = std::ldexp(it.key, -scale_.exponent());
+    }
+    return out;
+  }
+  // top() holds keys of the scaled weights: log(u) / (w * 2^-exponent()).
   TopK& top() { return top_; }
   const TopK& top() const { return top_; }
   double skip() const { return skip_; }
