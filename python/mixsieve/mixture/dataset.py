@@ -112,7 +112,8 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         :func:`mixsieve.soft_cap_sample`.
     output : ``"tuple"`` or ``"dict"``
         ``(source_name, sample)`` pairs, or dicts: the sample's own keys plus ``"source"`` if it
-        is a dict, else ``{"source": name, "sample": sample}``.
+        is a dict (a ``"source"`` key of its own is replaced by the source's name), else
+        ``{"source": name, "sample": sample}``.
     chunk_size : int
         Positions each process schedules at a time. Weight changes land on positions no process
         has scheduled yet, so with frequent online updates a smaller chunk lets them land sooner.
