@@ -1144,7 +1144,11 @@ int run(const Options& o) {
       const std::string_view text = content(inputs, r);
       out.write("{\"file\": " + json_string(inputs[r.input].name) + ", \"text\": " + json_string(text) + "}\n");
     } else {
-      out.write(std::string_view(inputs[r.input].data.data() + r.begin, r.end - r.begin));
+      const std::string_view rec(inputs[r.input].data.data() + r.begin, r.end - r.begin);
+      out.write(rec);
+      // A file's last line may lack its newline: end it here, or it would run into the next
+      // record (from the next file) on the same output line.
+      if (rec.empty() || rec.back() != '\n') out.write("\n");
     }
   }
   if (rep) {
