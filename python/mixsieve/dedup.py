@@ -228,6 +228,14 @@ def resolve_bands(
     return bands, rows
 
 
+_INT64_MAX = 2**63 - 1
+
+
+def _check_key_range(key: int) -> None:
+    if not -(2**63) <= key <= _INT64_MAX:
+        raise ValueError(f"key {key} is outside the int64 range [-2**63, 2**63 - 1]")
+
+
 class LSHIndex:
     """An in-memory banded LSH index of MinHash signatures, saveable and appendable.
 
@@ -388,11 +396,19 @@ class LSHIndex:
         if keys is None:
             keys = np.arange(len(core), len(core) + n, dtype=np.int64)
         else:
+            if not isinstance(keys, np.ndarray):
+                # Python ints beyond int64 would make numpy pick uint64, float64 or object (and
+                # the cast below would wrap or round them): name the first such key as given.
+                for x in keys:
+                    if isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)):
+                        _check_key_range(int(x))
             k = np.asarray(keys)
             if k.ndim != 1 or k.shape[0] != n:
                 raise ValueError(f"keys must be 1-D with one key per row ({n}), got shape {k.shape}")
             if k.dtype.kind not in "iu":
                 raise TypeError(f"keys must be integers, got dtype {k.dtype}")
+            if k.dtype.kind == "u" and k.size and int(k.max()) > _INT64_MAX:
+                _check_key_range(int(k[np.argmax(k > _INT64_MAX)]))
             keys = k.astype(np.int64)
         dup_key, _, sim = core.add(sigs, keys)
         return (dup_key, sim) if return_similarity else dup_key
