@@ -277,6 +277,7 @@ class LSHIndex {
     if (capped_) throw std::logic_error("an index used for clustering (add_clustered) cannot be saved");
     std::vector<char> out;
     auto put = [&out](const void* p, std::size_t n) {
+      if (n == 0) return;  // p may be null (an empty vector's data())
       const char* c = static_cast<const char*>(p);
       out.insert(out.end(), c, c + n);
     };
@@ -358,7 +359,9 @@ class LSHIndex {
     idx.keys_.resize(n);
     idx.rep_.resize(n);
     idx.sigs_.resize(n * k);
-    std::memcpy(idx.keys_.data(), q, n * 8);
+    // An index may hold no keys: its vectors' data() are then null, and memcpy from or to null
+    // is undefined even for zero bytes.
+    if (n) std::memcpy(idx.keys_.data(), q, n * 8);
     q += n * 8;
     idx.keyset_.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
@@ -367,9 +370,9 @@ class LSHIndex {
                                " is " + (idx.keys_[i] == KeySet::kFree ? "reserved" : "repeated"));
       }
     }
-    std::memcpy(idx.rep_.data(), q, n * 8);
+    if (n) std::memcpy(idx.rep_.data(), q, n * 8);
     q += n * 8;
-    std::memcpy(idx.sigs_.data(), q, n * k * sizeof(T));
+    if (n && k) std::memcpy(idx.sigs_.data(), q, n * k * sizeof(T));
     idx.next_.assign(n * static_cast<std::size_t>(p.bands), kEmpty);
     idx.alias_next_.assign(n, kEmpty);
     idx.alias_head_.assign(n, kEmpty);
