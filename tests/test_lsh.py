@@ -221,3 +221,31 @@ def test_large_cluster_of_near_identical_documents():
     for i in sh:
         j = int(res.duplicate_of[i])
         assert j in set(edited) and oracles.jaccard(sh[i], oracles.shingles(docs[j], "word", 5)) >= 0.8
+
+
+def test_save_gives_the_usual_file_mode(tmp_path):
+    import os
+
+    idx = ms.LSHIndex(0.8, 128)
+    idx.add(ms.MinHasher().signatures(["a b c d e f", "g h i j k l"]))
+    old = os.umask(0o022)
+    try:
+        idx.save(tmp_path / "a.msidx")
+        os.umask(0o077)
+        idx.save(tmp_path / "b.msidx")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.msidx").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.msidx").stat().st_mode & 0o777 == 0o600
+    assert ms.LSHIndex.load(tmp_path / "a.msidx").keys().tolist() == [0, 1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.msidx", "b.msidx"]
+
+
+def test_save_to_a_folder_is_refused_before_writing(tmp_path):
+    idx = ms.LSHIndex(0.8, 128)
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(IsADirectoryError, match="not a folder") as e:
+        idx.save(tmp_path / "dir")
+    assert ".mixsieve-" not in str(e.value)
+    assert list(tmp_path.iterdir()) == [tmp_path / "dir"] and not any((tmp_path / "dir").iterdir())
+

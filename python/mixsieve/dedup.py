@@ -6,10 +6,11 @@ The text-normalisation and clustering rules are in the docstring of :func:`dedup
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import secrets
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -455,10 +456,20 @@ class LSHIndex:
         if self._hasher is not None:
             h = self._hasher
             hp = (int(h["ngram"]), _UNITS[h["unit"]], int(h["seed"]), int(h["scheme"]))
-        payload = core.to_bytes(json.dumps(self.meta, sort_keys=True).encode(), hp)
         path = os.fspath(path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, "LSHIndex.save needs a file path, not a folder", path)
+        payload = core.to_bytes(json.dumps(self.meta, sort_keys=True).encode(), hp)
         folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".mixsieve-", suffix=".tmp", dir=folder)
+        # Created with mode 0666 less the umask, as any new file (and mixsieve-dedup's outputs):
+        # tempfile.mkstemp would leave the index readable by its owner only.
+        while True:
+            tmp = os.path.join(folder, f".mixsieve-{secrets.token_hex(8)}.tmp")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+                break
+            except FileExistsError:
+                continue
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(payload)
