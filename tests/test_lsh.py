@@ -249,3 +249,56 @@ def test_save_to_a_folder_is_refused_before_writing(tmp_path):
     assert ".mixsieve-" not in str(e.value)
     assert list(tmp_path.iterdir()) == [tmp_path / "dir"] and not any((tmp_path / "dir").iterdir())
 
+
+@pytest.mark.parametrize("raising", [False, True])
+def test_clustering_runs_signal_handlers_while_it_works(raising):
+    # A helper thread sends SIGUSR1 while the clustering runs without the GIL (a huge switch
+    # interval keeps it from running Python at any other time). Handlers that run only after
+    # the native call returns run once (pending signals coalesce); handlers run from inside the
+    # clustering run once per check that found a new signal.
+    import signal
+    import sys
+    import threading
+    import time
+
+    from mixsieve import _core
+
+    sigs = np.random.default_rng(5).integers(0, 2**32, size=(300_000, 16), dtype=np.uint32)
+    calls = []
+    state = {"in_call": False, "done": False}
+    gate = threading.Lock()
+
+    def handler(signum, frame):
+        if state["in_call"]:
+            calls.append(signum)
+            if raising and len(calls) == 1:
+                raise KeyboardInterrupt
+
+    def sender():
+        with gate:
+            while not state["done"]:
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+                time.sleep(0.0005)
+
+    old_handler = signal.signal(signal.SIGUSR1, handler)
+    old_interval = sys.getswitchinterval()
+    gate.acquire()
+    t = threading.Thread(target=sender)
+    t.start()
+    sys.setswitchinterval(1000)
+    try:
+        state["in_call"] = True
+        gate.release()
+        if raising:  # the handler's exception stops the clustering and comes out of it
+            with pytest.raises(KeyboardInterrupt):
+                _core.cluster_signatures(sigs, 4, 4, 0.8, True, False)
+        else:
+            _core.cluster_signatures(sigs, 4, 4, 0.8, True, False)
+    finally:
+        state["in_call"] = False
+        state["done"] = True
+        sys.setswitchinterval(old_interval)
+        t.join()
+        signal.signal(signal.SIGUSR1, old_handler)
+    assert len(calls) > 1 or raising
+

@@ -600,6 +600,9 @@ class DedupResult:
         )
 
 
+_SIGNATURE_CHUNK = 20_000  # documents hashed per native call in dedup
+
+
 class _Progress:
     def __init__(self, total: int, enabled: bool) -> None:
         self.total, self.enabled, self.t0 = total, enabled, time.perf_counter()
@@ -714,18 +717,21 @@ def dedup(
     if progress is None:
         progress = n >= _PROGRESS_MIN_DOCS and sys.stderr.isatty()
     t0 = time.perf_counter()
-    if progress:
-        bar = _Progress(n, True)
-        parts, nbytes, step = [], 0, 20_000
+    # In chunks, so that Ctrl-C (handled between native calls) stops a long run promptly; the
+    # clustering checks for it itself.
+    bar = _Progress(n, bool(progress))
+    nbytes, step = 0, _SIGNATURE_CHUNK
+    if n <= step and not progress:
+        sigs = hasher.signatures(texts, threads=threads)
+    else:
+        sigs = np.empty((n, num_perm), hasher.dtype)
         for i in range(0, n, step):
             chunk = texts[i : i + step]
-            parts.append(hasher.signatures(chunk, threads=threads))
-            nbytes += sum(len(t) for t in chunk)
-            bar.update(min(i + step, n), nbytes)
-        bar.close()
-        sigs = np.concatenate(parts) if parts else np.empty((0, num_perm), hasher.dtype)
-    else:
-        sigs = hasher.signatures(texts, threads=threads)
+            sigs[i : i + step] = hasher.signatures(chunk, threads=threads)
+            if progress:
+                nbytes += sum(len(t) for t in chunk)
+                bar.update(min(i + step, n), nbytes)
+    bar.close()
     t1 = time.perf_counter()
     cluster, dup_pos, sim, comparisons, capped = _core.cluster_signatures(
         sigs, b, r, threshold, bool(verify), bool(match_empty)
