@@ -510,3 +510,12 @@ def test_input_without_a_final_newline_keeps_records_on_their_own_lines(tmp_path
     assert got.endswith("\n")
     assert got.splitlines() == [first, second, second.replace("here", "there").replace("words", "terms")]
 
+
+@pytest.mark.parametrize("flag", ["-o", "--report", "--index"])
+def test_an_empty_path_is_refused_by_name(tmp_path, flag):
+    write_jsonl(tmp_path / "in.jsonl")
+    args = ["-o", tmp_path / "o.jsonl", flag, ""] if flag != "-o" else ["-o", ""]
+    proc = run(tmp_path / "in.jsonl", *args, check=False)
+    assert proc.returncode == 2
+    assert "empty" in proc.stderr.decode() and flag in proc.stderr.decode()
+    assert not (tmp_path / "o.jsonl").exists()

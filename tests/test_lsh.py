@@ -302,3 +302,22 @@ def test_clustering_runs_signal_handlers_while_it_works(raising):
         signal.signal(signal.SIGUSR1, old_handler)
     assert len(calls) > 1 or raising
 
+
+@pytest.mark.parametrize("texts", [None, (t for t in ["a b c", "d e f"]), 5])
+def test_dedup_texts_that_are_not_a_list_are_named(texts):
+    with pytest.raises(TypeError, match=r"texts must be a list \(or Arrow string array\) of str"):
+        ms.dedup(texts)
+
+
+def test_dedup_result_repr_uses_the_attribute_names():
+    res = ms.dedup(["one two three four five six", "one two three four five six", "else"], ngram=2)
+    text = repr(res)
+    assert f"num_removed={res.num_removed}" in text and f"num_clusters={res.num_clusters}" in text
+    assert " removed=" not in text and " clusters=" not in text
+
+
+@pytest.mark.parametrize("kw", [{"bands": 2}, {"rows": 64}])
+def test_dedup_bands_and_rows_go_together(kw):
+    with pytest.raises(ValueError, match="bands and rows go together"):
+        ms.dedup(["a b c"], **kw)
+    assert ms.dedup(["a b c", "a b c"], bands=2, rows=64).num_removed == 1

@@ -205,10 +205,13 @@ Options parse_args(int argc, char** argv) {
       std::exit(kExitOk);
     } else if (a == "-o" || a == "--output") {
       o.output = value();
+      if (o.output.empty()) throw UsageError(a + ": an empty output path");
     } else if (a == "--report") {
       o.report = value();
+      if (o.report.empty()) throw UsageError(a + ": an empty output path");
     } else if (a == "--index") {
       o.index = value();
+      if (o.index.empty()) throw UsageError(a + ": an empty path");
     } else if (a == "--update-index") {
       o.update_index = true;
     } else if (a == "--format") {

@@ -596,7 +596,8 @@ class DedupResult:
     def __repr__(self) -> str:
         return (
             f"DedupResult(documents={self.keep.size}, kept={self.keep.size - self.num_removed}, "
-            f"removed={self.num_removed}, clusters={self.num_clusters}, bands={self.bands}, rows={self.rows})"
+            f"num_removed={self.num_removed}, num_clusters={self.num_clusters}, "
+            f"bands={self.bands}, rows={self.rows})"
         )
 
 
@@ -709,10 +710,16 @@ def dedup(
     """
     hasher = MinHasher(num_perm, ngram, unit, seed, dtype=dtype)
     threshold = _check_threshold(threshold)
+    if (bands is None) != (rows is None):
+        raise ValueError(
+            f"bands and rows go together: give both or neither (got bands={bands!r}, rows={rows!r})"
+        )
     b, r = resolve_bands(threshold, num_perm, bands, rows)
     _threads(threads)  # validate early, before any work
     if isinstance(texts, (str, bytes)):
         raise TypeError("texts must be a sequence of documents, not a single str/bytes (wrap it in a list)")
+    if not (hasattr(texts, "__len__") and hasattr(texts, "__getitem__")):
+        raise TypeError(f"texts must be a list (or Arrow string array) of str, got {type(texts).__name__}")
     n = len(texts)
     if progress is None:
         progress = n >= _PROGRESS_MIN_DOCS and sys.stderr.isatty()
