@@ -491,3 +491,31 @@ def test_long_output_names_are_written(tmp_path, name, named):
     assert proc.returncode == 0, proc.stderr
     assert (out_dir / name).read_bytes() == kept_lines()
     assert sorted(os.listdir(out_dir)) == sorted([name, report])
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "lines"])
+@pytest.mark.parametrize("folder", [False, True])
+def test_input_without_a_final_newline_keeps_records_on_their_own_lines(tmp_path, fmt, folder):
+    first = '{"text": "a b c d e f g"}' if fmt == "jsonl" else "a b c d e f g"
+    second = '{"text": "completely different words here"}' if fmt == "jsonl" else "completely different words"
+    src = tmp_path / "in"
+    src.mkdir()
+    ext = ".jsonl" if fmt == "jsonl" else ".txt"  # what a folder holds for each format
+    (src / f"a{ext}").write_text(first)  # no final newline
+    (src / f"b{ext}").write_text(second + "\n")
+    (src / f"c{ext}").write_text(second.replace("here", "there").replace("words", "terms"))
+    inputs = [src] if folder else [src / f"a{ext}", src / f"b{ext}", src / f"c{ext}"]
+    run(*inputs, "--format", fmt, "-o", tmp_path / "o.jsonl")
+    got = (tmp_path / "o.jsonl").read_text()
+    assert got.endswith("\n")
+    assert got.splitlines() == [first, second, second.replace("here", "there").replace("words", "terms")]
+
+
+@pytest.mark.parametrize("flag", ["-o", "--report", "--index"])
+def test_an_empty_path_is_refused_by_name(tmp_path, flag):
+    write_jsonl(tmp_path / "in.jsonl")
+    args = ["-o", tmp_path / "o.jsonl", flag, ""] if flag != "-o" else ["-o", ""]
+    proc = run(tmp_path / "in.jsonl", *args, check=False)
+    assert proc.returncode == 2
+    assert "empty" in proc.stderr.decode() and flag in proc.stderr.decode()
+    assert not (tmp_path / "o.jsonl").exists()

@@ -180,6 +180,32 @@ def test_key_minus_one_is_refused():
     assert len(idx) == 0  # nothing of a refused call is added
 
 
+@pytest.mark.parametrize(
+    ("keys", "named"),
+    [
+        ([1, 2**63, 3], 2**63),
+        ([1, 2, 2**64 - 1], 2**64 - 1),
+        ([2**64, 1, 2], 2**64),
+        ([1, -(2**63) - 1, 2], -(2**63) - 1),
+        ([2**63, -1, 2], 2**63),
+        (np.array([1, 2**63 + 5, 2], dtype=np.uint64), 2**63 + 5),
+        (np.array([1, 2, 2**64 - 1], dtype=np.uint64), 2**64 - 1),
+        ([1, np.uint64(2**63), 2], 2**63),
+    ],
+)
+def test_keys_outside_int64_are_refused_as_given(keys, named):
+    idx = ms.LSHIndex(0.8, 128)
+    with pytest.raises(ValueError, match=rf"key {named} is outside the int64 range"):
+        idx.add(ms.MinHasher().signatures(DOCS[:3]), keys=keys)
+    assert len(idx) == 0
+
+
+def test_uint64_keys_within_int64_are_accepted():
+    idx = ms.LSHIndex(0.8, 128)
+    idx.add(ms.MinHasher().signatures(DOCS[:3]), keys=np.array([0, 7, 2**63 - 1], dtype=np.uint64))
+    assert idx.keys().tolist() == [0, 7, 2**63 - 1]
+
+
 def test_duplicate_keys_are_refused_within_a_call_and_across_calls():
     h = ms.MinHasher()
     sigs = h.signatures(DOCS[:10])

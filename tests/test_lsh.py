@@ -221,3 +221,103 @@ def test_large_cluster_of_near_identical_documents():
     for i in sh:
         j = int(res.duplicate_of[i])
         assert j in set(edited) and oracles.jaccard(sh[i], oracles.shingles(docs[j], "word", 5)) >= 0.8
+
+
+def test_save_gives_the_usual_file_mode(tmp_path):
+    import os
+
+    idx = ms.LSHIndex(0.8, 128)
+    idx.add(ms.MinHasher().signatures(["a b c d e f", "g h i j k l"]))
+    old = os.umask(0o022)
+    try:
+        idx.save(tmp_path / "a.msidx")
+        os.umask(0o077)
+        idx.save(tmp_path / "b.msidx")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.msidx").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.msidx").stat().st_mode & 0o777 == 0o600
+    assert ms.LSHIndex.load(tmp_path / "a.msidx").keys().tolist() == [0, 1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.msidx", "b.msidx"]
+
+
+def test_save_to_a_folder_is_refused_before_writing(tmp_path):
+    idx = ms.LSHIndex(0.8, 128)
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(IsADirectoryError, match="not a folder") as e:
+        idx.save(tmp_path / "dir")
+    assert ".mixsieve-" not in str(e.value)
+    assert list(tmp_path.iterdir()) == [tmp_path / "dir"] and not any((tmp_path / "dir").iterdir())
+
+
+@pytest.mark.parametrize("raising", [False, True])
+def test_clustering_runs_signal_handlers_while_it_works(raising):
+    # A helper thread sends SIGUSR1 while the clustering runs without the GIL (a huge switch
+    # interval keeps it from running Python at any other time). Handlers that run only after
+    # the native call returns run once (pending signals coalesce); handlers run from inside the
+    # clustering run once per check that found a new signal.
+    import signal
+    import sys
+    import threading
+    import time
+
+    from mixsieve import _core
+
+    sigs = np.random.default_rng(5).integers(0, 2**32, size=(300_000, 16), dtype=np.uint32)
+    calls = []
+    state = {"in_call": False, "done": False}
+    gate = threading.Lock()
+
+    def handler(signum, frame):
+        if state["in_call"]:
+            calls.append(signum)
+            if raising and len(calls) == 1:
+                raise KeyboardInterrupt
+
+    def sender():
+        with gate:
+            while not state["done"]:
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+                time.sleep(0.0005)
+
+    old_handler = signal.signal(signal.SIGUSR1, handler)
+    old_interval = sys.getswitchinterval()
+    gate.acquire()
+    t = threading.Thread(target=sender)
+    t.start()
+    sys.setswitchinterval(1000)
+    try:
+        state["in_call"] = True
+        gate.release()
+        if raising:  # the handler's exception stops the clustering and comes out of it
+            with pytest.raises(KeyboardInterrupt):
+                _core.cluster_signatures(sigs, 4, 4, 0.8, True, False)
+        else:
+            _core.cluster_signatures(sigs, 4, 4, 0.8, True, False)
+    finally:
+        state["in_call"] = False
+        state["done"] = True
+        sys.setswitchinterval(old_interval)
+        t.join()
+        signal.signal(signal.SIGUSR1, old_handler)
+    assert len(calls) > 1 or raising
+
+
+@pytest.mark.parametrize("texts", [None, (t for t in ["a b c", "d e f"]), 5])
+def test_dedup_texts_that_are_not_a_list_are_named(texts):
+    with pytest.raises(TypeError, match=r"texts must be a list \(or Arrow string array\) of str"):
+        ms.dedup(texts)
+
+
+def test_dedup_result_repr_uses_the_attribute_names():
+    res = ms.dedup(["one two three four five six", "one two three four five six", "else"], ngram=2)
+    text = repr(res)
+    assert f"num_removed={res.num_removed}" in text and f"num_clusters={res.num_clusters}" in text
+    assert " removed=" not in text and " clusters=" not in text
+
+
+@pytest.mark.parametrize("kw", [{"bands": 2}, {"rows": 64}])
+def test_dedup_bands_and_rows_go_together(kw):
+    with pytest.raises(ValueError, match="bands and rows go together"):
+        ms.dedup(["a b c"], **kw)
+    assert ms.dedup(["a b c", "a b c"], bands=2, rows=64).num_removed == 1

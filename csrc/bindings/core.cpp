@@ -368,8 +368,13 @@ void bind_width(py::module_& m, const char* hasher_name, const char* index_name)
         std::uint64_t comparisons = 0, refused = 0;
         {
           py::gil_scoped_release release;
+          // Ctrl-C: run Python's signal handlers now and then (with the GIL, briefly); a handler
+          // that raises (KeyboardInterrupt) stops the clustering with that exception.
           comparisons = cluster_signatures(sigs.data(), n, p, cluster.mutable_data(), dup_pos.mutable_data(),
-                                           sim.mutable_data(), &refused);
+                                           sim.mutable_data(), &refused, [] {
+                                             py::gil_scoped_acquire acquire;
+                                             if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+                                           });
         }
         return py::make_tuple(cluster, dup_pos, sim, comparisons, refused);
       },

@@ -205,10 +205,13 @@ Options parse_args(int argc, char** argv) {
       std::exit(kExitOk);
     } else if (a == "-o" || a == "--output") {
       o.output = value();
+      if (o.output.empty()) throw UsageError(a + ": an empty output path");
     } else if (a == "--report") {
       o.report = value();
+      if (o.report.empty()) throw UsageError(a + ": an empty output path");
     } else if (a == "--index") {
       o.index = value();
+      if (o.index.empty()) throw UsageError(a + ": an empty path");
     } else if (a == "--update-index") {
       o.update_index = true;
     } else if (a == "--format") {
@@ -1144,7 +1147,11 @@ int run(const Options& o) {
       const std::string_view text = content(inputs, r);
       out.write("{\"file\": " + json_string(inputs[r.input].name) + ", \"text\": " + json_string(text) + "}\n");
     } else {
-      out.write(std::string_view(inputs[r.input].data.data() + r.begin, r.end - r.begin));
+      const std::string_view rec(inputs[r.input].data.data() + r.begin, r.end - r.begin);
+      out.write(rec);
+      // A file's last line may lack its newline: end it here, or it would run into the next
+      // record (from the next file) on the same output line.
+      if (rec.empty() || rec.back() != '\n') out.write("\n");
     }
   }
   if (rep) {

@@ -6,10 +6,11 @@ The text-normalisation and clustering rules are in the docstring of :func:`dedup
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import secrets
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -228,6 +229,14 @@ def resolve_bands(
     return bands, rows
 
 
+_INT64_MAX = 2**63 - 1
+
+
+def _check_key_range(key: int) -> None:
+    if not -(2**63) <= key <= _INT64_MAX:
+        raise ValueError(f"key {key} is outside the int64 range [-2**63, 2**63 - 1]")
+
+
 class LSHIndex:
     """An in-memory banded LSH index of MinHash signatures, saveable and appendable.
 
@@ -388,11 +397,19 @@ class LSHIndex:
         if keys is None:
             keys = np.arange(len(core), len(core) + n, dtype=np.int64)
         else:
+            if not isinstance(keys, np.ndarray):
+                # Python ints beyond int64 would make numpy pick uint64, float64 or object (and
+                # the cast below would wrap or round them): name the first such key as given.
+                for x in keys:
+                    if isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)):
+                        _check_key_range(int(x))
             k = np.asarray(keys)
             if k.ndim != 1 or k.shape[0] != n:
                 raise ValueError(f"keys must be 1-D with one key per row ({n}), got shape {k.shape}")
             if k.dtype.kind not in "iu":
                 raise TypeError(f"keys must be integers, got dtype {k.dtype}")
+            if k.dtype.kind == "u" and k.size and int(k.max()) > _INT64_MAX:
+                _check_key_range(int(k[np.argmax(k > _INT64_MAX)]))
             keys = k.astype(np.int64)
         dup_key, _, sim = core.add(sigs, keys)
         return (dup_key, sim) if return_similarity else dup_key
@@ -439,10 +456,20 @@ class LSHIndex:
         if self._hasher is not None:
             h = self._hasher
             hp = (int(h["ngram"]), _UNITS[h["unit"]], int(h["seed"]), int(h["scheme"]))
-        payload = core.to_bytes(json.dumps(self.meta, sort_keys=True).encode(), hp)
         path = os.fspath(path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, "LSHIndex.save needs a file path, not a folder", path)
+        payload = core.to_bytes(json.dumps(self.meta, sort_keys=True).encode(), hp)
         folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".mixsieve-", suffix=".tmp", dir=folder)
+        # Created with mode 0666 less the umask, as any new file (and mixsieve-dedup's outputs):
+        # tempfile.mkstemp would leave the index readable by its owner only.
+        while True:
+            tmp = os.path.join(folder, f".mixsieve-{secrets.token_hex(8)}.tmp")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+                break
+            except FileExistsError:
+                continue
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(payload)
@@ -569,8 +596,12 @@ class DedupResult:
     def __repr__(self) -> str:
         return (
             f"DedupResult(documents={self.keep.size}, kept={self.keep.size - self.num_removed}, "
-            f"removed={self.num_removed}, clusters={self.num_clusters}, bands={self.bands}, rows={self.rows})"
+            f"num_removed={self.num_removed}, num_clusters={self.num_clusters}, "
+            f"bands={self.bands}, rows={self.rows})"
         )
+
+
+_SIGNATURE_CHUNK = 20_000  # documents hashed per native call in dedup
 
 
 class _Progress:
@@ -679,26 +710,35 @@ def dedup(
     """
     hasher = MinHasher(num_perm, ngram, unit, seed, dtype=dtype)
     threshold = _check_threshold(threshold)
+    if (bands is None) != (rows is None):
+        raise ValueError(
+            f"bands and rows go together: give both or neither (got bands={bands!r}, rows={rows!r})"
+        )
     b, r = resolve_bands(threshold, num_perm, bands, rows)
     _threads(threads)  # validate early, before any work
     if isinstance(texts, (str, bytes)):
         raise TypeError("texts must be a sequence of documents, not a single str/bytes (wrap it in a list)")
+    if not (hasattr(texts, "__len__") and hasattr(texts, "__getitem__")):
+        raise TypeError(f"texts must be a list (or Arrow string array) of str, got {type(texts).__name__}")
     n = len(texts)
     if progress is None:
         progress = n >= _PROGRESS_MIN_DOCS and sys.stderr.isatty()
     t0 = time.perf_counter()
-    if progress:
-        bar = _Progress(n, True)
-        parts, nbytes, step = [], 0, 20_000
+    # In chunks, so that Ctrl-C (handled between native calls) stops a long run promptly; the
+    # clustering checks for it itself.
+    bar = _Progress(n, bool(progress))
+    nbytes, step = 0, _SIGNATURE_CHUNK
+    if n <= step and not progress:
+        sigs = hasher.signatures(texts, threads=threads)
+    else:
+        sigs = np.empty((n, num_perm), hasher.dtype)
         for i in range(0, n, step):
             chunk = texts[i : i + step]
-            parts.append(hasher.signatures(chunk, threads=threads))
-            nbytes += sum(len(t) for t in chunk)
-            bar.update(min(i + step, n), nbytes)
-        bar.close()
-        sigs = np.concatenate(parts) if parts else np.empty((0, num_perm), hasher.dtype)
-    else:
-        sigs = hasher.signatures(texts, threads=threads)
+            sigs[i : i + step] = hasher.signatures(chunk, threads=threads)
+            if progress:
+                nbytes += sum(len(t) for t in chunk)
+                bar.update(min(i + step, n), nbytes)
+    bar.close()
     t1 = time.perf_counter()
     cluster, dup_pos, sim, comparisons, capped = _core.cluster_signatures(
         sigs, b, r, threshold, bool(verify), bool(match_empty)

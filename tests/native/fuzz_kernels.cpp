@@ -35,7 +35,8 @@ using namespace mixsieve;
 namespace {
 
 // `variant`: 0 format 2 with a hasher, 1 format 2 without, 2 format 1 (the older header).
-std::vector<char> sample_index_file(int variant) {
+// `docs`: how many documents it holds (0: an index with no keys, whose arrays are empty).
+std::vector<char> sample_index_file(int variant, int docs = 8) {
   MinHashConfig c;
   c.num_perm = 16;
   c.ngram = 2;
@@ -54,7 +55,8 @@ std::vector<char> sample_index_file(int variant) {
   }
   std::vector<std::int64_t> dup(8);
   std::vector<float> sim(8);
-  idx.add(sigs.data(), 8, nullptr, dup.data(), sim.data(), [](std::uint32_t, std::uint32_t, double) {});
+  idx.add(sigs.data(), static_cast<std::size_t>(docs), nullptr, dup.data(), sim.data(),
+          [](std::uint32_t, std::uint32_t, double) {});
   HasherParams hp;
   hp.known = variant == 0;
   hp.ngram = 2;
@@ -472,6 +474,13 @@ int main(int argc, char** argv) {
   const long iterations = argc > 1 ? std::atol(argv[1]) : 20000;
   std::mt19937_64 rng(20261126);
   const std::vector<char> goods[3] = {sample_index_file(0), sample_index_file(1), sample_index_file(2)};
+  for (int variant = 0; variant < 3; ++variant) {  // indexes with no keys: saved and loaded whole
+    const std::vector<char> empty = sample_index_file(variant, 0);
+    LLVMFuzzerTestOneInput(reinterpret_cast<const std::uint8_t*>(empty.data()), empty.size());
+    std::string meta;
+    const auto idx = LSHIndex<std::uint32_t>::from_bytes(empty.data(), empty.size(), &meta);
+    if (idx.size() != 0 || idx.to_bytes(meta).empty()) std::abort();
+  }
   for (long it = 0; it < iterations; ++it) {
     if (it % 500 == 0) check_best_sorted(rng);
     if (it % 20 == 0) check_mix_plan(rng);

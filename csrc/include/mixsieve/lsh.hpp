@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -277,6 +278,7 @@ class LSHIndex {
     if (capped_) throw std::logic_error("an index used for clustering (add_clustered) cannot be saved");
     std::vector<char> out;
     auto put = [&out](const void* p, std::size_t n) {
+      if (n == 0) return;  // p may be null (an empty vector's data())
       const char* c = static_cast<const char*>(p);
       out.insert(out.end(), c, c + n);
     };
@@ -358,7 +360,9 @@ class LSHIndex {
     idx.keys_.resize(n);
     idx.rep_.resize(n);
     idx.sigs_.resize(n * k);
-    std::memcpy(idx.keys_.data(), q, n * 8);
+    // An index may hold no keys: its vectors' data() are then null, and memcpy from or to null
+    // is undefined even for zero bytes.
+    if (n) std::memcpy(idx.keys_.data(), q, n * 8);
     q += n * 8;
     idx.keyset_.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
@@ -367,9 +371,9 @@ class LSHIndex {
                                " is " + (idx.keys_[i] == KeySet::kFree ? "reserved" : "repeated"));
       }
     }
-    std::memcpy(idx.rep_.data(), q, n * 8);
+    if (n) std::memcpy(idx.rep_.data(), q, n * 8);
     q += n * 8;
-    std::memcpy(idx.sigs_.data(), q, n * k * sizeof(T));
+    if (n && k) std::memcpy(idx.sigs_.data(), q, n * k * sizeof(T));
     idx.next_.assign(n * static_cast<std::size_t>(p.bands), kEmpty);
     idx.alias_next_.assign(n, kEmpty);
     idx.alias_head_.assign(n, kEmpty);
@@ -414,6 +418,7 @@ class LSHIndex {
     std::vector<std::uint32_t> cand;
     std::vector<std::uint64_t> bkeys(static_cast<std::size_t>(p_.bands));
     for (std::size_t i = 0; i < n; ++i) {
+      if (interrupt_check && i % kCheckEvery == kCheckEvery - 1) interrupt_check();
       const T* sig = sigs + i * k();
       const auto pos = static_cast<std::uint32_t>(keys_.size());
       keys_.push_back(keys ? keys[i] : static_cast<std::int64_t>(pos));
@@ -667,16 +672,25 @@ class LSHIndex {
   std::uint64_t comparisons_ = 0;
   std::uint64_t refused_ = 0;
   std::uint32_t refused_pos_ = kEmpty;
+
+ public:
+  // Called every kCheckEvery rows of an add: it may throw to stop the call (which then leaves
+  // the index unusable: cluster_signatures uses it for Ctrl-C and discards the index).
+  std::function<void()> interrupt_check;
+  static constexpr std::size_t kCheckEvery = 4096;
 };
 
 // Near-duplicate clusters of n signatures: verified candidate pairs join clusters, whose id is
 // the lowest row. dup_pos/sim as in LSHIndex::add_clustered.
 // Returns the number of candidate pairs compared (see LSHIndex::add_clustered for the bound);
 // *refused (if given) receives the number of rows some bucket refused to store.
+// `interrupt_check` (if set) is called every few thousand rows and may throw to stop the work.
 template <class T>
 std::uint64_t cluster_signatures(const T* sigs, std::size_t n, const LSHParams& p, std::int64_t* cluster,
-                                 std::int64_t* dup_pos, float* sim, std::uint64_t* refused = nullptr) {
+                                 std::int64_t* dup_pos, float* sim, std::uint64_t* refused = nullptr,
+                                 std::function<void()> interrupt_check = {}) {
   LSHIndex<T> idx = LSHIndex<T>::over(p, sigs);
+  idx.interrupt_check = std::move(interrupt_check);
   UnionFind uf(n);
   idx.add_clustered(sigs, n, nullptr, dup_pos, sim, uf);
   for (std::size_t i = 0; i < n; ++i) cluster[i] = uf.find(static_cast<std::uint32_t>(i));
