@@ -214,8 +214,38 @@ class WeightedReservoir:
                 )
             if ids_arr.size and ids_arr.dtype.kind not in "iu":
                 raise TypeError(f"ids must be integers, got dtype {ids_arr.dtype}")
+            if ids_arr.size and ids_arr.dtype.kind == "u" and ids_arr.max() > np.iinfo(np.int64).max:
+                raise ValueError(f"ids must fit in int64, got id {int(ids_arr.max())}")
             ids = ids_arr.astype(np.int64, copy=False)
+        self._check_new_ids(ids, w.shape[0])
         self._core.add(w, ids, _threads(threads))
+
+    def _check_new_ids(self, ids: np.ndarray | None, n: int) -> None:
+        """Refuses ids repeated within the batch or naming an item the reservoir already has an id
+        for: an id it holds, or (explicit ids) one of the default ids it has handed out."""
+        if n == 0:
+            return
+        held = self._core.items()[0]
+        if ids is None:  # default ids: the running positions seen, seen + 1, ...
+            seen = int(self._core.state()["seen"])
+            clash = held[(held >= seen) & (held - seen < n)] if seen <= np.iinfo(np.int64).max - n else held
+            if clash.size:
+                raise ValueError(
+                    f"default id {int(clash.min())} (running position) is already held by the reservoir as "
+                    "an explicit id; pass ids= to every add"
+                )
+            return
+        uniq, first, cnt = np.unique(ids, return_index=True, return_counts=True)
+        if (cnt > 1).any():
+            dup = ids[np.min(first[cnt > 1])]
+            raise ValueError(f"ids must be unique, got id {int(dup)} more than once in this add")
+        lo, hi = (int(x) for x in self._core.state().get("default_ids", (0, 0)))
+        bad = ids[((ids >= lo) & (ids < hi)) | np.isin(ids, held)] if lo < hi else ids[np.isin(ids, held)]
+        if bad.size:
+            raise ValueError(
+                f"id {int(bad[0])} already names an item of this reservoir (a default id, i.e. a running "
+                f"position in [{lo}, {hi}), or an id it holds); ids must be unique across the stream"
+            )
 
     def merge(self, other: WeightedReservoir) -> None:
         """Fold another reservoir (same k, seed and method, disjoint ids) into this one.
