@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _checks, _core
 
 _METHODS = {"ares": 0, "expj": 1, "pps": 2}
 # Version 2 added the power-of-two exponent (expj, pps), the weight outside the certain set
@@ -300,6 +300,9 @@ class WeightedReservoir:
             raise ValueError(
                 f"state version {version!r} is not supported: this mixsieve reads versions 1 and 2"
             )
+        for key in ("k", "seed"):
+            if key in state:
+                _checks.check_int(f"state[{key!r}]", state[key])
         mine = {"k": self.k, "seed": self.seed, "method": self.method}
         diff = [
             f"{key}: state has {state.get(key)!r}, reservoir has {v!r}"
@@ -308,10 +311,55 @@ class WeightedReservoir:
         ]
         if diff:
             raise ValueError("state does not match this reservoir (" + "; ".join(diff) + ")")
+        self._check_state(state)
         try:
             self._core.restore({k: v for k, v in state.items() if k not in mine})  # with "version"
         except (KeyError, RuntimeError) as e:
             raise ValueError(f"state is incomplete or malformed: {e}") from e
+
+    def _check_state(self, state: dict[str, Any]) -> None:
+        """Types and consistency of a state's fields, each error naming the field."""
+        i64 = 2**63
+        if "seen" not in state:
+            raise ValueError("state is incomplete or malformed: no 'seen'")
+        seen = _checks.check_int("state['seen']", state["seen"], 0, 2**64)
+        if "default_ids" in state:
+            lo, hi = _checks.check_int_list("state['default_ids']", state["default_ids"], 2)
+            if not (0 <= lo < hi <= i64):
+                raise ValueError(
+                    f"state['default_ids'] must be [first, end], 0 <= first < end <= 2**63, got {[lo, hi]}"
+                )
+        fields = ("certain", "ordinary") if self.method == "pps" else ("items",)
+        wide = False
+        if self.method != "pps" and "wide" in state:
+            wide = _checks.check_bool("state['wide']", state["wide"])
+        held: dict[int, str] = {}
+        for field in fields:
+            if field not in state:
+                raise ValueError(f"state is incomplete or malformed: no {field!r}")
+            items = _checks.check_list(f"state[{field!r}]", state[field])
+            for j, item in enumerate(items):
+                name = f"state[{field!r}][{j}]"
+                if wide:
+                    entry = _checks.check_list(name, item, 3)
+                    _checks.check_float_list(name, entry[:2], 2)
+                    _checks.check_int(f"{name}[2]", entry[2])
+                else:
+                    entry = _checks.check_list(name, item, 2)
+                    _checks.check_float_list(name, entry[1:], 1)
+                ident = _checks.check_int(f"{name}[0]", entry[0], -i64, i64)
+                if ident in held:
+                    raise ValueError(f"{name} repeats id {ident} (also in {held[ident]}): ids must be unique")
+                held[ident] = name
+        if len(held) > self.k:
+            raise ValueError(f"state holds {len(held)} items, more than k = {self.k}")
+        if seen < len(held):
+            raise ValueError(f"state['seen'] = {seen} is less than the {len(held)} items the state holds")
+        for key in ("skip", "total", "outside", "scale"):
+            if key in state:
+                _checks.check_float_list(f"state[{key!r}]", [state[key]], 1)
+        if "exponent" in state:
+            _checks.check_int("state['exponent']", state["exponent"])
 
     def __repr__(self) -> str:
         return f"WeightedReservoir(k={self.k}, seed={self.seed}, method={self.method!r}, size={len(self)})"
