@@ -67,9 +67,15 @@ def _as_weights(weights: Any, name: str = "weights") -> np.ndarray:
         weights = weights.detach().numpy()
     arr = np.asarray(weights)
     if arr.dtype not in (np.float32, np.float64):
-        if arr.dtype.kind not in "iub" and arr.size:
-            raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-        arr = arr.astype(np.float64)
+        if arr.dtype.kind == "f" and arr.dtype.itemsize in (4, 8):  # the other byte order
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        elif (arr.dtype.kind == "f" and arr.dtype.itemsize == 2) or arr.dtype.kind in "iub" or not arr.size:
+            arr = arr.astype(np.float64)  # float16, ints and bools: exact in float64
+        else:
+            raise TypeError(
+                f"{name} must hold real numbers: float16, float32 or float64 (either byte order), ints or "
+                f"bools, got dtype {arr.dtype}"
+            )
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     return np.ascontiguousarray(arr)
@@ -83,11 +89,14 @@ def _check_seed(seed: Any) -> int:
     return int(seed)
 
 
-def _check_count(name: str, value: Any, lo: int) -> int:
+def _check_count(name: str, value: Any, lo: int, hi: int = 1 << 63, hi_text: str = "2**63") -> int:
+    """``value`` as an int in ``[lo, hi)`` (default: what an int64 holds)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if int(value) < lo:
         raise ValueError(f"{name} must be >= {lo}, got {value}")
+    if int(value) >= hi:
+        raise ValueError(f"{name} must be < {hi_text}, got {value}")
     return int(value)
 
 
@@ -98,7 +107,7 @@ def _check_method(method: str) -> int:
 
 
 def _threads(threads: int | None) -> int:
-    return 0 if threads is None else _check_count("threads", threads, 1)
+    return 0 if threads is None else _check_count("threads", threads, 1, 1 << 31, "2**31")
 
 
 def weighted_sample(
@@ -116,7 +125,8 @@ def weighted_sample(
     Parameters
     ----------
     weights : 1-D array-like of float (numpy float32/float64 or a CPU torch tensor: no copy)
-        Non-negative, finite; zero weights are never chosen.
+        Non-negative, finite; zero weights are never chosen. float16, the other byte order, ints and bools are
+        converted to float64 (or native float32); other dtypes raise TypeError.
     k : int
         Sample size. Without replacement, at most the number of positive weights.
     seed : int
