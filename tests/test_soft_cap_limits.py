@@ -17,7 +17,7 @@ Z_CHI2 = 4.75
 Z_ONE = 5.3
 
 
-def _capped(code: str) -> subprocess.CompletedProcess:
+def _capped(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Runs code in a child with its address space capped at 3 GiB (a regression used 24 GB)."""
     head = (
         "import resource\n"
@@ -26,7 +26,7 @@ def _capped(code: str) -> subprocess.CompletedProcess:
         "resource.setrlimit(resource.RLIMIT_AS, (cap, hard))\n"
     )
     return subprocess.run(
-        [sys.executable, "-c", head + textwrap.dedent(code)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", head + textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -157,3 +157,22 @@ def test_soft_cap_large_penalty_matches_the_reference():
     diff = ours.mean(0) - ref.mean(0)
     se = np.sqrt(ours.var(0) / runs + ref.var(0) / runs) + 1e-9
     assert np.max(np.abs(diff / se)) < Z_ONE
+
+
+def test_soft_cap_long_run_stops_on_ctrl_c():
+    # 10^9 batches would run for hours: SIGINT (Ctrl-C) must raise KeyboardInterrupt from
+    # inside the kernel. The child signals itself once the call has started.
+    code = """
+        import os, signal, threading
+        import numpy as np, mixsieve as ms
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            ms.soft_cap_sample(np.zeros(1000), 10**12, penalty=0.15, batch_size=1000, seed=0)
+        except KeyboardInterrupt:
+            print("interrupted")
+        """
+    try:
+        proc = _capped(code, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("soft_cap_sample ignored SIGINT for 120 s") from None
+    assert proc.returncode == 0 and proc.stdout.split() == ["interrupted"], proc.stderr[-2000:]

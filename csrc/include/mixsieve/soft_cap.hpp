@@ -15,9 +15,11 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -157,13 +159,18 @@ inline void merge_earliest(std::vector<RaceKey>& cand, const std::vector<RaceKey
 
 }  // namespace soft_cap_detail
 
+// Thrown when the `interrupted` callback asks to stop (e.g. Ctrl-C in Python).
+struct SoftCapInterrupted {};
+
 // Writes counts[n] (times each item was picked; sum == total) and, if picks is not null, the
 // picked items in pick order (total entries). Throws std::invalid_argument on bad input,
-// naming the first non-finite score.
+// naming the first non-finite score. If `interrupted` is set it is called between batches
+// about every 100 ms; when it returns true the run stops by throwing SoftCapInterrupted.
 // The result depends on (scores, parameters, seed) only, not on `threads`.
 template <class S>
 void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double penalty, std::int64_t batch_size,
-                     std::uint64_t seed, unsigned threads, std::int64_t* counts, std::int64_t* picks) {
+                     std::uint64_t seed, unsigned threads, std::int64_t* counts, std::int64_t* picks,
+                     const std::function<bool()>& interrupted = nullptr) {
   using namespace soft_cap_detail;
   if (!(penalty > 0.0) || !std::isfinite(penalty)) throw std::invalid_argument("penalty must be a finite number > 0");
   if (batch_size < 1) throw std::invalid_argument("batch_size must be >= 1");
@@ -261,7 +268,15 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
   // Race points per segment and round: 16x the largest expected count (see `direct`).
   const std::size_t max_points = 4 * (4 * n + 4096) + 4096;
   std::int64_t done = 0;
+  auto last_check = std::chrono::steady_clock::now();
   for (std::uint64_t batch = 0; done < total; ++batch) {
+    if (interrupted) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_check >= std::chrono::milliseconds(100)) {
+        last_check = now;
+        if (interrupted()) throw SoftCapInterrupted{};
+      }
+    }
     const std::size_t b = static_cast<std::size_t>(std::min<std::int64_t>(batch_size, total - done));
     // Starting threads costs tens of microseconds a batch: small batches over few blocks run
     // on this thread (the result does not depend on it).
