@@ -332,3 +332,31 @@ def test_every_instruction_set_gives_the_same_bytes_at_the_ends_of_the_range():
             assert run() == want, f"level {level}"
     finally:
         ms._core._cap_sampling_simd(previous)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: ms.weighted_sample(np.ones(3), 1, seed=0, threads=2**32 + 1), r"threads must be < 2\*\*31"),
+        (lambda: ms.weighted_sample(np.ones(3), 2**63, seed=0), r"k must be < 2\*\*63"),
+        (lambda: ms.WeightedReservoir(2**63, seed=0), r"k must be < 2\*\*63"),
+        (lambda: ms.soft_cap_sample(np.ones(3), 2**63, penalty=1.0, batch_size=1, seed=0), r"total"),
+        (lambda: ms.soft_cap_sample(np.ones(3), 3, penalty=1.0, batch_size=2**63, seed=0), r"batch_size"),
+    ],
+)
+def test_ints_beyond_the_binding_types_are_refused_in_python(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_float16_and_big_endian_weights_are_converted():
+    w = np.array([0.5, 2.0, 0.0, 1.0, 3.0])
+    want = ms.weighted_sample(w, 3, seed=4)
+    for dtype in [np.float16, ">f8", ">f4"]:
+        np.testing.assert_array_equal(ms.weighted_sample(w.astype(dtype), 3, seed=4), want)
+    np.testing.assert_array_equal(
+        ms.soft_cap_sample(w.astype(">f8"), 7, penalty=0.5, batch_size=2, seed=1),
+        ms.soft_cap_sample(w, 7, penalty=0.5, batch_size=2, seed=1),
+    )
+    with pytest.raises(TypeError, match=r"float16, float32 or float64 \(either byte order\)"):
+        ms.weighted_sample(w.astype(np.complex128), 3, seed=4)

@@ -653,10 +653,20 @@ void bind_sampling(py::module_& m) {
         py::array_t<std::int64_t> counts(n);
         py::array_t<std::int64_t> picks(return_indices ? std::max<std::int64_t>(total, 0) : 0);
         const unsigned nt = thread_count(threads);
+        // Ctrl-C: between batches (about every 100 ms) the kernel briefly takes the GIL back to
+        // run Python's signal handlers; an exception they raise (KeyboardInterrupt) stops it.
+        auto interrupted = [] {
+          py::gil_scoped_acquire acquire;
+          return PyErr_CheckSignals() != 0;
+        };
         auto run = [&](auto* s) {  // the kernel validates the scores in its first pass
-          py::gil_scoped_release release;
-          soft_cap_sample(s, n, total, penalty, batch_size, seed, nt, counts.mutable_data(),
-                          return_indices ? picks.mutable_data() : nullptr);
+          try {
+            py::gil_scoped_release release;
+            soft_cap_sample(s, n, total, penalty, batch_size, seed, nt, counts.mutable_data(),
+                            return_indices ? picks.mutable_data() : nullptr, interrupted);
+          } catch (const SoftCapInterrupted&) {
+            throw py::error_already_set();  // the error the signal handler set, with the GIL held
+          }
         };
         if (py::isinstance<py::array_t<float>>(scores_in)) {
           auto a = py::array_t<float, py::array::c_style>::ensure(scores_in);

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _checks, _core
 
 _METHODS = {"ares": 0, "expj": 1, "pps": 2}
 # Version 2 added the power-of-two exponent (expj, pps), the weight outside the certain set
@@ -67,9 +67,15 @@ def _as_weights(weights: Any, name: str = "weights") -> np.ndarray:
         weights = weights.detach().numpy()
     arr = np.asarray(weights)
     if arr.dtype not in (np.float32, np.float64):
-        if arr.dtype.kind not in "iub" and arr.size:
-            raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-        arr = arr.astype(np.float64)
+        if arr.dtype.kind == "f" and arr.dtype.itemsize in (4, 8):  # the other byte order
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        elif (arr.dtype.kind == "f" and arr.dtype.itemsize == 2) or arr.dtype.kind in "iub" or not arr.size:
+            arr = arr.astype(np.float64)  # float16, ints and bools: exact in float64
+        else:
+            raise TypeError(
+                f"{name} must hold real numbers: float16, float32 or float64 (either byte order), ints or "
+                f"bools, got dtype {arr.dtype}"
+            )
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     return np.ascontiguousarray(arr)
@@ -83,11 +89,14 @@ def _check_seed(seed: Any) -> int:
     return int(seed)
 
 
-def _check_count(name: str, value: Any, lo: int) -> int:
+def _check_count(name: str, value: Any, lo: int, hi: int = 1 << 63, hi_text: str = "2**63") -> int:
+    """``value`` as an int in ``[lo, hi)`` (default: what an int64 holds)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if int(value) < lo:
         raise ValueError(f"{name} must be >= {lo}, got {value}")
+    if int(value) >= hi:
+        raise ValueError(f"{name} must be < {hi_text}, got {value}")
     return int(value)
 
 
@@ -98,7 +107,7 @@ def _check_method(method: str) -> int:
 
 
 def _threads(threads: int | None) -> int:
-    return 0 if threads is None else _check_count("threads", threads, 1)
+    return 0 if threads is None else _check_count("threads", threads, 1, 1 << 31, "2**31")
 
 
 def weighted_sample(
@@ -116,7 +125,8 @@ def weighted_sample(
     Parameters
     ----------
     weights : 1-D array-like of float (numpy float32/float64 or a CPU torch tensor: no copy)
-        Non-negative, finite; zero weights are never chosen.
+        Non-negative, finite; zero weights are never chosen. float16, the other byte order, ints and bools are
+        converted to float64 (or native float32); other dtypes raise TypeError.
     k : int
         Sample size. Without replacement, at most the number of positive weights.
     seed : int
@@ -214,8 +224,38 @@ class WeightedReservoir:
                 )
             if ids_arr.size and ids_arr.dtype.kind not in "iu":
                 raise TypeError(f"ids must be integers, got dtype {ids_arr.dtype}")
+            if ids_arr.size and ids_arr.dtype.kind == "u" and ids_arr.max() > np.iinfo(np.int64).max:
+                raise ValueError(f"ids must fit in int64, got id {int(ids_arr.max())}")
             ids = ids_arr.astype(np.int64, copy=False)
+        self._check_new_ids(ids, w.shape[0])
         self._core.add(w, ids, _threads(threads))
+
+    def _check_new_ids(self, ids: np.ndarray | None, n: int) -> None:
+        """Refuses ids repeated within the batch or naming an item the reservoir already has an id
+        for: an id it holds, or (explicit ids) one of the default ids it has handed out."""
+        if n == 0:
+            return
+        held = self._core.items()[0]
+        if ids is None:  # default ids: the running positions seen, seen + 1, ...
+            seen = int(self._core.state()["seen"])
+            clash = held[(held >= seen) & (held - seen < n)] if seen <= np.iinfo(np.int64).max - n else held
+            if clash.size:
+                raise ValueError(
+                    f"default id {int(clash.min())} (running position) is already held by the reservoir as "
+                    "an explicit id; pass ids= to every add"
+                )
+            return
+        uniq, first, cnt = np.unique(ids, return_index=True, return_counts=True)
+        if (cnt > 1).any():
+            dup = ids[np.min(first[cnt > 1])]
+            raise ValueError(f"ids must be unique, got id {int(dup)} more than once in this add")
+        lo, hi = (int(x) for x in self._core.state().get("default_ids", (0, 0)))
+        bad = ids[((ids >= lo) & (ids < hi)) | np.isin(ids, held)] if lo < hi else ids[np.isin(ids, held)]
+        if bad.size:
+            raise ValueError(
+                f"id {int(bad[0])} already names an item of this reservoir (a default id, i.e. a running "
+                f"position in [{lo}, {hi}), or an id it holds); ids must be unique across the stream"
+            )
 
     def merge(self, other: WeightedReservoir) -> None:
         """Fold another reservoir (same k, seed and method, disjoint ids) into this one.
@@ -270,6 +310,9 @@ class WeightedReservoir:
             raise ValueError(
                 f"state version {version!r} is not supported: this mixsieve reads versions 1 and 2"
             )
+        for key in ("k", "seed"):
+            if key in state:
+                _checks.check_int(f"state[{key!r}]", state[key])
         mine = {"k": self.k, "seed": self.seed, "method": self.method}
         diff = [
             f"{key}: state has {state.get(key)!r}, reservoir has {v!r}"
@@ -278,10 +321,55 @@ class WeightedReservoir:
         ]
         if diff:
             raise ValueError("state does not match this reservoir (" + "; ".join(diff) + ")")
+        self._check_state(state)
         try:
             self._core.restore({k: v for k, v in state.items() if k not in mine})  # with "version"
         except (KeyError, RuntimeError) as e:
             raise ValueError(f"state is incomplete or malformed: {e}") from e
+
+    def _check_state(self, state: dict[str, Any]) -> None:
+        """Types and consistency of a state's fields, each error naming the field."""
+        i64 = 2**63
+        if "seen" not in state:
+            raise ValueError("state is incomplete or malformed: no 'seen'")
+        seen = _checks.check_int("state['seen']", state["seen"], 0, 2**64)
+        if "default_ids" in state:
+            lo, hi = _checks.check_int_list("state['default_ids']", state["default_ids"], 2)
+            if not (0 <= lo < hi <= i64):
+                raise ValueError(
+                    f"state['default_ids'] must be [first, end], 0 <= first < end <= 2**63, got {[lo, hi]}"
+                )
+        fields = ("certain", "ordinary") if self.method == "pps" else ("items",)
+        wide = False
+        if self.method != "pps" and "wide" in state:
+            wide = _checks.check_bool("state['wide']", state["wide"])
+        held: dict[int, str] = {}
+        for field in fields:
+            if field not in state:
+                raise ValueError(f"state is incomplete or malformed: no {field!r}")
+            items = _checks.check_list(f"state[{field!r}]", state[field])
+            for j, item in enumerate(items):
+                name = f"state[{field!r}][{j}]"
+                if wide:
+                    entry = _checks.check_list(name, item, 3)
+                    _checks.check_float_list(name, entry[:2], 2)
+                    _checks.check_int(f"{name}[2]", entry[2])
+                else:
+                    entry = _checks.check_list(name, item, 2)
+                    _checks.check_float_list(name, entry[1:], 1)
+                ident = _checks.check_int(f"{name}[0]", entry[0], -i64, i64)
+                if ident in held:
+                    raise ValueError(f"{name} repeats id {ident} (also in {held[ident]}): ids must be unique")
+                held[ident] = name
+        if len(held) > self.k:
+            raise ValueError(f"state holds {len(held)} items, more than k = {self.k}")
+        if seen < len(held):
+            raise ValueError(f"state['seen'] = {seen} is less than the {len(held)} items the state holds")
+        for key in ("skip", "total", "outside", "scale"):
+            if key in state:
+                _checks.check_float_list(f"state[{key!r}]", [state[key]], 1)
+        if "exponent" in state:
+            _checks.check_int("state['exponent']", state["exponent"])
 
     def __repr__(self) -> str:
         return f"WeightedReservoir(k={self.k}, seed={self.seed}, method={self.method!r}, size={len(self)})"

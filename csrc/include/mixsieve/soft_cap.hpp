@@ -4,15 +4,22 @@
 // picked item's weight is then multiplied by exp(-penalty). The keys below a threshold are
 // generated directly as a Poisson process over the cumulative weight (race_points), so a
 // batch costs O(n / 16 + b), not O(n).
-// Weights are relative to a running offset: once repeated picks have shrunk the total weight
-// by 2^-64, every weight is recomputed as exp(s_i - penalty * counts_i - max_j(...)), so the
-// picks never run out of exponent range however large counts * penalty grows.
+// Weights are relative to a running offset. Picks update the prefix sums by subtraction, which
+// leaves rounding noise of ~2^-52 of the block's weight at its last (re)weighing per pick. At
+// the start of every batch the total weight left is compared with that accumulated noise bound
+// and with the total after the last (re)weighing: once it falls below 2^24 times the noise
+// bound or below 2^-30 of that total, every weight is recomputed as
+// exp((s_i - max s) - penalty * (counts_i - min counts) - offset), offset the largest such
+// value, so the largest weight is 1 again. The picks never run out of exponent range or
+// precision however large penalty or counts * penalty grows.
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -53,11 +60,14 @@ struct BlockPrefix {
     });
   }
   double weight(std::size_t i) const { return pref[i] - (i % kBlock ? pref[i - 1] : 0.0); }
-  void scale(std::size_t i, double factor) {  // w[i] *= factor
+  // w[i] *= factor (w[i] > 0, factor < 1); returns the weight removed.
+  double scale(std::size_t i, double factor) {
     const double delta = weight(i) * (1.0 - factor);
+    if (!(delta > 0.0)) return 0.0;  // weights only ever shrink: block sums stay upper bounds
     const std::size_t e = std::min(pref.size(), (i / kBlock + 1) * kBlock);
     for (std::size_t j = i; j < e; ++j) pref[j] -= delta;
     block_sum[i / kBlock] -= delta;
+    return delta;
   }
 };
 
@@ -73,7 +83,8 @@ struct Point {
 // restricted to [lo, hi): exactly the exponential-race keys below hi, found in
 // O(blocks + points) instead of O(items). Returns the weight of the blocks.
 inline double race_points(const BlockPrefix& bp, std::size_t blk_begin, std::size_t blk_end, double lo, double hi,
-                        std::uint64_t key, std::vector<Point>& scratch, std::vector<RaceKey>& out) {
+                        std::uint64_t key, std::vector<Point>& scratch, std::vector<RaceKey>& out,
+                        std::size_t max_points) {
   out.clear();
   scratch.clear();
   const double rate = hi - lo;
@@ -85,6 +96,11 @@ inline double race_points(const BlockPrefix& bp, std::size_t blk_begin, std::siz
   for (std::size_t blk = blk_begin; blk < blk_end; ++blk) {
     const double end = acc + bp.block_sum[blk];
     while (next < end) {
+      // The caller keeps the expected count far below this (the band times an upper bound of
+      // the weight); only broken bookkeeping could reach it: fail instead of eating memory.
+      if (scratch.size() >= max_points) {
+        throw std::runtime_error("soft_cap_sample: internal error: too many race points");
+      }
       scratch.push_back({blk, next - acc, lo + uniform() * rate});
       next += -std::log(uniform()) / rate;
     }
@@ -143,13 +159,18 @@ inline void merge_earliest(std::vector<RaceKey>& cand, const std::vector<RaceKey
 
 }  // namespace soft_cap_detail
 
+// Thrown when the `interrupted` callback asks to stop (e.g. Ctrl-C in Python).
+struct SoftCapInterrupted {};
+
 // Writes counts[n] (times each item was picked; sum == total) and, if picks is not null, the
 // picked items in pick order (total entries). Throws std::invalid_argument on bad input,
-// naming the first non-finite score.
+// naming the first non-finite score. If `interrupted` is set it is called between batches
+// about every 100 ms; when it returns true the run stops by throwing SoftCapInterrupted.
 // The result depends on (scores, parameters, seed) only, not on `threads`.
 template <class S>
 void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double penalty, std::int64_t batch_size,
-                     std::uint64_t seed, unsigned threads, std::int64_t* counts, std::int64_t* picks) {
+                     std::uint64_t seed, unsigned threads, std::int64_t* counts, std::int64_t* picks,
+                     const std::function<bool()>& interrupted = nullptr) {
   using namespace soft_cap_detail;
   if (!(penalty > 0.0) || !std::isfinite(penalty)) throw std::invalid_argument("penalty must be a finite number > 0");
   if (batch_size < 1) throw std::invalid_argument("batch_size must be >= 1");
@@ -180,29 +201,39 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
   const double top = *std::max_element(chunk_max.begin(), chunk_max.end());
   const std::size_t b_max = static_cast<std::size_t>(std::min<std::int64_t>(batch_size, total));
   BlockPrefix bp;
-  // Weights exp(s_i - penalty * counts_i - offset) with offset = the largest adjusted score
-  // (the first time: the largest score, from the pass above).
-  auto weigh = [&](bool first) {
-    std::vector<double> adjusted_max(chunks, -std::numeric_limits<double>::infinity());
-    double offset = top;
-    if (!first) {
-      parallel_for(chunks, threads, 1, [&](std::size_t c0, std::size_t c1) {
-        for (std::size_t c = c0; c < c1; ++c) {
-          for (std::size_t i = c * grain; i < std::min(n, (c + 1) * grain); ++i) {
-            adjusted_max[c] = std::max(adjusted_max[c], static_cast<double>(scores[i]) -
-                                                            penalty * static_cast<double>(counts[i]));
-          }
+  std::vector<double> block_ref;  // block sums at the last (re)weighing: bound the rounding noise
+  // Weights exp(a_i - max_j a_j) with a_i = (s_i - max s) - penalty * (counts_i - min counts):
+  // exact for the least-picked items however large penalty * counts grows (the first time:
+  // exp(s_i - max s)). Returns the total weight.
+  auto weigh = [&]() {
+    std::vector<std::int64_t> chunk_min(chunks, std::numeric_limits<std::int64_t>::max());
+    parallel_for(chunks, threads, 1, [&](std::size_t c0, std::size_t c1) {
+      for (std::size_t c = c0; c < c1; ++c) {
+        for (std::size_t i = c * grain; i < std::min(n, (c + 1) * grain); ++i) {
+          chunk_min[c] = std::min(chunk_min[c], counts[i]);
         }
-      });
-      offset = *std::max_element(adjusted_max.begin(), adjusted_max.end());
-    }
+      }
+    });
+    const std::int64_t least = *std::min_element(chunk_min.begin(), chunk_min.end());
+    auto adjusted = [&](std::size_t i) {
+      const double a = static_cast<double>(scores[i]) - top;
+      return counts[i] == least ? a : a - penalty * static_cast<double>(counts[i] - least);
+    };
+    std::vector<double> adjusted_max(chunks, -std::numeric_limits<double>::infinity());
+    parallel_for(chunks, threads, 1, [&](std::size_t c0, std::size_t c1) {
+      for (std::size_t c = c0; c < c1; ++c) {
+        for (std::size_t i = c * grain; i < std::min(n, (c + 1) * grain); ++i) {
+          adjusted_max[c] = std::max(adjusted_max[c], adjusted(i));
+        }
+      }
+    });
+    const double offset = *std::max_element(adjusted_max.begin(), adjusted_max.end());
     std::vector<double> w(n);
     std::vector<std::size_t> chunk_pos(chunks, 0);
     parallel_for(chunks, threads, 1, [&](std::size_t c0, std::size_t c1) {
       for (std::size_t c = c0; c < c1; ++c) {
         for (std::size_t i = c * grain; i < std::min(n, (c + 1) * grain); ++i) {
-          w[i] = first ? std::exp(static_cast<double>(scores[i]) - top)
-                       : std::exp(static_cast<double>(scores[i]) - penalty * static_cast<double>(counts[i]) - offset);
+          w[i] = std::exp(adjusted(i) - offset);
           chunk_pos[c] += w[i] > 0.0;
         }
       }
@@ -216,8 +247,12 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
                                   " items than batch_size, or adjusted scores spanning more than ~700)");
     }
     bp.build(w, threads);  // weights live in the prefix sums from here on
+    block_ref = bp.block_sum;
+    double weight = 0.0;
+    for (double x : bp.block_sum) weight += x;
+    return weight;
   };
-  weigh(true);
+  double reference_weight = weigh();  // total weight after the last (re)weighing
   const double decay = std::exp(-penalty);
   std::vector<RaceKey> keys;
   const std::size_t segments = std::min<std::size_t>(kSegments, bp.blocks());
@@ -225,21 +260,37 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
   for (std::size_t sg = 0; sg <= segments; ++sg) seg_begin[sg] = sg * bp.blocks() / segments;
   std::vector<std::vector<RaceKey>> seg_cand(segments), seg_pts(segments), seg_tmp(segments);
   std::vector<std::vector<Point>> seg_scratch(segments);
-  std::vector<double> seg_weight(segments, 0.0);
+  std::vector<double> seg_weight(segments, 0.0), seg_removed(segments, 0.0), seg_noise(segments, 0.0);
   double guess = 0.0;
-  double reference_weight = 0.0;  // total weight after the last (re)weighing
-  double last_weight = 0.0;       // total weight at the start of the last batch
+  double last_weight = reference_weight;  // total weight at the start of the last batch
+  double removed = 0.0;                   // weight the last batch's picks removed
+  double noise = 0.0;  // sum over picks since the (re)weighing of their block's weight then
+  // Race points per segment and round: 16x the largest expected count (see `direct`).
+  const std::size_t max_points = 4 * (4 * n + 4096) + 4096;
   std::int64_t done = 0;
+  auto last_check = std::chrono::steady_clock::now();
   for (std::uint64_t batch = 0; done < total; ++batch) {
+    if (interrupted) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_check >= std::chrono::milliseconds(100)) {
+        last_check = now;
+        if (interrupted()) throw SoftCapInterrupted{};
+      }
+    }
     const std::size_t b = static_cast<std::size_t>(std::min<std::int64_t>(batch_size, total - done));
     // Starting threads costs tens of microseconds a batch: small batches over few blocks run
     // on this thread (the result does not depend on it).
     const unsigned batch_threads = bp.blocks() + 4 * b < (std::size_t{1} << 16) ? 1 : threads;
-    if (batch > 0 && last_weight < 0x1p-64 * reference_weight) {
-      weigh(false);  // the picks shrank every weight: start again from the adjusted scores
+    // The total weight left, up to rounding noise <= ~2^-47 * noise (16 prefix entries per
+    // pick, each off by <= 2^-53 of its block's weight at the reweighing).
+    const double left = last_weight - removed;
+    if (batch > 0 && (left < 0x1p-30 * reference_weight || left < 0x1p-24 * noise)) {
+      reference_weight = weigh();  // start again from the adjusted scores
+      last_weight = reference_weight;
+      noise = 0.0;
       guess = 0.0;
-      reference_weight = 0.0;
     }
+    removed = 0.0;
     double known_weight = last_weight;  // an upper bound: weights only shrink between (re)weighings
     if (batch == 0 || !(guess > 0.0) || !std::isfinite(guess)) {
       double weight = 0.0;
@@ -265,14 +316,14 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
       parallel_for(segments, batch_threads, 1, [&](std::size_t s0, std::size_t s1) {
         for (std::size_t sg = s0; sg < s1; ++sg) {
           const std::uint64_t key = stream_key(seed, Stream::SoftCap, (batch * 256 + round) * kSegments + sg);
-          seg_weight[sg] = race_points(bp, seg_begin[sg], seg_begin[sg + 1], lo, hi, key, seg_scratch[sg], seg_pts[sg]);
+          seg_weight[sg] =
+              race_points(bp, seg_begin[sg], seg_begin[sg + 1], lo, hi, key, seg_scratch[sg], seg_pts[sg], max_points);
           merge_earliest(seg_cand[sg], seg_pts[sg], seg_tmp[sg]);
         }
       });
       if (round == 0) {
         last_weight = 0.0;
         for (double x : seg_weight) last_weight += x;
-        if (reference_weight == 0.0) reference_weight = last_weight;
         known_weight = last_weight;
       }
       std::size_t found = 0;
@@ -284,7 +335,6 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
     if (direct) {
       last_weight = 0.0;
       for (double x : bp.block_sum) last_weight += x;
-      if (reference_weight == 0.0) reference_weight = last_weight;
       parallel_for(segments, batch_threads, 1, [&](std::size_t s0, std::size_t s1) {
         for (std::size_t sg = s0; sg < s1; ++sg) {
           const std::uint64_t key = stream_key(seed, Stream::SoftCap, (std::uint64_t{1} << 62) + batch);
@@ -314,14 +364,20 @@ void soft_cap_sample(const S* scores, std::size_t n, std::int64_t total, double 
     const double cut = cut_item.key;
     parallel_for(segments, batch_threads, 1, [&](std::size_t s0, std::size_t s1) {
       for (std::size_t sg = s0; sg < s1; ++sg) {
+        seg_removed[sg] = seg_noise[sg] = 0.0;
         for (const RaceKey& c : seg_cand[sg]) {  // disjoint memory per segment
           if (race_before(cut_item, c)) continue;
           const auto i = static_cast<std::size_t>(c.id);
           ++counts[i];
-          bp.scale(i, decay);
+          seg_removed[sg] += bp.scale(i, decay);
+          seg_noise[sg] += block_ref[i / kBlock];
         }
       }
     });
+    for (std::size_t sg = 0; sg < segments; ++sg) {  // fixed order: independent of threads
+      removed += seg_removed[sg];
+      noise += seg_noise[sg];
+    }
     if (picks) {  // pick order: smallest key first (successive sampling)
       std::sort(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(b), race_before);
       for (std::size_t j = 0; j < b; ++j) picks[done + static_cast<std::int64_t>(j)] = keys[j].id;
