@@ -17,6 +17,19 @@ class Countdown:
         return iter(f"{self.tag}{i}" for i in range(self.n))
 
 
+# DataLoader warns when asked for more workers than this 2-core machine suggests; torchdata
+# 0.11 calls torch.set_vital, which torch 2.13 deprecates.
+LOADER_WARNINGS = [
+    "ignore:This DataLoader will create:UserWarning",
+    "ignore:'set_vital' is deprecated:UserWarning",
+]
+
+
+def as_list(batch: list[Any]) -> list[Any]:
+    """A collate_fn that keeps a batch as the list of samples."""
+    return batch
+
+
 def sources() -> dict[str, Any]:
     return {
         "web": [f"w{i}" for i in range(700)],

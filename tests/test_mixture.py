@@ -19,20 +19,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import mixsieve as ms  # noqa: E402
-from mixture_sources import Countdown, make_dataset, sources  # noqa: E402
+from mixture_sources import LOADER_WARNINGS, Countdown, as_list, make_dataset, sources  # noqa: E402
 from oracles import chi2_gof, chi2_z, exact_interleave  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-# DataLoader warns when asked for more workers than this 2-core machine suggests.
-# torchdata 0.11 calls torch.set_vital, which torch 2.13 deprecates.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning"),
-    pytest.mark.filterwarnings("ignore:'set_vital' is deprecated:UserWarning"),
-]
-
-
-def as_list(batch):
-    return batch
+pytestmark = [pytest.mark.filterwarnings(w) for w in LOADER_WARNINGS]
 
 
 def collect(ds, workers, batch_size=1, **kw):

@@ -24,17 +24,10 @@ import pytest
 torch = pytest.importorskip("torch")
 import mixsieve as ms  # noqa: E402
 from mixsieve.mixture import distributed  # noqa: E402
-from mixture_sources import Countdown, make_dataset  # noqa: E402
+from mixture_sources import LOADER_WARNINGS, Countdown, as_list, make_dataset  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning"),
-    pytest.mark.filterwarnings("ignore:'set_vital' is deprecated:UserWarning"),
-]
-
-
-def as_list(batch):
-    return batch
+pytestmark = [pytest.mark.filterwarnings(w) for w in LOADER_WARNINGS]
 
 
 # ---- resume when the DataLoader's batch size is not the dataset's --------------------------

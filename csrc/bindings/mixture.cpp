@@ -167,14 +167,8 @@ py::array_t<T> to_array(const std::vector<T>& v) {
 }
 
 py::dict plan_state(const MixPlan& p) {
-  const MixSchedule& s = p.kernel();
-  py::dict d;
-  d["position"] = p.position();
-  d["segment_start"] = s.segment_start();
-  d["weights"] = s.weights();
-  d["counts"] = s.counts();
-  d["segment_counts"] = s.segment_counts();
-  d["carry"] = s.carry();
+  py::dict d = state(p.kernel());
+  d["carry"] = p.kernel().carry();
   d["policy"] = p.policy();
   py::list dropped;
   for (int i = 0; i < p.num_sources(); ++i) {

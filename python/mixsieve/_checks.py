@@ -27,10 +27,6 @@ def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = Non
     return v
 
 
-def check_optional_int(name: str, value: Any, lo: int | None = None) -> int | None:
-    return None if value is None else check_int(name, value, lo)
-
-
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         options = ", ".join(repr(c) for c in choices)

@@ -382,7 +382,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         shared = self._get_shared()
         if consumed_samples is not None:
             n = check_int("consumed_samples", consumed_samples, 0)
-            self._check_consumed(n)
+            self._check_consumed()
             pos = self._loaded["position"] + n
             st = self._advance_from_nearest(pos)
         elif shared.rows[1:].any():
@@ -397,7 +397,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             st = dict(self._loaded)
         return self._wrap(st, self._changes)
 
-    def _check_consumed(self, n: int) -> None:
+    def _check_consumed(self) -> None:
         """consumed_samples gives the global position only if what was consumed is a prefix."""
         shared = self._get_shared()
         _, world = self._rank_world()

@@ -71,7 +71,6 @@ class Engine:
         self.claimed = plan.position
         self.yielded_before = yielded
         self.yielded_pieces = 0
-        self.served = np.zeros(self.k, np.int64)  # in completed pieces
         self._published = 0  # samples of the current piece counted in shared memory
         self._snap: Any = None  # the plan before the current piece
         self._cur: Iterator[Any] | None = None
@@ -96,10 +95,6 @@ class Engine:
 
     def yielded(self) -> int:
         return self.yielded_before + self.yielded_pieces + self._consumed_in_piece()
-
-    def served_now(self) -> np.ndarray:
-        t = self._consumed_in_piece()
-        return self.served + np.bincount(self._cur_src[:t], minlength=self.k)
 
     def unpublished(self) -> np.ndarray:
         """Samples taken of the current piece and not yet counted in shared memory."""
@@ -325,7 +320,6 @@ class Engine:
         """Counts the piece just finished as served."""
         if self._cur_len:
             self._publish(self._cur_len)
-            self.served += np.bincount(self._cur_src[: self._cur_len], minlength=self.k)
             self.yielded_pieces += self._cur_len
             self._cur_len = 0
             self._cur_src = self._cur_src[:0]
