@@ -19,5 +19,6 @@ inline unsigned thread_count(int threads) {
 
 void bind_sampling(py::module_& m);
 void bind_mixture(py::module_& m);
+void bind_mixup(py::module_& m);
 
 }  // namespace mixsieve_bind
