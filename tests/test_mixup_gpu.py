@@ -40,9 +40,10 @@ def same_bytes(a: Any, b: Any) -> bool:
     )
 
 
-def batch(b: int, t1: int, vocab: int, seed: int = 0, ignore: bool = True) -> dict[str, Any]:
+def batch(b: int, t1: int, vocab: int, seed: int = 0, ignore: bool = False) -> dict[str, Any]:
     """Windows with right-padding on a (row 0), on b (row 1) and on both (row 2), lambdas of
-    exactly 0 and 1 at a few tokens, repeated ids, and ignore_index targets in b."""
+    exactly 0 and 1 at a few tokens, repeated ids, and with ``ignore`` ignore_index (-100)
+    targets in b (the CE tests: the embedding would read them as ids)."""
     g = torch.Generator().manual_seed(seed)
     xa = torch.randint(0, vocab, (b, t1), generator=g)
     xb = torch.randint(0, vocab, (b, t1), generator=g)
@@ -180,7 +181,7 @@ def test_embed_backward_deterministic_same_bytes_as_cpu(dtype: Any, policy: str,
 @gpu
 def test_embed_backward_one_hot_row_and_wide_dim(deterministic: None) -> None:
     # every contribution on one row (several tiles of 256) and D above one sweep of 1024
-    d = batch(4, 300, 50, ignore=False)
+    d = batch(4, 300, 50)
     d["xa"][:] = 7
     d["xb"][:] = 7
     weight = torch.randn(50, 1100, generator=torch.Generator().manual_seed(3))
@@ -225,7 +226,7 @@ CE_TOL = {torch.float64: (1e-12, 1e-13), torch.float32: (1e-5, 1e-6)}
 @pytest.mark.parametrize("vocab", [50, 3000, 20000])  # 64, 256 and 512 threads per row
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_ce_close_to_cpu(dtype: Any, vocab: int, reduction: str) -> None:
-    d = batch(3, 33, vocab)
+    d = batch(3, 33, vocab, ignore=True)
     logits = (3 * torch.randn(3, 32, vocab, generator=torch.Generator().manual_seed(6))).to(dtype)
     kw = {"reduction": reduction, "label_smoothing": 0.1}
     loss_c, grad_c = _ce(logits, d, **kw)
@@ -244,7 +245,7 @@ def test_ce_close_to_cpu(dtype: Any, vocab: int, reduction: str) -> None:
 @pytest.mark.parametrize("target_lambda", ["shifted", "same"])
 @pytest.mark.parametrize("reduction", ["sum", "none"])
 def test_ce_options_close_to_cpu(policy: str, target_lambda: str, reduction: str) -> None:
-    d = batch(4, 21, 101, seed=7, ignore=False)
+    d = batch(4, 21, 101, seed=7)
     d["xa"][3, 5] = 9  # ignore_index on both targets of one position, on one target of others
     d["xb"][3, 5] = 9
     d["xb"][:, 7] = 9
@@ -259,7 +260,7 @@ def test_ce_options_close_to_cpu(policy: str, target_lambda: str, reduction: str
 @pytest.mark.gpu
 @gpu
 def test_ce_is_deterministic() -> None:
-    d = to(batch(4, 65, 5000), "cuda")
+    d = to(batch(4, 65, 5000, ignore=True), "cuda")
     logits = torch.randn(4, 64, 5000, device="cuda")
     loss1, grad1 = _ce(logits, d, reduction="none")
     loss2, grad2 = _ce(logits, d, reduction="none")
@@ -272,7 +273,7 @@ def test_ce_is_deterministic() -> None:
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_linear_ce_close_to_cpu(dtype: Any, reduction: str) -> None:
     gen = torch.Generator().manual_seed(9)
-    d = batch(3, 41, 700)
+    d = batch(3, 41, 700, ignore=True)
     hidden = torch.randn(3, 40, 48, generator=gen).to(dtype)
     weight = (0.2 * torch.randn(700, 48, generator=gen)).to(dtype)
     bias = (0.1 * torch.randn(700, generator=gen)).to(dtype)
@@ -298,7 +299,7 @@ def test_linear_ce_close_to_cpu(dtype: Any, reduction: str) -> None:
 @pytest.mark.gpu
 @gpu
 def test_bad_values_give_nan_rows_not_crashes() -> None:
-    d = to(batch(2, 9, 20, ignore=False), "cuda")
+    d = to(batch(2, 9, 20), "cuda")
     d["lam"][:] = 0.5
     d["va"][:] = True
     d["vb"][:] = True

@@ -104,17 +104,23 @@ __global__ void __launch_bounds__(128)
 
 // ---------------------------------------------------------------------------------------------
 // Embedding backward. Contribution k = 2 r + side (side 0: a with coefficient lam, side 1: b
-// with 1 - lam) adds coef * grad_out[r] to row xa or xb. An id outside [0, V) is skipped (the
+// with 1 - lam, computed in the accumulator's type as the CPU kernel does) adds
+// coef * grad_out[r] to row xa or xb. An id outside [0, V) is skipped (the
 // forward made that position's output NaN, so the loss is NaN already).
 
-__device__ __forceinline__ bool contribution(const Windows& w, i64 vocab, i64 k, i64& row, float& coef) {
+__device__ __forceinline__ bool contribution(const Windows& w, i64 vocab, i64 k, i64& row, float& lam) {
   const i64 i = window_index(w, k >> 1);
   const TokenMix m = token(w, i);
   const bool side_b = (k & 1) != 0;
   if (!m.keep || m.lam == (side_b ? 1.0f : 0.0f)) return false;
   row = side_b ? w.xb[i] : w.xa[i];
-  coef = side_b ? 1.0f - m.lam : m.lam;
+  lam = m.lam;
   return id_ok(row, vocab);
+}
+
+template <class A>
+__device__ __forceinline__ A coefficient(float lam, bool side_b) {
+  return side_b ? A(1) - static_cast<A>(lam) : static_cast<A>(lam);
 }
 
 // Atomic path: one block per position row, atomicAdd into the zero-filled accumulator.
@@ -125,14 +131,14 @@ __global__ void __launch_bounds__(256)
   const i64 rows = w.batch * (w.width - 1);
   for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
     i64 ra = 0, rb = 0;
-    float ca = 0.0f, cb = 0.0f;
-    const bool ua = contribution(w, vocab, 2 * r, ra, ca);
-    const bool ub = contribution(w, vocab, 2 * r + 1, rb, cb);
+    float lam = 0.0f;
+    const bool ua = contribution(w, vocab, 2 * r, ra, lam);
+    const bool ub = contribution(w, vocab, 2 * r + 1, rb, lam);
     if (!ua && !ub) continue;
     const G* g = grad_out + r * dim;
     A* da = grad_weight + ra * dim;
     A* db = grad_weight + rb * dim;
-    const A cA = static_cast<A>(ca), cB = static_cast<A>(cb);
+    const A cA = coefficient<A>(lam, false), cB = coefficient<A>(lam, true);
     for (i64 d = threadIdx.x; d < dim; d += blockDim.x) {
       const A gv = static_cast<A>(static_cast<M>(Elem<G>::load(g, d)));
       if (ua) atomicAdd(da + d, cA * gv);
@@ -148,8 +154,9 @@ __global__ void contribution_keys(Windows w, i64 vocab, i64 n, std::uint32_t* ke
   const i64 stride = static_cast<i64>(gridDim.x) * blockDim.x;
   for (i64 k = static_cast<i64>(blockIdx.x) * blockDim.x + threadIdx.x; k < n; k += stride) {
     i64 row;
-    float coef;
-    keys[k] = contribution(w, vocab, k, row, coef) ? static_cast<std::uint32_t>(row) : static_cast<std::uint32_t>(vocab);
+    float lam;
+    const bool used = contribution(w, vocab, k, row, lam);
+    keys[k] = used ? static_cast<std::uint32_t>(row) : static_cast<std::uint32_t>(vocab);
     vals[k] = static_cast<std::uint32_t>(k);
   }
 }
@@ -192,11 +199,11 @@ __global__ void __launch_bounds__(kSumThreads)
         __syncthreads();  // the previous tile is consumed
         if (static_cast<int>(threadIdx.x) < count) {
           i64 row;
-          float coef;
+          float lam;
           const i64 k = vals[t0 + threadIdx.x];
-          contribution(w, vocab, k, row, coef);  // true: the key says so
+          contribution(w, vocab, k, row, lam);  // true: the key says so
           tile_row[threadIdx.x] = k >> 1;
-          tile_coef[threadIdx.x] = static_cast<A>(coef);
+          tile_coef[threadIdx.x] = coefficient<A>(lam, (k & 1) != 0);
         }
         __syncthreads();
         for (int e = 0; e < count; ++e) {
@@ -267,7 +274,9 @@ const char* launch_embed_backward(const void* grad_out, i64 vocab, i64 dim, cons
   if (!deterministic) {
     cudaError_t err = cudaMemsetAsync(gw, 0, static_cast<std::size_t>(vocab * dim) * sizeof(A), s);
     if (err != cudaSuccess) return cudaGetErrorString(err);
-    if (rows > 0) embed_backward_atomic<G, A><<<grid_for(rows), static_cast<unsigned>(dim_threads), 0, s>>>(g, vocab, dim, w, gw);
+    if (rows > 0) {
+      embed_backward_atomic<G, A><<<grid_for(rows), static_cast<unsigned>(dim_threads), 0, s>>>(g, vocab, dim, w, gw);
+    }
     return last_error();
   }
   const i64 n = 2 * rows;
