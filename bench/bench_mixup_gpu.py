@@ -216,6 +216,20 @@ def bench_backward(a: argparse.Namespace, dname: str, batch: int, seq: int) -> d
     t_det = cuda_median(lambda: ker.embed_backward(g, a.vocab, w, gw_det, True), a.runs)
     t_atomic = cuda_median(lambda: ker.embed_backward(g, a.vocab, w, gw_atomic, False), a.runs)
     ratio = t_det / t_atomic
+    # for information: forward + backward through the public API with each mode; in
+    # deterministic mode torch also fills the uninitialised [V, D] gradient buffer it allocates
+    weight = torch.randn(a.vocab, a.dim, device=DEV).to(dtype).requires_grad_()
+
+    def api() -> None:
+        weight.grad = None
+        ms.mixup.mix_embeddings(weight, **b).backward(g)
+
+    before = torch.are_deterministic_algorithms_enabled()
+    api_times = {}
+    for mode in (True, False):
+        torch.use_deterministic_algorithms(mode)
+        api_times["deterministic" if mode else "atomic"] = cuda_median(api, a.runs)
+    torch.use_deterministic_algorithms(before)
     res = {
         "op": "embed_backward",
         "dtype": dname,
@@ -227,6 +241,7 @@ def bench_backward(a: argparse.Namespace, dname: str, batch: int, seq: int) -> d
         "correct": ok,
         "median_s": {"deterministic": t_det, "atomic": t_atomic},
         "deterministic_over_atomic": ratio,
+        "api_fwd_bwd_median_s": api_times,
         "targets": [target("deterministic / atomic time", ratio, "<=", 1.3, ok)],
     }
     log(f"[embed backward {dname} {batch}x{seq}] det {t_det * 1e6:.0f} us, atomic {t_atomic * 1e6:.0f} us")
