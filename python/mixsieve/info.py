@@ -34,7 +34,12 @@ def cuda_info() -> str:
     count, error = _core_cuda.device_count()
     runtime = int(native["cuda_runtime"])
     version = f"{runtime // 1000}.{runtime % 1000 // 10}"
-    devices = f"{count} device(s)" if count else f"no device: {error}"
+    if count:
+        devices = f"{count} device(s)"
+    elif not native["cuda_driver"]:
+        devices = "no device: no CUDA driver"
+    else:
+        devices = f"no device: {error}"
     return f"yes (architectures {native['architectures']}, CUDA runtime {version}; {devices})"
 
 
