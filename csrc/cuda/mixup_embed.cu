@@ -171,24 +171,31 @@ __device__ __forceinline__ i64 lower_bound(const std::uint32_t* keys, i64 n, std
   return lo;
 }
 
-// Step 2: one block per vocabulary row sums the row's contributions in sorted order (a fixed
-// order whatever the launch) and writes the row once: zeros when nothing reads the row.
-constexpr int kSumThreads = 256;
-constexpr int kSumPerThread = 4;
+// Step 2: where each row's contributions start in the sorted order, offsets[v] for v in [0, V]
+// (one thread per row, so the binary searches run side by side).
+__global__ void segment_offsets(const std::uint32_t* keys, i64 n, i64 vocab, std::uint32_t* offsets) {
+  const i64 stride = static_cast<i64>(gridDim.x) * blockDim.x;
+  for (i64 v = static_cast<i64>(blockIdx.x) * blockDim.x + threadIdx.x; v <= vocab; v += stride) {
+    offsets[v] = static_cast<std::uint32_t>(lower_bound(keys, n, static_cast<std::uint32_t>(v)));
+  }
+}
+
+// Step 3: one block per vocabulary row sums the row's contributions in sorted order (a fixed
+// order whatever the launch) and writes the row once: zeros when nothing reads the row (most
+// rows, so a block is small and an empty row costs one load and its stores).
+constexpr int kSumThreads = 128;
+constexpr int kSumPerThread = 8;
 
 template <class G, class A>
 __global__ void __launch_bounds__(kSumThreads)
-    embed_backward_rows(const G* __restrict__ grad_out, i64 vocab, i64 dim, Windows w, const std::uint32_t* keys,
-                        const std::uint32_t* vals, i64 n, A* __restrict__ grad_weight) {
+    embed_backward_rows(const G* __restrict__ grad_out, i64 vocab, i64 dim, Windows w,
+                        const std::uint32_t* __restrict__ offsets, const std::uint32_t* __restrict__ vals,
+                        A* __restrict__ grad_weight) {
   using M = typename Elem<G>::math;
-  __shared__ i64 segment[2];
   __shared__ i64 tile_row[kSumThreads];
   __shared__ A tile_coef[kSumThreads];
   for (i64 v = blockIdx.x; v < vocab; v += gridDim.x) {
-    __syncthreads();  // the previous row is done with segment and the tiles
-    if (threadIdx.x < 2) segment[threadIdx.x] = lower_bound(keys, n, static_cast<std::uint32_t>(v + threadIdx.x));
-    __syncthreads();
-    const i64 e0 = segment[0], e1 = segment[1];
+    const i64 e0 = offsets[v], e1 = offsets[v + 1];  // the same for the whole block
     A* dst = grad_weight + v * dim;
     for (i64 d0 = 0; d0 < dim; d0 += static_cast<i64>(kSumThreads) * kSumPerThread) {
       A acc[kSumPerThread];
@@ -196,7 +203,7 @@ __global__ void __launch_bounds__(kSumThreads)
       for (int q = 0; q < kSumPerThread; ++q) acc[q] = A(0);
       for (i64 t0 = e0; t0 < e1; t0 += kSumThreads) {
         const int count = static_cast<int>(e1 - t0 < kSumThreads ? e1 - t0 : kSumThreads);
-        __syncthreads();  // the previous tile is consumed
+        __syncthreads();  // the previous tile (of this row or the last) is consumed
         if (static_cast<int>(threadIdx.x) < count) {
           i64 row;
           float lam;
@@ -227,14 +234,16 @@ __global__ void __launch_bounds__(kSumThreads)
 
 // Sizes of the deterministic path's workspace: four uint32 arrays of n, then cub's scratch.
 struct SortLayout {
-  std::size_t array_bytes = 0;  // one array, rounded up to 256 bytes
+  std::size_t array_bytes = 0;    // one array, rounded up to 256 bytes
+  std::size_t offsets_bytes = 0;  // V + 1 segment offsets
   std::size_t cub_bytes = 0;
   int end_bit = 1;
-  std::size_t total() const { return 4 * array_bytes + cub_bytes; }
+  std::size_t total() const { return 4 * array_bytes + offsets_bytes + cub_bytes; }
 };
 
 cudaError_t sort_layout(i64 n, i64 vocab, SortLayout& s) {
   s.array_bytes = ((static_cast<std::size_t>(n) * sizeof(std::uint32_t) + 255) / 256) * 256;
+  s.offsets_bytes = ((static_cast<std::size_t>(vocab + 1) * sizeof(std::uint32_t) + 255) / 256) * 256;
   s.end_bit = 1;
   while (s.end_bit < 32 && (std::uint64_t(1) << s.end_bit) <= static_cast<std::uint64_t>(vocab)) ++s.end_bit;
   return cub::DeviceRadixSort::SortPairs(nullptr, s.cub_bytes, static_cast<const std::uint32_t*>(nullptr),
@@ -296,7 +305,8 @@ const char* launch_embed_backward(const void* grad_out, i64 vocab, i64 dim, cons
   std::uint32_t* keys_out = reinterpret_cast<std::uint32_t*>(base + lay.array_bytes);
   std::uint32_t* vals_in = reinterpret_cast<std::uint32_t*>(base + 2 * lay.array_bytes);
   std::uint32_t* vals_out = reinterpret_cast<std::uint32_t*>(base + 3 * lay.array_bytes);
-  void* scratch = base + 4 * lay.array_bytes;
+  std::uint32_t* offsets = reinterpret_cast<std::uint32_t*>(base + 4 * lay.array_bytes);
+  void* scratch = base + 4 * lay.array_bytes + lay.offsets_bytes;
   if (n > 0) {
     contribution_keys<<<grid_for((n + 255) / 256, 4096), 256, 0, s>>>(w, vocab, n, keys_in, vals_in);
     err = cudaGetLastError();
@@ -308,7 +318,8 @@ const char* launch_embed_backward(const void* grad_out, i64 vocab, i64 dim, cons
     }
   }
   if (err == cudaSuccess) {
-    embed_backward_rows<G, A><<<grid_for(vocab), kSumThreads, 0, s>>>(g, vocab, dim, w, keys_out, vals_out, n, gw);
+    segment_offsets<<<grid_for((vocab + 256) / 256, 4096), 256, 0, s>>>(keys_out, n, vocab, offsets);
+    embed_backward_rows<G, A><<<grid_for(vocab), kSumThreads, 0, s>>>(g, vocab, dim, w, offsets, vals_out, gw);
     err = cudaGetLastError();
   }
   if (owned != nullptr) {
