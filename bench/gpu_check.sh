@@ -7,10 +7,12 @@
 #   pytest_gpu.xml         the test report
 #   mixup_gpu.json         bench/bench_mixup_gpu.py's results
 #
-# Assumes: nvcc (CUDA 12.x or 13.x, whose runtime the driver supports), python3 with torch built
-# with CUDA, numpy, pytest, scikit-build-core, pybind11 and ninja or make. Missing Python
-# packages are installed from a local wheel folder when WHEELHOUSE names one (no index is ever
-# contacted). Steps are time-limited so that the whole script ends within about 9 minutes.
+# Assumes: nvcc (CUDA 12.x or 13.x, whose runtime the driver supports: the module links the
+# static runtime of the toolkit it is built with), cmake >= 3.18 with ninja or make, a C++17
+# compiler, and $PYTHON (default python3) with torch built with CUDA, numpy, pytest,
+# scikit-build-core and pybind11. Missing Python packages are installed from a local wheel
+# folder when WHEELHOUSE names one (no index is ever contacted). Steps are time-limited so
+# that the whole script ends within about 9 minutes.
 # Usage: bash bench/gpu_check.sh [extra bench_mixup_gpu.py flags, e.g. --hbm-tbps 3.35]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +36,7 @@ step() {  # step NAME TIMEOUT_S COMMAND...: runs it with a time limit, logs outp
 
 log "machine: $(nproc) cores; $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
 log "nvcc: $(command -v nvcc || echo missing) $(nvcc --version 2>/dev/null | tail -1)"
-PY=python3
+PY="${PYTHON:-python3}"
 need_py() { $PY -c "import $1" 2>/dev/null; }
 for mod in torch numpy pytest scikit_build_core pybind11; do
   if ! need_py "$mod"; then
