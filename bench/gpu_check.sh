@@ -12,7 +12,7 @@
 # compiler, and $PYTHON (default python3) with torch built with CUDA, numpy, pytest,
 # scikit-build-core and pybind11. Missing Python packages are installed from a local wheel
 # folder when WHEELHOUSE names one (no index is ever contacted). Steps are time-limited so
-# that the whole script ends within about 9 minutes.
+# that the whole script ends within 9 minutes (210 + 30 + 150 + 150 s at most).
 # Usage: bash bench/gpu_check.sh [extra bench_mixup_gpu.py flags, e.g. --hbm-tbps 3.35]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -52,18 +52,18 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 
 # 1. build: the CUDA module is required (MIXSIEVE_CUDA=ON fails the build without nvcc)
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
-step build 330 $PY -m pip install -v --no-build-isolation --no-deps --no-index . \
+step build 210 $PY -m pip install -v --no-build-isolation --no-deps --no-index . \
   -Ccmake.define.MIXSIEVE_CUDA=ON
-step import 60 $PY -c "
+step import 30 $PY -c "
 import mixsieve.info as i; from mixsieve.mixup import _cuda
 print(i.build_info()['cuda']); ok, why = _cuda.available(); print(ok, why); raise SystemExit(0 if ok else 1)"
 
 # 2. the tests (the whole file: the gpu ones and the backend's any-machine checks)
-step tests 240 $PY -m pytest tests/test_mixup_gpu.py -p no:cacheprovider -q -rfEs \
+step tests 150 $PY -m pytest tests/test_mixup_gpu.py -p no:cacheprovider -q -rfEs \
   --junitxml="$OUT_DIR/pytest_gpu.xml"
 
 # 3. the benchmarks (writes after every dtype, so a timeout keeps what was measured)
-step bench 240 $PY bench/bench_mixup_gpu.py --out "$OUT_DIR/mixup_gpu.json" "$@"
+step bench 150 $PY bench/bench_mixup_gpu.py --out "$OUT_DIR/mixup_gpu.json" "$@"
 
 # summary
 {
