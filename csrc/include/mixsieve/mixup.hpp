@@ -454,13 +454,19 @@ __attribute__((target("avx2"))) void ce_chunk_avx2(const CeJob<L>& job, std::siz
 }
 #endif
 
+// Test hook: -1 picks the widest path the CPU has, 0 forces the baseline path, 1 the AVX2 one.
+inline int& forced_isa() {
+  static int isa = -1;
+  return isa;
+}
+
 // Runs a cross-entropy job over n positions; validates every position's targets first, so a bad
 // id raises before anything is written.
 template <class L>
 void ce_run(const CeJob<L>& job, std::int64_t n, unsigned threads) {
   check_lambda(job.tg->w);
   for (std::int64_t j = 0; j < n; ++j) (void)job.tg->at_position(job.r0 + j);
-  const bool wide = std::is_same<L, double>::value ? false : cpu_has_avx2();
+  const bool wide = !std::is_same<L, double>::value && cpu_has_avx2() && forced_isa() != 0;
   parallel_for(static_cast<std::size_t>(n), threads, 1, [&](std::size_t lo, std::size_t hi) {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
     if (wide) return ce_chunk_avx2<L>(job, lo, hi);
