@@ -260,13 +260,13 @@ def _token_array(where: str, tokens: Any, torch: Any, max_length: int | None) ->
         if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
             raise TypeError(f"{where}: tokens must be integers, got a tensor of {tokens.dtype}")
         arr = tokens.detach().cpu().numpy()
-    elif isinstance(tokens, str) or np.ndim(tokens) == 0:
-        raise TypeError(f"{where}: tokens must be a 1-D sequence of ints, got {describe(tokens)}")
     else:
         try:
             arr = np.asarray(tokens)
         except (TypeError, ValueError) as e:  # ragged nesting
             raise TypeError(f"{where}: tokens must be a 1-D sequence of ints ({e})") from None
+        if isinstance(tokens, str) or arr.ndim == 0:
+            raise TypeError(f"{where}: tokens must be a 1-D sequence of ints, got {describe(tokens)}")
     if arr.ndim != 1:
         raise ValueError(f"{where}: tokens must be 1-D, got shape {arr.shape}")
     if arr.size < 2:
