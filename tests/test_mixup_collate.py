@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 import mixsieve as ms  # noqa: E402
 import mixsieve.mixup.collate as collate_module  # noqa: E402
-from mixsieve.mixup import TokenMixupCollator, sample_lambda  # noqa: E402
-from mixsieve.mixup.collate import pair_rows  # noqa: E402
+from mixsieve.mixup import sample_lambda  # noqa: E402
+from mixsieve.mixup.collate import TokenMixupCollator, pair_rows  # noqa: E402
 from mixture_sources import LOADER_WARNINGS  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
