@@ -280,6 +280,14 @@ def test_setting_start_batch_restarts_the_count_for_the_next_epoch():
     same_batches(ref, epoch0 + epoch1)
 
 
+def test_setting_start_batch_mid_run_restarts_the_count():
+    c = TokenMixupCollator(seed=3)
+    for _ in range(3):
+        c([[1, 2]] * 3)
+    c.start_batch = 10
+    assert c([[1, 2]] * 3)["batch_index"] == 10 and c.state_dict() == {"seed": 3, "batch": 11}
+
+
 def test_pickles_mid_run_and_through_spawned_workers():
     batches = [tagged_rows(5, seed=k) for k in range(3)]
     c = TokenMixupCollator(alpha=0.2, seed=12, pad_id=-7, pairing="cross-source", max_length=6)
