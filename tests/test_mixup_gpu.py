@@ -319,7 +319,8 @@ def test_bad_values_give_nan_rows_not_crashes() -> None:
     assert torch.isfinite(out[~bad.cuda()]).all()
 
     logits = torch.randn(16, 20, device="cuda")
-    loss, lse, keep = (torch.empty(16, device="cuda") for _ in range(3))
+    loss, keep = torch.empty(16, device="cuda"), torch.empty(16, device="cuda")
+    lse = torch.empty(16, 2, device="cuda")  # the row max and log sum exp(z - max)
     t = _ops.Targets(-100, 0.0, "none", "shifted")
     ker.ce(logits, 0, w, t, loss, lse, keep, None, logits)
     bad_loss = torch.zeros(16, dtype=torch.bool)

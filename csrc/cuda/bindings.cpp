@@ -176,7 +176,8 @@ PYBIND11_MODULE(_core_cuda, m) {
       py::arg("lam"), py::arg("va"), py::arg("vb"), py::arg("batch"), py::arg("width"), py::arg("policy"),
       py::arg("shifted"), py::arg("ignore_index"), py::arg("eps"), py::arg("loss"), py::arg("lse"), py::arg("keep"),
       py::arg("gtok"), py::arg("grad"), py::arg("cuda_stream"),
-      "Two-target cross-entropy over positions [r0, r0 + n), as mixsieve._core.mixup_ce. A position with an ok "
+      "Two-target cross-entropy over positions [r0, r0 + n), as mixsieve._core.mixup_ce (lse: [n, 2], the row "
+      "max and log sum exp(z - max)). A position with an ok "
       "target id outside [0, V) or a lambda outside [0, 1] gets a NaN loss and lse and a NaN gradient row.");
 
   m.def(

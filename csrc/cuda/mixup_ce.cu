@@ -115,8 +115,8 @@ __global__ void __launch_bounds__(512) ce_kernel(CeArgs a, Windows w) {
   for (i64 j = blockIdx.x; j < a.n; j += gridDim.x) {
     const CePos p = ce_position(w, a.r0 + j, vocab, a.shifted, a.ignore_index);
     const L* z = static_cast<const L*>(a.logits) + j * vocab;
-    M lse;
-    if (a.gtok == nullptr) {  // forward: log-sum-exp and mean, as row_stats in mixup.hpp
+    M max, log_sum;  // the row's max and log sum exp(z - max), kept apart (see token_loss)
+    if (a.gtok == nullptr) {  // forward: as row_stats in mixup.hpp
       M mx = -inf, sum = M(0);
       row_for_each<L, VEC>(z, vocab, [&](M x) {
         mx = x > mx ? x : mx;
@@ -125,25 +125,31 @@ __global__ void __launch_bounds__(512) ce_kernel(CeArgs a, Windows w) {
       mx = block_reduce<true>(mx, scratch);
       sum = block_reduce<false>(sum, scratch);
       const M mean = sum / static_cast<M>(vocab);
-      if (!(mx > -inf && mx < inf)) {  // an infinite or NaN logit: the loss is not finite
-        lse = mx != mx ? mx : (mx > 0 ? mx : -mx);
+      log_sum = M(0);
+      if (sum != sum || !(mx > -inf && mx < inf)) {  // a NaN or +inf logit (or all -inf): not finite
+        max = sum != sum ? sum : (mx > 0 ? mx : -mx);
       } else {
+        max = mx;
         M e = M(0);
         row_for_each<L, VEC>(z, vocab, [&](M x) { e += expm(x - mx); });
         e = block_reduce<false>(e, scratch);
-        lse = mx + logm(e);
+        log_sum = logm(e);
       }
       if (threadIdx.x == 0) {
         const M za = p.a_ok && !p.bad ? static_cast<M>(Elem<L>::load(z, p.ya)) : M(0);
         const M zb = p.b_ok && !p.bad ? static_cast<M>(Elem<L>::load(z, p.yb)) : M(0);
-        static_cast<M*>(a.lse)[j] = p.bad ? quiet_nan<M>() : lse;
+        M* stats = static_cast<M*>(a.lse) + 2 * j;
+        stats[0] = p.bad ? quiet_nan<M>() : max;
+        stats[1] = p.bad ? quiet_nan<M>() : log_sum;
         static_cast<M*>(a.keep)[j] = p.keep ? M(1) : M(0);
-        static_cast<M*>(a.loss)[j] = p.bad    ? quiet_nan<M>()
-                                     : p.keep ? token_loss<M>(lse, za, zb, mean, static_cast<M>(p.omega), eps)
-                                              : M(0);
+        static_cast<M*>(a.loss)[j] =
+            p.bad    ? quiet_nan<M>()
+            : p.keep ? token_loss<M>(max, log_sum, za, zb, mean, static_cast<M>(p.omega), eps)
+                     : M(0);
       }
     } else {
-      lse = static_cast<const M*>(a.lse)[j];
+      max = static_cast<const M*>(a.lse)[2 * j];
+      log_sum = static_cast<const M*>(a.lse)[2 * j + 1];
     }
     if (a.grad == nullptr) continue;
     L* out = static_cast<L*>(a.grad) + j * vocab;
@@ -155,11 +161,12 @@ __global__ void __launch_bounds__(512) ce_kernel(CeArgs a, Windows w) {
     }
     const M g = a.gtok == nullptr ? M(1) : static_cast<const M*>(a.gtok)[j];
     const M omega = static_cast<M>(p.omega);
-    const M pa = p.a_ok ? expm(static_cast<M>(Elem<L>::load(z, p.ya)) - lse) : M(0);
-    const M pb = p.b_ok ? expm(static_cast<M>(Elem<L>::load(z, p.yb)) - lse) : M(0);
+    const M pa = p.a_ok ? softmax_p(static_cast<M>(Elem<L>::load(z, p.ya)), max, log_sum) : M(0);
+    const M pb = p.b_ok ? softmax_p(static_cast<M>(Elem<L>::load(z, p.yb)), max, log_sum) : M(0);
     __syncthreads();  // every read of the target logits comes before any write (out may alias z)
-    row_map<L, VEC>(z, out, vocab,
-                    [&](M x) { return logit_grad<M>(expm(x - lse), false, false, omega, eps, eps_over_v, g); });
+    row_map<L, VEC>(z, out, vocab, [&](M x) {
+      return logit_grad<M>(softmax_p(x, max, log_sum), false, false, omega, eps, eps_over_v, g);
+    });
     __syncthreads();  // the target entries are written last, with the same formula
     if (threadIdx.x == 0) {
       const bool same = p.a_ok && p.b_ok && p.ya == p.yb;

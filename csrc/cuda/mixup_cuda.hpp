@@ -54,7 +54,7 @@ struct CeArgs {
   std::int64_t ignore_index;
   double eps;
   void* loss;        // [n] (float32, float64 for float64 logits) forward
-  void* lse;         // [n] written by the forward, read by the backward
+  void* lse;         // [n, 2] row max and log sum exp(z - max): forward writes, backward reads
   void* keep;        // [n] forward
   const void* gtok;  // [n] backward; nullptr: forward
   void* grad;        // [n, V] in the logits' type, may alias logits; nullptr: no gradient
