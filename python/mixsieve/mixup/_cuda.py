@@ -108,8 +108,10 @@ class CudaKernels:
         with self.torch.cuda.device(self.device):
             workspace, nbytes = None, 0
             if deterministic:
-                # sort buffers from torch's caching allocator, on the current stream: freed when
-                # this returns, reused only by work ordered after the kernels on that stream
+                # the sort buffers come from torch's caching allocator rather than cudaMallocAsync:
+                # they show in torch.cuda.memory_allocated and reuse its cache; allocated on the
+                # current stream, so freeing them when this returns is safe (later work on that
+                # stream is ordered after the kernels)
                 nbytes = int(self.native.mixup_embed_backward_workspace(w.batch, w.width, vocab))
                 workspace = self.torch.empty(max(nbytes, 16), dtype=self.torch.uint8, device=self.device)
             self.native.mixup_embed_backward(
