@@ -292,6 +292,28 @@ def test_linear_ce_close_to_cpu(dtype: Any, reduction: str) -> None:
         torch.testing.assert_close(g.cpu().float(), c.float(), rtol=rtol, atol=atol)
 
 
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("det", [False, True])
+def test_empty_batch(det: bool) -> None:
+    # an empty tensor's data pointer may be null: nothing is launched, the table gradient is zero
+    xa = torch.zeros(0, 5, dtype=torch.int64, device="cuda")
+    lam = torch.zeros(0, 5, device="cuda")
+    weight = torch.randn(7, 4, device="cuda", requires_grad=True)
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(det)
+    try:
+        h = ms.mixup.mix_embeddings(weight, xa, xa, lam)
+        h.sum().backward()
+        logits = torch.zeros(0, 4, 7, device="cuda", requires_grad=True)
+        loss = ms.mixup.mixup_cross_entropy(logits, xa, xa, lam, reduction="sum")
+        loss.backward()
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert h.shape == (0, 4, 4) and float(loss) == 0.0
+    assert torch.count_nonzero(weight.grad) == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad values, streams, no host sync
 

@@ -40,7 +40,7 @@ mc::Windows windows(Ptr xa, Ptr xb, Ptr lam, Ptr va, Ptr vb, std::int64_t batch,
   if (batch < 0) throw py::value_error("batch size must be >= 0, got " + std::to_string(batch));
   if (width < 2) throw py::value_error("windows need T + 1 >= 2 tokens, got " + std::to_string(width));
   if (policy != 0 && policy != 1) throw py::value_error("unknown padding policy code " + std::to_string(policy));
-  if (!xa || !xb || !lam) throw py::value_error("xa, xb and lam must be given");
+  if (batch > 0 && (!xa || !xb || !lam)) throw py::value_error("xa, xb and lam must be given");
   // the deterministic backward sorts 2 B T contributions with 32-bit indices
   if (batch > (std::numeric_limits<std::int32_t>::max() / 2) / (width - 1)) {
     throw py::value_error("too many positions for the CUDA kernels: " + std::to_string(batch) + " x " +

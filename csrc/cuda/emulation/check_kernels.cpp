@@ -256,6 +256,20 @@ void check_bad_values() {
   }
 }
 
+// An empty batch (null window pointers): nothing read, the table gradient all zeros.
+void check_empty_batch() {
+  const mc::Windows w{nullptr, nullptr, nullptr, nullptr, nullptr, 0, 5, mx::Policy::Union};
+  std::vector<float> weight(7 * 4, 1.0f), gw(7 * 4, 3.0f);
+  CHECK(!mc::embed_forward(mx::Dtype::F32, weight.data(), 7, 4, w, nullptr, nullptr), "forward");
+  for (bool det : {false, true}) {
+    std::fill(gw.begin(), gw.end(), 3.0f);
+    CHECK(!mc::embed_backward(mx::Dtype::F32, nullptr, 7, 4, w, gw.data(), det, nullptr, 0, nullptr), "backward");
+    for (float x : gw) CHECK(x == 0.0f, "zero gradient (deterministic %d)", det);
+  }
+  const mc::CeArgs a{nullptr, 0, 0, 7, true, -100, 0.0, nullptr, nullptr, nullptr, nullptr, nullptr};
+  CHECK(!mc::cross_entropy(mx::Dtype::F32, a, w, nullptr), "ce");
+}
+
 int main() {
   for (double alpha : {5e-4, 0.4, 2.0}) {
     for (bool dominant : {false, true}) {
@@ -291,6 +305,7 @@ int main() {
   check_ce<double>(16401, 0, true, 0.0, true);
   check_special_logits();
   check_bad_values();
+  check_empty_batch();
   std::printf("%s: %d failures, %ld emulated launches\n", failures ? "FAILED" : "OK", failures, emu_launches);
   return failures != 0;
 }
