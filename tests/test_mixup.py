@@ -93,6 +93,15 @@ def err(x, truth):
     return float((x.detach().double() - truth.detach().double()).abs().max())
 
 
+def assert_one_rounding(out, truth, what, floor):
+    """A 16-bit result computed in float32 and rounded once: within 2 units of roundoff of the
+    fp64 truth (one rounding is at most 1 unit), plus an absolute floor for cancellations."""
+    u = torch.finfo(out.dtype).eps / 2  # unit roundoff
+    a, t = out.detach().double(), truth.detach().double()
+    bad = (a - t).abs() > 2 * u * t.abs() + floor
+    assert not bad.any(), (what, int(bad.sum()), float((a - t).abs().max()))
+
+
 def assert_within_twice_reference(out, ref16, truth, what):
     """The kernel's 16-bit error against the fp64 truth is at most twice the reference's own
     16-bit error, plus a floor of 1e-6 of the largest value."""
@@ -186,6 +195,9 @@ def test_mix_embeddings_16bit_error_at_most_twice_the_references(policy, dtype):
     assert_within_twice_reference(h, ref16, truth, "h")
     assert wk.grad.dtype == dtype
     assert_within_twice_reference(wk.grad, w16.grad, wt.grad, "dweight")
+    # the contract's stronger promise: float32 math, one rounding to the 16-bit dtype
+    assert_one_rounding(h, truth, "h", 2.0**-22 * scale(w))
+    assert_one_rounding(wk.grad, wt.grad, "dweight", 2.0**-22 * scale(wt.grad))
 
 
 def test_mix_embeddings_dropped_positions_are_zero_rows_with_zero_gradient():
@@ -297,6 +309,9 @@ def test_cross_entropy_bf16_error_at_most_twice_the_references(reduction, eps):
     assert_within_twice_reference(out, ref16, truth, "loss")
     assert zk.grad.dtype == torch.bfloat16
     assert_within_twice_reference(zk.grad, z16.grad, zt.grad, "dlogits")
+    # the contract's stronger promise: float32 math on the 16-bit logits, one final rounding
+    assert_close(out, truth, 1e-5)
+    assert_one_rounding(zk.grad, zt.grad, "dlogits", 1e-6 * scale(zt.grad))
 
 
 # ---- linear cross-entropy: values and gradients ----
@@ -416,6 +431,33 @@ def test_mean_over_zero_kept_positions_is_zero_not_nan(op):
         backward(out, torch.ones(6, 7, dtype=torch.float64))
         for t in grads:
             assert torch.equal(t.grad, torch.zeros_like(t)), reduction
+
+
+def test_second_backward_through_the_same_graph_gives_the_same_gradients():
+    # retain_graph: a second backward (with another upstream gradient) must not reuse stale state
+    c = make_case(seed=27)
+    h, w, b, g = linear_inputs(seed=27)
+    z, _ = ce_inputs(seed=27)
+    for reduction in REDUCTIONS:
+        hk, wk, bk, zk = leaves(h, w, b, z)
+        lin = mx.mixup_linear_cross_entropy(hk, wk, *windows(c), bias=bk, reduction=reduction, chunk_size=5)
+        ce = mx.mixup_cross_entropy(zk, *windows(c), reduction=reduction)
+        for out in (lin, ce):
+            out.backward(torch.ones_like(out), retain_graph=True)
+        first = [t.grad.clone() for t in (hk, wk, bk, zk)]
+        for t in (hk, wk, bk, zk):
+            t.grad = None
+        up = (g if reduction == "none" else torch.tensor(-2.5, dtype=torch.float64)).clone()
+        for out in (lin, ce):
+            out.backward(up)
+        hr, wr, br, zr = leaves(h, w, b, z)
+        lr = oracles.mixup_reference_linear_loss(hr, wr, *windows(c), bias=br, reduction=reduction)
+        cr = oracles.mixup_reference_loss(zr, *windows(c), reduction=reduction)
+        lr.backward(up)
+        cr.backward(up)
+        for k, r in zip((hk, wk, bk, zk), (hr, wr, br, zr)):
+            assert_close(k.grad, r.grad, 1e-12)
+        assert not all(torch.equal(a, t.grad) for a, t in zip(first, (hk, wk, bk, zk)))
 
 
 # ---- gradcheck in float64 ----
@@ -798,6 +840,7 @@ def test_lambda_depends_only_on_seed_stream_and_flat_index(threads):
     assert torch.equal(mx.sample_lambda((4, 100), alpha=0.4, seed=3, stream=5).reshape(-1), flat)
     assert torch.equal(mx.sample_lambda((2, 2, 100), alpha=0.4, seed=3, stream=5).reshape(-1), flat)
     assert torch.equal(mx.sample_lambda((1000,), alpha=0.4, seed=3, stream=5)[:400], flat)
+    assert torch.equal(mx.sample_lambda((400,), alpha=0.4, seed=3, device="cpu", stream=5), flat)
     big = []
     for n in (1, 2):
         torch.set_num_threads(n)
