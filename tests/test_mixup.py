@@ -739,27 +739,42 @@ def test_subnormal_embedding_weights_are_not_flushed():
 
 
 def test_tiny_lambdas():
+    # lambda 1e-30, 1e-40 (subnormal in float32) and 1 - 2^-24 (the float just below 1). To make
+    # a weight of 1e-30 visible, b's inputs hit a zero row of the table and a's target logits sit
+    # at -1000 (p = 0), so that h = lam E[xa] and dloss/dz[ya] = -omega g exactly.
     c = full_case(seed=53)
-    lam = torch.full_like(c["lam"], 1e-30)
-    lam[:, ::2] = 1 - 1e-7
-    z, g = ce_inputs(B=4, T=6, V=12, seed=53)
-    w = torch.randn(12, 5, dtype=torch.float64)
-    h = mx.mix_embeddings(w, c["xa"], c["xb"], lam)
-    assert_close(h, oracles.mixup_reference_embeddings(w, c["xa"], c["xb"], lam), 1e-12)
-    (zk,) = leaves(z)
-    out = mx.mixup_cross_entropy(zk, c["xa"], c["xb"], lam, reduction="none")
-    backward(out, g)
-    (zr,) = leaves(z)
-    ref = oracles.mixup_reference_loss(zr, c["xa"], c["xb"], lam, reduction="none")
-    backward(ref, g)
-    assert_close(out, ref, 1e-12)
-    assert_close(zk.grad, zr.grad, 1e-12)
-    # in fp32 too
-    (zk,) = leaves(z.float())
-    out = mx.mixup_cross_entropy(zk, c["xa"], c["xb"], lam, reduction="none")
-    backward(out, g.float())
-    assert_close(out, ref, 1e-5)
-    assert_close(zk.grad, zr.grad, 1e-5)
+    xa = c["xa"] % 11 + 1  # ids 1..11
+    xb = torch.zeros_like(xa)  # b's inputs and targets are id 0
+    lam = torch.full(xa.shape, 1e-30)
+    lam[:, 1::3] = 1e-40
+    lam[:, ::3] = 1 - 2**-24
+    assert (lam[:, 1::3] > 0).all() and (lam[:, 1::3] < torch.finfo(torch.float32).tiny).all()
+    for dtype in (torch.float64, torch.float32):
+        w = torch.randn(12, 5, dtype=dtype, generator=torch.Generator().manual_seed(53)) + 3
+        w[0] = 0
+        h = mx.mix_embeddings(w, xa, xb, lam)
+        expect = lam[:, :-1, None].double() * w.double()[xa[:, :-1]]
+        tol = (1e-15, 0.0) if dtype == torch.float64 else (1e-6, 2.0**-148)
+        torch.testing.assert_close(h.double(), expect, rtol=tol[0], atol=tol[1])
+        z, g = ce_inputs(dtype, B=4, T=6, V=12, seed=53)
+        z.scatter_(-1, xa[:, 1:, None], -1000.0)
+        (zk,) = leaves(z)
+        out = mx.mixup_cross_entropy(zk, xa, xb, lam, reduction="none")
+        backward(out, g.to(dtype))
+        (zr,) = leaves(z.double())
+        ref = oracles.mixup_reference_loss(zr, xa, xb, lam, reduction="none")
+        backward(ref, g)
+        rtol = 1e-12 if dtype == torch.float64 else 1e-5
+        assert_close(out, ref, rtol)
+        assert_close(zk.grad, zr.grad, rtol)
+        d_a = zk.grad.gather(-1, xa[:, 1:, None]).squeeze(-1).double()
+        expect_a = -lam[:, 1:].double() * g.to(dtype).double()
+        torch.testing.assert_close(d_a, expect_a, rtol=tol[0] * 10, atol=tol[1])
+    # a lambda of 1e-30 is not 0: a's id is read there and must be in range
+    bad = xa.clone()
+    bad[1, 2] = 12
+    with pytest.raises(ValueError, match="xa"):
+        mx.mix_embeddings(torch.randn(12, 5), bad, xb, lam)
 
 
 # ---- determinism ----
