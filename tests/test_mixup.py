@@ -1037,12 +1037,27 @@ def test_ids_are_read_only_where_used():
         )
 
 
-def test_int32_ids_are_accepted():
+def test_accepted_input_forms():
+    # int32 ids are converted, lam of another float dtype is rounded to float32, and
+    # va = vb = None means all valid.
     c = make_case(B=3, T=5, V=9, seed=74)
     w = torch.randn(9, 4, dtype=torch.float64)
     z = torch.randn(3, 5, 9, dtype=torch.float64)
-    xa32, xb32 = c["xa"].int(), c["xb"].int()
-    h = mx.mix_embeddings(w, xa32, xb32, c["lam"], c["va"], c["vb"])
-    assert torch.equal(h, mx.mix_embeddings(w, *windows(c)))
-    out = mx.mixup_cross_entropy(z, xa32, xb32, c["lam"], c["va"], c["vb"])
-    assert torch.equal(out, mx.mixup_cross_entropy(z, *windows(c)))
+    h, w_, b = torch.randn(3, 5, 4, dtype=torch.float64), torch.randn(9, 4, dtype=torch.float64), None
+    ops = [
+        lambda *a: mx.mix_embeddings(w, *a),
+        lambda *a: mx.mixup_cross_entropy(z, *a, reduction="none"),
+        lambda *a: mx.mixup_linear_cross_entropy(h, w_, *a, bias=b, reduction="none"),
+    ]
+    xa, xb, lam, va, vb = windows(c)
+    lam64 = lam.double() + 1e-12 * (lam > 0) * (lam < 1)  # rounds back to the same float32
+    assert torch.equal(lam64.float(), lam) and not torch.equal(lam64, lam.double())
+    full = torch.ones_like(va)
+    ok_a, ok_b = xa.clamp_min(0), xb.clamp_min(0)
+    ok_a[0, 2] = ok_b[0, 3] = 0
+    for op in ops:
+        expect = op(xa, xb, lam, va, vb)
+        assert torch.equal(op(xa.int(), xb.int(), lam, va, vb), expect)
+        assert torch.equal(op(xa, xb, lam64, va, vb), expect)
+        assert torch.equal(op(ok_a, ok_b, lam, None, None), op(ok_a, ok_b, lam, full, full))
+        assert torch.equal(op(ok_a, ok_b, lam, va, None), op(ok_a, ok_b, lam, va, full))
