@@ -526,6 +526,60 @@ def test_empty_batch():
     assert mx.sample_lambda((0,)).shape == (0,) and mx.sample_lambda((3, 0)).shape == (3, 0)
 
 
+def test_inputs_are_not_modified_and_views_work():
+    # Non-contiguous views (slices, a transposed table) give the same values and gradients as
+    # contiguous copies, and no input is written to (the logit gradient may be computed in place
+    # of a buffer, never of the caller's logits).
+    c = make_case(seed=28)
+    big_x = torch.stack([c["xa"], c["xb"]], dim=-1)  # [B, T+1, 2]: xa, xb are strided views
+    xa, xb = big_x[..., 0], big_x[..., 1]
+    lam = torch.stack([c["lam"], c["lam"]], dim=-1)[..., 0]
+    assert not xa.is_contiguous() and not lam.is_contiguous()
+    args = (xa, xb, lam, c["va"], c["vb"])
+    z_big = torch.randn(6, 7, 40, dtype=torch.float64)
+    h_big = torch.randn(6, 7, 20, dtype=torch.float64)
+    w_t = torch.randn(8, 16, dtype=torch.float64)  # the table is w_t.T: [16, 8], strides (1, 16)
+    for reduction in REDUCTIONS:
+        z, hid, w = z_big[..., 5:21], h_big[..., ::2][..., :8], w_t.T
+        snapshot = [t.clone() for t in (z_big, h_big, w_t, big_x, lam, c["va"], c["vb"])]
+        zk, hk, wk = leaves(z, hid, w)
+        zv, hv, wv = (t.requires_grad_(True) for t in (z_big.clone(), h_big.clone(), w_t.clone()))
+        outs = [
+            mx.mixup_cross_entropy(zv[..., 5:21], *args, reduction=reduction),
+            mx.mixup_linear_cross_entropy(hv[..., ::2][..., :8], wv.T, *args, reduction=reduction),
+            mx.mix_embeddings(wv.T, *args).sum(),
+        ]
+        for o in outs:
+            backward(o, torch.ones_like(o))
+        refs = [
+            mx.mixup_cross_entropy(zk, *args, reduction=reduction),
+            mx.mixup_linear_cross_entropy(hk, wk, *args, reduction=reduction),
+            mx.mix_embeddings(wk, *args).sum(),
+        ]
+        for r in refs:
+            backward(r, torch.ones_like(r))
+        for o, r in zip(outs, refs):
+            assert torch.equal(o, r)
+        assert torch.equal(zv.grad[..., 5:21], zk.grad) and (zv.grad[..., :5] == 0).all()
+        assert torch.equal(hv.grad[..., ::2][..., :8], hk.grad)
+        assert torch.equal(wv.grad.T, wk.grad)
+        for before, after in zip(snapshot, (z_big, h_big, w_t, big_x, lam, c["va"], c["vb"])):
+            assert torch.equal(before, after)
+        for t, before in ((zk, z), (hk, hid), (wk, w)):
+            assert torch.equal(t.detach(), before)
+    # logits that are an intermediate result (as in a model) stay intact too; no_grad works
+    (base,) = leaves(torch.randn(6, 7, 16, dtype=torch.float64))
+    z = base * 2
+    kept = z.detach().clone()
+    loss = mx.mixup_cross_entropy(z, *args)
+    assert torch.equal(z.detach(), kept)
+    (loss + z.square().sum()).backward()
+    assert torch.equal(z.detach(), kept)
+    with torch.no_grad():
+        assert torch.equal(mx.mixup_cross_entropy(base * 2, *args), loss.detach())
+        assert torch.equal(z.detach(), kept)
+
+
 # ---- gradcheck in float64 ----
 
 
