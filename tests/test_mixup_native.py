@@ -132,3 +132,30 @@ def test_cross_entropy_baseline_and_avx2_paths_give_the_same_bits(dtype: torch.d
 def test_force_isa_rejects_unknown_levels() -> None:
     with pytest.raises(ValueError, match="isa must be"):
         _core._mixup_force_isa(2)
+
+
+def test_mixsieve_imports_without_torch_and_mixup_says_how_to_get_it() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked")
+sys.meta_path.insert(0, Block())
+import mixsieve as ms
+assert ms.mixup.TokenMixupCollator is not None
+try:
+    ms.mixup.sample_lambda(3)
+except ImportError as e:
+    print(e)
+assert not [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
+"""
+    package = Path(ms.__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=package, check=True, timeout=120
+    ).stdout
+    assert "pip install 'mixsieve[torch]'" in out

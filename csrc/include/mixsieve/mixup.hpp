@@ -230,8 +230,6 @@ struct Targets {
 #define MIXSIEVE_INLINE inline
 #endif
 
-MIXSIEVE_INLINE float expm(float x) { return fast_expf(x); }
-MIXSIEVE_INLINE double expm(double x) { return std::exp(x); }
 
 // The work of the cross-entropy kernels over positions [r0, r0 + n): the logits of position r
 // are at logits + (r - r0) * V. What is written depends on which outputs are given.
@@ -242,7 +240,7 @@ struct CeJob {
   std::int64_t r0;
   const Targets* tg;
   M* loss = nullptr;         // [n] per-position loss times keep (forward)
-  M* lse = nullptr;          // [n] log-sum-exp: written by the forward, read by the backward
+  M* lse = nullptr;          // [n, 2] row max m and log sum exp(z - m): forward writes, backward reads
   M* keep = nullptr;         // [n] 1 for kept positions, else 0 (forward)
   const M* gtok = nullptr;   // [n] upstream gradient per position (backward)
   L* grad = nullptr;         // [n, V] d loss / d logits (may alias logits)
@@ -324,7 +322,7 @@ MIXSIEVE_INLINE void spill(const typename Lanes<W>::F* regs, float* lanes) {
 // log-sum-exp and mean of one row (float math: float, bfloat16, float16 logits). The tail
 // (vocab % 16 elements) is summed last, in order.
 template <int W, class L>
-MIXSIEVE_INLINE void row_stats(const L* z, std::int64_t vocab, float& lse, float& mean) {
+MIXSIEVE_INLINE void row_stats(const L* z, std::int64_t vocab, float& max, float& log_sum, float& mean) {
   using F = typename Lanes<W>::F;
   constexpr int R = Lanes<W>::kRegs;
   F mx[R], sm[R], ex[R];
@@ -348,10 +346,12 @@ MIXSIEVE_INLINE void row_stats(const L* z, std::int64_t vocab, float& lse, float
     s += x;
   }
   mean = s / static_cast<float>(vocab);
-  if (s != s || !(m > -INFINITY && m < INFINITY)) {  // a NaN or infinite logit: not finite
-    lse = s != s ? s : (m > 0 ? m : -m);
+  log_sum = 0.0f;
+  if (s != s || !(m > -INFINITY && m < INFINITY)) {  // a NaN or +inf logit (or all -inf): not finite
+    max = s != s ? s : (m > 0 ? m : -m);
     return;
   }
+  max = m;
   for (std::int64_t v = 0; v < body; v += 16) {
     for (int j = 0; j < R; ++j) ex[j] += exp_lanes<W>(load_lanes<W>(z, v + j * W) - m);
   }
@@ -360,43 +360,46 @@ MIXSIEVE_INLINE void row_stats(const L* z, std::int64_t vocab, float& lse, float
   float e = 0;
   for (int k = 0; k < 16; ++k) e += lanes_e[k];
   for (std::int64_t v = body; v < vocab; ++v) e += fast_expf(Elem<L>::load(z, v) - m);
-  lse = m + std::log(e);
+  log_sum = std::log(e);
 }
 
 // out[v] = g (p_v - eps / V) for every v (the target entries are fixed up by the caller);
 // out may alias z.
 template <int W, class L>
-MIXSIEVE_INLINE void row_grad(const L* z, std::int64_t vocab, float lse, float eps_over_v, float g, L* out) {
+MIXSIEVE_INLINE void row_grad(const L* z, std::int64_t vocab, float max, float log_sum, float eps_over_v, float g,
+                              L* out) {
   const std::int64_t body = vocab - vocab % 16;
   for (std::int64_t v = 0; v < body; v += W) {
-    store_lanes<W>(out, v, g * (exp_lanes<W>(load_lanes<W>(z, v) - lse) - eps_over_v));
+    store_lanes<W>(out, v, g * (exp_lanes<W>((load_lanes<W>(z, v) - max) - log_sum) - eps_over_v));
   }
   for (std::int64_t v = body; v < vocab; ++v) {
-    Elem<L>::store(out, v, logit_grad<float>(fast_expf(Elem<L>::load(z, v) - lse), false, false, 0.0f, 0.0f,
-                                             eps_over_v, g));
+    Elem<L>::store(out, v, logit_grad<float>(softmax_p(Elem<L>::load(z, v), max, log_sum), false, false, 0.0f,
+                                             0.0f, eps_over_v, g));
   }
 }
 
 // The same in double for double logits (scalar: float64 logits are for checking, not speed).
 template <int W>
-MIXSIEVE_INLINE void row_stats(const double* z, std::int64_t vocab, double& lse, double& mean) {
+MIXSIEVE_INLINE void row_stats(const double* z, std::int64_t vocab, double& max, double& log_sum, double& mean) {
   double m = -INFINITY, s = 0;
   for (std::int64_t v = 0; v < vocab; ++v) m = z[v] > m ? z[v] : m, s += z[v];
   mean = s / static_cast<double>(vocab);
+  log_sum = 0.0;
   if (s != s || !(m > -INFINITY && m < INFINITY)) {
-    lse = s != s ? s : (m > 0 ? m : -m);
+    max = s != s ? s : (m > 0 ? m : -m);
     return;
   }
+  max = m;
   double e = 0;
   for (std::int64_t v = 0; v < vocab; ++v) e += std::exp(z[v] - m);
-  lse = m + std::log(e);
+  log_sum = std::log(e);
 }
 
 template <int W>
-MIXSIEVE_INLINE void row_grad(const double* z, std::int64_t vocab, double lse, double eps_over_v, double g,
-                              double* out) {
+MIXSIEVE_INLINE void row_grad(const double* z, std::int64_t vocab, double max, double log_sum, double eps_over_v,
+                              double g, double* out) {
   for (std::int64_t v = 0; v < vocab; ++v) {
-    out[v] = logit_grad<double>(std::exp(z[v] - lse), false, false, 0.0, 0.0, eps_over_v, g);
+    out[v] = logit_grad<double>(softmax_p(z[v], max, log_sum), false, false, 0.0, 0.0, eps_over_v, g);
   }
 }
 
@@ -410,17 +413,19 @@ MIXSIEVE_INLINE void ce_chunk_impl(const CeJob<L>& job, std::size_t lo, std::siz
   for (std::size_t j = lo; j < hi; ++j) {
     const Targets::Pos p = tg.at_position(job.r0 + static_cast<std::int64_t>(j));
     const L* z = job.logits + static_cast<std::int64_t>(j) * vocab;
-    M lse;
+    M max, log_sum;
     if (job.gtok == nullptr) {  // forward
       M mean;
-      row_stats<W>(z, vocab, lse, mean);
+      row_stats<W>(z, vocab, max, log_sum, mean);
       const M za = p.a_ok ? static_cast<M>(Elem<L>::load(z, p.ya)) : M(0);
       const M zb = p.b_ok ? static_cast<M>(Elem<L>::load(z, p.yb)) : M(0);
-      job.lse[j] = lse;
+      job.lse[2 * j] = max;
+      job.lse[2 * j + 1] = log_sum;
       job.keep[j] = p.keep ? M(1) : M(0);
-      job.loss[j] = p.keep ? token_loss<M>(lse, za, zb, mean, static_cast<M>(p.omega), eps) : M(0);
+      job.loss[j] = p.keep ? token_loss<M>(max, log_sum, za, zb, mean, static_cast<M>(p.omega), eps) : M(0);
     } else {
-      lse = job.lse[j];
+      max = job.lse[2 * j];
+      log_sum = job.lse[2 * j + 1];
     }
     if (job.grad == nullptr) continue;
     L* out = job.grad + static_cast<std::int64_t>(j) * vocab;
@@ -430,9 +435,9 @@ MIXSIEVE_INLINE void ce_chunk_impl(const CeJob<L>& job, std::size_t lo, std::siz
       continue;
     }
     const M omega = static_cast<M>(p.omega);
-    const M pa = p.a_ok ? expm(static_cast<M>(Elem<L>::load(z, p.ya)) - lse) : M(0);
-    const M pb = p.b_ok ? expm(static_cast<M>(Elem<L>::load(z, p.yb)) - lse) : M(0);
-    row_grad<W>(z, vocab, lse, eps_over_v, g, out);
+    const M pa = p.a_ok ? softmax_p(static_cast<M>(Elem<L>::load(z, p.ya)), max, log_sum) : M(0);
+    const M pb = p.b_ok ? softmax_p(static_cast<M>(Elem<L>::load(z, p.yb)), max, log_sum) : M(0);
+    row_grad<W>(z, vocab, max, log_sum, eps_over_v, g, out);
     // the target entries, with the same formula (reads of z above came first: out may alias z)
     const bool same = p.a_ok && p.b_ok && p.ya == p.yb;
     if (p.a_ok) Elem<L>::store(out, p.ya, logit_grad<M>(pa, true, same, omega, eps, eps_over_v, g));

@@ -8,6 +8,7 @@
 // are weighted by the lambda of token t+1 ("shifted") or of token t ("same").
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -374,16 +375,25 @@ MIXSIEVE_HD TargetMix target_weight(float omega, bool a_ok, bool b_ok) {
   return {0.0f, false};
 }
 
-// The loss of one kept position from the log-sum-exp of its logits, the two target logits and
-// the mean logit (for label smoothing eps):
-//   lse - (1 - eps) (omega z_a + (1 - omega) z_b) - eps mean(z).
+// The loss of one kept position from its row's max m and log_sum = log sum_v exp(z_v - m)
+// (kept apart: m + log_sum would round away log_sum's low bits when |m| is large), the two
+// target logits and the mean logit (label smoothing eps):
+//   log_sum + (1 - eps) (omega (m - z_a) + (1 - omega) (m - z_b)) + eps (m - mean(z)),
+// which is lse - (1 - eps)(omega z_a + (1 - omega) z_b) - eps mean(z). A term whose weight is
+// 0 is left out, so an unused target or, with eps = 0, a -inf logit adds no 0 * inf.
 template <class M>
-MIXSIEVE_HD M token_loss(M lse, M za, M zb, M mean_z, M omega, M eps) {
-  return lse - (M(1) - eps) * (omega * za + (M(1) - omega) * zb) - eps * mean_z;
+MIXSIEVE_HD M token_loss(M m, M log_sum, M za, M zb, M mean_z, M omega, M eps) {
+  M nll = 0;
+  if (omega != M(0)) nll += omega * (m - za);
+  if (omega != M(1)) nll += (M(1) - omega) * (m - zb);
+  M loss = log_sum + (M(1) - eps) * nll;
+  if (eps > M(0)) loss += eps * (m - mean_z);
+  return loss;
 }
 
 // d loss / d z_v of one kept position, scaled by g (the upstream gradient of that position):
-//   g (p_v - (1 - eps)(omega [v = a] + (1 - omega) [v = b]) - eps / V),  p_v = exp(z_v - lse).
+//   g (p_v - (1 - eps)(omega [v = a] + (1 - omega) [v = b]) - eps / V),
+// with p_v = exp((z_v - m) - log_sum) (see token_loss).
 template <class M>
 MIXSIEVE_HD M logit_grad(M p, bool is_a, bool is_b, M omega, M eps, M eps_over_v, M g) {
   M target = eps_over_v;
@@ -419,6 +429,11 @@ MIXSIEVE_HD float fast_expf(float x) {
   y = x > hi ? f32_from_bits(0x7F800000u) : y;
   return y;
 }
+
+// The softmax probability of logit z in a row with max m and log_sum = log sum exp(z_v - m):
+// exp((z - m) - log_sum), with fast_expf in float and exp in double.
+MIXSIEVE_HD float softmax_p(float z, float m, float log_sum) { return fast_expf((z - m) - log_sum); }
+MIXSIEVE_HD double softmax_p(double z, double m, double log_sum) { return exp((z - m) - log_sum); }
 
 // One element of the mixed embedding: keep * (lam E[a] + (1 - lam) E[b]).
 template <class M>
