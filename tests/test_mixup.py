@@ -1036,38 +1036,51 @@ def embed_call(d):
 
 
 # Row 0 of make_case(B=3) is full; lam[0, 1] is set to 0.5 so that both ids at (0, 1) are read.
+def _norm(cases):
+    """(name, inputs, exception, regex naming the tensor, value the message must show or None)."""
+    return [pytest.param(*c, *([None] * (5 - len(c))), id=c[0]) for c in cases]
+
+
+def _check_raises(call, d, exc, match, value):
+    with pytest.raises(exc, match=match) as info:
+        call(d)
+    if value is not None:
+        assert value in str(info.value).lower(), (value, str(info.value))
+
+
 def _embed_bad_cases():
     base = good_embed()
     base["lam"][0, 1] = 0.5
-    return [
-        ("xa == V", _with(base, "xa", _put((0, 1), 9)), ValueError, "xa"),
-        ("xa negative", _with(base, "xa", _put((0, 1), -2)), ValueError, "xa"),
-        ("xb == V", _with(base, "xb", _put((0, 1), 9)), ValueError, "xb"),
-        ("xb negative", _with(base, "xb", _put((0, 1), -100)), ValueError, "xb"),
-        ("lam > 1", _with(base, "lam", _put((0, 2), 1.5)), ValueError, "lam"),
-        ("lam < 0", _with(base, "lam", _put((0, 2), -0.25)), ValueError, "lam"),
-        ("lam NaN", _with(base, "lam", _put((0, 2), math.nan)), ValueError, "lam"),
-        ("xb shape", _with(base, "xb", lambda t: t[:, :-1].contiguous()), ValueError, "xb"),
-        ("lam shape", _with(base, "lam", lambda t: t[:2]), ValueError, "lam"),
-        ("va shape", _with(base, "va", lambda t: t[:, 1:]), ValueError, "va"),
-        ("vb shape", _with(base, "vb", lambda t: t[:2]), ValueError, "vb"),
-        ("xa 1-D", _with(base, "xa", lambda t: t[0]), ValueError, "xa"),
-        (
-            "T + 1 < 2",
-            {**base, **{k: base[k][:, :1] for k in ("xa", "xb", "lam", "va", "vb")}},
-            ValueError,
-            "xa",
-        ),
-        ("float ids", _with(base, "xa", lambda t: t.double()), TypeError, "xa"),
-        ("int weight", _set(base, "weight", torch.ones(9, 4, dtype=torch.int64)), TypeError, "weight"),
-        ("bad policy", _set(base, "kw", {"policy": "intersection"}), ValueError, "policy"),
-    ]
+    return _norm(
+        [
+            ("xa == V", _with(base, "xa", _put((0, 1), 9)), ValueError, "xa", "9"),
+            ("xa negative", _with(base, "xa", _put((0, 1), -2)), ValueError, "xa", "-2"),
+            ("xb == V", _with(base, "xb", _put((0, 1), 9)), ValueError, "xb", "9"),
+            ("xb negative", _with(base, "xb", _put((0, 1), -100)), ValueError, "xb", "-100"),
+            ("lam > 1", _with(base, "lam", _put((0, 2), 1.5)), ValueError, "lam", "1.5"),
+            ("lam < 0", _with(base, "lam", _put((0, 2), -0.25)), ValueError, "lam", "-0.25"),
+            ("lam NaN", _with(base, "lam", _put((0, 2), math.nan)), ValueError, "lam", "nan"),
+            ("xb shape", _with(base, "xb", lambda t: t[:, :-1].contiguous()), ValueError, "xb"),
+            ("lam shape", _with(base, "lam", lambda t: t[:2]), ValueError, "lam"),
+            ("va shape", _with(base, "va", lambda t: t[:, 1:]), ValueError, "va"),
+            ("vb shape", _with(base, "vb", lambda t: t[:2]), ValueError, "vb"),
+            ("xa 1-D", _with(base, "xa", lambda t: t[0]), ValueError, "xa"),
+            (
+                "T + 1 < 2",
+                {**base, **{k: base[k][:, :1] for k in ("xa", "xb", "lam", "va", "vb")}},
+                ValueError,
+                "xa",
+            ),
+            ("float ids", _with(base, "xa", lambda t: t.double()), TypeError, "xa"),
+            ("int weight", _set(base, "weight", torch.ones(9, 4, dtype=torch.int64)), TypeError, "weight"),
+            ("bad policy", _set(base, "kw", {"policy": "intersection"}), ValueError, "policy"),
+        ]
+    )
 
 
-@pytest.mark.parametrize("name,d,exc,match", _embed_bad_cases(), ids=[c[0] for c in _embed_bad_cases()])
-def test_mix_embeddings_rejects_bad_input(name, d, exc, match):
-    with pytest.raises(exc, match=match):
-        embed_call(d)
+@pytest.mark.parametrize("name,d,exc,match,value", _embed_bad_cases())
+def test_mix_embeddings_rejects_bad_input(name, d, exc, match, value):
+    _check_raises(embed_call, d, exc, match, value)
 
 
 def ce_call(d):
@@ -1079,27 +1092,38 @@ def ce_call(d):
 def _ce_bad_cases():
     base = dict(logits=torch.randn(3, 5, 9), **make_case(B=3, T=5, V=9, seed=71))
     base["lam"][0, 5] = 0.5
-    return [
-        ("target xa == V", _with(base, "xa", _put((0, 5), 9)), ValueError, "xa"),
-        ("target xb negative", _with(base, "xb", _put((0, 5), -3)), ValueError, "xb"),
-        ("logits T", _set(base, "logits", torch.randn(3, 6, 9)), ValueError, "logits"),
-        ("logits B", _set(base, "logits", torch.randn(2, 5, 9)), ValueError, "logits"),
-        ("lam NaN", _with(base, "lam", _put((1, 1), math.nan)), ValueError, "lam"),
-        ("lam > 1", _with(base, "lam", _put((1, 1), 2.0)), ValueError, "lam"),
-        ("float ids", _with(base, "xb", lambda t: t.float()), TypeError, "xb"),
-        ("int logits", _set(base, "logits", torch.ones(3, 5, 9, dtype=torch.int32)), TypeError, "logits"),
-        ("bad reduction", _set(base, "kw", {"reduction": "avg"}), ValueError, "reduction"),
-        ("bad target_lambda", _set(base, "kw", {"target_lambda": "next"}), ValueError, "target_lambda"),
-        ("bad policy", _set(base, "kw", {"policy": "b-only"}), ValueError, "policy"),
-        ("label_smoothing > 1", _set(base, "kw", {"label_smoothing": 1.5}), ValueError, "label_smoothing"),
-        ("label_smoothing < 0", _set(base, "kw", {"label_smoothing": -0.1}), ValueError, "label_smoothing"),
-    ]
+    return _norm(
+        [
+            ("target xa == V", _with(base, "xa", _put((0, 5), 9)), ValueError, "xa", "9"),
+            ("target xb negative", _with(base, "xb", _put((0, 5), -3)), ValueError, "xb", "-3"),
+            ("logits T", _set(base, "logits", torch.randn(3, 6, 9)), ValueError, "logits"),
+            ("logits B", _set(base, "logits", torch.randn(2, 5, 9)), ValueError, "logits"),
+            ("lam NaN", _with(base, "lam", _put((1, 1), math.nan)), ValueError, "lam", "nan"),
+            ("lam > 1", _with(base, "lam", _put((1, 1), 2.0)), ValueError, "lam", "2"),
+            ("float ids", _with(base, "xb", lambda t: t.float()), TypeError, "xb"),
+            ("int logits", _set(base, "logits", torch.ones(3, 5, 9, dtype=torch.int32)), TypeError, "logits"),
+            ("bad reduction", _set(base, "kw", {"reduction": "avg"}), ValueError, "reduction"),
+            ("bad target_lambda", _set(base, "kw", {"target_lambda": "next"}), ValueError, "target_lambda"),
+            ("bad policy", _set(base, "kw", {"policy": "b-only"}), ValueError, "policy"),
+            (
+                "label_smoothing > 1",
+                _set(base, "kw", {"label_smoothing": 1.5}),
+                ValueError,
+                "label_smoothing",
+            ),
+            (
+                "label_smoothing < 0",
+                _set(base, "kw", {"label_smoothing": -0.1}),
+                ValueError,
+                "label_smoothing",
+            ),
+        ]
+    )
 
 
-@pytest.mark.parametrize("name,d,exc,match", _ce_bad_cases(), ids=[c[0] for c in _ce_bad_cases()])
-def test_mixup_cross_entropy_rejects_bad_input(name, d, exc, match):
-    with pytest.raises(exc, match=match):
-        ce_call(d)
+@pytest.mark.parametrize("name,d,exc,match,value", _ce_bad_cases())
+def test_mixup_cross_entropy_rejects_bad_input(name, d, exc, match, value):
+    _check_raises(ce_call, d, exc, match, value)
 
 
 def linear_call(d):
@@ -1110,25 +1134,31 @@ def linear_call(d):
 
 def _linear_bad_cases():
     base = dict(hidden=torch.randn(3, 5, 4), weight=torch.randn(9, 4), **make_case(B=3, T=5, V=9, seed=72))
-    return [
-        ("hidden D", _set(base, "hidden", torch.randn(3, 5, 6)), ValueError, "hidden|weight"),
-        ("hidden T", _set(base, "hidden", torch.randn(3, 6, 4)), ValueError, "hidden"),
-        ("bias shape", _set(base, "kw", {"bias": torch.randn(8)}), ValueError, "bias"),
-        ("target xa == V", _with(base, "xa", _put((0, 5), 9)), ValueError, "xa"),
-        ("int weight", _set(base, "weight", torch.ones(9, 4, dtype=torch.int64)), TypeError, "weight"),
-        ("float ids", _with(base, "xa", lambda t: t.double()), TypeError, "xa"),
-        ("bad reduction", _set(base, "kw", {"reduction": "mean "}), ValueError, "reduction"),
-        ("label_smoothing > 1", _set(base, "kw", {"label_smoothing": 2.0}), ValueError, "label_smoothing"),
-    ]
+    return _norm(
+        [
+            ("hidden D", _set(base, "hidden", torch.randn(3, 5, 6)), ValueError, "hidden|weight"),
+            ("hidden T", _set(base, "hidden", torch.randn(3, 6, 4)), ValueError, "hidden"),
+            ("bias shape", _set(base, "kw", {"bias": torch.randn(8)}), ValueError, "bias"),
+            ("target xa == V", _with(base, "xa", _put((0, 5), 9)), ValueError, "xa", "9"),
+            ("int weight", _set(base, "weight", torch.ones(9, 4, dtype=torch.int64)), TypeError, "weight"),
+            ("float ids", _with(base, "xa", lambda t: t.double()), TypeError, "xa"),
+            ("bad reduction", _set(base, "kw", {"reduction": "mean "}), ValueError, "reduction"),
+            (
+                "label_smoothing > 1",
+                _set(base, "kw", {"label_smoothing": 2.0}),
+                ValueError,
+                "label_smoothing",
+            ),
+        ]
+    )
 
 
-@pytest.mark.parametrize("name,d,exc,match", _linear_bad_cases(), ids=[c[0] for c in _linear_bad_cases()])
-def test_mixup_linear_cross_entropy_rejects_bad_input(name, d, exc, match):
-    with pytest.raises(exc, match=match):
-        linear_call(d)
+@pytest.mark.parametrize("name,d,exc,match,value", _linear_bad_cases())
+def test_mixup_linear_cross_entropy_rejects_bad_input(name, d, exc, match, value):
+    _check_raises(linear_call, d, exc, match, value)
 
 
-@pytest.mark.parametrize("alpha", [0.0, -1.0, math.nan])
+@pytest.mark.parametrize("alpha", [0.0, -1.0, math.nan, math.inf])
 def test_sample_lambda_rejects_bad_alpha(alpha):
     with pytest.raises(ValueError, match="alpha"):
         mx.sample_lambda((4,), alpha=alpha)
