@@ -453,6 +453,11 @@ def test_second_backward_through_the_same_graph_gives_the_same_gradients():
         first = [t.grad.clone() for t in (hk, wk, bk, zk)]
         for t in (hk, wk, bk, zk):
             t.grad = None
+        for out in (lin, ce):  # the same upstream again: the same bits
+            out.backward(torch.ones_like(out), retain_graph=True)
+        for a, t in zip(first, (hk, wk, bk, zk)):
+            assert torch.equal(a, t.grad)
+            t.grad = None
         up = (g if reduction == "none" else torch.tensor(-2.5, dtype=torch.float64)).clone()
         for out in (lin, ce):
             out.backward(up)
