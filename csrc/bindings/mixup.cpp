@@ -32,7 +32,7 @@ mx::Windows windows(Ptr xa, Ptr xb, Ptr lam, Ptr va, Ptr vb, std::int64_t batch,
   if (batch < 0) throw py::value_error("batch size must be >= 0, got " + std::to_string(batch));
   if (width < 2) throw py::value_error("windows need T + 1 >= 2 tokens, got " + std::to_string(width));
   if (policy != 0 && policy != 1) throw py::value_error("unknown padding policy code " + std::to_string(policy));
-  if (!xa || !xb || !lam) throw py::value_error("xa, xb and lam must be given");
+  if (batch > 0 && (!xa || !xb || !lam)) throw py::value_error("xa, xb and lam must be given");
   return {as<const std::int64_t>(xa), as<const std::int64_t>(xb), as<const float>(lam),
           as<const std::uint8_t>(va),  as<const std::uint8_t>(vb), batch,
           width,                       static_cast<mx::Policy>(policy)};
