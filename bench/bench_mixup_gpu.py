@@ -201,20 +201,18 @@ def bench_backward(a: argparse.Namespace, dname: str, batch: int, seq: int) -> d
     b = make_batch(batch, seq, a.vocab, seed=2)
     w = _ops.Windows(b["xa"], b["xb"], b["lam"], b["va"], b["vb"], "union")
     g = torch.randn(batch, seq, a.dim, device=DEV).to(dtype)
-    acc = torch.float64 if dtype == torch.float64 else torch.float32
-    gw_det = torch.empty(a.vocab, a.dim, device=DEV, dtype=acc)
-    gw_atomic = torch.empty_like(gw_det)
     ker = _cuda.CudaKernels(DEV)
-    ker.embed_backward(g, a.vocab, w, gw_det, True)
-    ker.embed_backward(g, a.vocab, w, gw_atomic, False)
-    again = torch.empty_like(gw_det)
-    ker.embed_backward(g, a.vocab, w, again, True)
-    bitwise = bool(torch.equal(gw_det.view(torch.int32 if acc == torch.float32 else torch.int64),
-                               again.view(torch.int32 if acc == torch.float32 else torch.int64)))  # fmt: skip
-    err = rel_err(gw_atomic, gw_det)
-    ok = bitwise and err <= (1e-5 if acc == torch.float32 else 1e-12)
-    t_det = cuda_median(lambda: ker.embed_backward(g, a.vocab, w, gw_det, True), a.runs)
-    t_atomic = cuda_median(lambda: ker.embed_backward(g, a.vocab, w, gw_atomic, False), a.runs)
+    # the adapter returns the gradient in the table's dtype (a float32 accumulator converted
+    # once for 16-bit tables); the caching allocator makes its allocation free
+    gw_det = ker.embed_backward(g, a.vocab, w, True)
+    gw_atomic = ker.embed_backward(g, a.vocab, w, False)
+    again = ker.embed_backward(g, a.vocab, w, True)
+    bits = {torch.float64: torch.int64, torch.float32: torch.int32}.get(gw_det.dtype, torch.int16)
+    bitwise = bool(torch.equal(gw_det.view(bits), again.view(bits)))
+    err = rel_err(gw_atomic.float(), gw_det.float())
+    ok = bitwise and err <= (1e-12 if dtype == torch.float64 else 1e-5 if dtype == torch.float32 else 1e-2)
+    t_det = cuda_median(lambda: ker.embed_backward(g, a.vocab, w, True), a.runs)
+    t_atomic = cuda_median(lambda: ker.embed_backward(g, a.vocab, w, False), a.runs)
     ratio = t_det / t_atomic
     # for information: forward + backward through the public API with each mode; in
     # deterministic mode torch also fills the uninitialised [V, D] gradient buffer it allocates

@@ -113,7 +113,7 @@ void check_embed(i64 dim, int policy, i64 B = 4, i64 T1 = 13, i64 V = 11) {
   std::vector<W> g(rows * dim);
   for (auto& x : g) x = from_float<W>(nd(r));
   std::vector<A> gw_cpu(b.V * dim), gw_det(b.V * dim, A(7)), gw_own(b.V * dim, A(5)), gw_atomic(b.V * dim, A(7));
-  mx::embed_backward(g.data(), b.V, dim, b.cpu(policy), gw_cpu.data(), 1);
+  mx::embed_backward<W, A>(g.data(), b.V, dim, b.cpu(policy), gw_cpu.data(), 1);
   std::size_t bytes = 0;
   CHECK(!mc::embed_backward_workspace(b.B, b.T1, b.V, &bytes), "workspace size");
   std::vector<char> workspace(bytes);

@@ -101,10 +101,12 @@ class CudaKernels:
                 self._stream(),
             )  # fmt: skip
 
-    def embed_backward(
-        self, grad_out: torch.Tensor, vocab: int, w: Windows, grad_weight: torch.Tensor, deterministic: bool
-    ) -> None:
-        """grad_weight is overwritten, every row (no zero-fill needed)."""
+    def embed_backward(self, grad_out: torch.Tensor, vocab: int, w: Windows, deterministic: bool) -> torch.Tensor:
+        """d loss / d table in grad_out's dtype (the table's), accumulated in float32 (float64 for
+        float64): the kernels overwrite every row of the accumulator (no zero-fill needed)."""
+        th = self.torch
+        acc = th.float64 if grad_out.dtype == th.float64 else th.float32
+        grad_weight = th.empty(vocab, grad_out.shape[-1], dtype=acc, device=grad_out.device)
         with self.torch.cuda.device(self.device):
             workspace, nbytes = None, 0
             if deterministic:
@@ -118,6 +120,7 @@ class CudaKernels:
                 _ptr(grad_out), _dtype_code(grad_out), vocab, grad_weight.shape[1], *w.pointers(),
                 _ptr(grad_weight), deterministic, self._stream(), _ptr(workspace), nbytes,
             )  # fmt: skip
+        return grad_weight if grad_weight.dtype == grad_out.dtype else grad_weight.to(grad_out.dtype)
 
     def ce(
         self, logits: torch.Tensor, r0: int, w: Windows, t: Targets, loss: torch.Tensor | None,
