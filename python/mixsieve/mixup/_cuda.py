@@ -101,7 +101,9 @@ class CudaKernels:
                 self._stream(),
             )  # fmt: skip
 
-    def embed_backward(self, grad_out: torch.Tensor, vocab: int, w: Windows, deterministic: bool) -> torch.Tensor:
+    def embed_backward(
+        self, grad_out: torch.Tensor, vocab: int, w: Windows, deterministic: bool
+    ) -> torch.Tensor:
         """d loss / d table in grad_out's dtype (the table's), accumulated in float32 (float64 for
         float64): the kernels overwrite every row of the accumulator (no zero-fill needed)."""
         th = self.torch
