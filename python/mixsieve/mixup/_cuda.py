@@ -108,7 +108,7 @@ class CudaKernels:
         float64): the kernels overwrite every row of the accumulator (no zero-fill needed)."""
         th = self.torch
         acc = th.float64 if grad_out.dtype == th.float64 else th.float32
-        grad_weight = th.empty(vocab, grad_out.shape[-1], dtype=acc, device=grad_out.device)
+        grad_weight: torch.Tensor = th.empty(vocab, grad_out.shape[-1], dtype=acc, device=grad_out.device)
         with self.torch.cuda.device(self.device):
             workspace, nbytes = None, 0
             if deterministic:

@@ -70,7 +70,7 @@ class CpuKernels:
         """d loss / d table in grad_out's dtype (the table's): rows accumulate in float32 (float64
         for float64) and are written once each; always deterministic on the CPU."""
         th = torch_module()
-        grad_weight = th.empty(vocab, grad_out.shape[-1], dtype=grad_out.dtype)
+        grad_weight: torch.Tensor = th.empty(vocab, grad_out.shape[-1], dtype=grad_out.dtype)
         self.core.mixup_embed_backward(
             _ptr(grad_out), _dtype_code(grad_out), vocab, grad_weight.shape[1], *w.pointers(),
             _ptr(grad_weight), self.threads,
