@@ -492,7 +492,7 @@ def integral_targets(k, changes, n):
     return per.cumsum(axis=0)
 
 
-# ---- per-token mixup (shared/specs/algorithms.md section 3, /tmp/mixup/CONTRACT.md) ----
+# ---- per-token mixup (the operator of docs/mixup.md) ----
 # Plain torch, written from the contract; torch is imported inside so that this module loads
 # without it. Every function computes in `dtype` (default: float64 for float64 inputs, else
 # float32); pass a 16-bit dtype to measure the reference's own rounding error.

@@ -1,7 +1,6 @@
 """Per-token mixup (ms.mixup: sample_lambda, mix_embeddings, mixup_cross_entropy,
 mixup_linear_cross_entropy) against plain-torch references in tests/oracles.py, written from
-the API contract of issue 12 (docs/mixup.md) and the spec (../shared/specs/algorithms.md,
-section 3), not from the kernels: values and gradients in fp64
+the operator as docs/mixup.md defines it, not from the kernels: values and gradients in fp64
 (rtol 1e-12), fp32 (rtol 1e-5) and 16-bit (error against an fp64 truth at most twice the
 reference's own 16-bit error); a second oracle (F.cross_entropy with dense soft targets built by
 scatter_add_); torch.autograd.gradcheck; the spec's identities (lambda == 1 is plain CE, a/b swap

@@ -177,9 +177,7 @@ void bind_mixup_checks(py::module_& m) {
       "_mixup_force_isa",
       [](int isa) {
         if (isa < -1 || isa > 1) throw py::value_error("isa must be -1 (auto), 0 (baseline) or 1 (AVX2)");
-        const int old = mx::forced_isa();
-        mx::forced_isa() = isa;
-        return old;
+        return mx::forced_isa().exchange(isa);
       },
       py::arg("isa"), "Test hook: force the cross-entropy row path (0 baseline, 1 AVX2, -1 auto).");
   m.def(

@@ -108,6 +108,10 @@ PYBIND11_MODULE(_core_cuda, m) {
       [](std::int64_t batch, std::int64_t width, std::int64_t vocab) {
         check_table(vocab, 1);
         if (batch < 0 || width < 2) throw py::value_error("bad window shape");
+        if (batch > (std::numeric_limits<std::int32_t>::max() / 2) / (width - 1)) {  // as windows() refuses
+          throw py::value_error("too many positions for the CUDA kernels: " + std::to_string(batch) + " x " +
+                                std::to_string(width - 1));
+        }
         std::size_t bytes = 0;
         check(mc::embed_backward_workspace(batch, width, vocab, &bytes), "mixup_embed_backward_workspace");
         return bytes;

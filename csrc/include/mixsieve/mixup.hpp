@@ -9,6 +9,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -44,12 +45,12 @@ inline std::string at(std::int64_t b, std::int64_t t) {
   return "[" + std::to_string(b) + ", " + std::to_string(t) + "]";
 }
 
-// Every lambda must lie in [0, 1] (NaN is refused too).
-inline void check_lambda(const Windows& w) {
-  const std::int64_t n = w.batch * w.width;
-  for (std::int64_t i = 0; i < n; ++i) {
+// Every lambda the kernels use (where both tokens are real) must lie in [0, 1]; NaN is refused
+// too. Rows [row_begin, row_end) of the windows.
+inline void check_lambda(const Windows& w, std::int64_t row_begin, std::int64_t row_end) {
+  for (std::int64_t i = row_begin * w.width; i < row_end * w.width; ++i) {
     const float l = w.lam[i];
-    if (!(l >= 0.0f && l <= 1.0f)) {
+    if (!(l >= 0.0f && l <= 1.0f) && w.a_valid(i) && w.b_valid(i)) {
       throw std::invalid_argument("lam" + at(i / w.width, i % w.width) + " = " + std::to_string(l) +
                                   " is outside [0, 1]");
     }
@@ -93,7 +94,7 @@ template <class W>
 void embed_forward(const W* weight, std::int64_t vocab, std::int64_t dim, const Windows& w, W* out,
                    unsigned threads) {
   using M = typename Elem<W>::math;
-  check_lambda(w);
+  check_lambda(w, 0, w.batch);
   check_input_ids(w, vocab);
   const std::int64_t steps = w.steps();
   const std::size_t rows = static_cast<std::size_t>(w.batch * steps);
@@ -464,8 +465,8 @@ __attribute__((target("avx2"))) void ce_chunk_avx2(const CeJob<L>& job, std::siz
 #endif
 
 // Test hook: -1 picks the widest path the CPU has, 0 forces the baseline path, 1 the AVX2 one.
-inline int& forced_isa() {
-  static int isa = -1;
+inline std::atomic<int>& forced_isa() {
+  static std::atomic<int> isa{-1};
   return isa;
 }
 
@@ -473,7 +474,10 @@ inline int& forced_isa() {
 // id raises before anything is written.
 template <class L>
 void ce_run(const CeJob<L>& job, std::int64_t n, unsigned threads) {
-  check_lambda(job.tg->w);
+  if (n > 0) {  // the windows this chunk of positions reads
+    const std::int64_t steps = job.tg->w.steps();
+    check_lambda(job.tg->w, job.r0 / steps, (job.r0 + n - 1) / steps + 1);
+  }
   for (std::int64_t j = 0; j < n; ++j) (void)job.tg->at_position(job.r0 + j);
   const bool wide = !std::is_same<L, double>::value && cpu_has_avx2() && forced_isa() != 0;
   parallel_for(static_cast<std::size_t>(n), threads, 1, [&](std::size_t lo, std::size_t hi) {

@@ -1,6 +1,6 @@
 """The CUDA adapter of the mixup kernels: ``mixsieve._core_cuda`` on torch's current stream.
 
-``_ops.kernels(device)`` hands CUDA tensors here. Each method passes the tensors' device
+``_kernels.kernels(device)`` hands CUDA tensors here. Each method passes the tensors' device
 pointers and ``torch.cuda.current_stream(device).cuda_stream`` to the native module, under
 ``torch.cuda.device(device)``; the kernels only enqueue work on that stream (no host sync).
 The native module is optional (built when a CUDA compiler was found at install time) and is
@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._ops import Targets, Windows, _dtype_code, _ptr, torch_module
+from ._args import Targets, Windows, torch_module
+from ._args import ptr as _ptr
+from ._kernels import dtype_code as _dtype_code
 
 if TYPE_CHECKING:
     import torch
@@ -80,7 +82,7 @@ def _version(v: int) -> str:
 
 class CudaKernels:
     """The adapter over ``mixsieve._core_cuda`` for tensors on one CUDA device (see
-    ``_ops.CpuKernels`` for the interface)."""
+    ``_kernels.CpuKernels`` for the interface)."""
 
     def __init__(self, device: torch.device) -> None:
         self.native = _native()
