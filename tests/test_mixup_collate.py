@@ -365,8 +365,14 @@ def test_source_pairings_need_sources(pairing):
     with pytest.raises(ValueError, match=rf"pairing='{pairing}' needs each sample's source, and batch\[1\]"):
         c([("a", [1, 2]), [3, 4]])
     with pytest.raises(TypeError, match="sources must be hashable"):
-        c([(["a"], [1, 2]), ("b", [3, 4])])
+        c([({"a"}, [1, 2]), ("b", [3, 4])])
     assert c.state_dict()["batch"] == 0  # a refused batch does not use up a batch index
+
+
+def test_a_pair_of_sequences_is_not_read_as_source_and_tokens():
+    # (input_ids, labels) samples: training on the labels with the ids as a "source" would be silent
+    with pytest.raises(TypeError, match=r"batch\[0\] is a pair of sequences"):
+        TokenMixupCollator()([([1, 2, 3], [9, 9, 9]), ([4, 5, 6], [8, 8, 8])])
 
 
 def test_a_state_of_another_seed_or_a_malformed_one_is_refused():

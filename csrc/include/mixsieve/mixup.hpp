@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -51,8 +52,10 @@ inline void check_lambda(const Windows& w, std::int64_t row_begin, std::int64_t 
   for (std::int64_t i = row_begin * w.width; i < row_end * w.width; ++i) {
     const float l = w.lam[i];
     if (!(l >= 0.0f && l <= 1.0f) && w.a_valid(i) && w.b_valid(i)) {
-      throw std::invalid_argument("lam" + at(i / w.width, i % w.width) + " = " + std::to_string(l) +
-                                  " is outside [0, 1]");
+      char value[32];
+      std::snprintf(value, sizeof(value), "%.9g", static_cast<double>(l));
+      throw std::invalid_argument("lam" + at(i / w.width, i % w.width) + " = " + value +
+                                  " is outside [0, 1] (lam.clamp(0, 1) rounds small excursions in)");
     }
   }
 }

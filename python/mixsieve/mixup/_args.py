@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .._checks import check_choice, check_int, describe
 
 if TYPE_CHECKING:
@@ -61,9 +63,12 @@ class Windows:
     def __init__(self, xa: Any, xb: Any, lam: Any, va: Any, vb: Any, policy: str) -> None:
         torch = torch_module()
         self.policy = POLICIES[check_choice("policy", policy, tuple(POLICIES))]
-        for name, t in (("xa", xa), ("xb", xb), ("lam", lam)):
+        for name, t in (("xa", xa), ("xb", xb), ("lam", lam), ("va", va), ("vb", vb)):
+            if t is None and name in ("va", "vb"):
+                continue
             if not isinstance(t, torch.Tensor):
                 raise TypeError(f"{name} must be a torch.Tensor, got {describe(t)}")
+            dense(name, t)
         if xa.dim() != 2:
             raise ValueError(f"xa must be 2-D [B, T + 1], got shape {tuple(xa.shape)}")
         shape = tuple(xa.shape)
@@ -98,7 +103,9 @@ class Windows:
 
     def _same(self, name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
         if tuple(t.shape) != shape:
-            raise ValueError(f"{name} has shape {tuple(t.shape)}, but xa has shape {shape}")
+            per_row = name == "lam" and t.shape[-1:] == (1,)
+            hint = " (one lambda per row: lam.expand_as(xa))" if per_row else ""
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, but xa has shape {shape}{hint}")
         same_device(name, t, self.device)
 
     @property
@@ -120,9 +127,7 @@ class Targets:
 
     def __init__(self, ignore_index: Any, label_smoothing: Any, reduction: Any, target_lambda: Any) -> None:
         self.ignore_index = check_int("ignore_index", ignore_index, -(2**63), 2**63)
-        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
-            raise TypeError(f"label_smoothing must be a float, got {describe(label_smoothing)}")
-        eps = float(label_smoothing)
+        eps = real_number("label_smoothing", label_smoothing)
         if not 0.0 <= eps <= 1.0:
             raise ValueError(f"label_smoothing must lie in [0, 1], got {eps}")
         self.eps = eps
@@ -130,10 +135,27 @@ class Targets:
         self.shifted = check_choice("target_lambda", target_lambda, TARGET_LAMBDAS) == "shifted"
 
 
+def real_number(name: str, value: Any) -> float:
+    """``value`` as a float: Python and numpy numbers, not bools; too large for a float is a
+    ValueError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {describe(value)}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} = {value} is too large for a float") from None
+
+
+def dense(name: str, t: torch.Tensor) -> None:
+    if t.layout != torch_module().strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}: call .to_dense()")
+
+
 def float_tensor(name: str, t: Any) -> Any:
     torch = torch_module()
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {describe(t)}")
+    dense(name, t)
     if t.dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
         raise TypeError(f"{name} must be float64, float32, bfloat16 or float16, got dtype {t.dtype}")
     return t

@@ -60,12 +60,14 @@ def functions() -> dict[str, Any]:
             out = th.empty(w.batch, w.steps, weight.shape[1], dtype=weight.dtype, device=weight.device)
             kernels(weight.device).embed_forward(weight_c, w, out)
             ctx.w = w
+            ctx.save_for_backward(*w.tensors())  # so that a second backward is refused, as usual
             ctx.vocab, ctx.dtype = weight.shape[0], weight.dtype
             return out
 
         @staticmethod
         def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
             no_double_backward("mix_embeddings")
+            _ = ctx.saved_tensors  # raises if the graph was freed by an earlier backward
             w: Windows = ctx.w
             grad = grad.to(ctx.dtype).contiguous()
             deterministic = bool(th.are_deterministic_algorithms_enabled())
@@ -171,7 +173,8 @@ def functions() -> dict[str, Any]:
 
 
 def _logits(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, mdt: torch.dtype) -> Any:
-    """One chunk of logits in the math dtype (float32 for 16-bit weights), contiguous."""
+    """One chunk of logits: the product in the weights' dtype (as F.linear), then converted to the
+    math dtype (float32 for 16-bit weights) for the cross-entropy kernel."""
     torch = torch_module()
     z = torch.mm(h, w.t()) if b is None else torch.addmm(b, h, w.t())
     return z if z.dtype == mdt else z.to(mdt)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .._checks import check_bool, check_int, describe
 from ._args import (
     CHUNK_ELEMENTS,
@@ -20,6 +22,7 @@ from ._args import (
     Windows,
     autocast_dtype,
     float_tensor,
+    real_number,
     same_device,
     torch_module,
 )
@@ -81,12 +84,12 @@ def sample_lambda(
     True
     """
     th = torch_module()
-    dims = (shape,) if isinstance(shape, (int,)) and not isinstance(shape, bool) else shape
-    if not isinstance(dims, (tuple, list, th.Size)):
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (shape,)
+    if not isinstance(shape, (tuple, list, th.Size)):
         raise TypeError(f"shape must be an int or a tuple of ints, got {describe(shape)}")
-    dims = tuple(check_int(f"shape[{i}]", d, 0) for i, d in enumerate(dims))
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise TypeError(f"alpha must be a float, got {describe(alpha)}")
+    dims = tuple(check_int(f"shape[{i}]", d, 0, 2**63) for i, d in enumerate(shape))
+    alpha = real_number("alpha", alpha)
     if not (math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"alpha must be a finite number > 0, got {alpha}")
     seed = check_int("seed", seed, 0, 2**64)

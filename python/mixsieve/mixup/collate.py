@@ -244,6 +244,12 @@ class TokenMixupCollator:
                 raise ValueError(f"batch[{i}] is a dict without a {self.key!r} key (keys: {keys})")
             return sample.get("source"), tokens
         if isinstance(sample, tuple) and len(sample) == 2 and _is_sequence(sample[1]):
+            if _is_sequence(sample[0]):
+                raise TypeError(
+                    f"batch[{i}] is a pair of sequences: a 2-tuple is read as (source name, tokens) "
+                    f"(MixtureDataset(output='tuple')), got a {type(sample[0]).__name__} as the source; "
+                    "pass only the token sequence (e.g. input_ids), or a dict with that key"
+                )
             return sample[0], sample[1]
         return None, sample
 
