@@ -402,6 +402,24 @@ MIXSIEVE_HD M logit_grad(M p, bool is_a, bool is_b, M omega, M eps, M eps_over_v
   return g * (p - target);
 }
 
+// The core of fast_expf for a float or a GCC vector of floats (the CPU kernels' lanes), so both
+// do the same operations: t = x log2(e) + 1.5 * 2^23 (adding 1.5 * 2^23 rounds to an integer n),
+// r = x - n ln 2 in two parts, and e^r as a degree-7 polynomial.
+template <class F>
+MIXSIEVE_HD F expf_poly(F xc, F& t) {
+  t = xc * 1.44269504088896341f + 12582912.0f;
+  const F n = t - 12582912.0f;
+  const F r = (xc - n * 0.693145751953125f) - n * 1.42860682030941723e-06f;
+  F p = r * (1.0f / 5040.0f) + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  return p;
+}
+
 // e^x in float for the softmax: a degree-7 polynomial after reduction by ln 2 (about 2 ulp),
 // written with selects only, so that loops over it vectorise; 0 below -86.5 (and for -inf),
 // +inf above 88.7. NaN gives an unspecified value: callers detect NaN rows themselves.
@@ -409,18 +427,8 @@ MIXSIEVE_HD float fast_expf(float x) {
   const float hi = 88.7f, lo = -86.5f;
   float xc = x < lo ? lo : x;
   xc = xc > hi ? hi : xc;
-  const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const float t = xc * 1.44269504088896341f + shifter;
-  const float n = t - shifter;
-  const float r = (xc - n * 0.693145751953125f) - n * 1.42860682030941723e-06f;
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
+  float t;
+  const float p = expf_poly(xc, t);
   // t = 1.5 * 2^23 + n exactly, so its significand field holds 2^22 + n; n is in [-125, 128]
   const std::int32_t ni = static_cast<std::int32_t>(f32_bits(t) & 0x7FFFFFu) - 0x400000;
   const float scale = f32_from_bits(static_cast<std::uint32_t>(ni + 126) << 23);  // 2^(n-1)
