@@ -364,6 +364,8 @@ def run_case(op: str, dname: str, a: argparse.Namespace) -> dict[str, Any]:
             print(f"  peak memory of {n} (subprocess) ...", file=sys.stderr)
             mem[n] = measure_memory(op, dname, n, a)
     res["peak_extra"] = mem
+    # The gradients every variant must return (also counted in peak extra): the floor of any variant.
+    res["grad_outputs_mb"] = sum(t.numel() * t.element_size() for t in case.leaves) / 2**20
     del case
     gc.collect()
     if OURS not in med:
@@ -411,22 +413,24 @@ def fmt(v: float | None, spec: str) -> str:
 
 def report(results: list[dict[str, Any]]) -> None:
     print(
-        "\nfwd+bwd, median seconds; speedup = their time / ours; mem ratio = ours / theirs (peak extra RSS)"
+        "\nfwd+bwd, median seconds; speedup = their time / ours; peak MB = peak extra RSS (MiB, gradients"
+        " included); mem ratio = ours / theirs; -grads MB = peak MB minus the gradient outputs"
     )
     hdr = f"  {'op':<7}{'dtype':<6}{'variant':<22}{'median s':>10}{'speedup x':>10}{'peak MB':>10}"
-    hdr += f"{'mem ratio':>10}  correct"
+    hdr += f"{'mem ratio':>10}{'-grads MB':>10}  correct"
     print(hdr)
     for r in results:
         for n in r["variants"]:
             sp = "ours" if n == OURS else fmt(r.get("speedup", {}).get(n), "8.2f")
             mb = r["peak_extra"].get(n, {}).get("extra_mb")
             mr = r.get("mem_ratio_ours_over", {}).get(n)
+            mg = None if mb is None else mb - r["grad_outputs_mb"]
             ok = r.get("correctness", {}).get("ok", {}).get(n, "ref" if OURS in r["variants"] else "-")
             if n == OURS:
                 ok = r.get("correct")
             print(
                 f"  {r['op']:<7}{r['dtype']:<6}{n:<22}{r['median_s'][n]:10.4f}{sp:>10}"
-                f"{fmt(mb, '10.0f'):>10}{fmt(mr, '10.3f'):>10}  {ok}"
+                f"{fmt(mb, '10.0f'):>10}{fmt(mr, '10.3f'):>10}{fmt(mg, '10.0f'):>10}  {ok}"
             )
     print("\ntargets:")
     for r in results:
