@@ -7,7 +7,7 @@ that merge across shards) and FLYT soft-cap sampling, on one native core. See
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import sources, weights
+from . import mixup, sources, weights
 from .dedup import DedupResult, LSHIndex, MinHasher, dedup, estimate_jaccard, resolve_bands
 from .sampling import WeightedReservoir, soft_cap_sample, weighted_sample
 
@@ -26,6 +26,7 @@ __all__ = [
     "__version__",
     "dedup",
     "estimate_jaccard",
+    "mixup",
     "resolve_bands",
     "soft_cap_sample",
     "sources",

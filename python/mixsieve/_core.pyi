@@ -147,3 +147,21 @@ def gather_piece(
     seed: int,
     keys: np.ndarray,
 ) -> tuple[list[str], list[Any]]: ...
+
+# Per-token mixup (pointers are tensor data_ptr()s, 0 for None; dtype codes 0 f32, 1 f64, 2 bf16, 3 f16).
+def mixup_lambda(
+    out: int, n: int, alpha: float, seed: int, stream: int, dominant: bool, threads: int = 0
+) -> None: ...
+def mixup_embed_forward(
+    weight: int, dtype: int, vocab: int, dim: int, xa: int, xb: int, lam: int, va: int, vb: int,
+    batch: int, width: int, policy: int, out: int, threads: int = 0,
+) -> None: ...  # fmt: skip
+def mixup_embed_backward(
+    grad_out: int, dtype: int, vocab: int, dim: int, xa: int, xb: int, lam: int, va: int, vb: int,
+    batch: int, width: int, policy: int, grad_weight: int, threads: int = 0,
+) -> None: ...  # fmt: skip
+def mixup_ce(
+    logits: int, dtype: int, r0: int, n: int, vocab: int, xa: int, xb: int, lam: int, va: int, vb: int,
+    batch: int, width: int, policy: int, shifted: bool, ignore_index: int, eps: float, loss: int, lse: int,
+    keep: int, gtok: int, grad: int, threads: int = 0,
+) -> None: ...  # fmt: skip

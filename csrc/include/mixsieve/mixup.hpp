@@ -140,23 +140,25 @@ void embed_backward(const G* grad_out, std::int64_t vocab, std::int64_t dim, con
       const std::int64_t i = (r / steps) * w.width + r % steps;
       const TokenMix m = w.token(i);
       if (!m.keep) continue;
-      if (m.lam != 0.0f) fn(w.xa[i], r, m.lam);
-      if (m.lam != 1.0f) fn(w.xb[i], r, 1.0f - m.lam);
+      if (m.lam != 0.0f) fn(w.xa[i], r, m.lam, false);
+      if (m.lam != 1.0f) fn(w.xb[i], r, m.lam, true);
     }
   };
-  for_each_contribution([&](std::int64_t v, std::int64_t, float) {
+  for_each_contribution([&](std::int64_t v, std::int64_t, float, bool) {
     if (v < 0 || v >= vocab) throw std::invalid_argument("token id " + std::to_string(v) + " is outside [0, V)");
     ++start[static_cast<std::size_t>(v) + 1];
   });
   for (std::int64_t v = 0; v < vocab; ++v) start[v + 1] += start[v];
   struct Entry {
     std::int64_t row;
-    float coef;
+    float lam;
+    bool side_b;  // the weight is 1 - lam, computed in A (as the forward does)
   };
   std::vector<Entry> entries(static_cast<std::size_t>(start[vocab]));
   {
     std::vector<std::int64_t> fill(start.begin(), start.end() - 1);
-    for_each_contribution([&](std::int64_t v, std::int64_t r, float c) { entries[fill[v]++] = {r, c}; });
+    for_each_contribution(
+        [&](std::int64_t v, std::int64_t r, float lam, bool side_b) { entries[fill[v]++] = {r, lam, side_b}; });
   }
   parallel_for(static_cast<std::size_t>(vocab), threads, 64, [&](std::size_t lo, std::size_t hi) {
     std::vector<A> acc(static_cast<std::size_t>(dim));
@@ -170,7 +172,8 @@ void embed_backward(const G* grad_out, std::int64_t vocab, std::int64_t dim, con
       std::fill(acc.begin(), acc.end(), A(0));
       for (std::int64_t e = e0; e < e1; ++e) {
         const G* g = grad_out + entries[e].row * dim;
-        const A c = static_cast<A>(entries[e].coef);
+        const A lam = static_cast<A>(entries[e].lam);
+        const A c = entries[e].side_b ? A(1) - lam : lam;
         for (std::int64_t d = 0; d < dim; ++d) acc[d] += c * static_cast<A>(static_cast<M>(Elem<G>::load(g, d)));
       }
       std::memcpy(dst, acc.data(), sizeof(A) * static_cast<std::size_t>(dim));
@@ -343,6 +346,7 @@ __attribute__((target("avx2"))) void ce_chunk_avx2(const CeJob<L>& job, std::siz
 // id raises before anything is written.
 template <class L>
 void ce_run(const CeJob<L>& job, std::int64_t n, unsigned threads) {
+  check_lambda(job.tg->w);
   for (std::int64_t j = 0; j < n; ++j) (void)job.tg->at_position(job.r0 + j);
   const bool wide = std::is_same<L, double>::value ? false : cpu_has_avx2();
   parallel_for(static_cast<std::size_t>(n), threads, 1, [&](std::size_t lo, std::size_t hi) {
