@@ -41,6 +41,8 @@ import gc
 import json
 import os
 import platform
+import resource
+import statistics
 import subprocess
 import sys
 import warnings
@@ -210,11 +212,20 @@ class Case:
         out.backward(self.grad_out)
         return out.detach()
 
-    def runner(self, name: str) -> Callable[[], None]:
+    def runner(self, name: str, cpu_log: list[float]) -> Callable[[], None]:
+        """fwd+bwd of one variant; also logs the process CPU seconds (all threads) it took."""
+
         def go() -> None:
+            t0 = _cpu_seconds()
             self.step(name)
+            cpu_log.append(_cpu_seconds() - t0)
 
         return go
+
+
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 # ----------------------------------------------------------------------------------------------
@@ -356,8 +367,12 @@ def run_case(op: str, dname: str, a: argparse.Namespace) -> dict[str, Any]:
         if OURS in case.fwd:
             res["correctness"] = chk = check(case, a)
             print(f"  correctness: {chk}", file=sys.stderr)
-        med = run_rounds({n: case.runner(n) for n in case.fwd}, a.runs, f"{op} {dname}")
+        cpu: dict[str, list[float]] = {n: [] for n in case.fwd}
+        med = run_rounds({n: case.runner(n, cpu[n]) for n in case.fwd}, a.runs, f"{op} {dname}")
     res["median_s"] = med
+    # On a shared machine the wall time includes waiting for a core; CPU seconds do not (they do
+    # include the spinning of idle worker threads). The warm-up call is left out.
+    res["median_cpu_s"] = {n: statistics.median(c[1:] or c) for n, c in cpu.items()}
     mem: dict[str, Any] = {}
     if a.memory:
         for n in case.fwd:
@@ -373,6 +388,8 @@ def run_case(op: str, dname: str, a: argparse.Namespace) -> dict[str, Any]:
     ours, ok = med[OURS], all(res["correctness"]["ok"].values())
     res["correct"] = ok
     res["speedup"] = {n: t / ours for n, t in med.items() if n != OURS}
+    cpu_ours = res["median_cpu_s"][OURS]
+    res["speedup_cpu"] = {n: t / cpu_ours for n, t in res["median_cpu_s"].items() if n != OURS}
     mb = {n: m.get("extra_mb") for n, m in mem.items()}
     res["mem_ratio_ours_over"] = {
         n: (mb[OURS] / v if mb.get(OURS) is not None and v else None) for n, v in mb.items() if n != OURS
@@ -413,15 +430,17 @@ def fmt(v: float | None, spec: str) -> str:
 
 def report(results: list[dict[str, Any]]) -> None:
     print(
-        "\nfwd+bwd, median seconds; speedup = their time / ours; peak MB = peak extra RSS (MiB, gradients"
-        " included); mem ratio = ours / theirs; -grads MB = peak MB minus the gradient outputs"
+        "\nfwd+bwd, median wall seconds; speedup = their time / ours; cpu s = median process CPU"
+        " seconds (cpu x = their / ours);\npeak MB = peak extra RSS (MiB, gradients included); mem ratio"
+        " = ours / theirs; -grads MB = peak MB minus the gradient outputs"
     )
-    hdr = f"  {'op':<7}{'dtype':<6}{'variant':<22}{'median s':>10}{'speedup x':>10}{'peak MB':>10}"
-    hdr += f"{'mem ratio':>10}{'-grads MB':>10}  correct"
+    hdr = f"  {'op':<7}{'dtype':<6}{'variant':<22}{'median s':>9}{'speedup x':>10}{'cpu s':>8}{'cpu x':>7}"
+    hdr += f"{'peak MB':>9}{'mem ratio':>10}{'-grads MB':>10}  correct"
     print(hdr)
     for r in results:
         for n in r["variants"]:
             sp = "ours" if n == OURS else fmt(r.get("speedup", {}).get(n), "8.2f")
+            cx = "ours" if n == OURS else fmt(r.get("speedup_cpu", {}).get(n), "6.2f")
             mb = r["peak_extra"].get(n, {}).get("extra_mb")
             mr = r.get("mem_ratio_ours_over", {}).get(n)
             mg = None if mb is None else mb - r["grad_outputs_mb"]
@@ -429,8 +448,9 @@ def report(results: list[dict[str, Any]]) -> None:
             if n == OURS:
                 ok = r.get("correct")
             print(
-                f"  {r['op']:<7}{r['dtype']:<6}{n:<22}{r['median_s'][n]:10.4f}{sp:>10}"
-                f"{fmt(mb, '10.0f'):>10}{fmt(mr, '10.3f'):>10}{fmt(mg, '10.0f'):>10}  {ok}"
+                f"  {r['op']:<7}{r['dtype']:<6}{n:<22}{r['median_s'][n]:9.3f}{sp:>10}"
+                f"{r['median_cpu_s'][n]:8.2f}{cx:>7}"
+                f"{fmt(mb, '9.0f'):>9}{fmt(mr, '10.3f'):>10}{fmt(mg, '10.0f'):>10}  {ok}"
             )
     print("\ntargets:")
     for r in results:
