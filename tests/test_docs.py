@@ -17,10 +17,13 @@ import pytest
         ("mixsieve.weights", 6),
         ("mixsieve.sources", 3),
         ("mixsieve.mixture.dataset", 3),
+        ("mixsieve.mixup", 3),
+        ("mixsieve.mixup._ops", 12),
+        ("mixsieve.mixup.collate", 2),
     ],
 )
 def test_docstring_examples(name, least):
-    if name == "mixsieve.mixture.dataset":
+    if name == "mixsieve.mixture.dataset" or name.startswith("mixsieve.mixup"):
         pytest.importorskip("torch")
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

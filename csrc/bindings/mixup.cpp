@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <pybind11/numpy.h>
+
 #include "common.hpp"
 #include "mixsieve/mixup.hpp"
 
@@ -30,7 +32,7 @@ mx::Windows windows(Ptr xa, Ptr xb, Ptr lam, Ptr va, Ptr vb, std::int64_t batch,
   if (batch < 0) throw py::value_error("batch size must be >= 0, got " + std::to_string(batch));
   if (width < 2) throw py::value_error("windows need T + 1 >= 2 tokens, got " + std::to_string(width));
   if (policy != 0 && policy != 1) throw py::value_error("unknown padding policy code " + std::to_string(policy));
-  if (!xa || !xb || !lam) throw py::value_error("xa, xb and lam must be given");
+  if (batch > 0 && (!xa || !xb || !lam)) throw py::value_error("xa, xb and lam must be given");
   return {as<const std::int64_t>(xa), as<const std::int64_t>(xb), as<const float>(lam),
           as<const std::uint8_t>(va),  as<const std::uint8_t>(vb), batch,
           width,                       static_cast<mx::Policy>(policy)};
@@ -61,7 +63,10 @@ void run_ce(Ptr logits, std::int64_t r0, std::int64_t n, const mx::Targets& tg, 
 
 }  // namespace
 
+void bind_mixup_checks(py::module_& m);
+
 void bind_mixup(py::module_& m) {
+  bind_mixup_checks(m);
   m.def(
       "mixup_lambda",
       [](Ptr out, std::int64_t n, double alpha, std::uint64_t seed, std::uint64_t stream, bool dominant,
@@ -158,6 +163,55 @@ void bind_mixup(py::module_& m) {
       "Two-target cross-entropy over positions [r0, r0 + n). Forward (gtok = 0): per-position loss, lse "
       "and keep, and with grad the logit gradient for an upstream gradient of 1 (grad may be logits). "
       "Backward (gtok given): grad = gtok * d loss / d logits from the saved lse.");
+}
+
+
+void bind_mixup_checks(py::module_& m) {
+  // Test hooks: the host side of the arithmetic the CUDA kernels share.
+  m.def(
+      "_mixup_force_isa",
+      [](int isa) {
+        if (isa < -1 || isa > 1) throw py::value_error("isa must be -1 (auto), 0 (baseline) or 1 (AVX2)");
+        const int old = mx::forced_isa();
+        mx::forced_isa() = isa;
+        return old;
+      },
+      py::arg("isa"), "Test hook: force the cross-entropy row path (0 baseline, 1 AVX2, -1 auto).");
+  m.def(
+      "_mixup_math",
+      [](const std::string& fn, py::array_t<double, py::array::c_style | py::array::forcecast> x) {
+        py::array_t<double> out(x.size());
+        const double* in = x.data();
+        double* o = out.mutable_data();
+        for (py::ssize_t i = 0; i < x.size(); ++i) {
+          if (fn == "log") o[i] = mx::det_log(in[i]);
+          else if (fn == "exp") o[i] = mx::det_exp(in[i]);
+          else if (fn == "expf") o[i] = mx::fast_expf(static_cast<float>(in[i]));
+          else throw py::value_error("fn must be log, exp or expf");
+        }
+        return out;
+      },
+      py::arg("fn"), py::arg("x"), "Test hook: det_log / det_exp (double) or fast_expf (float) elementwise.");
+  m.def(
+      "_mixup_to_half",
+      [](py::array_t<float, py::array::c_style | py::array::forcecast> x, bool bf16) {
+        py::array_t<std::uint16_t> out(x.size());
+        for (py::ssize_t i = 0; i < x.size(); ++i) {
+          out.mutable_data()[i] = bf16 ? mx::f32_to_bf16(x.data()[i]) : mx::f32_to_f16(x.data()[i]);
+        }
+        return out;
+      },
+      py::arg("x"), py::arg("bf16"), "Test hook: float32 -> bfloat16 / float16 bits (round to nearest even).");
+  m.def(
+      "_mixup_from_half",
+      [](py::array_t<std::uint16_t, py::array::c_style | py::array::forcecast> x, bool bf16) {
+        py::array_t<float> out(x.size());
+        for (py::ssize_t i = 0; i < x.size(); ++i) {
+          out.mutable_data()[i] = bf16 ? mx::bf16_to_f32(x.data()[i]) : mx::f16_to_f32(x.data()[i]);
+        }
+        return out;
+      },
+      py::arg("x"), py::arg("bf16"), "Test hook: bfloat16 / float16 bits -> float32.");
 }
 
 }  // namespace mixsieve_bind

@@ -230,8 +230,6 @@ struct Targets {
 #define MIXSIEVE_INLINE inline
 #endif
 
-MIXSIEVE_INLINE float expm(float x) { return fast_expf(x); }
-MIXSIEVE_INLINE double expm(double x) { return std::exp(x); }
 
 // The work of the cross-entropy kernels over positions [r0, r0 + n): the logits of position r
 // are at logits + (r - r0) * V. What is written depends on which outputs are given.
@@ -242,51 +240,170 @@ struct CeJob {
   std::int64_t r0;
   const Targets* tg;
   M* loss = nullptr;         // [n] per-position loss times keep (forward)
-  M* lse = nullptr;          // [n] log-sum-exp: written by the forward, read by the backward
+  M* lse = nullptr;          // [n, 2] row max m and log sum exp(z - m): forward writes, backward reads
   M* keep = nullptr;         // [n] 1 for kept positions, else 0 (forward)
   const M* gtok = nullptr;   // [n] upstream gradient per position (backward)
   L* grad = nullptr;         // [n, V] d loss / d logits (may alias logits)
 };
 
-// log-sum-exp and mean of one row; K partial sums so that the loops vectorise without
-// reassociation (the result does not depend on the vector width).
-template <class L>
-MIXSIEVE_INLINE void row_stats(const L* z, std::int64_t vocab, typename Elem<L>::math& lse,
-                               typename Elem<L>::math& mean) {
-  using M = typename Elem<L>::math;
-  constexpr int K = 16;
-  M mx[K], sm[K], ex[K];
-  for (int k = 0; k < K; ++k) mx[k] = -INFINITY, sm[k] = 0, ex[k] = 0;
-  std::int64_t v = 0;
-  for (; v + K <= vocab; v += K) {
-    for (int k = 0; k < K; ++k) {
-      const M x = Elem<L>::load(z, v + k);
-      mx[k] = x > mx[k] ? x : mx[k];
-      sm[k] += x;
-    }
+// Rows of logits are processed 16 floats at a time with GCC's generic vectors: four 4-lane
+// vectors in the baseline (SSE2) path, two 8-lane vectors in the AVX2 path. Element v goes to
+// lane v % 16 either way and every lane does the same operations in the same order (no FMA),
+// so the two paths give the same bits. Lanes are summed in a fixed order at the end.
+#if defined(__GNUC__) && !defined(__clang__)
+// The vector helpers are always inlined, so the vector-return ABI note does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+template <int W>
+struct Lanes {
+  typedef float F __attribute__((vector_size(4 * W)));
+  typedef std::int32_t I __attribute__((vector_size(4 * W)));
+  typedef std::uint16_t H __attribute__((vector_size(2 * W)));
+  static constexpr int kRegs = 16 / W;
+};
+
+template <int W, class L>
+MIXSIEVE_INLINE typename Lanes<W>::F load_lanes(const L* z, std::int64_t v) {
+  typename Lanes<W>::F r;
+  if constexpr (std::is_same<L, float>::value) {
+    std::memcpy(&r, z + v, sizeof(r));
+  } else if constexpr (std::is_same<L, bf16_t>::value) {
+    typename Lanes<W>::H h;
+    std::memcpy(&h, z + v, sizeof(h));
+    r = (typename Lanes<W>::F)(__builtin_convertvector(h, typename Lanes<W>::I) << 16);
+  } else {
+    for (int k = 0; k < W; ++k) r[k] = Elem<L>::load(z, v + k);
   }
-  for (; v < vocab; ++v) {
-    const M x = Elem<L>::load(z, v);
-    mx[0] = x > mx[0] ? x : mx[0];
-    sm[0] += x;
-  }
-  M m = mx[0], s = 0;
-  for (int k = 0; k < K; ++k) m = mx[k] > m ? mx[k] : m, s += sm[k];
-  mean = s / static_cast<M>(vocab);
-  if (!(m > -INFINITY && m < INFINITY)) {  // an infinite or NaN logit: the loss is not finite
-    lse = m != m ? m : (m > 0 ? m : -m);
-    return;
-  }
-  for (v = 0; v + K <= vocab; v += K) {
-    for (int k = 0; k < K; ++k) ex[k] += expm(Elem<L>::load(z, v + k) - m);
-  }
-  for (; v < vocab; ++v) ex[0] += expm(Elem<L>::load(z, v) - m);
-  M e = 0;
-  for (int k = 0; k < K; ++k) e += ex[k];
-  lse = m + std::log(e);
+  return r;
 }
 
-template <class L>
+template <int W, class L>
+MIXSIEVE_INLINE void store_lanes(L* out, std::int64_t v, typename Lanes<W>::F x) {
+  if constexpr (std::is_same<L, float>::value) {
+    std::memcpy(out + v, &x, sizeof(x));
+  } else {
+    for (int k = 0; k < W; ++k) Elem<L>::store(out, v + k, x[k]);
+  }
+}
+
+// fast_expf of each lane, operation for operation.
+template <int W>
+MIXSIEVE_INLINE typename Lanes<W>::F exp_lanes(typename Lanes<W>::F x) {
+  using F = typename Lanes<W>::F;
+  using I = typename Lanes<W>::I;
+  const F hi = F{} + 88.7f, lo = F{} + (-86.5f);
+  F xc = x < lo ? lo : x;
+  xc = xc > hi ? hi : xc;
+  const F t = xc * 1.44269504088896341f + 12582912.0f;
+  const F n = t - 12582912.0f;
+  const F r = (xc - n * 0.693145751953125f) - n * 1.42860682030941723e-06f;
+  F p = F{} + 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const I ni = ((I)t & 0x7FFFFF) - 0x400000;
+  const F scale = (F)((ni + 126) << 23);
+  F y = (p * scale) * 2.0f;
+  y = x < lo ? F{} : y;
+  y = x > hi ? F{} + f32_from_bits(0x7F800000u) : y;
+  return y;
+}
+
+// The 16 lanes of kRegs registers, in lane order.
+template <int W>
+MIXSIEVE_INLINE void spill(const typename Lanes<W>::F* regs, float* lanes) {
+  std::memcpy(lanes, regs, 16 * sizeof(float));
+}
+
+// log-sum-exp and mean of one row (float math: float, bfloat16, float16 logits). The tail
+// (vocab % 16 elements) is summed last, in order.
+template <int W, class L>
+MIXSIEVE_INLINE void row_stats(const L* z, std::int64_t vocab, float& max, float& log_sum, float& mean) {
+  using F = typename Lanes<W>::F;
+  constexpr int R = Lanes<W>::kRegs;
+  F mx[R], sm[R], ex[R];
+  for (int j = 0; j < R; ++j) mx[j] = F{} - INFINITY, sm[j] = F{}, ex[j] = F{};
+  const std::int64_t body = vocab - vocab % 16;
+  for (std::int64_t v = 0; v < body; v += 16) {
+    for (int j = 0; j < R; ++j) {
+      const F x = load_lanes<W>(z, v + j * W);
+      mx[j] = x > mx[j] ? x : mx[j];
+      sm[j] += x;
+    }
+  }
+  float lanes_m[16], lanes_s[16];
+  spill<W>(mx, lanes_m);
+  spill<W>(sm, lanes_s);
+  float m = -INFINITY, s = 0;
+  for (int k = 0; k < 16; ++k) m = lanes_m[k] > m ? lanes_m[k] : m, s += lanes_s[k];
+  for (std::int64_t v = body; v < vocab; ++v) {
+    const float x = Elem<L>::load(z, v);
+    m = x > m ? x : m;
+    s += x;
+  }
+  mean = s / static_cast<float>(vocab);
+  log_sum = 0.0f;
+  if (s != s || !(m > -INFINITY && m < INFINITY)) {  // a NaN or +inf logit (or all -inf): not finite
+    max = s != s ? s : (m > 0 ? m : -m);
+    return;
+  }
+  max = m;
+  for (std::int64_t v = 0; v < body; v += 16) {
+    for (int j = 0; j < R; ++j) ex[j] += exp_lanes<W>(load_lanes<W>(z, v + j * W) - m);
+  }
+  float lanes_e[16];
+  spill<W>(ex, lanes_e);
+  float e = 0;
+  for (int k = 0; k < 16; ++k) e += lanes_e[k];
+  for (std::int64_t v = body; v < vocab; ++v) e += fast_expf(Elem<L>::load(z, v) - m);
+  log_sum = std::log(e);
+}
+
+// out[v] = g (p_v - eps / V) for every v (the target entries are fixed up by the caller);
+// out may alias z.
+template <int W, class L>
+MIXSIEVE_INLINE void row_grad(const L* z, std::int64_t vocab, float max, float log_sum, float eps_over_v, float g,
+                              L* out) {
+  const std::int64_t body = vocab - vocab % 16;
+  for (std::int64_t v = 0; v < body; v += W) {
+    store_lanes<W>(out, v, g * (exp_lanes<W>((load_lanes<W>(z, v) - max) - log_sum) - eps_over_v));
+  }
+  for (std::int64_t v = body; v < vocab; ++v) {
+    Elem<L>::store(out, v, logit_grad<float>(softmax_p(Elem<L>::load(z, v), max, log_sum), false, false, 0.0f,
+                                             0.0f, eps_over_v, g));
+  }
+}
+
+// The same in double for double logits (scalar: float64 logits are for checking, not speed).
+template <int W>
+MIXSIEVE_INLINE void row_stats(const double* z, std::int64_t vocab, double& max, double& log_sum, double& mean) {
+  double m = -INFINITY, s = 0;
+  for (std::int64_t v = 0; v < vocab; ++v) m = z[v] > m ? z[v] : m, s += z[v];
+  mean = s / static_cast<double>(vocab);
+  log_sum = 0.0;
+  if (s != s || !(m > -INFINITY && m < INFINITY)) {
+    max = s != s ? s : (m > 0 ? m : -m);
+    return;
+  }
+  max = m;
+  double e = 0;
+  for (std::int64_t v = 0; v < vocab; ++v) e += std::exp(z[v] - m);
+  log_sum = std::log(e);
+}
+
+template <int W>
+MIXSIEVE_INLINE void row_grad(const double* z, std::int64_t vocab, double max, double log_sum, double eps_over_v,
+                              double g, double* out) {
+  for (std::int64_t v = 0; v < vocab; ++v) {
+    out[v] = logit_grad<double>(softmax_p(z[v], max, log_sum), false, false, 0.0, 0.0, eps_over_v, g);
+  }
+}
+
+template <int W, class L>
 MIXSIEVE_INLINE void ce_chunk_impl(const CeJob<L>& job, std::size_t lo, std::size_t hi) {
   using M = typename Elem<L>::math;
   const Targets& tg = *job.tg;
@@ -296,17 +413,19 @@ MIXSIEVE_INLINE void ce_chunk_impl(const CeJob<L>& job, std::size_t lo, std::siz
   for (std::size_t j = lo; j < hi; ++j) {
     const Targets::Pos p = tg.at_position(job.r0 + static_cast<std::int64_t>(j));
     const L* z = job.logits + static_cast<std::int64_t>(j) * vocab;
-    M lse;
+    M max, log_sum;
     if (job.gtok == nullptr) {  // forward
       M mean;
-      row_stats<L>(z, vocab, lse, mean);
+      row_stats<W>(z, vocab, max, log_sum, mean);
       const M za = p.a_ok ? static_cast<M>(Elem<L>::load(z, p.ya)) : M(0);
       const M zb = p.b_ok ? static_cast<M>(Elem<L>::load(z, p.yb)) : M(0);
-      job.lse[j] = lse;
+      job.lse[2 * j] = max;
+      job.lse[2 * j + 1] = log_sum;
       job.keep[j] = p.keep ? M(1) : M(0);
-      job.loss[j] = p.keep ? token_loss<M>(lse, za, zb, mean, static_cast<M>(p.omega), eps) : M(0);
+      job.loss[j] = p.keep ? token_loss<M>(max, log_sum, za, zb, mean, static_cast<M>(p.omega), eps) : M(0);
     } else {
-      lse = job.lse[j];
+      max = job.lse[2 * j];
+      log_sum = job.lse[2 * j + 1];
     }
     if (job.grad == nullptr) continue;
     L* out = job.grad + static_cast<std::int64_t>(j) * vocab;
@@ -316,11 +435,9 @@ MIXSIEVE_INLINE void ce_chunk_impl(const CeJob<L>& job, std::size_t lo, std::siz
       continue;
     }
     const M omega = static_cast<M>(p.omega);
-    const M pa = p.a_ok ? expm(static_cast<M>(Elem<L>::load(z, p.ya)) - lse) : M(0);
-    const M pb = p.b_ok ? expm(static_cast<M>(Elem<L>::load(z, p.yb)) - lse) : M(0);
-    for (std::int64_t v = 0; v < vocab; ++v) {
-      Elem<L>::store(out, v, logit_grad<M>(expm(Elem<L>::load(z, v) - lse), false, false, omega, eps, eps_over_v, g));
-    }
+    const M pa = p.a_ok ? softmax_p(static_cast<M>(Elem<L>::load(z, p.ya)), max, log_sum) : M(0);
+    const M pb = p.b_ok ? softmax_p(static_cast<M>(Elem<L>::load(z, p.yb)), max, log_sum) : M(0);
+    row_grad<W>(z, vocab, max, log_sum, eps_over_v, g, out);
     // the target entries, with the same formula (reads of z above came first: out may alias z)
     const bool same = p.a_ok && p.b_ok && p.ya == p.yb;
     if (p.a_ok) Elem<L>::store(out, p.ya, logit_grad<M>(pa, true, same, omega, eps, eps_over_v, g));
@@ -330,7 +447,7 @@ MIXSIEVE_INLINE void ce_chunk_impl(const CeJob<L>& job, std::size_t lo, std::siz
 
 template <class L>
 void ce_chunk_base(const CeJob<L>& job, std::size_t lo, std::size_t hi) {
-  ce_chunk_impl<L>(job, lo, hi);
+  ce_chunk_impl<4, L>(job, lo, hi);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
@@ -338,9 +455,15 @@ void ce_chunk_base(const CeJob<L>& job, std::size_t lo, std::size_t hi) {
 // the CPU, only the speed does.
 template <class L>
 __attribute__((target("avx2"))) void ce_chunk_avx2(const CeJob<L>& job, std::size_t lo, std::size_t hi) {
-  ce_chunk_impl<L>(job, lo, hi);
+  ce_chunk_impl<8, L>(job, lo, hi);
 }
 #endif
+
+// Test hook: -1 picks the widest path the CPU has, 0 forces the baseline path, 1 the AVX2 one.
+inline int& forced_isa() {
+  static int isa = -1;
+  return isa;
+}
 
 // Runs a cross-entropy job over n positions; validates every position's targets first, so a bad
 // id raises before anything is written.
@@ -348,7 +471,7 @@ template <class L>
 void ce_run(const CeJob<L>& job, std::int64_t n, unsigned threads) {
   check_lambda(job.tg->w);
   for (std::int64_t j = 0; j < n; ++j) (void)job.tg->at_position(job.r0 + j);
-  const bool wide = std::is_same<L, double>::value ? false : cpu_has_avx2();
+  const bool wide = !std::is_same<L, double>::value && cpu_has_avx2() && forced_isa() != 0;
   parallel_for(static_cast<std::size_t>(n), threads, 1, [&](std::size_t lo, std::size_t hi) {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
     if (wide) return ce_chunk_avx2<L>(job, lo, hi);

@@ -8,6 +8,7 @@
 // are weighted by the lambda of token t+1 ("shifted") or of token t ("same").
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -29,9 +30,7 @@ MIXSIEVE_HD std::uint32_t f32_bits(float x) {
 #if defined(__CUDA_ARCH__)
   return static_cast<std::uint32_t>(__float_as_uint(x));
 #else
-  std::uint32_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  return u;
+  return __builtin_bit_cast(std::uint32_t, x);
 #endif
 }
 
@@ -39,9 +38,7 @@ MIXSIEVE_HD float f32_from_bits(std::uint32_t u) {
 #if defined(__CUDA_ARCH__)
   return __uint_as_float(u);
 #else
-  float x;
-  std::memcpy(&x, &u, sizeof(x));
-  return x;
+  return __builtin_bit_cast(float, u);
 #endif
 }
 
@@ -179,7 +176,7 @@ MIXSIEVE_HD double dsqrt(double a) {
 #endif
 }
 
-// Natural log of a finite x > 0 (callers never pass anything else), within about 1 ulp.
+// Natural log of a finite x > 0 (callers never pass anything else), within 2 ulps.
 // x = 2^k * m with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(s), s = (m-1)/(m+1), |s| < 0.172,
 // summed as the atanh series to s^23 (the next term is below 2^-60 of the result).
 MIXSIEVE_HD double det_log(double x) {
@@ -218,7 +215,7 @@ MIXSIEVE_HD double det_log(double x) {
   return dadd(dmul(kd, ln2_hi), dadd(log_m, dmul(kd, ln2_lo)));
 }
 
-// e^x within about 1 ulp; 0 below -745, +inf above 709.78.
+// e^x within 2 ulps; 0 below -745.2, +inf above 709.78.
 MIXSIEVE_HD double det_exp(double x) {
   if (x != x) return x;
   if (x < -745.2) return 0.0;
@@ -378,16 +375,25 @@ MIXSIEVE_HD TargetMix target_weight(float omega, bool a_ok, bool b_ok) {
   return {0.0f, false};
 }
 
-// The loss of one kept position from the log-sum-exp of its logits, the two target logits and
-// the mean logit (for label smoothing eps):
-//   lse - (1 - eps) (omega z_a + (1 - omega) z_b) - eps mean(z).
+// The loss of one kept position from its row's max m and log_sum = log sum_v exp(z_v - m)
+// (kept apart: m + log_sum would round away log_sum's low bits when |m| is large), the two
+// target logits and the mean logit (label smoothing eps):
+//   log_sum + (1 - eps) (omega (m - z_a) + (1 - omega) (m - z_b)) + eps (m - mean(z)),
+// which is lse - (1 - eps)(omega z_a + (1 - omega) z_b) - eps mean(z). A term whose weight is
+// 0 is left out, so an unused target or, with eps = 0, a -inf logit adds no 0 * inf.
 template <class M>
-MIXSIEVE_HD M token_loss(M lse, M za, M zb, M mean_z, M omega, M eps) {
-  return lse - (M(1) - eps) * (omega * za + (M(1) - omega) * zb) - eps * mean_z;
+MIXSIEVE_HD M token_loss(M m, M log_sum, M za, M zb, M mean_z, M omega, M eps) {
+  M nll = 0;
+  if (omega != M(0)) nll += omega * (m - za);
+  if (omega != M(1)) nll += (M(1) - omega) * (m - zb);
+  M loss = log_sum + (M(1) - eps) * nll;
+  if (eps > M(0)) loss += eps * (m - mean_z);
+  return loss;
 }
 
 // d loss / d z_v of one kept position, scaled by g (the upstream gradient of that position):
-//   g (p_v - (1 - eps)(omega [v = a] + (1 - omega) [v = b]) - eps / V),  p_v = exp(z_v - lse).
+//   g (p_v - (1 - eps)(omega [v = a] + (1 - omega) [v = b]) - eps / V),
+// with p_v = exp((z_v - m) - log_sum) (see token_loss).
 template <class M>
 MIXSIEVE_HD M logit_grad(M p, bool is_a, bool is_b, M omega, M eps, M eps_over_v, M g) {
   M target = eps_over_v;
@@ -397,11 +403,12 @@ MIXSIEVE_HD M logit_grad(M p, bool is_a, bool is_b, M omega, M eps, M eps_over_v
 }
 
 // e^x in float for the softmax: a degree-7 polynomial after reduction by ln 2 (about 2 ulp),
-// branch-free so that loops over it vectorise; 0 below -86.5 (and for -inf), +inf above 88.7.
+// written with selects only, so that loops over it vectorise; 0 below -86.5 (and for -inf),
+// +inf above 88.7. NaN gives an unspecified value: callers detect NaN rows themselves.
 MIXSIEVE_HD float fast_expf(float x) {
   const float hi = 88.7f, lo = -86.5f;
-  const bool under = !(x >= lo);  // also NaN-safe for -inf; NaN stays NaN below
-  float xc = x > hi ? hi : (x < lo ? lo : x);
+  float xc = x < lo ? lo : x;
+  xc = xc > hi ? hi : xc;
   const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   const float t = xc * 1.44269504088896341f + shifter;
   const float n = t - shifter;
@@ -418,11 +425,15 @@ MIXSIEVE_HD float fast_expf(float x) {
   const std::int32_t ni = static_cast<std::int32_t>(f32_bits(t) & 0x7FFFFFu) - 0x400000;
   const float scale = f32_from_bits(static_cast<std::uint32_t>(ni + 126) << 23);  // 2^(n-1)
   float y = (p * scale) * 2.0f;
-  if (x > hi) y = f32_from_bits(0x7F800000u);
-  if (under) y = 0.0f;
-  if (x != x) y = x;
+  y = x < lo ? 0.0f : y;
+  y = x > hi ? f32_from_bits(0x7F800000u) : y;
   return y;
 }
+
+// The softmax probability of logit z in a row with max m and log_sum = log sum exp(z_v - m):
+// exp((z - m) - log_sum), with fast_expf in float and exp in double.
+MIXSIEVE_HD float softmax_p(float z, float m, float log_sum) { return fast_expf((z - m) - log_sum); }
+MIXSIEVE_HD double softmax_p(double z, double m, double log_sum) { return exp((z - m) - log_sum); }
 
 // One element of the mixed embedding: keep * (lam E[a] + (1 - lam) E[b]).
 template <class M>

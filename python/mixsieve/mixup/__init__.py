@@ -27,8 +27,10 @@ Examples
 """
 
 from ._ops import mix_embeddings, mixup_cross_entropy, mixup_linear_cross_entropy, sample_lambda
+from .collate import TokenMixupCollator
 
 __all__ = [
+    "TokenMixupCollator",
     "mix_embeddings",
     "mixup_cross_entropy",
     "mixup_linear_cross_entropy",

@@ -254,7 +254,7 @@ def _functions() -> dict[str, Any]:
             n = z.shape[0]
             mdt = _loss_dtype(logits)
             loss = th.empty(n, dtype=mdt, device=z.device)
-            lse, keep = th.empty_like(loss), th.empty_like(loss)
+            lse, keep = th.empty(n, 2, dtype=mdt, device=loss.device), th.empty_like(loss)
             kernels(z.device).ce(z, 0, w, t, loss, lse, keep, None, None)
             ctx.save_for_backward(z, lse, keep)
             ctx.w, ctx.t, ctx.shape = w, t, tuple(logits.shape)
@@ -285,7 +285,7 @@ def _functions() -> dict[str, Any]:
             # none: the per-position upstream gradients are unknown until backward, which recomputes
             precompute = grad_mode and any(need) and t.reduction != "none"
             loss = th.empty(n, dtype=mdt, device=h.device)
-            lse, keep = th.empty_like(loss), th.empty_like(loss)
+            lse, keep = th.empty(n, 2, dtype=mdt, device=loss.device), th.empty_like(loss)
             grads = _LinearGrads(h, wt, b, need) if precompute else None
             ker = kernels(h.device)
             for r0 in range(0, n, chunk):
@@ -294,6 +294,7 @@ def _functions() -> dict[str, Any]:
                 ker.ce(z, r0, w, t, loss[r0:], lse[r0:], keep[r0:], None, z if grads else None)
                 if grads is not None:
                     grads.add(r0, hc, z)
+                del z  # before the next chunk's logits are made: one chunk at a time
             ctx.w, ctx.t, ctx.chunk, ctx.shape = w, t, chunk, tuple(hidden.shape)
             ctx.grads = grads
             ctx.save_for_backward(h, wt, b, lse, keep)
@@ -325,6 +326,7 @@ def _functions() -> dict[str, Any]:
                     z = _logits(hc, wt, b, lse.dtype)
                     ker.ce(z, r0, ctx.w, t, None, lse[r0:], None, gtok[r0:], z)
                     grads.add(r0, hc, z)
+                    del z
             d_h, d_w, d_b = grads.scaled(scale)
             if d_h is not None:
                 d_h = d_h.view(ctx.shape)
