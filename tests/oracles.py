@@ -490,3 +490,272 @@ def integral_targets(k, changes, n):
     for p, w in sorted(changes, key=lambda c: c[0]):
         per[p:] = np.asarray(w, float) / np.sum(w)
     return per.cumsum(axis=0)
+
+
+# ---- per-token mixup (shared/specs/algorithms.md section 3, /tmp/mixup/CONTRACT.md) ----
+# Plain torch, written from the contract; torch is imported inside so that this module loads
+# without it. Every function computes in `dtype` (default: float64 for float64 inputs, else
+# float32); pass a 16-bit dtype to measure the reference's own rounding error.
+
+_MIXUP_POLICIES = ("union", "a-only")
+
+
+def _mixup_math_dtype(t, dtype):
+    import torch
+
+    if dtype is not None:
+        return dtype
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def mixup_effective_lambda(lam, va, vb, policy="union"):
+    """(lam_e, keep) per token of the [B, T+1] window: union: both valid -> lam, only a -> 1,
+    only b -> 0, neither -> dropped; a-only: a invalid -> dropped, b invalid -> 1. lam is
+    rounded to float32 first (the contract converts it); lam_e is 0 where dropped."""
+    import torch
+
+    if policy not in _MIXUP_POLICIES:
+        raise ValueError(policy)
+    lam = lam.to(torch.float32)
+    va = torch.ones_like(lam, dtype=torch.bool) if va is None else va.bool()
+    vb = torch.ones_like(lam, dtype=torch.bool) if vb is None else vb.bool()
+    one, zero = torch.ones_like(lam), torch.zeros_like(lam)
+    lam_e = torch.where(va & vb, lam, torch.where(va, one, zero))
+    keep = va | vb if policy == "union" else va.clone()
+    return lam_e, keep
+
+
+def mixup_reference_embeddings(weight, xa, xb, lam, va=None, vb=None, policy="union", dtype=None):
+    """h[b, t] = keep * (lam_e E[xa] + (1 - lam_e) E[xb]) for t < T, computed in `dtype` and
+    returned in that dtype (differentiable w.r.t. weight). An id is used only where it is read
+    (xa where lam_e != 0, xb where lam_e != 1, and only at kept positions); elsewhere it may be
+    anything."""
+    import torch
+    import torch.nn.functional as F
+
+    dt = _mixup_math_dtype(weight, dtype)
+    lam_e, keep = mixup_effective_lambda(lam, va, vb, policy)
+    lin, kin = lam_e[:, :-1], keep[:, :-1]
+    read_a, read_b = kin & (lin != 0), kin & (lin != 1)
+    ia = torch.where(read_a, xa[:, :-1].long(), 0)
+    ib = torch.where(read_b, xb[:, :-1].long(), 0)
+    w = weight.to(dt)
+    ea, eb = F.embedding(ia, w), F.embedding(ib, w)
+    la = lin.to(dt)[..., None]
+    h = torch.where(read_a[..., None], la * ea, 0) + torch.where(read_b[..., None], (1 - la) * eb, 0)
+    return torch.where(kin[..., None], h, 0)
+
+
+def mixup_targets(
+    xa, xb, lam, va=None, vb=None, *, ignore_index=-100, target_lambda="shifted", policy="union"
+):
+    """(ya, yb, a_ok, b_ok, omega, keep_loss), each [B, T]: the two next-token targets, which of
+    them count, the weight omega of target a (float32), and which positions enter the loss.
+    ya/yb are 0 wherever they do not count, so they can be gathered safely."""
+    import torch
+
+    if target_lambda not in ("shifted", "same"):
+        raise ValueError(target_lambda)
+    lam_e, keep = mixup_effective_lambda(lam, va, vb, policy)
+    va = torch.ones_like(keep) if va is None else va.bool()
+    vb = torch.ones_like(keep) if vb is None else vb.bool()
+    ya, yb = xa[:, 1:].long(), xb[:, 1:].long()
+    a_ok = va[:, 1:] & (ya != ignore_index)
+    b_ok = vb[:, 1:] & (yb != ignore_index)
+    if policy == "a-only":
+        b_ok = b_ok & a_ok
+    om = lam_e[:, 1:] if target_lambda == "shifted" else lam_e[:, :-1]
+    om = torch.where(a_ok & b_ok, om, a_ok.to(om.dtype))
+    keep_loss = keep[:, :-1] & (a_ok | b_ok)
+    return torch.where(a_ok, ya, 0), torch.where(b_ok, yb, 0), a_ok, b_ok, om, keep_loss
+
+
+def _mixup_reduce(tok, keep_loss, reduction):
+    tok = tok.where(keep_loss, 0)
+    if reduction == "none":
+        return tok
+    if reduction == "sum":
+        return tok.sum()
+    if reduction == "mean":
+        return tok.sum() / keep_loss.sum().clamp_min(1).to(tok.dtype)
+    raise ValueError(reduction)
+
+
+def mixup_reference_loss(
+    logits,
+    xa,
+    xb,
+    lam,
+    va=None,
+    vb=None,
+    *,
+    ignore_index=-100,
+    label_smoothing=0.0,
+    reduction="mean",
+    target_lambda="shifted",
+    policy="union",
+    dtype=None,
+):
+    """Two-target cross-entropy: per kept position
+    omega CE_eps(z, ya) + (1 - omega) CE_eps(z, yb), CE_eps = (1 - eps) nll + eps mean_v(-log p_v);
+    reduction none ([B, T], 0 where dropped) / sum / mean (sum over max(kept, 1))."""
+    import torch
+
+    dt = _mixup_math_dtype(logits, dtype)
+    ya, yb, a_ok, b_ok, om, keep_loss = mixup_targets(
+        xa, xb, lam, va, vb, ignore_index=ignore_index, target_lambda=target_lambda, policy=policy
+    )
+    lp = logits.to(dt).log_softmax(-1)
+    eps = float(label_smoothing)
+    ca = -lp.gather(-1, ya[..., None]).squeeze(-1)
+    cb = -lp.gather(-1, yb[..., None]).squeeze(-1)
+    if eps != 0.0:
+        smooth = -lp.mean(-1)
+        ca = (1 - eps) * ca + eps * smooth
+        cb = (1 - eps) * cb + eps * smooth
+    w = om.to(dt)
+    # where() rather than 0 * x: an unused target may sit on a -inf logit.
+    tok = torch.where(b_ok, torch.where(a_ok, w * ca + (1 - w) * cb, cb), ca)
+    return _mixup_reduce(tok, keep_loss, reduction)
+
+
+def mixup_reference_linear_loss(
+    hidden, weight, xa, xb, lam, va=None, vb=None, *, bias=None, dtype=None, **kw
+):
+    """mixup_reference_loss of hidden @ weight.T + bias, all in `dtype`."""
+    dt = _mixup_math_dtype(hidden, dtype)
+    z = hidden.to(dt) @ weight.to(dt).T
+    if bias is not None:
+        z = z + bias.to(dt)
+    return mixup_reference_loss(z, xa, xb, lam, va, vb, dtype=dt, **kw)
+
+
+def mixup_dense_target_loss(
+    logits,
+    xa,
+    xb,
+    lam,
+    va=None,
+    vb=None,
+    *,
+    ignore_index=-100,
+    label_smoothing=0.0,
+    reduction="mean",
+    target_lambda="shifted",
+    policy="union",
+):
+    """Second oracle: F.cross_entropy with dense probability targets
+    omega e_ya + (1 - omega) e_yb built by scatter_add_ (mass adds up when ya == yb)."""
+    import torch
+    import torch.nn.functional as F
+
+    ya, yb, a_ok, b_ok, om, keep_loss = mixup_targets(
+        xa, xb, lam, va, vb, ignore_index=ignore_index, target_lambda=target_lambda, policy=policy
+    )
+    z = logits.to(_mixup_math_dtype(logits, None))
+    wa = torch.where(a_ok, om.to(z.dtype), 0)
+    wb = torch.where(b_ok, 1 - om.to(z.dtype), 0)
+    soft = torch.zeros_like(z)
+    soft.scatter_add_(-1, ya[..., None], wa[..., None])
+    soft.scatter_add_(-1, yb[..., None], wb[..., None])
+    tok = torch.zeros(keep_loss.shape, dtype=z.dtype)
+    tok[keep_loss] = F.cross_entropy(
+        z[keep_loss], soft[keep_loss], label_smoothing=label_smoothing, reduction="none"
+    )
+    return _mixup_reduce(tok, keep_loss, reduction)
+
+
+def seqmix_loss(logits, xa, xb, lam_row, valid, eps=0.0):
+    """SeqMix (Guo, Kim, Rush 2020) with one lambda per row and the same padding on a and b:
+    mean over valid targets of lam CE(ya) + (1 - lam) CE(yb), each by F.cross_entropy."""
+    import torch.nn.functional as F
+
+    V = logits.shape[-1]
+    z = logits.reshape(-1, V)
+    m = (valid[:, :-1] & valid[:, 1:]).reshape(-1)
+    ca = F.cross_entropy(z[m], xa[:, 1:].reshape(-1)[m], label_smoothing=eps, reduction="none")
+    cb = F.cross_entropy(z[m], xb[:, 1:].reshape(-1)[m], label_smoothing=eps, reduction="none")
+    lr = lam_row[:, None].expand(-1, xa.shape[1] - 1).reshape(-1)[m].to(z.dtype)
+    return (lr * ca + (1 - lr) * cb).sum() / m.sum()
+
+
+# ---- Beta(a, a) distribution function without scipy ----
+
+
+def _log_beta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def _betacf(a: float, b: float, x: np.ndarray) -> np.ndarray:
+    """Continued fraction of the regularized incomplete beta (modified Lentz), vectorised;
+    converges fast for x < (a + 1) / (a + b + 2)."""
+    tiny, tol = 1e-300, 1e-15
+    c = np.ones_like(x)
+    d = 1.0 - (a + b) * x / (a + 1.0)
+    d = np.where(np.abs(d) < tiny, tiny, d)
+    d = 1.0 / d
+    h = d.copy()
+    for m in range(1, 10000):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((a + m2 - 1) * (a + m2))
+        d = 1.0 + aa * d
+        d = np.where(np.abs(d) < tiny, tiny, d)
+        c = 1.0 + aa / c
+        c = np.where(np.abs(c) < tiny, tiny, c)
+        d = 1.0 / d
+        h *= d * c
+        aa = -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))
+        d = 1.0 + aa * d
+        d = np.where(np.abs(d) < tiny, tiny, d)
+        c = 1.0 + aa / c
+        c = np.where(np.abs(c) < tiny, tiny, c)
+        d = 1.0 / d
+        delta = d * c
+        h *= delta
+        if np.all(np.abs(delta - 1.0) < tol):
+            return h
+    raise RuntimeError("incomplete beta continued fraction did not converge")
+
+
+def beta_cdf_symmetric(x, a: float) -> np.ndarray:
+    """I_x(a, a), the Beta(a, a) distribution function, for x in [0, 1] (float64 array)."""
+    x = np.asarray(x, dtype=np.float64)
+    lo = np.minimum(x, 1.0 - x)  # I_x(a, a) = 1 - I_{1-x}(a, a); the series needs x <= 1/2
+    inner = (lo > 0) & (lo < 1)
+    out = np.zeros_like(lo)
+    li = lo[inner]
+    front = np.exp(a * np.log(li) + a * np.log1p(-li) - _log_beta(a, a)) / a
+    out[inner] = front * _betacf(a, a, li)
+    return np.where(x <= 0.5, out, 1.0 - out)
+
+
+def beta_symmetric_moments(a: float) -> tuple[float, float, float]:
+    """Mean, variance and fourth central moment of Beta(a, a), from the raw moments
+    E[X^k] = prod_{i<k} (a + i) / (2a + i)."""
+    raw = [1.0]
+    for k in range(4):
+        raw.append(raw[-1] * (a + k) / (2 * a + k))
+    m = raw[1]
+    var = raw[2] - m * m
+    mu4 = raw[4] - 4 * m * raw[3] + 6 * m * m * raw[2] - 3 * m**4
+    return m, var, mu4
+
+
+def ks_statistic_float32(samples, cdf) -> float:
+    """Kolmogorov-Smirnov distance between float32 samples and a continuous CDF rounded to
+    float32: a sample value v stands for the interval of reals that round to it, so the model's
+    distribution function at v is cdf(upper end) and just below v it is cdf(lower end)."""
+    v = np.sort(np.asarray(samples, dtype=np.float32))
+    vals, counts = np.unique(v, return_counts=True)
+    n = v.size
+    emp_hi = np.cumsum(counts) / n
+    emp_lo = emp_hi - counts / n
+    up = np.nextafter(vals, np.float32(np.inf)).astype(np.float64)
+    down = np.nextafter(vals, np.float32(-np.inf)).astype(np.float64)
+    v64 = vals.astype(np.float64)
+    hi = np.minimum((v64 + up) / 2, 1.0)
+    lo = np.maximum((v64 + down) / 2, 0.0)
+    f_hi, f_lo = cdf(hi), cdf(lo)
+    f_hi = np.where(vals >= 1.0, 1.0, f_hi)
+    f_lo = np.where(vals <= 0.0, 0.0, f_lo)
+    return float(max(np.max(np.abs(emp_hi - f_hi)), np.max(np.abs(emp_lo - f_lo))))

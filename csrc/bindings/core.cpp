@@ -495,7 +495,7 @@ PYBIND11_MODULE(_core, m) {
 #else
     d["sanitize"] = false;
 #endif
-    d["cuda"] = false;
+    // "cuda" is added by mixsieve.info: the CUDA kernels are the optional module _core_cuda
     return d;
   });
 }

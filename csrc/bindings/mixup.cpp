@@ -114,16 +114,21 @@ void bind_mixup(py::module_& m) {
         const unsigned t = thread_count(threads);
         if (!grad_weight || (batch > 0 && !grad_out)) throw py::value_error("grad_out and grad_weight must be given");
         py::gil_scoped_release release;
-        // the accumulator is float64 for a float64 table, else float32
+        // rows accumulate in float64 for a float64 table, else float32, and are stored in the
+        // table's dtype (grad_weight has it)
         switch (dtype_of(dtype)) {
           case mx::Dtype::F32:
-            return mx::embed_backward(as<const float>(grad_out), vocab, dim, w, as<float>(grad_weight), t);
+            return mx::embed_backward<float, float>(as<const float>(grad_out), vocab, dim, w, as<float>(grad_weight),
+                                                    t);
           case mx::Dtype::F64:
-            return mx::embed_backward(as<const double>(grad_out), vocab, dim, w, as<double>(grad_weight), t);
+            return mx::embed_backward<double, double>(as<const double>(grad_out), vocab, dim, w,
+                                                      as<double>(grad_weight), t);
           case mx::Dtype::BF16:
-            return mx::embed_backward(as<const mx::bf16_t>(grad_out), vocab, dim, w, as<float>(grad_weight), t);
+            return mx::embed_backward<mx::bf16_t, float>(as<const mx::bf16_t>(grad_out), vocab, dim, w,
+                                                         as<mx::bf16_t>(grad_weight), t);
           case mx::Dtype::F16:
-            return mx::embed_backward(as<const mx::f16_t>(grad_out), vocab, dim, w, as<float>(grad_weight), t);
+            return mx::embed_backward<mx::f16_t, float>(as<const mx::f16_t>(grad_out), vocab, dim, w,
+                                                        as<mx::f16_t>(grad_weight), t);
         }
       },
       py::arg("grad_out"), py::arg("dtype"), py::arg("vocab"), py::arg("dim"), py::arg("xa"), py::arg("xb"),

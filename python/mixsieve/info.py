@@ -14,6 +14,7 @@ from . import __version__, _core
 def build_info() -> dict[str, Any]:
     """Compiler, SIMD level in use, usable cores, CUDA, Unicode tables and versions."""
     info = dict(_core.build_info())
+    info["cuda"] = cuda_info()
     info.update(
         mixsieve=__version__,
         python=platform.python_version(),
@@ -21,6 +22,25 @@ def build_info() -> dict[str, Any]:
         platform=platform.platform(),
     )
     return info
+
+
+def cuda_info() -> str:
+    """Whether the optional CUDA module ``mixsieve._core_cuda`` was built, and the devices it sees."""
+    try:
+        from . import _core_cuda
+    except ImportError:
+        return "no (built without a CUDA compiler)"
+    native = _core_cuda.build_info()
+    count, error = _core_cuda.device_count()
+    runtime = int(native["cuda_runtime"])
+    version = f"{runtime // 1000}.{runtime % 1000 // 10}"
+    if count:
+        devices = f"{count} device(s)"
+    elif not native["cuda_driver"]:
+        devices = "no device: no CUDA driver"
+    else:
+        devices = f"no device: {error}"
+    return f"yes (architectures {native['architectures']}, CUDA runtime {version}; {devices})"
 
 
 def main() -> None:

@@ -124,11 +124,11 @@ void embed_forward(const W* weight, std::int64_t vocab, std::int64_t dim, const 
 }
 
 // d loss / d E: row v gathers coef * grad_out[r] over the (position, side) pairs that read row v,
-// in position order. Rows are shared out over threads; each row is written once (zeros where no
-// position reads it), so the result has no atomics and does not depend on the thread count.
-// A (float or double) is the accumulator and output type.
-template <class G, class A>
-void embed_backward(const G* grad_out, std::int64_t vocab, std::int64_t dim, const Windows& w, A* grad_weight,
+// in position order. Rows are shared out over threads; each row is accumulated in A (float, or
+// double for double tables) and written once, in O (the table's type; zeros where no position
+// reads it), so the result has no atomics and does not depend on the thread count.
+template <class G, class A, class O>
+void embed_backward(const G* grad_out, std::int64_t vocab, std::int64_t dim, const Windows& w, O* grad_weight,
                     unsigned threads) {
   using M = typename Elem<G>::math;
   const std::int64_t steps = w.steps();
@@ -163,10 +163,10 @@ void embed_backward(const G* grad_out, std::int64_t vocab, std::int64_t dim, con
   parallel_for(static_cast<std::size_t>(vocab), threads, 64, [&](std::size_t lo, std::size_t hi) {
     std::vector<A> acc(static_cast<std::size_t>(dim));
     for (std::size_t v = lo; v < hi; ++v) {
-      A* dst = grad_weight + static_cast<std::int64_t>(v) * dim;
+      O* dst = grad_weight + static_cast<std::int64_t>(v) * dim;
       const std::int64_t e0 = start[v], e1 = start[v + 1];
       if (e0 == e1) {
-        std::memset(dst, 0, sizeof(A) * static_cast<std::size_t>(dim));
+        std::memset(dst, 0, sizeof(O) * static_cast<std::size_t>(dim));  // +0 in every float format
         continue;
       }
       std::fill(acc.begin(), acc.end(), A(0));
@@ -176,7 +176,11 @@ void embed_backward(const G* grad_out, std::int64_t vocab, std::int64_t dim, con
         const A c = entries[e].side_b ? A(1) - lam : lam;
         for (std::int64_t d = 0; d < dim; ++d) acc[d] += c * static_cast<A>(static_cast<M>(Elem<G>::load(g, d)));
       }
-      std::memcpy(dst, acc.data(), sizeof(A) * static_cast<std::size_t>(dim));
+      if constexpr (std::is_same<A, O>::value) {
+        std::memcpy(dst, acc.data(), sizeof(A) * static_cast<std::size_t>(dim));
+      } else {
+        for (std::int64_t d = 0; d < dim; ++d) Elem<O>::store(dst, d, acc[d]);
+      }
     }
   });
 }

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 POLICIES = {"union": 0, "a-only": 1}
 REDUCTIONS = ("mean", "sum", "none")
 TARGET_LAMBDAS = ("shifted", "same")
-# elements of one chunk of logits in mixup_linear_cross_entropy (32 MiB in float32)
-CHUNK_ELEMENTS = 1 << 23
+# elements of one chunk of logits in mixup_linear_cross_entropy (40 MiB in float32); the rows
+# of a chunk are rounded down to a multiple of 32, which the matrix products prefer
+CHUNK_ELEMENTS = 10 << 20
 
 
 def torch_module() -> Any:
@@ -64,13 +65,17 @@ class CpuKernels:
         )  # fmt: skip
 
     def embed_backward(
-        self, grad_out: torch.Tensor, vocab: int, w: Windows, grad_weight: torch.Tensor, deterministic: bool
-    ) -> None:
-        # the CPU kernel is always deterministic (rows of the table are shared out over threads)
+        self, grad_out: torch.Tensor, vocab: int, w: Windows, deterministic: bool
+    ) -> torch.Tensor:
+        """d loss / d table in grad_out's dtype (the table's): rows accumulate in float32 (float64
+        for float64) and are written once each; always deterministic on the CPU."""
+        th = torch_module()
+        grad_weight: torch.Tensor = th.empty(vocab, grad_out.shape[-1], dtype=grad_out.dtype)
         self.core.mixup_embed_backward(
             _ptr(grad_out), _dtype_code(grad_out), vocab, grad_weight.shape[1], *w.pointers(),
             _ptr(grad_weight), self.threads,
         )  # fmt: skip
+        return grad_weight
 
     def ce(
         self, logits: torch.Tensor, r0: int, w: Windows, t: Targets, loss: torch.Tensor | None,
@@ -241,11 +246,8 @@ def _functions() -> dict[str, Any]:
         def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
             w: Windows = ctx.w
             grad = grad.to(ctx.dtype).contiguous()
-            acc = th.float64 if ctx.dtype == th.float64 else th.float32
-            grad_weight = th.empty(ctx.vocab, grad.shape[-1], dtype=acc, device=grad.device)
             deterministic = bool(th.are_deterministic_algorithms_enabled())
-            kernels(grad.device).embed_backward(grad, ctx.vocab, w, grad_weight, deterministic)
-            return grad_weight.to(ctx.dtype), None
+            return kernels(grad.device).embed_backward(grad, ctx.vocab, w, deterministic), None
 
     class MixupCrossEntropy(Function):  # type: ignore[misc, valid-type]
         @staticmethod
@@ -608,7 +610,8 @@ def mixup_linear_cross_entropy(
         The LM head (``nn.Linear(D, V).weight``, or the tied embedding table).
     bias : Tensor [V], optional
     chunk_size : int, optional
-        Rows per chunk; default: about 8M logits per chunk (32 MiB in float32).
+        Rows per chunk; default: about 10M logits per chunk (40 MiB in float32), in multiples of
+        32 rows (320 rows for V = 32000).
     Others
         As in :func:`mixup_cross_entropy`.
 
@@ -649,6 +652,7 @@ def mixup_linear_cross_entropy(
             same_device(name, x, w.device)
     if chunk_size is None:
         chunk = max(1, CHUNK_ELEMENTS // vocab)
+        chunk = chunk - chunk % 32 if chunk >= 32 else chunk
     else:
         chunk = check_int("chunk_size", chunk_size, 1)
     out: torch.Tensor = _functions()["linear_cross_entropy"].apply(

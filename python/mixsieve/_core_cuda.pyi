@@ -1,0 +1,25 @@
+# Type stubs for the optional native module mixsieve._core_cuda (csrc/cuda/bindings.cpp): the
+# per-token mixup kernels on CUDA. Pointers are device data_ptr()s (0 for None), cuda_stream is
+# torch.cuda.current_stream().cuda_stream; dtype codes 0 f32, 1 f64, 2 bf16, 3 f16.
+from typing import Any
+
+def mixup_lambda(
+    out: int, n: int, alpha: float, seed: int, stream: int, dominant: bool, cuda_stream: int
+) -> None: ...
+def mixup_embed_forward(
+    weight: int, dtype: int, vocab: int, dim: int, xa: int, xb: int, lam: int, va: int, vb: int,
+    batch: int, width: int, policy: int, out: int, cuda_stream: int,
+) -> None: ...  # fmt: skip
+def mixup_embed_backward_workspace(batch: int, width: int, vocab: int) -> int: ...
+def mixup_embed_backward(
+    grad_out: int, dtype: int, vocab: int, dim: int, xa: int, xb: int, lam: int, va: int, vb: int,
+    batch: int, width: int, policy: int, grad_weight: int, deterministic: bool, cuda_stream: int,
+    workspace: int = 0, workspace_bytes: int = 0,
+) -> None: ...  # fmt: skip
+def mixup_ce(
+    logits: int, dtype: int, r0: int, n: int, vocab: int, xa: int, xb: int, lam: int, va: int, vb: int,
+    batch: int, width: int, policy: int, shifted: bool, ignore_index: int, eps: float, loss: int, lse: int,
+    keep: int, gtok: int, grad: int, cuda_stream: int,
+) -> None: ...  # fmt: skip
+def device_count() -> tuple[int, str]: ...
+def build_info() -> dict[str, Any]: ...
