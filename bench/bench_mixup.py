@@ -6,7 +6,7 @@ lam ~ Beta(0.4, 0.4) per token, union padding policy, ignore_index -100, no labe
 
   1. ``mix_embeddings(weight, xa, xb, lam, va, vb)`` then ``backward(g)`` to the [V, D] table, vs
      eager ``F.embedding`` twice + ``torch.lerp`` (and the ``lam*a + (1-lam)*b`` spelling) with the
-     mask. Target: >= 2x the faster eager spelling.
+     mask, in the table's dtype. Target: >= 2x the faster eager spelling.
   2. ``mixup_cross_entropy(logits, ...)`` then ``backward()`` to logits [B, T, V], vs the careful eager
      version (one log_softmax, two gathers, weighted masked mean; fp32 log_softmax for 16-bit logits)
      and, for information, two ``F.cross_entropy(reduction="none")`` calls combined by omega.
@@ -18,8 +18,9 @@ lam ~ Beta(0.4, 0.4) per token, union padding policy, ignore_index -100, no labe
      by omega (target: >= 2x faster).
 
 Times: medians of --runs rounds after one warm-up, the variants interleaved in every round; ratio =
-their median / ours. Peak extra memory: one fresh subprocess per (op, dtype, variant): build the
-inputs, one warm-up call, drop the gradients, reset the kernel's high-water mark
+their median / ours. The process CPU seconds of the same calls are reported too (on a shared machine
+wall time includes waiting for a core). Peak extra memory: one fresh subprocess per (op, dtype,
+variant): build the inputs, one warm-up call, drop the gradients, reset the kernel's high-water mark
 (``/proc/self/clear_refs`` <- 5), then extra = VmHWM after one forward+backward - VmRSS before it
 (gradients and the loss count as extra; glibc is told to mmap and return every block >= 64 KiB, so
 freed memory is not hidden in the heap). A calibration child checks the method on a 256 MiB
