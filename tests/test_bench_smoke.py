@@ -38,12 +38,24 @@ ROOT = Path(__file__).resolve().parent.parent
             ),
         ),
         (
+            "bench_mixup.py",
+            lambda r: (
+                r["ours_available"]
+                and r["all_correct"]
+                and {x["op"] for x in r["results"]} == {"embed", "ce", "linear"}
+                and all(x["median_s"]["mixsieve"] > 0 and x["speedup"] for x in r["results"])
+                and r["memory_calibration_256mib"] is not None
+            ),
+        ),
+        (
             "bench_dedup_cli.py",
             lambda r: r["full"]["mb_per_s"] > 0 and set(r["peers"]) == {"datatrove", "text-dedup"},
         ),
     ],
 )
 def test_bench_script_smoke(tmp_path, script, check):
+    if script == "bench_mixup.py":
+        pytest.importorskip("torch")
     out = tmp_path / "result.json"
     args = [sys.executable, str(ROOT / "bench" / script), "--smoke", "--out", str(out)]
     if script == "bench_dedup_cli.py":
