@@ -113,25 +113,31 @@ def _ce_run(dtype: torch.dtype, vocab: int) -> tuple[torch.Tensor, torch.Tensor]
     return loss.detach(), z.grad
 
 
-@pytest.mark.skipif(_core.build_info()["simd"].find("avx2") < 0, reason="the CPU has no AVX2")
+@pytest.mark.parametrize("isa", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("vocab", [16, 1000, 32003])
-def test_cross_entropy_baseline_and_avx2_paths_give_the_same_bits(dtype: torch.dtype, vocab: int) -> None:
-    old = _core._mixup_force_isa(0)
+def test_cross_entropy_baseline_avx2_and_avx512_paths_give_the_same_bits(
+    isa: int, dtype: torch.dtype, vocab: int
+) -> None:
+    old = _core._mixup_force_isa(isa)
     try:
-        base = _ce_run(dtype, vocab)
-        _core._mixup_force_isa(1)
+        if _core._mixup_isa() != isa:
+            pytest.skip(f"the CPU has no {('AVX2', 'AVX-512')[isa - 1]}")
         wide = _ce_run(dtype, vocab)
+        _core._mixup_force_isa(0)
+        assert _core._mixup_isa() == 0
+        base = _ce_run(dtype, vocab)
     finally:
         _core._mixup_force_isa(old)
+    bits = torch.int16 if dtype != torch.float32 else torch.int32
     for a, b in zip(base, wide):
-        assert torch.equal(a.view(torch.int16 if a.element_size() == 2 else torch.int32),
-                           b.view(torch.int16 if b.element_size() == 2 else torch.int32))  # fmt: skip
+        assert torch.equal(a.view(torch.int32 if a.dtype == torch.float32 else bits), b.view(
+            torch.int32 if b.dtype == torch.float32 else bits))  # fmt: skip
 
 
 def test_force_isa_rejects_unknown_levels() -> None:
     with pytest.raises(ValueError, match="isa must be"):
-        _core._mixup_force_isa(2)
+        _core._mixup_force_isa(3)
 
 
 def test_mixsieve_imports_without_torch_and_mixup_says_how_to_get_it() -> None:

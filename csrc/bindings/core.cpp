@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "mixsieve/mixup.hpp"
 #include "mixsieve/cpu.hpp"
 #include "mixsieve/jsonl.hpp"
 #include "mixsieve/lsh.hpp"
@@ -487,7 +488,8 @@ PYBIND11_MODULE(_core, m) {
     d["compiler"] = "unknown";
 #endif
     d["simd"] = std::string(simd_level()) + " (minhash); " + vector_level_name(ares_isa()) + " (sampling); " +
-                vector_level_name(MixSchedule::simd_isa()) + " (mixing)";
+                vector_level_name(MixSchedule::simd_isa()) + " (mixing); " +
+                vector_level_name(mixup::ce_isa_available()) + " (mixup)";
     d["cores"] = available_cores();
     d["unicode"] = unicode_version();
 #ifdef MIXSIEVE_SANITIZE

@@ -176,10 +176,13 @@ void bind_mixup_checks(py::module_& m) {
   m.def(
       "_mixup_force_isa",
       [](int isa) {
-        if (isa < -1 || isa > 1) throw py::value_error("isa must be -1 (auto), 0 (baseline) or 1 (AVX2)");
+        if (isa < -1 || isa > 2) {
+          throw py::value_error("isa must be -1 (auto), 0 (baseline), 1 (AVX2) or 2 (AVX-512)");
+        }
         return mx::forced_isa().exchange(isa);
       },
-      py::arg("isa"), "Test hook: force the cross-entropy row path (0 baseline, 1 AVX2, -1 auto).");
+      py::arg("isa"), "Test hook: force the cross-entropy row path (0 baseline, 1 AVX2, 2 AVX-512, -1 auto).");
+  m.def("_mixup_isa", [] { return mx::ce_isa(); }, "The cross-entropy row path in use: 0 baseline, 1 AVX2, 2 AVX-512.");
   m.def(
       "_mixup_math",
       [](const std::string& fn, py::array_t<double, py::array::c_style | py::array::forcecast> x) {

@@ -450,18 +450,38 @@ void ce_chunk_base(const CeJob<L>& job, std::size_t lo, std::size_t hi) {
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
-// AVX2 without FMA: the same operations in the same order, so the results do not depend on
-// the CPU, only the speed does.
+// AVX2 and AVX-512 without FMA: the same operations in the same order, so the results do not
+// depend on the CPU, only the speed does.
 template <class L>
 __attribute__((target("avx2"))) void ce_chunk_avx2(const CeJob<L>& job, std::size_t lo, std::size_t hi) {
   ce_chunk_impl<8, L>(job, lo, hi);
 }
+template <class L>
+__attribute__((target("avx512f"))) void ce_chunk_avx512(const CeJob<L>& job, std::size_t lo, std::size_t hi) {
+  ce_chunk_impl<16, L>(job, lo, hi);
+}
 #endif
 
-// Test hook: -1 picks the widest path the CPU has, 0 forces the baseline path, 1 the AVX2 one.
+// The widest row path this CPU has: 2 AVX-512, 1 AVX2, 0 baseline (SSE2, or not x86-64).
+inline int ce_isa_available() {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
+  static const int level = __builtin_cpu_supports("avx512f") ? 2 : (__builtin_cpu_supports("avx2") ? 1 : 0);
+  return level;
+#else
+  return 0;
+#endif
+}
+
+// Test hook: -1 picks the widest path the CPU has; 0, 1, 2 force the baseline, AVX2 or AVX-512
+// path (capped at what the CPU has).
 inline std::atomic<int>& forced_isa() {
   static std::atomic<int> isa{-1};
   return isa;
+}
+
+inline int ce_isa() {
+  const int forced = forced_isa().load();
+  return forced < 0 ? ce_isa_available() : std::min(forced, ce_isa_available());
 }
 
 // Runs a cross-entropy job over n positions; validates every position's targets first, so a bad
@@ -473,12 +493,12 @@ void ce_run(const CeJob<L>& job, std::int64_t n, unsigned threads) {
     check_lambda(job.tg->w, job.r0 / steps, (job.r0 + n - 1) / steps + 1);
   }
   for (std::int64_t j = 0; j < n; ++j) (void)job.tg->at_position(job.r0 + j);
-  const bool wide = !std::is_same<L, double>::value && cpu_has_avx2() && forced_isa() != 0;
+  const int isa = std::is_same<L, double>::value ? 0 : ce_isa();  // double rows are scalar
   parallel_for(static_cast<std::size_t>(n), threads, 1, [&](std::size_t lo, std::size_t hi) {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
-    if (wide) return ce_chunk_avx2<L>(job, lo, hi);
+    if (isa == 2) return ce_chunk_avx512<L>(job, lo, hi);
+    if (isa == 1) return ce_chunk_avx2<L>(job, lo, hi);
 #endif
-    (void)wide;
     ce_chunk_base<L>(job, lo, hi);
   });
 }
