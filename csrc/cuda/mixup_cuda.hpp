@@ -18,17 +18,8 @@ namespace mixsieve {
 namespace mixup {
 namespace cuda {
 
-// Token windows [B, T1] on the device, as in mixup.hpp's Windows.
-struct Windows {
-  const std::int64_t* xa;
-  const std::int64_t* xb;
-  const float* lam;
-  const std::uint8_t* va;  // nullptr: every token of a is valid
-  const std::uint8_t* vb;
-  std::int64_t batch;  // B
-  std::int64_t width;  // T1 = T + 1 (>= 2)
-  Policy policy;
-};
+// Token windows [B, T1] in device memory (the struct the CPU kernels use).
+using mixup::Windows;
 
 const char* fill_lambda(float* out, std::int64_t n, std::uint64_t key, double alpha, bool dominant, void* stream);
 

@@ -26,22 +26,6 @@
 namespace mixsieve {
 namespace mixup {
 
-struct Windows {
-  const std::int64_t* xa;
-  const std::int64_t* xb;
-  const float* lam;
-  const std::uint8_t* va;  // nullptr: every token of a is valid
-  const std::uint8_t* vb;
-  std::int64_t batch;  // B
-  std::int64_t width;  // T1 = T + 1 (>= 2)
-  Policy policy;
-
-  std::int64_t steps() const { return width - 1; }
-  bool a_valid(std::int64_t i) const { return va == nullptr || va[i] != 0; }
-  bool b_valid(std::int64_t i) const { return vb == nullptr || vb[i] != 0; }
-  TokenMix token(std::int64_t i) const { return effective_lambda(lam[i], a_valid(i), b_valid(i), policy); }
-};
-
 inline std::string at(std::int64_t b, std::int64_t t) {
   return "[" + std::to_string(b) + ", " + std::to_string(t) + "]";
 }

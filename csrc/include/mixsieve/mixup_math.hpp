@@ -358,6 +358,24 @@ MIXSIEVE_HD TokenMix effective_lambda(float lam, bool va, bool vb, Policy policy
   return {0.0f, false};
 }
 
+// Token windows [B, T1] (T1 = T + 1), row-major: int64 ids, float32 lambdas and optional uint8
+// validity masks (nullptr: all valid), in host or device memory.
+struct Windows {
+  const std::int64_t* xa;
+  const std::int64_t* xb;
+  const float* lam;
+  const std::uint8_t* va;  // nullptr: every token of a is valid
+  const std::uint8_t* vb;
+  std::int64_t batch;  // B
+  std::int64_t width;  // T1 = T + 1 (>= 2)
+  Policy policy;
+
+  MIXSIEVE_HD std::int64_t steps() const { return width - 1; }
+  MIXSIEVE_HD bool a_valid(std::int64_t i) const { return va == nullptr || va[i] != 0; }
+  MIXSIEVE_HD bool b_valid(std::int64_t i) const { return vb == nullptr || vb[i] != 0; }
+  MIXSIEVE_HD TokenMix token(std::int64_t i) const { return effective_lambda(lam[i], a_valid(i), b_valid(i), policy); }
+};
+
 // ---------------------------------------------------------------------------------------------
 // Two-target cross-entropy of one position.
 
