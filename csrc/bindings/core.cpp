@@ -482,14 +482,14 @@ PYBIND11_MODULE(_core, m) {
       "_minhash_force_path",
       [](int level) {
         if (level < -1 || level > 2) throw py::value_error("level must be -1 (auto), 0, 1 or 2");
-        const int old = minhash_detail::minhash_forced_level();
-        minhash_detail::minhash_forced_level() = level;
+        const int old = minhash_forced_level();
+        minhash_forced_level() = level;
         return old;
       },
       py::arg("level"),
       "Test hook: force the MinHash kernels' vector level (0 scalar, 1 AVX2, 2 AVX-512; -1 auto), capped at "
       "what the CPU runs. Returns the previous setting.");
-  m.def("_minhash_simd_level", &minhash_detail::minhash_cpu_level);
+  m.def("_minhash_simd_level", &minhash_cpu_level);
   m.def("build_info", [] {
     py::dict d;
 #if defined(__clang__)
@@ -499,7 +499,7 @@ PYBIND11_MODULE(_core, m) {
 #else
     d["compiler"] = "unknown";
 #endif
-    d["simd"] = std::string(vector_level_name(minhash_detail::minhash_cpu_level())) + " (minhash); " + vector_level_name(ares_isa()) + " (sampling); " +
+    d["simd"] = std::string(vector_level_name(minhash_cpu_level())) + " (minhash); " + vector_level_name(ares_isa()) + " (sampling); " +
                 vector_level_name(MixSchedule::simd_isa()) + " (mixing); " +
                 vector_level_name(mixup::ce_isa_available()) + " (mixup)";
     d["cores"] = available_cores();

@@ -28,6 +28,29 @@ inline int cpu_vector_level() {
 #endif
 }
 
+// The widest MinHash path (tokeniser and permutation min) this CPU runs: 2 = AVX-512 (F, DQ,
+// VL, BW), 1 = AVX2, 0 = scalar. All give the same bytes; tests force each with minhash_forced_level().
+inline int minhash_cpu_level() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  static const int level =
+      cpu_vector_level() == 2 && __builtin_cpu_supports("avx512bw") ? 2 : (cpu_has_avx2() ? 1 : 0);
+  return level;
+#else
+  return 0;
+#endif
+}
+
+// Test hook: -1 picks the widest level; 0, 1 or 2 force one (capped at what the CPU runs).
+inline int& minhash_forced_level() {
+  static int level = -1;
+  return level;
+}
+
+inline int minhash_level() {
+  const int f = minhash_forced_level();
+  return f < 0 ? minhash_cpu_level() : (f < minhash_cpu_level() ? f : minhash_cpu_level());
+}
+
 inline const char* vector_level_name(int level) { return level == 2 ? "avx512" : level == 1 ? "avx2" : "scalar"; }
 
 }  // namespace mixsieve

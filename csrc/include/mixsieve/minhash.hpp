@@ -125,29 +125,6 @@ MIXSIEVE_MH512 void permute_min_avx512(const T* x, std::size_t n, const T* a, co
 }
 #endif
 
-// The widest permutation-min path this CPU runs: 2 = AVX-512 (F, DQ, VL, BW), 1 = AVX2,
-// 0 = scalar. All give the same bytes; tests force each with minhash_forced_level().
-inline int minhash_cpu_level() {
-#ifdef MIXSIEVE_HAVE_AVX2_PATH
-  static const int level =
-      cpu_vector_level() == 2 && __builtin_cpu_supports("avx512bw") ? 2 : (cpu_has_avx2() ? 1 : 0);
-  return level;
-#else
-  return 0;
-#endif
-}
-
-// Test hook: -1 picks the widest level; 0, 1 or 2 force one (capped at what the CPU runs).
-inline int& minhash_forced_level() {
-  static int level = -1;
-  return level;
-}
-
-inline int minhash_level() {
-  const int f = minhash_forced_level();
-  return f < 0 ? minhash_cpu_level() : std::min(f, minhash_cpu_level());
-}
-
 }  // namespace minhash_detail
 
 // Version of everything that turns text into signature slots: the normalisation and its Unicode
@@ -302,7 +279,7 @@ class MinHasher {
   void permute_min_into(const T* x, std::size_t n, T* out) const {
     const std::size_t k = static_cast<std::size_t>(cfg_.num_perm);
 #ifdef MIXSIEVE_HAVE_AVX2_PATH
-    const int level = minhash_detail::minhash_level();
+    const int level = minhash_level();
     if (level == 2) {
       minhash_detail::permute_min_avx512(x, n, a_.data(), b_.data(), k, out);
       return;

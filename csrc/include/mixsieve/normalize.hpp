@@ -15,10 +15,15 @@
 #include <cstring>
 #include <vector>
 
+#include "mixsieve/cpu.hpp"
 #include "mixsieve/unicode.hpp"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define MIXSIEVE_HAVE_ASCII_BLOCKS 1
 #endif
 
 namespace mixsieve {
@@ -78,6 +83,120 @@ inline Scan16 scan16(const unsigned char* p) {
 }
 #endif
 
+#ifdef MIXSIEVE_HAVE_ASCII_BLOCKS
+namespace normalize_detail {
+
+// The ASCII fast path: whole blocks of 32 (AVX2) or 64 (AVX-512) bytes below 0x80 at once. A
+// block gives a word mask (letters and digits); each word in it is copied lower-cased with one
+// vector load and store, so the cost is a few instructions per word and the branches taken
+// per block, not per byte. A block holding a byte >= 0x80 is left to the code-point loop.
+// Each path stops `Bytes` bytes before the end of the input, so a word's vector load from
+// its first byte stays inside the input; stores go up to Bytes past the write position.
+struct BlockState {
+  const unsigned char* p;
+  char* w;
+  std::size_t nw;
+  bool in_word, started;
+};
+
+// Emits the words of one block of BYTES bytes given its word mask WORD (bit i: byte i is a
+// word byte) and state st; COPY(s) stores the lower-cased bytes from block offset s on at st.w.
+// A macro, not a function taking a functor: GCC does not inline a vector-target functor into
+// a function without that target.
+#define MIXSIEVE_EMIT_BLOCK(Mask, BYTES, WORD, COPY)                                    \
+  do {                                                                                  \
+    const Mask word_ = (WORD);                                                          \
+    const Mask prev_ = static_cast<Mask>((word_ << 1) | static_cast<Mask>(st.in_word)); \
+    Mask starts_ = static_cast<Mask>(word_ & ~prev_);                                   \
+    Mask ends_ = static_cast<Mask>(~word_ & prev_); /* bit e: a word ended before e */  \
+    if (st.in_word) {                                                                   \
+      const unsigned e_ = ends_ ? ctz_(ends_) : (BYTES);                                \
+      COPY(0u);                                                                         \
+      st.w += e_;                                                                       \
+      if (ends_) {                                                                      \
+        we[st.nw++] = static_cast<std::size_t>(st.w - base);                            \
+        st.in_word = false;                                                             \
+        ends_ &= static_cast<Mask>(ends_ - 1);                                          \
+      }                                                                                 \
+    }                                                                                   \
+    while (starts_) {                                                                   \
+      const unsigned s_ = ctz_(starts_);                                                \
+      starts_ &= static_cast<Mask>(starts_ - 1);                                        \
+      *st.w = ' ';                                                                      \
+      st.w += st.started;                                                               \
+      st.started = true;                                                                \
+      ws[st.nw] = static_cast<std::size_t>(st.w - base);                                \
+      const unsigned e_ = ends_ ? ctz_(ends_) : (BYTES);                                \
+      COPY(s_);                                                                         \
+      st.w += e_ - s_;                                                                  \
+      if (ends_) {                                                                      \
+        we[st.nw++] = static_cast<std::size_t>(st.w - base);                            \
+        ends_ &= static_cast<Mask>(ends_ - 1);                                          \
+      } else {                                                                          \
+        st.in_word = true;                                                              \
+      }                                                                                 \
+    }                                                                                   \
+    st.p += (BYTES);                                                                    \
+  } while (0)
+
+inline unsigned ctz_(std::uint32_t m) { return static_cast<unsigned>(__builtin_ctz(m)); }
+inline unsigned ctz_(std::uint64_t m) { return static_cast<unsigned>(__builtin_ctzll(m)); }
+
+__attribute__((target("avx2"), always_inline)) inline __m256i lower_ascii_avx2(__m256i v, __m256i& word) {
+  const __m256i low = _mm256_or_si256(v, _mm256_set1_epi8(0x20));
+  // Signed compares: bytes >= 0x80 are negative and fall outside both ranges.
+  const __m256i letter = _mm256_and_si256(_mm256_cmpgt_epi8(low, _mm256_set1_epi8('a' - 1)),
+                                          _mm256_cmpgt_epi8(_mm256_set1_epi8('z' + 1), low));
+  const __m256i digit = _mm256_and_si256(_mm256_cmpgt_epi8(v, _mm256_set1_epi8('0' - 1)),
+                                         _mm256_cmpgt_epi8(_mm256_set1_epi8('9' + 1), v));
+  word = _mm256_or_si256(letter, digit);
+  return low;  // OR-ing 0x20 maps A-Z onto a-z and leaves digits unchanged
+}
+
+__attribute__((target("avx2"))) inline void ascii_blocks_avx2(BlockState& st, const unsigned char* end, char* base,
+                                                              std::size_t* ws, std::size_t* we) {
+  while (end - st.p >= 64) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(st.p));
+    if (_mm256_movemask_epi8(v)) return;
+    __m256i wv;
+    lower_ascii_avx2(v, wv);
+    const auto word = static_cast<std::uint32_t>(_mm256_movemask_epi8(wv));
+    const unsigned char* const p = st.p;
+#define MIXSIEVE_COPY32(s)                                                                       \
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(st.w),                                          \
+                      lower_ascii_avx2(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + (s))), wv))
+    MIXSIEVE_EMIT_BLOCK(std::uint32_t, 32, word, MIXSIEVE_COPY32);
+#undef MIXSIEVE_COPY32
+  }
+}
+
+#define MIXSIEVE_NORM512 __attribute__((target("avx512f,avx512bw"))) inline
+__attribute__((target("avx512f,avx512bw"), always_inline)) inline __m512i lower_ascii_avx512(__m512i v, std::uint64_t& word) {
+  const __m512i low = _mm512_or_si512(v, _mm512_set1_epi8(0x20));
+  const __mmask64 letter = _mm512_cmplt_epu8_mask(_mm512_sub_epi8(low, _mm512_set1_epi8('a')), _mm512_set1_epi8(26));
+  const __mmask64 digit = _mm512_cmplt_epu8_mask(_mm512_sub_epi8(v, _mm512_set1_epi8('0')), _mm512_set1_epi8(10));
+  word = static_cast<std::uint64_t>(letter | digit);
+  return low;
+}
+
+MIXSIEVE_NORM512 void ascii_blocks_avx512(BlockState& st, const unsigned char* end, char* base, std::size_t* ws,
+                                          std::size_t* we) {
+  while (end - st.p >= 128) {
+    const __m512i v = _mm512_loadu_si512(st.p);
+    if (_mm512_movepi8_mask(v)) return;
+    std::uint64_t word;
+    lower_ascii_avx512(v, word);
+    std::uint64_t scratch;
+    const unsigned char* const p = st.p;
+#define MIXSIEVE_COPY64(s) _mm512_storeu_si512(st.w, lower_ascii_avx512(_mm512_loadu_si512(p + (s)), scratch))
+    MIXSIEVE_EMIT_BLOCK(std::uint64_t, 64, word, MIXSIEVE_COPY64);
+#undef MIXSIEVE_COPY64
+  }
+}
+
+}  // namespace normalize_detail
+#endif
+
 inline void normalize_begin(Normalized& out) {
   out.size = 0;
   out.words = 0;
@@ -91,9 +210,9 @@ inline void normalize_begin(Normalized& out) {
 inline void normalize_append(const char* data, std::size_t len, Normalized& out) {
   using normalize_detail::kAscii;
   // Lower-casing can lengthen a character by at most half (2 -> 3 bytes), and the vector
-  // path stores 16 bytes past its write position; a text of `len` bytes has at most
+  // paths store up to 64 bytes past their write position; a text of `len` bytes has at most
   // (len + 1) / 2 words, plus the one left open by the previous piece.
-  if (out.text.size() < out.size + 2 * len + 32) out.text.resize(out.size + 2 * len + 32);
+  if (out.text.size() < out.size + 2 * len + 64) out.text.resize(out.size + 2 * len + 64);
   if (out.word_start.size() < out.words + len / 2 + 2) {
     out.word_start.resize(out.words + len / 2 + 2);
     out.word_end.resize(out.words + len / 2 + 2);
@@ -107,7 +226,31 @@ inline void normalize_append(const char* data, std::size_t len, Normalized& out)
   bool started = out.started;
   const auto* p = reinterpret_cast<const unsigned char*>(data);
   const auto* const end = p + len;
+#ifdef MIXSIEVE_HAVE_ASCII_BLOCKS
+  const int level = minhash_level();
+  const unsigned block = level == 2 ? 64 : 32;
+  const unsigned char* retry = level > 0 ? p : end;  // where the block path may run next
+#endif
   while (p < end) {
+#ifdef MIXSIEVE_HAVE_ASCII_BLOCKS
+    if (p >= retry) {
+      normalize_detail::BlockState st{p, w, nw, in_word, started};
+      if (level == 2) {
+        normalize_detail::ascii_blocks_avx512(st, end, base, ws, we);
+      } else {
+        normalize_detail::ascii_blocks_avx2(st, end, base, ws, we);
+      }
+      p = st.p;
+      w = st.w;
+      nw = st.nw;
+      in_word = st.in_word;
+      started = st.started;
+      // Stopped at a block with a non-ASCII byte, or near the end: the code-point loop takes
+      // this block before the next try.
+      retry = p + block;
+      if (p >= end) break;
+    }
+#endif
 #ifdef MIXSIEVE_HAVE_SSE2_SCAN
     // Whole ASCII words and separator runs, 16 bytes at a time; a non-ASCII byte drops to
     // the one-code-point step below.
