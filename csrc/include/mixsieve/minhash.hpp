@@ -76,51 +76,36 @@ __attribute__((target("avx2"))) inline void permute_min_u32_avx2(const std::uint
 #define MIXSIEVE_HAVE_AVX512_PATH 1
 #define MIXSIEVE_MH512 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw"))) inline
 
-// Slots in blocks of Q * 16 (u32) or Q * 8 (u64) lanes: a, b and the minima of a block stay
-// in registers (3 * Q of the 32 zmm) across all shingles. The last partial vector is masked.
-template <class T, int Q>
-MIXSIEVE_MH512 void permute_min_block_avx512(const T* x, std::size_t n, const T* a, const T* b, T* sig,
-                                             __mmask16 tail) {
+// u64 slots in blocks of Q * 8 lanes: a, b and the minima of a block stay in registers
+// (3 * Q of the 32 zmm) across all shingles; the last partial vector is masked. (u32 slots
+// stay on the AVX2 kernel: on AVX-512 they measured no faster end to end, 16-lane multiplies
+// lower the clock the rest of the pipeline runs at.)
+template <int Q>
+MIXSIEVE_MH512 void permute_min_block_u64_avx512(const std::uint64_t* x, std::size_t n, const std::uint64_t* a,
+                                                 const std::uint64_t* b, std::uint64_t* sig, __mmask8 tail) {
   __m512i av[Q], bv[Q], acc[Q];
   for (int q = 0; q < Q; ++q) {
-    const __mmask16 m = q == Q - 1 ? tail : static_cast<__mmask16>(0xFFFF);
-    if constexpr (sizeof(T) == 4) {
-      av[q] = _mm512_maskz_loadu_epi32(m, a + 16 * q);
-      bv[q] = _mm512_maskz_loadu_epi32(m, b + 16 * q);
-      acc[q] = _mm512_maskz_loadu_epi32(m, sig + 16 * q);
-    } else {
-      av[q] = _mm512_maskz_loadu_epi64(static_cast<__mmask8>(m), a + 8 * q);
-      bv[q] = _mm512_maskz_loadu_epi64(static_cast<__mmask8>(m), b + 8 * q);
-      acc[q] = _mm512_maskz_loadu_epi64(static_cast<__mmask8>(m), sig + 8 * q);
-    }
+    const __mmask8 m = q == Q - 1 ? tail : static_cast<__mmask8>(0xFF);
+    av[q] = _mm512_maskz_loadu_epi64(m, a + 8 * q);
+    bv[q] = _mm512_maskz_loadu_epi64(m, b + 8 * q);
+    acc[q] = _mm512_maskz_loadu_epi64(m, sig + 8 * q);
   }
   for (std::size_t i = 0; i < n; ++i) {
-    if constexpr (sizeof(T) == 4) {
-      const __m512i xi = _mm512_set1_epi32(static_cast<int>(x[i]));
-      for (int q = 0; q < Q; ++q) acc[q] = _mm512_min_epu32(acc[q], _mm512_add_epi32(_mm512_mullo_epi32(av[q], xi), bv[q]));
-    } else {
-      const __m512i xi = _mm512_set1_epi64(static_cast<long long>(x[i]));
-      for (int q = 0; q < Q; ++q) acc[q] = _mm512_min_epu64(acc[q], _mm512_add_epi64(_mm512_mullo_epi64(av[q], xi), bv[q]));
-    }
+    const __m512i xi = _mm512_set1_epi64(static_cast<long long>(x[i]));
+    for (int q = 0; q < Q; ++q) acc[q] = _mm512_min_epu64(acc[q], _mm512_add_epi64(_mm512_mullo_epi64(av[q], xi), bv[q]));
   }
   for (int q = 0; q < Q; ++q) {
-    const __mmask16 m = q == Q - 1 ? tail : static_cast<__mmask16>(0xFFFF);
-    if constexpr (sizeof(T) == 4) {
-      _mm512_mask_storeu_epi32(sig + 16 * q, m, acc[q]);
-    } else {
-      _mm512_mask_storeu_epi64(sig + 8 * q, static_cast<__mmask8>(m), acc[q]);
-    }
+    _mm512_mask_storeu_epi64(sig + 8 * q, q == Q - 1 ? tail : static_cast<__mmask8>(0xFF), acc[q]);
   }
 }
 
-template <class T>
-MIXSIEVE_MH512 void permute_min_avx512(const T* x, std::size_t n, const T* a, const T* b, std::size_t k, T* sig) {
-  constexpr std::size_t L = 64 / sizeof(T);  // lanes per register
+MIXSIEVE_MH512 void permute_min_u64_avx512(const std::uint64_t* x, std::size_t n, const std::uint64_t* a,
+                                           const std::uint64_t* b, std::size_t k, std::uint64_t* sig) {
   std::size_t j = 0;
-  for (; j + 8 * L <= k; j += 8 * L) permute_min_block_avx512<T, 8>(x, n, a + j, b + j, sig + j, 0xFFFF);
-  for (; j + L <= k; j += L) permute_min_block_avx512<T, 1>(x, n, a + j, b + j, sig + j, 0xFFFF);
+  for (; j + 64 <= k; j += 64) permute_min_block_u64_avx512<8>(x, n, a + j, b + j, sig + j, 0xFF);
+  for (; j + 8 <= k; j += 8) permute_min_block_u64_avx512<1>(x, n, a + j, b + j, sig + j, 0xFF);
   if (j < k) {
-    permute_min_block_avx512<T, 1>(x, n, a + j, b + j, sig + j, static_cast<__mmask16>((1u << (k - j)) - 1));
+    permute_min_block_u64_avx512<1>(x, n, a + j, b + j, sig + j, static_cast<__mmask8>((1u << (k - j)) - 1));
   }
 }
 #endif
@@ -280,13 +265,14 @@ class MinHasher {
     const std::size_t k = static_cast<std::size_t>(cfg_.num_perm);
 #ifdef MIXSIEVE_HAVE_AVX2_PATH
     const int level = minhash_level();
-    if (level == 2) {
-      minhash_detail::permute_min_avx512(x, n, a_.data(), b_.data(), k, out);
-      return;
-    }
     if constexpr (std::is_same_v<T, std::uint32_t>) {
-      if (level == 1) {
+      if (level >= 1) {
         minhash_detail::permute_min_u32_avx2(x, n, a_.data(), b_.data(), k, out);
+        return;
+      }
+    } else {
+      if (level == 2) {
+        minhash_detail::permute_min_u64_avx512(x, n, a_.data(), b_.data(), k, out);
         return;
       }
     }

@@ -228,7 +228,8 @@ inline void normalize_append(const char* data, std::size_t len, Normalized& out)
   const auto* const end = p + len;
 #ifdef MIXSIEVE_HAVE_ASCII_BLOCKS
   const int level = minhash_level();
-  const unsigned block = level == 2 ? 64 : 32;
+  const std::size_t block = level == 2 ? 64 : 32;
+  std::size_t skip = block;                           // grows while blocks keep failing
   const unsigned char* retry = level > 0 ? p : end;  // where the block path may run next
 #endif
   while (p < end) {
@@ -240,14 +241,15 @@ inline void normalize_append(const char* data, std::size_t len, Normalized& out)
       } else {
         normalize_detail::ascii_blocks_avx2(st, end, base, ws, we);
       }
+      // Stopped at a block with a non-ASCII byte, or near the end: the code-point loop takes
+      // this block before the next try, and in text that is mostly not ASCII, more of them.
+      skip = st.p != p ? block : (skip < 1024 ? 2 * skip : skip);
       p = st.p;
       w = st.w;
       nw = st.nw;
       in_word = st.in_word;
       started = st.started;
-      // Stopped at a block with a non-ASCII byte, or near the end: the code-point loop takes
-      // this block before the next try.
-      retry = p + block;
+      retry = p + skip;
       if (p >= end) break;
     }
 #endif
