@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -109,6 +110,42 @@ MIXSIEVE_MH512 void permute_min_u64_avx512(const std::uint64_t* x, std::size_t n
   }
 }
 #endif
+
+using Span = std::pair<std::size_t, std::size_t>;
+
+template <class T>
+inline T slot_input(std::uint64_t h) {
+  if constexpr (std::is_same_v<T, std::uint32_t>) {
+    return fold32(h);
+  } else {
+    return h;
+  }
+}
+
+template <class T>
+void hash_bucket_any(const char* text, const Span* spans, std::size_t n, std::uint64_t seed, T* x) {
+  for (std::size_t i = 0; i < n; ++i) x[i] = slot_input<T>(xxh64(text + spans[i].first, spans[i].second, seed));
+}
+
+// Shingles of exactly N bytes: xxh64 with the length a constant.
+template <class T, std::size_t N>
+void hash_bucket_fixed(const char* text, const Span* spans, std::size_t n, std::uint64_t seed, T* x) {
+  for (std::size_t i = 0; i < n; ++i) x[i] = slot_input<T>(xxh64_fixed<N>(text + spans[i].first, seed));
+}
+
+inline constexpr std::size_t kFixedLengths = 96;
+
+template <class T>
+using HashBucketFn = void (*)(const char*, const Span*, std::size_t, std::uint64_t, T*);
+
+template <class T, std::size_t... N>
+constexpr std::array<HashBucketFn<T>, sizeof...(N)> hash_bucket_table(std::index_sequence<N...>) {
+  return {&hash_bucket_fixed<T, N>...};
+}
+
+template <class T>
+inline constexpr std::array<HashBucketFn<T>, kFixedLengths> kHashBucket =
+    hash_bucket_table<T>(std::make_index_sequence<kFixedLengths>{});
 
 }  // namespace minhash_detail
 
@@ -249,13 +286,18 @@ class MinHasher {
     if (ws.x.size() < count) ws.x.resize(count);
     const std::uint64_t seed = cfg_.seed;
     T* x = ws.x.data();
-    for (std::size_t i = 0; i < count; ++i) {
-      const std::uint64_t h = xxh64(text + ws.sorted[i].first, ws.sorted[i].second, seed);
-      if constexpr (std::is_same_v<T, std::uint32_t>) {
-        x[i] = fold32(h);
+    // After the scatter, start[b] is the end of bucket b. Buckets below kFixedLengths hash
+    // with xxh64 specialised to their length (no length branches, loops unrolled).
+    std::size_t i = 0;
+    for (std::size_t b = 0; b < kLenBuckets; ++b) {
+      const std::size_t stop = start[b];
+      if (i == stop) continue;
+      if (b < minhash_detail::kFixedLengths) {
+        minhash_detail::kHashBucket<T>[b](text, ws.sorted.data() + i, stop - i, seed, x + i);
       } else {
-        x[i] = h;
+        minhash_detail::hash_bucket_any(text, ws.sorted.data() + i, stop - i, seed, x + i);
       }
+      i = stop;
     }
     permute_min_into(x, count, out);
   }

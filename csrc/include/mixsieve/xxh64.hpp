@@ -53,7 +53,7 @@ inline std::uint64_t avalanche(std::uint64_t h) {
 }  // namespace xxh64_detail
 
 // The 64-bit xxHash of `len` bytes at `data` with `seed`.
-inline std::uint64_t xxh64(const void* data, std::size_t len, std::uint64_t seed) {
+__attribute__((always_inline)) inline std::uint64_t xxh64(const void* data, std::size_t len, std::uint64_t seed) {
   using namespace xxh64_detail;
   const auto* p = static_cast<const unsigned char*>(data);
   const unsigned char* const end = p + len;
@@ -96,6 +96,13 @@ inline std::uint64_t xxh64(const void* data, std::size_t len, std::uint64_t seed
     ++p;
   }
   return avalanche(h);
+}
+
+// xxh64 of exactly N bytes: the same function with the length known at compile time, so its
+// loops unroll and its length branches fold away (for callers that group inputs by length).
+template <std::size_t N>
+inline std::uint64_t xxh64_fixed(const void* data, std::uint64_t seed) {
+  return xxh64(data, N, seed);
 }
 
 }  // namespace mixsieve
