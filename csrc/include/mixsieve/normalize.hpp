@@ -249,7 +249,7 @@ inline void normalize_append(const char* data, std::size_t len, Normalized& out)
       nw = st.nw;
       in_word = st.in_word;
       started = st.started;
-      retry = p + skip;
+      retry = static_cast<std::size_t>(end - p) > skip ? p + skip : end;
       if (p >= end) break;
     }
 #endif
