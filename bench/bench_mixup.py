@@ -55,6 +55,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import run_rounds, write_result  # noqa: E402
+from mixup_eager import IGNORE, targets  # noqa: E402
 
 try:
     import mixsieve as ms
@@ -66,7 +67,6 @@ else:
     MX_ERROR = None
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
-IGNORE = -100
 OURS = "mixsieve"
 OPS = ("embed", "ce", "linear")
 
@@ -88,17 +88,6 @@ def make_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, tor
     x = torch._standard_gamma(torch.full((2, batch, w), 0.4, dtype=torch.float64), generator=g)
     lam = (x[0] / (x[0] + x[1])).float().clamp_(0, 1)
     return {"xa": xa, "xb": xb, "lam": lam, "va": va, "vb": vb}
-
-
-def targets(xa, xb, lam, va, vb):
-    """Union policy, shifted target lambda: (ya, yb, omega, loss mask) of the spec's reference."""
-    lam_e = torch.where(va & vb, lam, va.to(lam.dtype))
-    mi = (va | vb)[:, :-1]
-    ya = xa[:, 1:].masked_fill(~va[:, 1:], IGNORE)
-    yb = xb[:, 1:].masked_fill(~vb[:, 1:], IGNORE)
-    a_ok, b_ok = ya != IGNORE, yb != IGNORE
-    om = torch.where(a_ok & b_ok, lam_e[:, 1:], a_ok.to(lam.dtype))
-    return ya, yb, om, mi & (a_ok | b_ok)
 
 
 def eager_embed(weight, xa, xb, lam, va, vb, lerp: bool = True):

@@ -42,9 +42,9 @@ import torch
 import torch.nn.functional as F
 from mixsieve.info import build_info
 from mixsieve.mixup import _cuda, _ops
+from mixup_eager import IGNORE, targets  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
-IGNORE = -100
 DEV = torch.device("cuda")
 
 
@@ -59,16 +59,6 @@ def make_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, tor
     xb, vb = xa[perm].contiguous(), va[perm].contiguous()
     lam = ms.mixup.sample_lambda((batch, w), alpha=0.4, seed=seed)
     return {k: v.to(DEV) for k, v in {"xa": xa, "xb": xb, "lam": lam, "va": va, "vb": vb}.items()}
-
-
-def targets(xa: Any, xb: Any, lam: Any, va: Any, vb: Any) -> tuple[Any, Any, Any, Any]:
-    lam_e = torch.where(va & vb, lam, va.to(lam.dtype))
-    mi = (va | vb)[:, :-1]
-    ya = xa[:, 1:].masked_fill(~va[:, 1:], IGNORE)
-    yb = xb[:, 1:].masked_fill(~vb[:, 1:], IGNORE)
-    a_ok, b_ok = ya != IGNORE, yb != IGNORE
-    om = torch.where(a_ok & b_ok, lam_e[:, 1:], a_ok.to(lam.dtype))
-    return ya, yb, om, mi & (a_ok | b_ok)
 
 
 def eager_embed(weight: Any, xa: Any, xb: Any, lam: Any, va: Any, vb: Any) -> Any:
