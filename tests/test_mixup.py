@@ -221,6 +221,30 @@ def test_mix_embeddings_dropped_positions_are_zero_rows_with_zero_gradient():
         assert torch.equal(wk.grad, torch.zeros_like(w))
 
 
+def test_embedding_backward_in_deterministic_mode_writes_every_row_and_restores_the_fill_flag():
+    # deterministic mode NaN-fills new tensors; the backward skips that fill for its gradient
+    # (the kernel writes every row), so a row no position reads must still come out as zeros
+    import torch.utils.deterministic as tud
+
+    c = make_case(seed=3, V=64)
+    w = torch.randn(64, 8, dtype=torch.float32)
+    (ref,) = leaves(w)
+    mx.mix_embeddings(ref, *windows(c)).sum().backward()
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert tud.fill_uninitialized_memory
+        (wk,) = leaves(w)
+        mx.mix_embeddings(wk, *windows(c)).sum().backward()
+        assert tud.fill_uninitialized_memory, "the fill setting was not restored"
+        assert torch.isnan(torch.empty(4)).all(), "deterministic NaN fill no longer active"
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert torch.equal(wk.grad, ref.grad)
+    unread = ref.grad.abs().sum(1) == 0
+    assert unread.any() and torch.equal(wk.grad[unread], torch.zeros_like(wk.grad[unread]))
+
+
 # ---- cross-entropy: values and gradients ----
 
 

@@ -12,6 +12,7 @@ module; the others check, on any machine, that the backend explains what it lack
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -279,7 +280,8 @@ def test_linear_ce_close_to_cpu(dtype: Any, reduction: str) -> None:
     bias = (0.1 * torch.randn(700, generator=gen)).to(dtype)
 
     def run(device: str) -> tuple[Any, ...]:
-        h, w, b = (x.to(device).requires_grad_(True) for x in (hidden, weight, bias))
+        # detach: on the CPU, .to() returns the tensor itself, whose flag must not leak to the next run
+        h, w, b = (x.to(device).detach().requires_grad_(True) for x in (hidden, weight, bias))
         loss = ms.mixup.mixup_linear_cross_entropy(
             h, w, **to(d, device), bias=b, reduction=reduction, chunk_size=25, label_smoothing=0.05
         )
@@ -287,9 +289,18 @@ def test_linear_ce_close_to_cpu(dtype: Any, reduction: str) -> None:
         return loss.detach(), h.grad, w.grad, b.grad
 
     cpu, dev = run("cpu"), run("cuda")
-    rtol, atol = (1e-4, 1e-5) if dtype == torch.float32 else (2e-2, 2e-3)
     for c, g in zip(cpu, dev):
-        torch.testing.assert_close(g.cpu().float(), c.float(), rtol=rtol, atol=atol)
+        g, c = g.cpu().double(), c.double()
+        if dtype == torch.float32:
+            torch.testing.assert_close(g, c, rtol=1e-4, atol=1e-5)
+            continue
+        # 16-bit on CUDA: the weight gradient's product takes the logit gradient rounded to
+        # 16 bits (tensor cores, as eager's bf16 backward) where the CPU keeps it in float32, so
+        # an element whose terms cancel can differ by several of its own ulps; the tensor as a
+        # whole stays within a few bf16 roundings
+        scale = c.abs().max().item()
+        assert (g - c).norm().item() <= 1e-2 * c.norm().item(), "relative L2 error over 1%"
+        torch.testing.assert_close(g, c, rtol=2e-2, atol=2e-2 * scale)
 
 
 @pytest.mark.gpu
@@ -385,8 +396,11 @@ def test_no_host_sync(det: bool) -> None:
     logits = torch.randn(4, 32, 500, device="cuda", requires_grad=True)
     before = torch.are_deterministic_algorithms_enabled()
     torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
     try:
+        with warnings.catch_warnings():
+            # torch warns that the mode is a prototype; pytest turns warnings into errors
+            warnings.simplefilter("ignore", UserWarning)
+            torch.cuda.set_sync_debug_mode("error")
         torch.use_deterministic_algorithms(det)
         lam = ms.mixup.sample_lambda((4, 33), seed=1, device="cuda")
         h = ms.mixup.mix_embeddings(weight, d["xa"], d["xb"], lam, d["va"], d["vb"])

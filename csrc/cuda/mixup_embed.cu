@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(128)
       const uint4* pa = reinterpret_cast<const uint4*>(ea);
       const uint4* pb = reinterpret_cast<const uint4*>(eb);
       uint4* pd = reinterpret_cast<uint4*>(dst);
-      for (i64 p = threadIdx.x; p < packs; p += blockDim.x) {
+      auto make = [&](i64 p) {
         Pack<W> x;
         if (mode == RowMode::Zero) {
           x.u = make_uint4(0u, 0u, 0u, 0u);  // +0 in every element type
@@ -82,7 +82,21 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
           for (int k = 0; k < N; ++k) Elem<W>::store(x.e, k, quiet_nan<M>());
         }
-        pd[p] = x.u;
+        return x;
+      };
+      // two packs per thread and step, both loaded before either is stored: short rows (a
+      // 16-bit row of 1024 is 128 packs) keep twice the bytes in flight per thread
+      const i64 step = 2 * static_cast<i64>(blockDim.x);
+      for (i64 p0 = threadIdx.x; p0 < packs; p0 += step) {
+        const i64 p1 = p0 + blockDim.x;
+        const Pack<W> x0 = make(p0);
+        if (p1 < packs) {
+          const Pack<W> x1 = make(p1);
+          pd[p0] = x0.u;
+          pd[p1] = x1.u;
+        } else {
+          pd[p0] = x0.u;
+        }
       }
     } else {
       for (i64 d = threadIdx.x; d < dim; d += blockDim.x) {
@@ -261,7 +275,9 @@ const char* launch_embed_forward(const void* weight, i64 vocab, i64 dim, const W
   const i64 rows = w.batch * (w.width - 1);
   const bool vec = (dim * static_cast<i64>(sizeof(W))) % 16 == 0 && aligned16(weight) && aligned16(out);
   const i64 units = vec ? dim * static_cast<i64>(sizeof(W)) / 16 : dim;
-  const unsigned threads = static_cast<unsigned>(units >= 128 ? 128 : ((units + 31) / 32) * 32);
+  // the vector path does two packs per thread and step: half as many threads as packs
+  const i64 per_thread = vec ? (units + 1) / 2 : units;
+  const unsigned threads = static_cast<unsigned>(per_thread >= 128 ? 128 : ((per_thread + 31) / 32) * 32);
   const W* wt = static_cast<const W*>(weight);
   W* o = static_cast<W*>(out);
   if (vec) {

@@ -180,6 +180,27 @@ def _logits(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, mdt: torch
     return z if z.dtype == mdt else z.to(mdt)
 
 
+_LOW_PRECISION_ADDMM = [True]  # cleared the first time torch refuses the mixed-dtype product
+
+
+def _addmm_low_precision(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> bool:
+    """acc += a @ b for 16-bit a, b on CUDA, products accumulated into the float32 acc by one
+    tensor-core GEMM (torch's ``out_dtype``), as the eager bf16 backward does but without its
+    rounding of the weight gradient to 16 bits. An fp32 GEMM of upcast copies (the fallback)
+    runs several times slower. Returns False when not applicable or not supported by torch."""
+    torch = torch_module()
+    if not (_LOW_PRECISION_ADDMM[0] and acc.is_cuda and acc.dtype == torch.float32):
+        return False
+    if a.dtype != b.dtype or a.dtype not in (torch.bfloat16, torch.float16):
+        return False
+    try:
+        torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
+    except (RuntimeError, TypeError):  # a torch without mm's out_dtype (before 2.8)
+        _LOW_PRECISION_ADDMM[0] = False
+        return False
+    return True
+
+
 class _LinearGrads:
     """Gradients of the linear variant, accumulated chunk by chunk: d hidden in the products'
     dtype, d weight and d bias in float32 (float64 for float64 weights); handed out in the
@@ -200,10 +221,10 @@ class _LinearGrads:
     def add(self, r0: int, hc: torch.Tensor, g: torch.Tensor) -> None:
         """Adds the contribution of rows [r0, r0 + len(hc)) with logit gradient g (math dtype)."""
         torch = torch_module()
+        gc = g if g.dtype == self.w_dtype else g.to(self.w_dtype)
         if self.d_h is not None:
-            gc = g if g.dtype == self.w_dtype else g.to(self.w_dtype)
             torch.mm(gc, self.w, out=self.d_h[r0 : r0 + hc.shape[0]])
-        if self.d_w is not None:
+        if self.d_w is not None and not _addmm_low_precision(self.d_w, gc.t(), hc):
             self.d_w.addmm_(g.t(), hc if hc.dtype == self.d_w.dtype else hc.to(self.d_w.dtype))
         if self.d_b is not None:
             self.d_b += g.sum(0)

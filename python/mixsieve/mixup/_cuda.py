@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._args import Targets, Windows, torch_module
+from ._args import Targets, Windows, torch_module, unfilled_allocations
 from ._args import ptr as _ptr
 from ._kernels import dtype_code as _dtype_code
 
@@ -110,8 +110,8 @@ class CudaKernels:
         float64): the kernels overwrite every row of the accumulator (no zero-fill needed)."""
         th = self.torch
         acc = th.float64 if grad_out.dtype == th.float64 else th.float32
-        grad_weight: torch.Tensor = th.empty(vocab, grad_out.shape[-1], dtype=acc, device=grad_out.device)
-        with self.torch.cuda.device(self.device):
+        with self.torch.cuda.device(self.device), unfilled_allocations():  # all of it is written
+            grad_weight: torch.Tensor = th.empty(vocab, grad_out.shape[-1], dtype=acc, device=grad_out.device)
             workspace, nbytes = None, 0
             if deterministic:
                 # the sort buffers come from torch's caching allocator rather than cudaMallocAsync:

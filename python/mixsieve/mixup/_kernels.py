@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._args import Targets, Windows, ptr, torch_module
+from ._args import Targets, Windows, ptr, torch_module, unfilled_allocations
 
 if TYPE_CHECKING:
     import torch
@@ -47,7 +47,8 @@ class CpuKernels:
         """d loss / d table in grad_out's dtype (the table's): rows accumulate in float32 (float64
         for float64) and are written once each; always deterministic on the CPU."""
         th = torch_module()
-        grad_weight: torch.Tensor = th.empty(vocab, grad_out.shape[-1], dtype=grad_out.dtype)
+        with unfilled_allocations():  # every row is written
+            grad_weight: torch.Tensor = th.empty(vocab, grad_out.shape[-1], dtype=grad_out.dtype)
         self.core.mixup_embed_backward(
             ptr(grad_out), dtype_code(grad_out), vocab, grad_weight.shape[1], *w.pointers(),
             ptr(grad_weight), self.threads,
