@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "mixsieve/byte_source.hpp"
 #include "mixsieve/mixup.hpp"
 #include "mixsieve/cpu.hpp"
 #include "mixsieve/jsonl.hpp"
@@ -406,6 +407,40 @@ void bind_width(py::module_& m, const char* hasher_name, const char* index_name)
       py::arg("a").noconvert(), py::arg("b").noconvert());
 }
 
+// A whole input through ByteSource, read chunk_size bytes at a time (the test hooks below).
+struct DecodedSource {
+  std::string data;
+  std::string format;
+  std::uint64_t raw_bytes_read = 0, raw_size = 0;
+};
+
+DecodedSource decode_source(const std::string& path, std::size_t chunk_size) {
+  if (chunk_size == 0) throw py::value_error("chunk_size must be >= 1");
+  DecodedSource out;
+  try {
+    py::gil_scoped_release release;
+    auto source = io::ByteSource::open(path);
+    std::vector<char> chunk(chunk_size);
+    while (const std::size_t got = source->read(chunk.data(), chunk.size())) out.data.append(chunk.data(), got);
+    out.format = source->format();
+    out.raw_bytes_read = source->raw_bytes_read();
+    out.raw_size = source->raw_size();
+  } catch (const io::SourceError& e) {
+    throw py::value_error(e.what());
+  }
+  return out;
+}
+
+std::string decompression_info() {
+#ifdef MIXSIEVE_HAVE_ZLIB
+  std::string text = std::string("gzip (zlib ") + zlibVersion() + "), ";
+#else
+  std::string text = "no gzip (built without zlib), ";
+#endif
+  std::string why;
+  return text + (io::zstd_available(&why) ? "zstd (libzstd, loaded at run time)" : "no zstd: " + why);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -490,6 +525,23 @@ PYBIND11_MODULE(_core, m) {
       "Test hook: force the MinHash kernels' vector level (0 scalar, 1 AVX2, 2 AVX-512; -1 auto), capped at "
       "what the CPU runs. Returns the previous setting.");
   m.def("_minhash_simd_level", &minhash_cpu_level);
+  m.def(
+      "_decompress_file",
+      [](const std::string& path, std::size_t chunk_size) {
+        DecodedSource s = decode_source(path, chunk_size);
+        return py::bytes(s.data);
+      },
+      py::arg("path"), py::kw_only(), py::arg("chunk_size") = std::size_t{1} << 20,
+      "Test hook: the whole content of path ('-': standard input) as mixsieve-dedup reads it, gzip and zstd "
+      "decompressed, read chunk_size bytes at a time. Raises ValueError for unreadable or corrupt input.");
+  m.def(
+      "_source_info",
+      [](const std::string& path, std::size_t chunk_size) {
+        DecodedSource s = decode_source(path, chunk_size);
+        return py::make_tuple(s.format, s.data.size(), s.raw_bytes_read, s.raw_size);
+      },
+      py::arg("path"), py::kw_only(), py::arg("chunk_size") = std::size_t{1} << 20,
+      "Test hook: read all of path; (format, decompressed bytes, raw bytes consumed, raw size).");
   m.def("build_info", [] {
     py::dict d;
 #if defined(__clang__)
@@ -504,6 +556,7 @@ PYBIND11_MODULE(_core, m) {
                 vector_level_name(mixup::ce_isa_available()) + " (mixup)";
     d["cores"] = available_cores();
     d["unicode"] = unicode_version();
+    d["decompression"] = decompression_info();
 #ifdef MIXSIEVE_SANITIZE
     d["sanitize"] = true;
 #else
