@@ -1,7 +1,8 @@
 """The C++ parsers under AddressSanitizer/UndefinedBehaviorSanitizer: builds the native fuzz
-driver (tests/native/fuzz_kernels.cpp: ill-formed UTF-8 text through normalisation and
-MinHash, mutated and re-sealed index files through the loader) and runs it on seeded random
-inputs. Any sanitizer report makes the driver exit non-zero."""
+drivers (tests/native/fuzz_kernels.cpp: ill-formed UTF-8 text through normalisation and
+MinHash, mutated and re-sealed index files through the loader; tests/native/fuzz_byte_source.cpp:
+gzip and zstd streams read back whole, then mutated) and runs them on seeded random inputs.
+Any sanitizer report makes a driver exit non-zero."""
 
 import shutil
 import subprocess
@@ -34,7 +35,7 @@ def test_fuzz_driver_under_asan_ubsan(tmp_path):
     ]
     subprocess.run(cfg, check=True, capture_output=True)
     subprocess.run(
-        ["cmake", "--build", str(build), "--target", "mixsieve_fuzz", "-j", "2"],
+        ["cmake", "--build", str(build), "--target", "mixsieve_fuzz", "mixsieve_fuzz_io", "-j", "2"],
         check=True,
         capture_output=True,
     )
@@ -46,6 +47,19 @@ def test_fuzz_driver_under_asan_ubsan(tmp_path):
         env={
             "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1",
             "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
+        },
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "no crash" in run.stdout
+    run = subprocess.run(
+        [str(build / "mixsieve_fuzz_io"), "3000"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={
+            "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1",
+            "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
+            "TMPDIR": str(tmp_path),
         },
     )
     assert run.returncode == 0, run.stdout + run.stderr
