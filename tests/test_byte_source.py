@@ -230,6 +230,23 @@ def test_zstd_corrupt_is_an_error(tmp_path):
     assert "corrupt or truncated zstd data (" in decode_error(write(tmp_path, "f.zst", flipped))
 
 
+def zstd_raw_frame(window_log: int, content: bytes) -> bytes:
+    """A frame written by hand: its window size declared, content in one raw block."""
+    header = b"\x28\xb5\x2f\xfd" + bytes([0x00, (window_log - 10) << 3])  # no content size: window set
+    block = (1 | len(content) << 3).to_bytes(3, "little")  # last block, raw
+    return header + block + content
+
+
+@needs_zstd
+def test_zstd_window_beyond_the_default_limit(tmp_path):
+    small = write(tmp_path, "w20.zst", zstd_raw_frame(20, b"small window"))
+    assert _core._decompress_file(small) == b"small window"
+    path = write(tmp_path, "w28.zst", zstd_raw_frame(28, b"x"))  # what zstd --long=28 writes
+    message = decode_error(path)
+    assert "zstd data that declares a decoding window over 128 MiB" in message
+    assert f"zstd -dc --long=31 {path} | mixsieve-dedup - " in message
+
+
 # --- formats we do not decode ------------------------------------------------------------------
 
 
@@ -396,7 +413,8 @@ def decode_or_error(path: str, chunk_size: int) -> None:
         out = _core._decompress_file(path, chunk_size=chunk_size)
     except ValueError as e:
         assert str(e).startswith(f"{path}: ")
-        assert "corrupt or truncated" in str(e) or "compressed input" in str(e), e
+        known = ("corrupt or truncated", "compressed input", "declares a decoding window")
+        assert any(k in str(e) for k in known), e
     else:
         assert isinstance(out, bytes)
 

@@ -322,7 +322,7 @@ class ZstdSource final : public ByteSource {
       ZstdOutBuffer out{buf, n, 0};
       const std::size_t rc = api_.decompress_stream(ds_, &out, &in);
       raw_->consume(in.pos);
-      if (api_.is_error(rc)) throw SourceError(path() + ": corrupt or truncated zstd data (" + api_.error_name(rc) + ")");
+      if (api_.is_error(rc)) throw decode_error(rc);
       frame_done_ = rc == 0;  // a frame fully decoded and flushed
       if (out.pos > 0) return out.pos;
       if (frame_done_) continue;
@@ -335,6 +335,19 @@ class ZstdSource final : public ByteSource {
   }
 
  private:
+  SourceError decode_error(std::size_t rc) const {
+    const char* name = api_.error_name(rc);
+    // A frame made with --long or --ultra asks for a window past libzstd's default limit (128 MiB);
+    // its memory is the caller's choice, made outside.
+    if (std::strstr(name, "too much memory")) {
+      const std::string shown = path() == "-" ? "FILE" : path();
+      return SourceError(path() + ": zstd data that declares a decoding window over 128 MiB (written by zstd --long "
+                         "or --ultra, or corrupt: " + name + "); decompress first: zstd -dc --long=31 " + shown +
+                         " | mixsieve-dedup - ...");
+    }
+    return SourceError(path() + ": corrupt or truncated zstd data (" + name + ")");
+  }
+
   const ZstdApi& api_;
   void* ds_ = nullptr;
   bool frame_done_ = false;  // the magic bytes promise a frame
