@@ -12,7 +12,8 @@ from . import __version__, _core
 
 
 def build_info() -> dict[str, Any]:
-    """Compiler, SIMD level in use, usable cores, CUDA, Unicode tables and versions."""
+    """Compiler, SIMD level in use, usable cores, CUDA, Unicode tables, input decompression (gzip, zstd)
+    and versions."""
     info = dict(_core.build_info())
     info["cuda"] = cuda_info()
     info.update(
