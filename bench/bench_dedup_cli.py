@@ -3,7 +3,7 @@
 Two corpora:
 - default: --mb megabytes (default 520) of JSONL in 8 shard files: English-like documents of
   1-4 KB (bench/corpus.py) with 10% planted near-duplicates, made in memory.
-- --big-gb G (e.g. 2.0): G x 1e9 bytes of JSONL in --shards files (default 32), written as a
+- --big-gb G (e.g. 2.0): G x 1e9 bytes of JSONL in --shards files (default 64), written as a
   stream (corpus.DocumentStream: never the whole corpus in memory) with 8% planted near copies
   and 2% exact copies, cached under --cache and reused while its manifest matches; with
   --compress gz|zst the shards are compressed once (gzip -1 / zstd -3) into a sibling folder.
@@ -30,7 +30,7 @@ largest single process (wait4 gives the maximum over a process and its children,
 Targets (issue 13): 2 threads >= 150 MB/s end to end; peak RSS <= 0.2 x input bytes.
 
 Usage: python bench/bench_dedup_cli.py [--mb 520] [--peer-shards 1] [--runs 3] [--smoke]
-       python bench/bench_dedup_cli.py --big-gb 2.0 [--compress none|gz|zst] [--cache DIR]
+       python bench/bench_dedup_cli.py --big-gb 2.0 [--compress none|gz|zst] [--cache DIR] [--no-peers]
 """
 
 from __future__ import annotations
@@ -474,12 +474,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=int, default=520, help="size of the default corpus")
     ap.add_argument("--big-gb", type=float, default=0.0, help="streamed corpus of this many GB (1e9 bytes)")
-    ap.add_argument("--shards", type=int, default=32, help="files of the --big-gb corpus")
+    ap.add_argument("--shards", type=int, default=64, help="files of the --big-gb corpus")
     ap.add_argument("--seed", type=int, default=2026, help="seed of the --big-gb corpus")
     ap.add_argument("--compress", choices=["none", "gz", "zst"], default="none", help="--big-gb shards")
     ap.add_argument("--cache", default=None, help="folder of the --big-gb corpus (default: under --workdir)")
     ap.add_argument("--threads", default=None, help="comma-separated (default: 2,1 with --big-gb, else 2)")
     ap.add_argument("--peer-shards", type=int, default=1, help="shards the peers run on (0: all)")
+    ap.add_argument("--no-peers", action="store_true", help="mixsieve-dedup only (peers take minutes)")
     ap.add_argument(
         "--runs", type=int, default=None, help="runs per setting (default: 1 with --big-gb, else 3)"
     )
@@ -533,19 +534,23 @@ def main() -> None:
     subset = files if args.peer_shards == 0 else files[: args.peer_shards]
     sub_bytes, sub_docs = sum(sizes[: len(subset)]), sum(docs_per_file[: len(subset)])
     sub_mb = sub_bytes / 1e6
-    print(
-        f"mixsieve-dedup, then peers, on {len(subset)} of {len(files)} files, {sub_mb:.0f} MB ...",
-        file=sys.stderr,
-    )
-    ours_sub = add_rates(mixsieve(subset, work / "out_subset.jsonl", runs, 2, mode), sub_bytes, sub_docs)
-    peers = {
-        "datatrove": datatrove(subset, work / "datatrove"),
-        "text-dedup": text_dedup(subset, work / "textdedup", len(files)),
-    }
-    for p in peers.values():
-        if p.get("ran"):
-            p["mb_per_s"] = sub_mb / p["seconds"]
-            p["ratio_vs_mixsieve"] = p["seconds"] / ours_sub["seconds"]
+    if args.no_peers:
+        ours_sub = None
+        peers = {name: {"ran": False, "why": "skipped (--no-peers)"} for name in ("datatrove", "text-dedup")}
+    else:
+        print(
+            f"mixsieve-dedup, then peers, on {len(subset)} of {len(files)} files, {sub_mb:.0f} MB ...",
+            file=sys.stderr,
+        )
+        ours_sub = add_rates(mixsieve(subset, work / "out_subset.jsonl", runs, 2, mode), sub_bytes, sub_docs)
+        peers = {
+            "datatrove": datatrove(subset, work / "datatrove"),
+            "text-dedup": text_dedup(subset, work / "textdedup", len(files)),
+        }
+        for p in peers.values():
+            if p.get("ran"):
+                p["mb_per_s"] = sub_mb / p["seconds"]
+                p["ratio_vs_mixsieve"] = p["seconds"] / ours_sub["seconds"]
 
     how = {"direct": "", "zstd-pipe": ", .zst fed by zstd -dc through standard input"}[mode]
     kind = f"{args.compress} " if args.compress != "none" else ""
@@ -567,11 +572,12 @@ def main() -> None:
             f"peak RSS {r['peak_rss_bytes'] / 2**20:6.0f} MiB = {r['rss_over_input']:.2f} x input "
             f"= {r['rss_bytes_per_doc']:.0f} B/doc; {kept}"
         )
-    print(
-        f"same {sub_mb:.0f} MB subset ({len(subset)} of {len(files)} files) for all: mixsieve 2 threads "
-        f"{ours_sub['seconds']:.2f} s ({ours_sub['mb_per_s']:.0f} MB/s, "
-        f"peak {ours_sub['peak_rss_bytes'] / 2**20:.0f} MiB)"
-    )
+    if ours_sub:
+        print(
+            f"same {sub_mb:.0f} MB subset ({len(subset)} of {len(files)} files) for all: mixsieve 2 threads "
+            f"{ours_sub['seconds']:.2f} s ({ours_sub['mb_per_s']:.0f} MB/s, "
+            f"peak {ours_sub['peak_rss_bytes'] / 2**20:.0f} MiB)"
+        )
     for name, p in peers.items():
         if p.get("ran"):
             print(
