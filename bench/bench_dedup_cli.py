@@ -259,7 +259,7 @@ def input_mode(files: list[Path], work: Path) -> str:
 # peak when it is started from this one: exec keeps the high-water RSS of the memory it replaces,
 # which after fork (or vfork, as subprocess uses) is this interpreter's -- numpy, the corpus
 # generator -- so a bare `true` would read as hundreds of MiB. The launcher's own RSS is a floor
-# (RSS_FLOOR below); values under it are not the command's.
+# (rss_floor below); readings under it are not the command's.
 LAUNCHER = r"""
 import json, os, sys, time
 feed, cmd, err_path = json.loads(sys.argv[1])
@@ -352,7 +352,7 @@ def add_rates(run: dict[str, Any], input_bytes: int, docs: int) -> dict[str, Any
 def plausible(removed: int, plant: dict[str, Any]) -> dict[str, Any]:
     """Every exact copy must go, and near copies at edit rates <= 1% (word 5-gram Jaccard about
     0.9 and up) nearly all (90%); nothing beyond the planted copies can go, since the originals
-    share no text."""
+    are independent draws (any two share far too few word 5-grams to match)."""
     easy = sum(c for r, c in plant["near_by_rate"].items() if float(r) <= 0.01)
     low = plant["exact"] + int(0.9 * easy)
     high = plant["exact"] + plant["near"]
@@ -521,6 +521,7 @@ def main() -> None:
     warm_s = read_through(files)
     mode = input_mode(files, work)
     floor = rss_floor()
+    load = os.getloadavg()[0]  # a shared machine's other work slows every timing below
     total = sum(sizes)
     disk = sum(f.stat().st_size for f in files)
     docs = sum(docs_per_file)
@@ -557,8 +558,8 @@ def main() -> None:
     print(
         f"\nmixsieve-dedup ({dedup_binary()}), {total / 1e6:.0f} MB JSONL = {docs} documents "
         f"({total / docs:.0f} B each) in {len(files)} {kind}files ({disk / 1e6:.0f} MB on disk{how}), "
-        f"median of {runs} run(s), page cache warm; RSS readings under {floor / 2**20:.0f} MiB are the "
-        "measuring launcher's:"
+        f"median of {runs} run(s), page cache warm, load average {load:.1f} before; RSS readings under "
+        f"{floor / 2**20:.0f} MiB are the measuring launcher's:"
     )
     for t, r in by_threads.items():
         check = r["kept_check"]
@@ -625,6 +626,7 @@ def main() -> None:
         },
         "input_mode": mode,
         "rss_floor_bytes": floor,
+        "load_average_1min_before": load,
         "runs": runs,
         "mb": total / 1e6,
         "full": by_threads.get("2", next(iter(by_threads.values()))),
