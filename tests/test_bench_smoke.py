@@ -3,6 +3,7 @@ promise (speed itself is measured by running them for real, never asserted here)
 are not installed are skipped by the scripts, which say so."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,24 @@ def test_bench_script_smoke(tmp_path, script, check):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert check(result), result
+
+
+@pytest.mark.slow
+def test_bench_dedup_cli_big_smoke(tmp_path):
+    """--big-gb's streamed, cached corpus (zstd-compressed when the zstd CLI is here, else gzip):
+    planted exact and near copies, both thread counts, kept counts within the planted bounds."""
+    compress = "zst" if shutil.which("zstd") else "gz"
+    out = tmp_path / "result.json"
+    args = [sys.executable, str(ROOT / "bench" / "bench_dedup_cli.py"), "--smoke", "--big-gb", "2"]
+    args += ["--compress", compress, "--out", str(out), "--workdir", str(tmp_path / "work")]
+    for _ in range(2):  # the second run reuses the cached corpus
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "wrote shard" not in proc.stderr and "compressed to" not in proc.stderr
+    r = json.loads(out.read_text())
+    assert r["corpus"]["kind"] == "big" and r["corpus"]["compress"] == compress
+    assert r["corpus"]["planted"]["exact"] > 0 and r["corpus"]["planted"]["near"] > 0
+    assert set(r["by_threads"]) == {"1", "2"} and set(r["peers"]) == {"datatrove", "text-dedup"}
+    for run in r["by_threads"].values():
+        assert run["kept_check"]["ok"] and run["rss_over_input"] > 0 and run["rss_bytes_per_doc"] > 0
+    assert r["targets"]["rss_over_input"]["met"] in (True, False)
