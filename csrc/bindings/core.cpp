@@ -184,6 +184,34 @@ py::array_t<T> signatures_impl(const MinHasher<T>& hasher, const py::handle& tex
   return out;
 }
 
+// Signatures and the 128-bit digests of the normalised texts ([n, 2] uint64: lo, hi), the
+// exact-duplicate test of dedup (equal digests: equal normalised text).
+template <class T>
+py::tuple signatures_digests_impl(const MinHasher<T>& hasher, const py::handle& texts, int threads) {
+  TextBatch batch = collect_texts(texts);
+  const std::size_t n = batch.views.size();
+  const std::size_t k = static_cast<std::size_t>(hasher.config().num_perm);
+  py::array_t<T> out({n, k});
+  py::array_t<std::uint64_t> digests({n, std::size_t{2}});
+  T* dst = out.mutable_data();
+  std::uint64_t* dig = digests.mutable_data();
+  const unsigned nt = thread_count(threads);
+  {
+    py::gil_scoped_release release;
+    parallel_for(n, nt, 64, [&](std::size_t begin, std::size_t end) {
+      MinHashWorkspace<T> ws;
+      Digest128 d;
+      for (std::size_t i = begin; i < end; ++i) {
+        hasher.signature_digest(batch.views[i].data(), batch.views[i].size(), dst + i * k, ws, d,
+                                [](const Digest128&, T*) { return false; });
+        dig[2 * i] = d.lo;
+        dig[2 * i + 1] = d.hi;
+      }
+    });
+  }
+  return py::make_tuple(out, digests);
+}
+
 // A C-contiguous 2-D signature matrix of T with `num_perm` columns (1-D: one row).
 template <class T>
 py::array_t<T, py::array::c_style> checked_signatures(const py::array& a, std::size_t num_perm, const char* name) {
@@ -300,6 +328,7 @@ void bind_width(py::module_& m, const char* hasher_name, const char* index_name)
            }),
            py::arg("num_perm"), py::arg("ngram"), py::arg("unit"), py::arg("seed"))
       .def("signatures", &signatures_impl<T>, py::arg("texts"), py::arg("threads") = 0)
+      .def("signatures_digests", &signatures_digests_impl<T>, py::arg("texts"), py::arg("threads") = 0)
       .def_property_readonly("a", [](const MinHasher<T>& h) { return py::array_t<T>(h.a().size(), h.a().data()); })
       .def_property_readonly("b", [](const MinHasher<T>& h) { return py::array_t<T>(h.b().size(), h.b().data()); });
 

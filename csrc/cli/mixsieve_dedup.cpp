@@ -1,16 +1,18 @@
 // mixsieve-dedup: near-duplicate removal for JSONL / text corpora, one native command.
-// Reads every input into memory (decompressing gzip), computes MinHash signatures on all
-// cores straight from the parsed text, clusters with the same LSH + union-find code as
-// mixsieve.dedup (so results agree exactly), and writes the kept records byte for byte.
+// Streams the inputs twice with bounded memory. Pass 1 reads them in chunks of whole records
+// (gzip and zstd decompressed as they come, several files at once), computes MinHash
+// signatures on all cores straight from the parsed text and appends them to an unnamed
+// temporary file. Clustering then runs the same LSH + union-find code as mixsieve.dedup (so
+// results agree exactly) over that file through a memory map, and pass 2 reads the inputs
+// again and writes the kept records byte for byte. Memory: the LSH tables (a few hundred
+// bytes per document) plus a few chunks, whatever the size of the text.
 // Exit codes: 0 success, 1 bad input, 2 usage.
-#ifdef MIXSIEVE_HAVE_ZLIB
-#include <zlib.h>
-#endif
-
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <exception>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -19,12 +21,15 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include <charconv>
@@ -33,9 +38,12 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mixsieve/byte_source.hpp"
 #include "mixsieve/jsonl.hpp"
 #include "mixsieve/lsh.hpp"
 #include "mixsieve/minhash.hpp"
@@ -75,19 +83,24 @@ const char* kHelp = R"(usage: mixsieve-dedup INPUT... -o OUT [options]
 
 Remove near-duplicate documents (MinHash + LSH, verified, union-find clusters; the lowest
 document of each cluster is kept). Kept records are written byte for byte, in input order.
-All input is held in memory: expect the (decompressed) input size plus about 1 KB per document.
+Inputs are streamed twice (signatures, then output); memory is a few hundred bytes per
+document (the LSH tables) plus a few 4 MB chunks per thread, not the size of the text.
+Signatures wait in a temporary file (num-perm x 4 bytes per document, see --tmp-dir).
 
 inputs:
   INPUT                 files or directories (walked recursively in sorted order); '-' is stdin.
-                        gzip input is detected and decompressed (any name, e.g. .jsonl.gz);
-                        for zstd/xz/bzip2, decompress into stdin: zstd -dc f.zst | mixsieve-dedup -
+                        gzip and zstd input is detected by its bytes and decompressed (any
+                        name, e.g. .jsonl.gz, .jsonl.zst; zstd needs the system's libzstd.so.1,
+                        loaded when first needed); for xz/bzip2, decompress into stdin:
+                        xz -dc f.xz | mixsieve-dedup - ...  Standard input is copied to a
+                        temporary file first (it is read twice).
                         A UTF-8 byte order mark at the start of a file or line is ignored.
                         A directory that contributes no file is an error (exit 2).
   --format F            jsonl (default): one JSON object per line, text in --text-field;
                         lines: one document per line of plain text;
                         file: one document per file (output: one JSON line {"file", "text"} each).
                         Directories contribute *.jsonl/*.json/*.ndjson (jsonl), *.txt (lines),
-                        or every file (file), each optionally .gz.
+                        or every file (file), each optionally .gz or .zst.
   --text-field NAME     JSON field holding the text (default: text)
   --id-field NAME       JSON field identifying a record, copied into the report
 
@@ -101,13 +114,15 @@ output:
                         read. A device or FIFO is written in place; a symbolic link is written
                         through (the file it leads to is replaced).
   --report FILE         one JSON line per removed document: file, line, id, what it duplicates
-                        (file/line/id, or index_key for a document of --index), and jaccard
+                        (file/line/id, or index_key for a document of --index), jaccard, and
+                        exact (true when its normalised text equals an earlier document's)
   --index FILE          deduplicate against an index saved by an earlier run or by
                         mixsieve.LSHIndex.save (created if missing and --update-index is given).
                         The index records its hasher (num-perm, ngram, unit, seed): flags left
                         out are taken from it, flags that differ are refused (exit 2). An index
                         that records no hasher needs --ngram, --unit and --seed.
-  --update-index        write FILE back, extended with this run's kept documents
+  --update-index        write FILE back, extended with this run's kept documents (this holds the
+                        whole index in memory: its signatures, num-perm x 4 bytes per row)
 
 MinHash / LSH:
   --threshold T         Jaccard threshold in (0, 1) (default 0.8)
@@ -119,11 +134,15 @@ MinHash / LSH:
 
 running:
   --threads N           threads (default: all cores)
+  --tmp-dir DIR         folder for the signature file and a copy of standard input (default:
+                        $TMPDIR, else /tmp); unnamed, so gone however the run ends. On a
+                        tmpfs (often /tmp) it takes memory: point it at a disk for big corpora
   --on-error fail|skip  bad records: stop with file:line (default), or count them, report them
                         on stderr and pass them through to the output unchanged
   --invalid-utf8 fail|replace
                         ill-formed UTF-8 in a text: a bad record (default) or replaced by U+FFFD
-  --progress            progress on stderr (default: only when stderr is a terminal)
+  --progress            a progress line on stderr per phase (signatures: MB, documents, MB/s,
+                        time left; clustering; writing); default: when stderr is a terminal
   --quiet               no progress and no summary
   -h, --help            this help;  --version  the version
 
@@ -133,7 +152,7 @@ exit status: 0 success, 1 bad input (with file:line) or an unwritable output, 2 
 
 struct Options {
   std::vector<std::string> inputs;
-  std::string output, report, index;
+  std::string output, report, index, tmp_dir;
   std::string format = "jsonl", text_field = "text", id_field;
   bool update_index = false;
   double threshold = 0.8;
@@ -212,6 +231,9 @@ Options parse_args(int argc, char** argv) {
     } else if (a == "--index") {
       o.index = value();
       if (o.index.empty()) throw UsageError(a + ": an empty path");
+    } else if (a == "--tmp-dir") {
+      o.tmp_dir = value();
+      if (o.tmp_dir.empty()) throw UsageError(a + ": an empty path");
     } else if (a == "--update-index") {
       o.update_index = true;
     } else if (a == "--format") {
@@ -276,9 +298,11 @@ Options parse_args(int argc, char** argv) {
 
 // ---- reading ----
 
-struct Input {
-  std::string name;  // as shown in messages and reports
-  std::string data;  // whole content, decompressed
+struct Record {
+  std::uint64_t line;  // 1-based; 0 for --format file
+  std::size_t begin, end;  // bytes [begin, end) of its chunk (end includes the line's newline, if any)
+  bool blank = false;  // whitespace-only line: passed through, not a document
+  std::uint8_t bom = 0;  // bytes of a UTF-8 byte order mark opening the record (not its text)
 };
 
 bool has_suffix(const std::string& s, std::string_view suf) {
@@ -286,61 +310,16 @@ bool has_suffix(const std::string& s, std::string_view suf) {
 }
 
 bool wanted_in_directory(const std::string& path, const std::string& format) {
-  std::string p = has_suffix(path, ".gz") ? path.substr(0, path.size() - 3) : path;
+  std::string p = path;
+  if (has_suffix(p, ".gz")) p.resize(p.size() - 3);
+  else if (has_suffix(p, ".zst")) p.resize(p.size() - 4);
   if (format == "jsonl") return has_suffix(p, ".jsonl") || has_suffix(p, ".json") || has_suffix(p, ".ndjson");
   if (format == "lines") return has_suffix(p, ".txt");
   return true;
 }
 
-std::string gunzip(const std::string& name, const std::string& raw) {
-#ifndef MIXSIEVE_HAVE_ZLIB
-  (void)raw;
-  throw InputError(name + ": gzip input, but this mixsieve-dedup was built without zlib");
-#else
-  z_stream zs{};
-  if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) throw InputError(name + ": cannot start gzip decoder");
-  std::string out;
-  out.resize(std::max<std::size_t>(raw.size() * 4, 1 << 16));
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(raw.data()));
-  zs.avail_in = static_cast<uInt>(std::min<std::size_t>(raw.size(), UINT32_MAX));
-  std::size_t fed = zs.avail_in;
-  std::size_t produced = 0;
-  int rc;
-  do {
-    if (produced == out.size()) out.resize(out.size() * 2);
-    zs.next_out = reinterpret_cast<Bytef*>(out.data() + produced);
-    zs.avail_out = static_cast<uInt>(std::min<std::size_t>(out.size() - produced, UINT32_MAX));
-    const std::size_t before = zs.avail_out;
-    rc = inflate(&zs, Z_NO_FLUSH);
-    produced += before - zs.avail_out;
-    if (zs.avail_in == 0 && fed < raw.size()) {
-      const std::size_t more = std::min<std::size_t>(raw.size() - fed, UINT32_MAX);
-      zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(raw.data()) + fed);
-      zs.avail_in = static_cast<uInt>(more);
-      fed += more;
-    }
-    if (rc == Z_STREAM_END && (zs.avail_in > 0 || fed < raw.size())) {
-      inflateReset(&zs);  // concatenated gzip members
-      rc = Z_OK;
-    }
-  } while (rc == Z_OK || (rc == Z_BUF_ERROR && zs.avail_out == 0));
-  inflateEnd(&zs);
-  if (rc != Z_STREAM_END) throw InputError(name + ": corrupt or truncated gzip data");
-  out.resize(produced);
-  return out;
-#endif
-}
-
+// The whole of a small file (the --index file), as it is.
 std::string read_all(const std::string& path) {
-  if (path == "-") {
-    std::string data;
-    char buf[1 << 16];
-    std::size_t got;
-    while ((got = std::fread(buf, 1, sizeof(buf), stdin)) > 0) data.append(buf, got);
-    if (std::ferror(stdin)) throw InputError("-: cannot read standard input");
-    return data;
-  }
-  // Sized from fstat and read in place: no growth by doubling, so a file costs its size.
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw InputError(path + ": cannot open (" + std::strerror(errno) + ")");
   struct stat st {};
@@ -352,24 +331,7 @@ std::string read_all(const std::string& path) {
   if (S_ISREG(st.st_mode)) data.reserve(static_cast<std::size_t>(st.st_size));
   char buf[1 << 16];
   for (;;) {
-    const std::size_t room = data.capacity() - data.size();
-    if (S_ISREG(st.st_mode) && room > 0) {
-      const std::size_t old = data.size();
-      data.resize(data.capacity());
-      const ssize_t got = ::read(fd, data.data() + old, room);
-      if (got < 0 && errno == EINTR) {
-        data.resize(old);
-        continue;
-      }
-      if (got < 0) {
-        ::close(fd);
-        throw InputError(path + ": read error (" + std::strerror(errno) + ")");
-      }
-      data.resize(old + static_cast<std::size_t>(got));
-      if (got == 0) break;
-      continue;
-    }
-    const ssize_t got = ::read(fd, buf, sizeof(buf));  // the file grew, or is not regular
+    const ssize_t got = ::read(fd, buf, sizeof(buf));
     if (got < 0 && errno == EINTR) continue;
     if (got < 0) {
       ::close(fd);
@@ -382,30 +344,17 @@ std::string read_all(const std::string& path) {
   return data;
 }
 
-bool starts_with_bytes(const std::string& s, std::initializer_list<unsigned char> magic) {
-  if (s.size() < magic.size()) return false;
-  std::size_t i = 0;
-  for (unsigned char m : magic) {
-    if (static_cast<unsigned char>(s[i++]) != m) return false;
-  }
-  return true;
+bool bom_at(const std::string& d, std::size_t pos) {
+  return d.size() >= pos + 3 && static_cast<unsigned char>(d[pos]) == 0xEF &&
+         static_cast<unsigned char>(d[pos + 1]) == 0xBB && static_cast<unsigned char>(d[pos + 2]) == 0xBF;
 }
 
-// gzip data (by its magic bytes, whatever the name) decompressed; other compressed formats
-// named with a way to feed them; anything else as it is.
-std::string maybe_gunzip(const std::string& name, std::string raw) {
-  if (starts_with_bytes(raw, {0x1F, 0x8B})) return gunzip(name, raw);
-  const char* other = starts_with_bytes(raw, {0x28, 0xB5, 0x2F, 0xFD})         ? "zstd"
-                      : starts_with_bytes(raw, {0xFD, '7', 'z', 'X', 'Z', 0x00}) ? "xz"
-                      : starts_with_bytes(raw, {'B', 'Z', 'h'})                  ? "bzip2"
-                                                                                 : nullptr;
-  if (other) {
-    const std::string tool = other;
-    throw InputError(name + ": " + tool + "-compressed input, which mixsieve-dedup does not decompress (only gzip); "
-                     "feed it through standard input, e.g. " + tool + " -dc " + (name == "-" ? "FILE" : name) +
-                     " | mixsieve-dedup - -o OUT ...");
-  }
-  return raw;
+// A record's text: without a leading byte order mark, and for lines without the line end.
+std::string_view content(const std::string& data, const Record& r) {
+  std::string_view s(data.data() + r.begin + r.bom, r.end - r.begin - r.bom);
+  if (r.line == 0) return s;  // --format file: the whole file is the text
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
 }
 
 // Names of standard output: '-' and the system's names for descriptor 1. Written as standard
@@ -494,8 +443,8 @@ std::vector<std::string> expand_inputs(const Options& o, const std::vector<Path>
       if (ec) throw InputError(in + ": cannot read directory (" + ec.message() + ")");
       if (found.empty()) {
         throw UsageError(in + ": no input files in this directory (" +
-                         (o.format == "jsonl"   ? std::string("*.jsonl, *.json, *.ndjson, optionally .gz")
-                          : o.format == "lines" ? std::string("*.txt, optionally .gz")
+                         (o.format == "jsonl"   ? std::string("*.jsonl, *.json, *.ndjson, optionally .gz or .zst")
+                          : o.format == "lines" ? std::string("*.txt, optionally .gz or .zst")
                                                 : std::string("any file")) +
                          " for --format " + o.format + ")");
       }
@@ -509,69 +458,170 @@ std::vector<std::string> expand_inputs(const Options& o, const std::vector<Path>
   return paths;
 }
 
-std::vector<Input> read_inputs(const std::vector<std::string>& paths, unsigned threads) {
-  std::vector<Input> inputs(paths.size());
-  // Read (and decompress) files in parallel: I/O and inflate dominate for .gz corpora.
-  parallel_for(paths.size(), threads, 1, [&](std::size_t b, std::size_t e) {
-    for (std::size_t i = b; i < e; ++i) {
-      inputs[i].name = paths[i];
-      if (paths[i] != "-") inputs[i].data = maybe_gunzip(paths[i], read_all(paths[i]));
-    }
-  });
-  for (Input& in : inputs) {  // standard input is read on this thread
-    if (in.name == "-" && g_stdin_closed) throw InputError("-: standard input is closed");
-    if (in.name == "-") in.data = maybe_gunzip("-", read_all("-"));
-  }
-  return inputs;
-}
+// ---- streaming input ----
+//
+// Inputs are read twice: once for the signatures, once to write the kept records. Each pass
+// reads an input in chunks of whole records (about kChunkBytes of decompressed text; a longer
+// record makes a longer chunk), so memory holds a few chunks, never an input. Both passes
+// split records the same way; the second checks that each input still has as many.
 
-// A record: bytes [begin, end) of an input (end includes the line's newline, if any).
-struct Record {
-  std::uint32_t input;
-  std::uint64_t line;  // 1-based; 0 for --format file
-  std::size_t begin, end;
-  bool blank = false;  // whitespace-only line: passed through, not a document
-  std::uint8_t bom = 0;  // bytes of a UTF-8 byte order mark opening the record (not its text)
-};
+constexpr std::size_t kChunkBytes = std::size_t{4} << 20;
+constexpr std::size_t kReadBytes = std::size_t{1} << 20;
 
-bool bom_at(const std::string& d, std::size_t pos) {
-  return d.size() >= pos + 3 && static_cast<unsigned char>(d[pos]) == 0xEF &&
-         static_cast<unsigned char>(d[pos + 1]) == 0xBB && static_cast<unsigned char>(d[pos + 2]) == 0xBF;
-}
-
-std::vector<Record> split_records(const std::vector<Input>& inputs, const std::string& format) {
+struct Chunk {
+  std::uint32_t input = 0;
+  std::uint64_t seq = 0;  // order within the input
+  std::string data;
   std::vector<Record> recs;
-  for (std::uint32_t f = 0; f < inputs.size(); ++f) {
-    const std::string& d = inputs[f].data;
-    if (format == "file") {
-      recs.push_back({f, 0, 0, d.size(), false, static_cast<std::uint8_t>(bom_at(d, 0) ? 3 : 0)});
-      continue;
+  std::exception_ptr error;  // a read error, raised when the chunk's turn comes (input order)
+  std::uint64_t raw_bytes = 0;  // bytes of the file (compressed, if it is) this chunk consumed
+  // Filled by the signature pass:
+  std::vector<std::uint32_t> sigs;   // recs.size() * num_perm
+  std::vector<Digest128> digests;    // per record (documents only)
+  std::vector<std::uint8_t> kind;    // per record: kDoc, kBlank, kBad
+  std::vector<std::pair<std::size_t, std::string>> errors;  // (record, message)
+  std::size_t text_bytes = 0;
+};
+constexpr std::uint8_t kDoc = 0, kBlank = 1, kBad = 2;
+
+class InputReader {
+ public:
+  // `path` is what to open (a spooled copy of standard input is opened as /proc/self/fd/N);
+  // `name` is how messages and reports call it.
+  InputReader(const std::string& path, const std::string& name, std::uint32_t index, const std::string& format)
+      : path_(path), name_(name), index_(index), format_(format) {
+    try {
+      src_ = io::ByteSource::open(path);
+    } catch (const io::SourceError& e) {
+      throw InputError(rename(e.what(), path));
+    }
+  }
+
+  // The next chunk, or false after the last one. Throws InputError for unreadable data.
+  bool next(Chunk& c) {
+    if (done_) return false;
+    c.input = index_;
+    c.seq = seq_;
+    c.recs.clear();
+    c.data.clear();
+    // One allocation for the usual chunk (the string would otherwise double past it).
+    c.data.reserve(std::max(kChunkBytes, carry_.size()) + kReadBytes);
+    c.data.append(carry_);
+    carry_.clear();
+    const std::uint64_t raw0 = src_->raw_bytes_read();
+    std::size_t scan = 0;  // bytes of c.data already searched for a newline
+    std::size_t cut = std::string::npos;
+    const bool whole = format_ == "file";
+    for (;;) {
+      if (!whole && c.data.size() >= kChunkBytes) {
+        cut = last_newline(c.data, scan);
+        if (cut != std::string::npos) break;
+        scan = c.data.size();
+      }
+      const std::size_t old = c.data.size();
+      c.data.resize(old + kReadBytes);
+      std::size_t got;
+      try {
+        got = src_->read(c.data.data() + old, kReadBytes);
+      } catch (const io::SourceError& e) {
+        c.data.resize(old);
+        throw InputError(rename(e.what(), path_));
+      }
+      c.data.resize(old + got);
+      if (got == 0) {
+        eof_ = true;
+        break;
+      }
+    }
+    if (cut != std::string::npos && cut + 1 < c.data.size()) {
+      carry_.assign(c.data, cut + 1, std::string::npos);
+      c.data.resize(cut + 1);
+    }
+    c.raw_bytes = src_->raw_bytes_read() - raw0;
+    if (eof_ && carry_.empty()) done_ = true;
+    if (c.data.empty() && !(whole && seq_ == 0)) {  // nothing left (an empty input has no records)
+      done_ = true;
+      return seq_ == 0 ? record_none(c) : false;
+    }
+    ++seq_;
+    split(c);
+    return true;
+  }
+
+  std::uint64_t raw_size() const { return src_->raw_size(); }
+  std::uint64_t raw_bytes_read() const { return src_->raw_bytes_read(); }
+
+ private:
+  static std::size_t last_newline(const std::string& d, std::size_t from) {
+    const std::size_t p = d.rfind('\n');
+    return p == std::string::npos || p < from ? std::string::npos : p;
+  }
+  // Messages of the byte source name the path it opened: name the input as the user did.
+  std::string rename(const std::string& msg, const std::string& path) const {
+    if (path != name_ && msg.compare(0, path.size(), path) == 0) return name_ + msg.substr(path.size());
+    return msg;
+  }
+  bool record_none(Chunk& c) {
+    c.data.clear();
+    ++seq_;
+    return true;  // one chunk with no records: the input is counted, and nothing else happens
+  }
+  void split(Chunk& c) {
+    const std::string& d = c.data;
+    if (format_ == "file") {
+      c.recs.push_back({0, 0, d.size(), false, static_cast<std::uint8_t>(bom_at(d, 0) ? 3 : 0)});
+      return;
     }
     std::size_t pos = 0;
-    std::uint64_t line = 0;
     while (pos < d.size()) {
       const std::size_t nl = d.find('\n', pos);
       const std::size_t end = nl == std::string::npos ? d.size() : nl + 1;
-      ++line;
       const std::uint8_t bom = bom_at(d, pos) && pos + 3 <= end ? 3 : 0;
-      bool blank = format == "jsonl";
+      bool blank = format_ == "jsonl";
       for (std::size_t i = pos + bom; blank && i < end; ++i) {
-        const char c = d[i];
-        blank = c == ' ' || c == '\t' || c == '\r' || c == '\n';
+        const char ch = d[i];
+        blank = ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
       }
-      recs.push_back({f, line, pos, end, blank, bom});
+      c.recs.push_back({++line_, pos, end, blank, bom});
       pos = end;
     }
   }
-  return recs;
-}
 
-// A record's text: without a leading byte order mark, and for lines without the line end.
-std::string_view content(const std::vector<Input>& in, const Record& r) {
-  std::string_view s(in[r.input].data.data() + r.begin + r.bom, r.end - r.begin - r.bom);
-  if (r.line == 0) return s;  // --format file: the whole file is the text
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.remove_suffix(1);
-  return s;
+  std::unique_ptr<io::ByteSource> src_;
+  std::string path_, name_;
+  std::uint32_t index_;
+  std::string format_;
+  std::string carry_;  // bytes after the last whole record of the previous chunk
+  std::uint64_t seq_ = 0, line_ = 0;
+  bool eof_ = false, done_ = false;
+};
+
+// Standard input cannot be read twice: it is copied, as it comes (compressed or not), to an
+// unnamed temporary file first, which both passes then read.
+class Spool {
+ public:
+  static int open_temp(const std::string& dir, const char* what) {
+#ifdef O_TMPFILE
+    int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0) return fd;
+#endif
+    std::string tmpl = (fs::path(dir) / ".mixsieve-dedup.XXXXXX").string();
+    fd = ::mkostemp(tmpl.data(), O_CLOEXEC);
+    if (fd < 0) throw InputError(std::string("cannot create the ") + what + " in " + dir + " (" + std::strerror(errno) +
+                                 "); set --tmp-dir to a writable folder");
+    ::unlink(tmpl.c_str());
+    return fd;
+  }
+};
+
+void write_fd(int fd, const char* p, std::size_t n, const char* what) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) throw InputError(std::string("cannot write the ") + what + " (" + std::strerror(errno) + "); set --tmp-dir to a folder with room");
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
 }
 
 bool valid_utf8(std::string_view s) {
@@ -844,6 +894,424 @@ class OutputFile {
   TempName temp_;
 };
 
+// ---- pass 1: signatures ----
+
+// Digests of the documents seen so far (exact duplicates): open addressing over (lo, hi),
+// 16 bytes a slot, at most half full. Freed after the pass.
+class DigestSet {
+ public:
+  // False if the digest was there already.
+  bool insert(const Digest128& d) {
+    if (2 * (used_ + 1) > slots_.size()) grow();
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t s = d.lo & mask;; s = (s + 1) & mask) {
+      Digest128& slot = slots_[s];
+      if (slot.lo == 0 && slot.hi == 0) {
+        slot = nonzero(d);
+        ++used_;
+        return true;
+      }
+      if (slot == nonzero(d)) return false;
+    }
+  }
+  void clear() { std::vector<Digest128>().swap(slots_), used_ = 0; }
+
+ private:
+  static Digest128 nonzero(const Digest128& d) { return d.lo == 0 && d.hi == 0 ? Digest128{1, 0} : d; }
+  void grow() {
+    std::vector<Digest128> old;
+    old.swap(slots_);
+    slots_.assign(std::max<std::size_t>(1024, old.size() * 2), Digest128{});
+    used_ = 0;
+    for (const Digest128& d : old) {
+      if (d.lo != 0 || d.hi != 0) insert(d);
+    }
+  }
+  std::vector<Digest128> slots_;
+  std::size_t used_ = 0;
+};
+
+// What pass 1 leaves for clustering and pass 2.
+struct Scan {
+  std::size_t docs = 0;            // records (documents, blank lines, bad records)
+  std::size_t bad = 0, exact = 0, reused = 0;
+  std::uint64_t text_bytes = 0;    // decompressed bytes of all inputs
+  std::vector<std::uint64_t> records_per_input;
+  std::vector<std::uint64_t> exact_bits;  // bit i: record i's normalised text equals an earlier one's
+  int spill_fd = -1;               // num_perm uint32 slots per record, in record order
+};
+
+struct Live {  // progress counters, updated by the workers
+  std::atomic<std::uint64_t> raw{0}, text{0}, docs{0}, rows{0}, written{0}, total{0};
+  std::atomic<int> phase{0};  // 0 signatures, 1 clustering, 2 writing
+};
+
+// Reads all inputs in chunks on `threads` threads, hands each chunk to stage.process (on the
+// thread that read it, in any order) and then to stage.commit (one at a time, in input order:
+// input 0's chunks in order, then input 1's, ...). Threads take chunks from the lowest input
+// not being read, several inputs at once (parallel decompression); inputs past the one being
+// committed wait while `threads + 2` chunks are in flight, so memory stays at a few chunks
+// whatever the order in which threads finish. Chunks are reused, buffers and all. A read or
+// process error is raised when its chunk's turn to commit comes (input order).
+template <class Stage>
+class ChunkPipeline {
+ public:
+  ChunkPipeline(const std::vector<std::string>& open_paths, const std::vector<std::string>& names,
+                const std::string& format, unsigned threads, Live& live, Stage& stage)
+      : paths_(open_paths), names_(names), format_(format), live_(live), stage_(stage) {
+    const std::size_t n = paths_.size();
+    readers_.resize(n);
+    state_.assign(n, kIdle);
+    chunks_.assign(n, 0);
+    threads_ = std::max(1u, threads);
+    limit_ = static_cast<std::size_t>(threads_) + 2;
+  }
+
+  void run() {
+    std::vector<std::thread> pool;
+    for (unsigned t = 1; t < threads_; ++t) pool.emplace_back([this] { work(); });
+    work();
+    for (std::thread& th : pool) th.join();
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  static constexpr int kIdle = 0, kBusy = 1, kDone = 2;
+  static constexpr std::size_t kNone = std::numeric_limits<std::size_t>::max();
+
+  void work() {
+    typename Stage::Scratch scratch;
+    for (;;) {
+      std::size_t f;
+      std::unique_ptr<Chunk> chunk;
+      {
+        std::unique_lock<std::mutex> lk(m_);
+        for (;;) {
+          if (stop_ || commit_input_ >= paths_.size()) return;
+          f = pick();
+          if (f != kNone) break;
+          cv_.wait(lk);
+        }
+        state_[f] = kBusy;
+        ++in_flight_;
+        if (!pool_.empty()) {
+          chunk = std::move(pool_.back());
+          pool_.pop_back();
+        }
+      }
+      if (!chunk) chunk = std::make_unique<Chunk>();
+      bool got = false;
+      std::exception_ptr err;
+      try {
+        if (!readers_[f]) {
+          readers_[f] = std::make_unique<InputReader>(paths_[f], names_[f], static_cast<std::uint32_t>(f), format_);
+        }
+        got = readers_[f]->next(*chunk);
+      } catch (...) {
+        err = std::current_exception();
+      }
+      {
+        // The input is free for its next chunk while this one is processed.
+        std::lock_guard<std::mutex> lk(m_);
+        if (err) {
+          chunk->input = static_cast<std::uint32_t>(f);
+          chunk->seq = chunks_[f];
+          chunk->error = err;
+          got = true;
+        }
+        if (got) {
+          chunks_[f] = chunk->seq + 1;
+          live_.raw += chunk->raw_bytes;
+        } else {
+          --in_flight_;
+          pool_.push_back(std::move(chunk));
+        }
+        state_[f] = got && !err ? kIdle : kDone;
+        if (state_[f] == kDone) readers_[f].reset();  // closes the file now
+        cv_.notify_all();
+      }
+      if (got && !err) {
+        try {
+          stage_.process(*chunk, scratch);
+        } catch (...) {
+          chunk->error = std::current_exception();
+        }
+      }
+      std::lock_guard<std::mutex> lk(m_);
+      if (got) done_.emplace(std::make_pair(chunk->input, chunk->seq), std::move(chunk));
+      commit_ready();
+      cv_.notify_all();
+    }
+  }
+
+  // The input to read a chunk of (see the class comment), or kNone.
+  std::size_t pick() const {
+    for (std::size_t f = commit_input_; f < paths_.size(); ++f) {
+      if (state_[f] != kIdle) continue;
+      if (f != commit_input_ && in_flight_ >= limit_) return kNone;
+      return f;
+    }
+    return kNone;
+  }
+
+  // Commits the chunks that are next in input order (called with m_ held).
+  void commit_ready() {
+    while (!stop_ && commit_input_ < paths_.size()) {
+      const auto it = done_.find(std::make_pair(static_cast<std::uint32_t>(commit_input_), commit_seq_));
+      if (it == done_.end()) {
+        if (state_[commit_input_] == kDone && commit_seq_ >= chunks_[commit_input_]) {
+          try {
+            stage_.input_done(commit_input_);
+          } catch (...) {
+            error_ = std::current_exception();
+            stop_ = true;
+            return;
+          }
+          ++commit_input_;
+          commit_seq_ = 0;
+          continue;
+        }
+        return;
+      }
+      std::unique_ptr<Chunk> c = std::move(it->second);
+      done_.erase(it);
+      --in_flight_;
+      ++commit_seq_;
+      try {
+        if (c->error) std::rethrow_exception(c->error);
+        stage_.commit(*c);
+      } catch (...) {
+        error_ = std::current_exception();
+        stop_ = true;
+        return;
+      }
+      // A chunk grown by a giant record gives its memory back.
+      if (c->data.capacity() > 2 * (kChunkBytes + kReadBytes)) std::string().swap(c->data);
+      c->error = nullptr;
+      c->errors.clear();
+      pool_.push_back(std::move(c));
+    }
+  }
+
+  const std::vector<std::string>& paths_;
+  const std::vector<std::string>& names_;
+  const std::string format_;
+  Live& live_;
+  Stage& stage_;
+  unsigned threads_ = 1;
+  std::size_t limit_ = 3;
+
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<InputReader>> readers_;
+  std::vector<int> state_;
+  std::vector<std::uint64_t> chunks_;  // chunks read so far per input (all of them once kDone)
+  std::map<std::pair<std::uint32_t, std::uint64_t>, std::unique_ptr<Chunk>> done_;
+  std::vector<std::unique_ptr<Chunk>> pool_;
+  std::size_t commit_input_ = 0;
+  std::uint64_t commit_seq_ = 0;
+  std::size_t in_flight_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+};
+
+// Pass 2's stage: nothing to do out of order; commit writes.
+template <class Commit, class Done>
+struct WriteStage {
+  struct Scratch {};
+  Commit& commit_fn;
+  Done& done_fn;
+  void process(Chunk&, Scratch&) {}
+  void commit(Chunk& c) { commit_fn(c); }
+  void input_done(std::size_t f) { done_fn(f); }
+};
+
+// Pass 1's stage: signatures and digests of a chunk's records (process), then in input order
+// errors raised or counted, signatures appended to the spill file, exact duplicates marked
+// (commit).
+class SignatureStage {
+ public:
+  struct Scratch {
+    MinHashWorkspace<std::uint32_t> ws;
+    JsonLine jl;
+    std::unordered_map<std::uint64_t, std::size_t> seen;
+  };
+
+  SignatureStage(const Options& o, const std::vector<std::string>& names, const MinHasher<std::uint32_t>& hasher,
+                 Scan& scan, Live& live)
+      : o_(o), names_(names), hasher_(hasher), scan_(scan), live_(live),
+        k_(static_cast<std::size_t>(hasher.config().num_perm)) {
+    scan_.records_per_input.assign(names.size(), 0);
+  }
+
+  // Identical normalised texts inside a chunk are sketched once.
+  void process(Chunk& c, Scratch& s) {
+    const std::size_t n = c.recs.size();
+    c.errors.clear();
+    c.sigs.assign(n * k_, UINT32_MAX);
+    c.digests.assign(n, Digest128{});
+    c.kind.assign(n, kDoc);
+    s.seen.clear();
+    std::size_t reused = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const Record& r = c.recs[i];
+      if (r.blank) {
+        c.kind[i] = kBlank;
+        continue;
+      }
+      std::string_view text;
+      bool bad_utf8 = false;
+      std::string err;
+      if (o_.format == "jsonl") {
+        JsonLine& jl = s.jl;
+        parse_json_line(content(c.data, r), o_.text_field, "", jl);
+        if (!jl.ok) {
+          err = "malformed JSON at byte " + std::to_string(jl.error_at + 1) + ": " + jl.error;
+        } else if (!jl.text.found) {
+          err = "no field '" + o_.text_field + "'";
+        } else if (!jl.text.is_string) {
+          err = "field '" + o_.text_field + "' is not a string";
+        } else {
+          text = jl.text.decoded;
+          bad_utf8 = jl.text.bad_utf8;
+        }
+      } else {
+        text = content(c.data, r);
+        bad_utf8 = !valid_utf8(text);
+      }
+      if (err.empty() && bad_utf8 && !o_.replace_utf8) {
+        err = "invalid UTF-8 in the text (use --invalid-utf8 replace to accept it)";
+      }
+      if (!err.empty()) {
+        c.kind[i] = kBad;  // never matched: kept and passed through
+        c.errors.emplace_back(i, std::move(err));
+        continue;
+      }
+      std::uint32_t* sig = c.sigs.data() + i * k_;
+      reused += hasher_.signature_digest(text.data(), text.size(), sig, s.ws, c.digests[i],
+                                         [&](const Digest128& d, std::uint32_t* out) {
+                                           const auto it = s.seen.find(d.lo);
+                                           if (it == s.seen.end() || !(c.digests[it->second] == d)) return false;
+                                           std::memcpy(out, c.sigs.data() + it->second * k_, k_ * sizeof(std::uint32_t));
+                                           return true;
+                                         });
+      s.seen.emplace(c.digests[i].lo, i);
+      live_.docs.fetch_add(1, std::memory_order_relaxed);
+    }
+    live_.text.fetch_add(c.data.size(), std::memory_order_relaxed);
+    reused_.fetch_add(reused, std::memory_order_relaxed);
+  }
+
+  void commit(Chunk& c) {
+    const std::string& name = names_[c.input];
+    std::size_t e = 0;
+    for (std::size_t r = 0; r < c.recs.size(); ++r) {
+      const std::size_t g = scan_.docs + r;
+      if (c.kind[r] == kBad) {
+        while (c.errors[e].first != r) ++e;
+        const std::string where = name + (c.recs[r].line ? ":" + std::to_string(c.recs[r].line) : std::string());
+        if (!o_.skip_errors) throw InputError(where + ": " + c.errors[e].second);
+        if (scan_.bad < 20) std::fprintf(stderr, "mixsieve-dedup: skipped %s: %s\n", where.c_str(), c.errors[e].second.c_str());
+        ++scan_.bad;
+        continue;
+      }
+      if (c.kind[r] != kDoc) continue;
+      // Documents without shingles never match (match_empty is off): not exact duplicates either.
+      if (is_empty_signature(c.sigs.data() + r * k_, k_)) continue;
+      if (!digests_.insert(c.digests[r])) {
+        if (scan_.exact_bits.size() <= g / 64) scan_.exact_bits.resize(g / 64 + 1, 0);
+        scan_.exact_bits[g / 64] |= std::uint64_t{1} << (g % 64);
+        ++scan_.exact;
+      }
+    }
+    write_fd(scan_.spill_fd, reinterpret_cast<const char*>(c.sigs.data()), c.sigs.size() * sizeof(std::uint32_t),
+             "signature spill file");
+    scan_.docs += c.recs.size();
+    scan_.records_per_input[c.input] += c.recs.size();
+    scan_.text_bytes += c.data.size();
+  }
+
+  void input_done(std::size_t) {}
+
+  void finish() {
+    digests_.clear();
+    scan_.reused = reused_.load();
+  }
+
+ private:
+  const Options& o_;
+  const std::vector<std::string>& names_;
+  const MinHasher<std::uint32_t>& hasher_;
+  Scan& scan_;
+  Live& live_;
+  const std::size_t k_;
+  DigestSet digests_;
+  std::atomic<std::size_t> reused_{0};
+};
+
+// A progress line on stderr (a terminal, or --progress), redrawn twice a second: the phase,
+// bytes and documents so far, the rate and, where the input size is known, the time left.
+class ProgressLine {
+ public:
+  ProgressLine(bool on, Live& live, std::uint64_t raw_total) : live_(live), raw_total_(raw_total) {
+    if (!on) return;
+    thread_ = std::thread([this] {
+      std::unique_lock<std::mutex> lk(m_);
+      while (!cv_.wait_for(lk, std::chrono::milliseconds(500), [this] { return stopped_; })) draw();
+    });
+  }
+  ProgressLine(const ProgressLine&) = delete;
+  ProgressLine& operator=(const ProgressLine&) = delete;
+  ~ProgressLine() { stop(); }
+
+  void stop() {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      stopped_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+    std::fputc('\n', stderr);
+  }
+
+ private:
+  void draw() {
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    const int phase = live_.phase.load();
+    char line[256];
+    if (phase == 0) {
+      const double raw = static_cast<double>(live_.raw.load()), text = static_cast<double>(live_.text.load());
+      char eta[64] = "";
+      if (raw_total_ > 0 && raw > 0) {
+        const double left = s * (static_cast<double>(raw_total_) - raw) / raw;
+        std::snprintf(eta, sizeof(eta), ", %.0f%%, about %.0f s left", 100.0 * raw / static_cast<double>(raw_total_),
+                      left > 0 ? left : 0.0);
+      }
+      std::snprintf(line, sizeof(line), "signatures: %.1f MB of text, %llu documents, %.1f MB/s%s", text / 1e6,
+                    static_cast<unsigned long long>(live_.docs.load()), text / 1e6 / std::max(s, 1e-9), eta);
+    } else if (phase == 1) {
+      std::snprintf(line, sizeof(line), "clustering: %llu of %llu documents",
+                    static_cast<unsigned long long>(std::min(live_.rows.load(), live_.total.load())),
+                    static_cast<unsigned long long>(live_.total.load()));
+    } else {
+      std::snprintf(line, sizeof(line), "writing: %llu of %llu records",
+                    static_cast<unsigned long long>(live_.written.load()),
+                    static_cast<unsigned long long>(live_.total.load()));
+    }
+    std::fprintf(stderr, "\rmixsieve-dedup: %-100s", line);
+    std::fflush(stderr);
+  }
+
+  Live& live_;
+  std::uint64_t raw_total_;
+  std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
+  std::thread thread_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool stopped_ = false;
+};
+
 // Minimal reader of flat metadata written by LSHIndex.save / this tool: the raw JSON value of
 // a top-level field, or empty.
 std::string meta_field(const std::string& meta, const std::string& field) {
@@ -914,6 +1382,26 @@ void check_paths(const Options& o, const std::vector<Path>& outputs, const std::
                        " are the same file: an output is also an input; inputs are never overwritten");
     }
   }
+}
+
+// Peak resident memory of this program: VmHWM of /proc/self/status, which starts afresh at
+// exec (getrusage's ru_maxrss keeps the peak of the process before exec: a large parent that
+// forked us would show through). Falls back to ru_maxrss without /proc.
+std::uint64_t peak_rss_bytes() {
+  if (FILE* f = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    while (std::fgets(line, sizeof(line), f)) {
+      unsigned long long kb = 0;
+      if (std::sscanf(line, "VmHWM: %llu kB", &kb) == 1) {
+        std::fclose(f);
+        return kb * 1024;
+      }
+    }
+    std::fclose(f);
+  }
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return static_cast<std::uint64_t>(ru.ru_maxrss) * 1024;
 }
 
 int run(const Options& o) {
@@ -1015,187 +1503,168 @@ int run(const Options& o) {
     throw InputError(o.index + ": no such index file (add --update-index to create it)");
   }
   check_banding(o, p.num_perm);
-  std::vector<Input> inputs = read_inputs(paths, o.threads);
-  std::vector<Record> recs = split_records(inputs, o.format);
-  const std::int64_t next_key = first_new_key(idx ? idx->keys() : std::vector<std::int64_t>{}, recs.size(), o.index);
-  std::size_t total_bytes = 0;
-  for (const Input& in : inputs) total_bytes += in.data.size();
   if (p.bands == 0) std::tie(p.bands, p.rows) = optimal_bands(p.threshold, p.num_perm);
+  const std::string tmp_dir = !o.tmp_dir.empty()                                ? o.tmp_dir
+                              : std::getenv("TMPDIR") && *std::getenv("TMPDIR") ? std::string(std::getenv("TMPDIR"))
+                                                                                : std::string("/tmp");
+  // Standard input, pipes and other inputs that are not regular files cannot be read twice:
+  // each is copied (as it comes, compressed or not) to an unnamed temporary file, read by both
+  // passes.
+  std::vector<std::string> open_paths = paths;
+  std::vector<int> spools;
+  for (std::string& path : open_paths) {
+    int in = 0;
+    if (path == "-") {
+      if (g_stdin_closed) throw InputError("-: standard input is closed");
+    } else {
+      struct stat st {};
+      if (::stat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode)) continue;  // (a missing file fails later)
+      in = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (in < 0) throw InputError(path + ": cannot open (" + std::strerror(errno) + ")");
+    }
+    const int fd = Spool::open_temp(tmp_dir, "copy of a non-seekable input");
+    spools.push_back(fd);
+    std::vector<char> buf(kReadBytes);
+    for (;;) {
+      const ssize_t got = ::read(in, buf.data(), buf.size());
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) {
+        const std::string why = std::strerror(errno);
+        if (in != 0) ::close(in);
+        throw InputError(path + ": cannot read (" + why + ")");
+      }
+      if (got == 0) break;
+      write_fd(fd, buf.data(), static_cast<std::size_t>(got), "copy of a non-seekable input");
+    }
+    if (in != 0) ::close(in);
+    path = "/proc/self/fd/" + std::to_string(fd);
+  }
 
-  // Signatures, straight from the parsed text, on all cores.
+  // Pass 1: signatures on all cores, spilled to an unnamed temporary file in record order.
   MinHashConfig cfg;
   cfg.num_perm = p.num_perm;
   cfg.ngram = p.ngram;
   cfg.unit = p.unit;
   cfg.seed = p.seed;
   const MinHasher<std::uint32_t> hasher(cfg);
-  const std::size_t n = recs.size(), k = static_cast<std::size_t>(p.num_perm);
-  std::vector<std::uint32_t> sigs(n * k);
-  std::vector<std::string> errors(n);
-  std::vector<std::string> ids(n);
-  std::atomic<std::size_t> done{0};
-  std::atomic<bool> finished{false};
-  std::thread reporter;
-  if (prog.on) {
-    reporter = std::thread([&] {
-      while (!finished.load()) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(500));
-        const double s = prog.seconds();
-        const std::size_t d = done.load();
-        std::fprintf(stderr, "\rmixsieve-dedup: signatures %zu/%zu documents, %.1f MB/s   ", d, n,
-                     n ? static_cast<double>(total_bytes) * static_cast<double>(d) / static_cast<double>(n) / s / 1e6
-                       : 0.0);
-        std::fflush(stderr);
-      }
-    });
+  const std::size_t k = static_cast<std::size_t>(p.num_perm);
+  Scan scan;
+  scan.spill_fd = Spool::open_temp(tmp_dir, "signature spill file");
+  Live live;
+  std::uint64_t raw_total = 0;
+  for (const std::string& path : open_paths) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) raw_total += static_cast<std::uint64_t>(st.st_size);
   }
-  parallel_for(n, o.threads, 256, [&](std::size_t b, std::size_t e) {
-    MinHashWorkspace<std::uint32_t> ws;
-    JsonLine jl;
-    for (std::size_t i = b; i < e; ++i) {
-      std::uint32_t* sig = sigs.data() + i * k;
-      const Record& r = recs[i];
-      std::string_view text;
-      bool bad_utf8 = false;
-      if (r.blank) {
-        std::fill(sig, sig + k, UINT32_MAX);
-        continue;
-      }
-      if (o.format == "jsonl") {
-        parse_json_line(content(inputs, r), o.text_field, o.id_field, jl);
-        if (!jl.ok) {
-          errors[i] = "malformed JSON at byte " + std::to_string(jl.error_at + 1) + ": " + jl.error;
-        } else if (!jl.text.found) {
-          errors[i] = "no field '" + o.text_field + "'";
-        } else if (!jl.text.is_string) {
-          errors[i] = "field '" + o.text_field + "' is not a string";
-        } else {
-          text = jl.text.decoded;
-          bad_utf8 = jl.text.bad_utf8;
-          if (jl.id.found) {
-            const std::string_view line = content(inputs, r);
-            ids[i] = std::string(line.substr(jl.id.begin, jl.id.end - jl.id.begin));
-          }
-        }
-      } else {
-        text = content(inputs, r);
-        bad_utf8 = !valid_utf8(text);
-      }
-      if (errors[i].empty() && bad_utf8 && !o.replace_utf8) {
-        errors[i] = "invalid UTF-8 in the text (use --invalid-utf8 replace to accept it)";
-      }
-      if (errors[i].empty()) {
-        hasher.signature(text.data(), text.size(), sig, ws);
-      } else {
-        std::fill(sig, sig + k, UINT32_MAX);  // never matched: kept and passed through
-      }
-      done.fetch_add(1, std::memory_order_relaxed);
-    }
-  });
-  finished = true;
-  if (reporter.joinable()) {
-    reporter.join();
-    std::fputc('\n', stderr);
+  ProgressLine progress(prog.on, live, raw_total);
+  {
+    SignatureStage stage(o, paths, hasher, scan, live);
+    ChunkPipeline<SignatureStage>(open_paths, paths, o.format, o.threads, live, stage).run();
+    stage.finish();
   }
-  auto where = [&](const Record& r) {
-    return inputs[r.input].name + (r.line ? ":" + std::to_string(r.line) : std::string());
+  const std::size_t n = scan.docs;
+  const std::uint64_t total_bytes = scan.text_bytes;
+  live.total = n;
+  if (scan.bad > 20) std::fprintf(stderr, "mixsieve-dedup: ... and %zu more bad records\n", scan.bad - 20);
+  const std::int64_t next_key = first_new_key(idx ? idx->keys() : std::vector<std::int64_t>{}, n, o.index);
+
+  // The signatures, read back through a memory map; pages already used are dropped from this
+  // process every few thousand rows (they stay in the page cache), so resident memory holds
+  // the LSH tables, not the signatures.
+  const std::size_t spill_bytes = n * k * sizeof(std::uint32_t);
+  const std::uint32_t* sigs = nullptr;
+  void* map = nullptr;
+  if (spill_bytes > 0) {
+    map = ::mmap(nullptr, spill_bytes, PROT_READ, MAP_SHARED, scan.spill_fd, 0);
+    if (map == MAP_FAILED) throw InputError(std::string("cannot map the signature spill file (") + std::strerror(errno) + ")");
+    sigs = static_cast<const std::uint32_t*>(map);
+  }
+  auto drop_pages = [&] {
+    if (map) ::madvise(map, spill_bytes, MADV_DONTNEED);
   };
-  std::size_t bad = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    if (errors[i].empty()) continue;
-    if (!o.skip_errors) throw InputError(where(recs[i]) + ": " + errors[i]);
-    if (bad < 20) std::fprintf(stderr, "mixsieve-dedup: skipped %s: %s\n", where(recs[i]).c_str(), errors[i].c_str());
-    ++bad;
-  }
-  if (bad > 20) std::fprintf(stderr, "mixsieve-dedup: ... and %zu more bad records\n", bad - 20);
 
   // Clusters over old index rows (positions 0..m-1) and this run's documents (m..m+n-1).
+  const double t_sig = prog.seconds();
+  live.phase = 1;
   LSHParams lp;
   lp.num_perm = p.num_perm;
   lp.bands = p.bands;
   lp.rows = p.rows;
   lp.threshold = p.threshold;
   if (!idx) idx.emplace(lp);
+  idx->continue_over(sigs);
   const std::size_t m = idx->size();
   std::vector<std::int64_t> keys(n), dup_pos(n);
   std::vector<float> sim(n);
   for (std::size_t i = 0; i < n; ++i) keys[i] = next_key + static_cast<std::int64_t>(i);
   UnionFind uf(m + n);
-  idx->add_clustered(sigs.data(), n, keys.data(), dup_pos.data(), sim.data(), uf);
-  std::vector<char> keep(n);
+  std::size_t checks = 0;
+  idx->interrupt_check = [&] {
+    live.rows += LSHIndex<std::uint32_t>::kCheckEvery;
+    if (++checks % 4 == 0) drop_pages();
+  };
+  idx->add_clustered(sigs, n, keys.data(), dup_pos.data(), sim.data(), uf);
+  idx->interrupt_check = nullptr;
+  live.rows = n;
+  std::vector<std::uint64_t> keep((n + 63) / 64, 0), target_bits((n + 63) / 64, 0);
+  auto bit = [](const std::vector<std::uint64_t>& v, std::size_t i) {
+    return i / 64 < v.size() && ((v[i / 64] >> (i % 64)) & 1u) != 0;
+  };
+  auto set_bit = [](std::vector<std::uint64_t>& v, std::size_t i) { v[i / 64] |= std::uint64_t{1} << (i % 64); };
   std::size_t kept = 0, clusters = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    keep[i] = uf.find(static_cast<std::uint32_t>(m + i)) == m + i;
-    kept += keep[i];
-  }
   {
     std::vector<char> big(m + n, 0);
     for (std::size_t i = 0; i < n; ++i) {
       const std::uint32_t root = uf.find(static_cast<std::uint32_t>(m + i));
-      if (!keep[i] && !big[root]) {
+      if (root == m + i) {
+        set_bit(keep, i);
+        ++kept;
+      } else if (!big[root]) {
         big[root] = 1;
         ++clusters;
       }
     }
   }
-
-  // Outputs.
-  for (std::size_t i = 0; i < n; ++i) {
-    if (!keep[i]) continue;
-    const Record& r = recs[i];
-    if (o.format == "file") {
-      const std::string_view text = content(inputs, r);
-      out.write("{\"file\": " + json_string(inputs[r.input].name) + ", \"text\": " + json_string(text) + "}\n");
-    } else {
-      const std::string_view rec(inputs[r.input].data.data() + r.begin, r.end - r.begin);
-      out.write(rec);
-      // A file's last line may lack its newline: end it here, or it would run into the next
-      // record (from the next file) on the same output line.
-      if (rec.empty() || rec.back() != '\n') out.write("\n");
-    }
-  }
+  // What the report names for each removed document: an earlier verified near-duplicate, or
+  // (joined only through later documents) its cluster's kept document, with the estimate.
   if (rep) {
     for (std::size_t i = 0; i < n; ++i) {
-      if (keep[i]) continue;
-      const Record& r = recs[i];
-      std::int64_t target = dup_pos[i];
-      double j = sim[i];
-      if (target < 0) {  // joined only through later documents: report its cluster's kept one
-        target = uf.find(static_cast<std::uint32_t>(m + i));
-        j = jaccard_estimate(sigs.data() + i * k, idx->signature(static_cast<std::size_t>(target)), k);
+      if (bit(keep, i)) continue;
+      if (dup_pos[i] < 0) {
+        dup_pos[i] = uf.find(static_cast<std::uint32_t>(m + i));
+        sim[i] = static_cast<float>(jaccard_estimate(sigs + i * k, idx->signature(static_cast<std::size_t>(dup_pos[i])), k));
       }
-      std::string line = "{\"file\": " + json_string(inputs[r.input].name) + ", \"line\": " +
-                         (r.line ? std::to_string(r.line) : "null") + ", \"id\": " + (ids[i].empty() ? "null" : ids[i]) +
-                         ", \"duplicate_of\": ";
-      if (static_cast<std::size_t>(target) < m) {
-        line += "{\"index_key\": " + std::to_string(idx->keys()[static_cast<std::size_t>(target)]) + "}";
-      } else {
-        const std::size_t t = static_cast<std::size_t>(target) - m;
-        const Record& tr = recs[t];
-        line += "{\"file\": " + json_string(inputs[tr.input].name) + ", \"line\": " +
-                (tr.line ? std::to_string(tr.line) : "null") + ", \"id\": " + (ids[t].empty() ? "null" : ids[t]) + "}";
-      }
-      char buf[64];
-      std::snprintf(buf, sizeof(buf), ", \"jaccard\": %.4f}\n", j);
-      rep->write(line + buf);
+      if (static_cast<std::size_t>(dup_pos[i]) >= m) set_bit(target_bits, static_cast<std::size_t>(dup_pos[i]) - m);
     }
   }
+  std::vector<std::int64_t> old_keys;
+  if (rep && m > 0) old_keys.assign(idx->keys().begin(), idx->keys().begin() + static_cast<std::ptrdiff_t>(m));
   if (idx_out) {
-    // A clean copy of the earlier index (the clustering one is capped and holds removed rows).
+    // A clean copy of the earlier index (the clustering one is capped and holds removed rows),
+    // extended with the kept documents. Kept documents are not near-duplicates of each other
+    // or of the old rows (that is what clustering decided), so they are stored without
+    // searching: O(bands) each.
+    idx.reset();
     LSHIndex<std::uint32_t> updated = old_bytes.empty()
                                           ? LSHIndex<std::uint32_t>(lp)
                                           : LSHIndex<std::uint32_t>::from_bytes(old_bytes.data(), old_bytes.size(), nullptr);
-    std::vector<std::uint32_t> kept_sigs;
-    std::vector<std::int64_t> kept_keys;
+    std::string().swap(old_bytes);
+    std::vector<std::uint32_t> batch;
+    std::vector<std::int64_t> batch_keys;
+    auto flush = [&] {
+      updated.append(batch.data(), batch_keys.size(), batch_keys.data());
+      batch.clear();
+      batch_keys.clear();
+    };
     for (std::size_t i = 0; i < n; ++i) {
-      if (!keep[i] || !errors[i].empty() || recs[i].blank) continue;
-      kept_sigs.insert(kept_sigs.end(), sigs.begin() + static_cast<std::ptrdiff_t>(i * k),
-                       sigs.begin() + static_cast<std::ptrdiff_t>((i + 1) * k));
-      kept_keys.push_back(keys[i]);
+      const std::uint32_t* s = sigs + i * k;
+      if (!bit(keep, i) || is_empty_signature(s, k)) continue;  // blank lines and bad records: never indexed
+      batch.insert(batch.end(), s, s + k);
+      batch_keys.push_back(keys[i]);
+      if (batch_keys.size() == 4096) flush();
     }
-    // Kept documents are not near-duplicates of each other or of the old rows (that is what
-    // clustering decided), so they are stored without searching: O(bands) each.
-    updated.append(kept_sigs.data(), kept_keys.size(), kept_keys.data());
+    flush();
+    drop_pages();
     HasherParams hp;
     hp.known = true;
     hp.ngram = static_cast<std::uint32_t>(p.ngram);
@@ -1211,17 +1680,102 @@ int run(const Options& o) {
     const std::vector<char> bytes = updated.to_bytes(m2, hp);
     idx_out->write(std::string_view(bytes.data(), bytes.size()));
   }
+  idx.reset();
+  std::vector<std::int64_t>().swap(keys);
+  if (map) ::munmap(map, spill_bytes);
+  ::close(scan.spill_fd);
+
+  // Pass 2: the inputs again, in order; kept records are written byte for byte.
+  const double t_cluster = prog.seconds();
+  live.phase = 2;
+  struct Named {
+    std::uint32_t input;
+    std::uint64_t line;
+    std::string id;
+  };
+  std::unordered_map<std::size_t, Named> named;  // report targets met so far
+  JsonLine jl;  // commits run one at a time
+  auto record_id = [&](const Chunk& c, const Record& r) -> std::string {
+    if (o.id_field.empty() || o.format != "jsonl") return {};
+    const std::string_view line = content(c.data, r);
+    parse_json_line(line, o.text_field, o.id_field, jl);
+    if (!jl.ok || !jl.id.found) return {};
+    return std::string(line.substr(jl.id.begin, jl.id.end - jl.id.begin));
+  };
+  auto where_json = [&](std::uint32_t input, std::uint64_t line, const std::string& id) {
+    return "\"file\": " + json_string(paths[input]) + ", \"line\": " + (line ? std::to_string(line) : "null") +
+           ", \"id\": " + (id.empty() ? "null" : id);
+  };
+  std::size_t g = 0;             // records committed so far
+  std::uint64_t records = 0;     // of the input being committed
+  auto changed = [&](std::size_t f, const std::string& now) {
+    return InputError(paths[f] + ": changed while mixsieve-dedup was running (" +
+                      std::to_string(scan.records_per_input[f]) + " records on the first read, " + now +
+                      " on the second)");
+  };
+  auto commit = [&](Chunk& c) {
+    const std::size_t f = c.input;
+    records += c.recs.size();
+    if (records > scan.records_per_input[f]) throw changed(f, "more");
+    for (const Record& r : c.recs) {
+      const std::size_t i = g++;
+      if (bit(keep, i)) {
+        if (o.format == "file") {
+          out.write("{\"file\": " + json_string(paths[f]) + ", \"text\": " + json_string(content(c.data, r)) + "}\n");
+        } else {
+          const std::string_view rec(c.data.data() + r.begin, r.end - r.begin);
+          out.write(rec);
+          // A file's last line may lack its newline: end it here, or it would run into the
+          // next record (from the next file) on the same output line.
+          if (rec.empty() || rec.back() != '\n') out.write("\n");
+        }
+      }
+      if (!rep || (bit(keep, i) && !bit(target_bits, i))) continue;
+      // A report target can itself be removed (an earlier near-duplicate of a removed one).
+      const std::string id = record_id(c, r);
+      if (bit(target_bits, i)) named.emplace(i, Named{static_cast<std::uint32_t>(f), r.line, id});
+      if (bit(keep, i)) continue;
+      std::string line = "{" + where_json(static_cast<std::uint32_t>(f), r.line, id) + ", \"duplicate_of\": ";
+      const auto t = static_cast<std::size_t>(dup_pos[i]);
+      if (t < m) {
+        line += "{\"index_key\": " + std::to_string(old_keys[t]) + "}";
+      } else {
+        const auto it = named.find(t - m);
+        line += it == named.end() ? std::string("null")  // cannot happen: targets come first
+                                  : "{" + where_json(it->second.input, it->second.line, it->second.id) + "}";
+      }
+      char buf[96];
+      std::snprintf(buf, sizeof(buf), ", \"jaccard\": %.4f, \"exact\": %s}\n", static_cast<double>(sim[i]),
+                    bit(scan.exact_bits, i) ? "true" : "false");
+      rep->write(line + buf);
+    }
+    live.written += c.recs.size();
+  };
+  auto input_done = [&](std::size_t f) {
+    if (records != scan.records_per_input[f]) throw changed(f, std::to_string(records));
+    records = 0;
+  };
+  {
+    WriteStage<decltype(commit), decltype(input_done)> stage{commit, input_done};
+    ChunkPipeline<decltype(stage)>(open_paths, paths, o.format, o.threads, live, stage).run();
+  }
+  for (int fd : spools) ::close(fd);
+  progress.stop();
+  const double t_write = prog.seconds();
   out.commit();
   if (rep) rep->commit();
   if (idx_out) idx_out->commit();
   if (!o.quiet) {
     const double s = prog.seconds();
+    std::string extra;
+    if (scan.exact) extra += ", " + std::to_string(scan.exact) + " of them exact duplicates";
+    if (scan.bad) extra += ", " + std::to_string(scan.bad) + " bad records passed through";
     std::fprintf(stderr,
                  "mixsieve-dedup: %zu documents (%.1f MB) from %zu inputs: kept %zu, removed %zu in %zu clusters%s, "
-                 "%.2f s (%.1f MB/s)\n",
-                 n, static_cast<double>(total_bytes) / 1e6, inputs.size(), kept, n - kept, clusters,
-                 bad ? (", " + std::to_string(bad) + " bad records passed through").c_str() : "", s,
-                 static_cast<double>(total_bytes) / 1e6 / std::max(s, 1e-9));
+                 "%.2f s (%.1f MB/s; signatures %.2f s, clustering %.2f s, writing %.2f s), peak memory %.0f MB\n",
+                 n, static_cast<double>(total_bytes) / 1e6, paths.size(), kept, n - kept, clusters, extra.c_str(), s,
+                 static_cast<double>(total_bytes) / 1e6 / std::max(s, 1e-9), t_sig, t_cluster - t_sig, t_write - t_cluster,
+                 static_cast<double>(peak_rss_bytes()) / 1e6);
   }
   return kExitOk;
 }

@@ -545,6 +545,34 @@ def _hasher_from_v1_meta(meta: dict[str, Any]) -> tuple[int, int, int, int] | No
     return None
 
 
+def _signatures_digests(hasher: MinHasher, texts: Any, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Signatures and the [n, 2] uint64 digests of the normalised texts (Arrow chunked arrays
+    chunk by chunk, as MinHasher.signatures)."""
+    core = hasher._core
+    chunks = getattr(texts, "chunks", None)
+    if chunks is not None and not hasattr(texts, "__arrow_c_array__"):  # pyarrow.ChunkedArray
+        parts = [core.signatures_digests(c, threads) for c in chunks]
+        if not parts:
+            return np.empty((0, hasher.num_perm), hasher.dtype), np.empty((0, 2), np.uint64)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    sigs, digests = core.signatures_digests(texts, threads)
+    return sigs, digests
+
+
+def _exact_duplicates(digests: np.ndarray, sigs: np.ndarray, match_empty: bool) -> np.ndarray:
+    """True where a document's normalised text equals an earlier document's (equal 128-bit
+    digests). Documents without shingles count only with match_empty, as in clustering."""
+    n = digests.shape[0]
+    exact = np.ones(n, dtype=bool)
+    if n:
+        pairs = np.ascontiguousarray(digests).view(np.dtype([("lo", "<u8"), ("hi", "<u8")])).ravel()
+        _, first = np.unique(pairs, return_index=True)
+        exact[first] = False
+    if not match_empty and n:
+        exact &= (sigs != np.iinfo(sigs.dtype).max).any(axis=1)
+    return exact
+
+
 @dataclass
 class DedupResult:
     """What :func:`dedup` found.
@@ -561,6 +589,11 @@ class DedupResult:
         are not checked again), or -1.
     similarity : np.ndarray[float32]
         The estimated Jaccard of that match (0 where there is none).
+    exact : np.ndarray[bool]
+        True where the document's normalised text (what the shingles are made of) equals an
+        earlier document's, by a 128-bit digest: an exact duplicate. Such documents always
+        land in the cluster of that earlier document (equal text, equal signature); documents
+        without shingles count only with ``match_empty=True``.
     comparisons : int
         Candidate pairs whose estimated Jaccard was computed: at most
         ``n * bands * 64`` (see the clustering rule in :func:`dedup`).
@@ -580,6 +613,12 @@ class DedupResult:
     seconds: dict[str, float] = field(default_factory=dict)
     comparisons: int = 0
     capped: int = 0
+    exact: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    @property
+    def num_exact(self) -> int:
+        """Documents that are exact duplicates of an earlier one (see ``exact``)."""
+        return int(np.count_nonzero(self.exact))
 
     @property
     def num_removed(self) -> int:
@@ -596,8 +635,8 @@ class DedupResult:
     def __repr__(self) -> str:
         return (
             f"DedupResult(documents={self.keep.size}, kept={self.keep.size - self.num_removed}, "
-            f"num_removed={self.num_removed}, num_clusters={self.num_clusters}, "
-            f"bands={self.bands}, rows={self.rows})"
+            f"num_removed={self.num_removed}, num_exact={self.num_exact}, "
+            f"num_clusters={self.num_clusters}, bands={self.bands}, rows={self.rows})"
         )
 
 
@@ -728,13 +767,15 @@ def dedup(
     # clustering checks for it itself.
     bar = _Progress(n, bool(progress))
     nbytes, step = 0, _SIGNATURE_CHUNK
+    nthreads = _threads(threads)
     if n <= step and not progress:
-        sigs = hasher.signatures(texts, threads=threads)
+        sigs, digests = _signatures_digests(hasher, texts, nthreads)
     else:
         sigs = np.empty((n, num_perm), hasher.dtype)
+        digests = np.empty((n, 2), np.uint64)
         for i in range(0, n, step):
             chunk = texts[i : i + step]
-            sigs[i : i + step] = hasher.signatures(chunk, threads=threads)
+            sigs[i : i + step], digests[i : i + step] = _signatures_digests(hasher, chunk, nthreads)
             if progress:
                 nbytes += sum(len(t) for t in chunk)
                 bar.update(min(i + step, n), nbytes)
@@ -745,8 +786,10 @@ def dedup(
     )
     t2 = time.perf_counter()
     keep = cluster == np.arange(n, dtype=np.int64)
+    exact = _exact_duplicates(digests, sigs, bool(match_empty))
     return DedupResult(
         keep=keep,
+        exact=exact,
         cluster=cluster,
         duplicate_of=dup_pos,
         similarity=sim,

@@ -162,7 +162,9 @@ class LSHIndex {
   const LSHParams& params() const { return p_; }
   std::size_t size() const { return keys_.size(); }
   const std::vector<std::int64_t>& keys() const { return keys_; }
-  const T* signature(std::size_t pos) const { return (view_ ? view_ : sigs_.data()) + pos * k(); }
+  const T* signature(std::size_t pos) const {
+    return view_ && pos >= view_base_ ? view_ + (pos - view_base_) * k() : sigs_.data() + pos * k();
+  }
 
   // An index over signatures the caller keeps alive and adds in order, starting at `view`
   // (no copy): for one-shot clustering of a signature matrix.
@@ -170,6 +172,16 @@ class LSHIndex {
     LSHIndex idx(p);
     idx.view_ = view;
     return idx;
+  }
+
+  // Rows added from now on keep their signatures in the caller's memory, starting at `view`
+  // (row size() + i at view + i * num_perm; no copy), as with over(); rows already held keep
+  // theirs. Their keys are not checked (the caller makes them distinct). For clustering a
+  // batch whose signatures live in a memory-mapped file after an index loaded from disk.
+  void continue_over(const T* view) {
+    if (view_) throw std::logic_error("LSHIndex: already a view");
+    view_ = view;
+    view_base_ = keys_.size();
   }
 
   // Adds n signatures in order. For row i, dup_pos[i] is the position of the earlier
@@ -423,7 +435,9 @@ class LSHIndex {
       const auto pos = static_cast<std::uint32_t>(keys_.size());
       keys_.push_back(keys ? keys[i] : static_cast<std::int64_t>(pos));
       if (view_) {
-        if (sig != view_ + static_cast<std::size_t>(pos) * k()) throw std::logic_error("LSHIndex view: rows added out of order");
+        if (sig != view_ + (static_cast<std::size_t>(pos) - view_base_) * k()) {
+          throw std::logic_error("LSHIndex view: rows added out of order");
+        }
       } else {
         sigs_.insert(sigs_.end(), sig, sig + k());
       }
@@ -663,6 +677,7 @@ class LSHIndex {
   std::vector<std::int64_t> rep_;         // kBucketed, kUnindexed, or the position it copies
   std::vector<T> sigs_;                   // size() * num_perm slots (unless view_)
   const T* view_ = nullptr;               // caller-owned signatures, see over()
+  std::size_t view_base_ = 0;             // the first row whose signature is in view_
   std::vector<std::uint32_t> next_;       // per (row, band): next member of the same bucket
   std::vector<std::uint32_t> alias_head_;  // per bucketed row: its exact copies
   std::vector<std::uint32_t> alias_next_;

@@ -161,6 +161,58 @@ struct MinHashConfig {
   std::uint64_t seed = 1;
 };
 
+// A 128-bit digest of a document's normalised text: two xxh64 chains (different seeds) over
+// 4 KiB blocks of the normalised byte stream, then the tail and the total length. Fed piece by
+// piece as normalisation proceeds; the value does not depend on how the stream is split.
+// Documents with equal digests have equal normalised text (up to a 2^-128-scale collision),
+// hence equal signatures: the exact-duplicate test of dedup.
+struct Digest128 {
+  std::uint64_t lo = 0, hi = 0;
+  bool operator==(const Digest128& o) const { return lo == o.lo && hi == o.hi; }
+};
+
+class StreamDigest {
+ public:
+  static constexpr std::size_t kBlock = 4096;
+  void reset() {
+    fill_ = 0;
+    total_ = 0;
+    h1_ = 0x6D69787369657665ULL;  // "mixsieve"
+    h2_ = 0x6578616374646F63ULL;  // "exactdoc"
+  }
+  void update(const char* p, std::size_t n) {
+    total_ += n;
+    if (fill_ > 0) {
+      const std::size_t take = std::min(n, kBlock - fill_);
+      std::memcpy(buf_ + fill_, p, take);
+      fill_ += take;
+      p += take;
+      n -= take;
+      if (fill_ < kBlock) return;
+      block(buf_);
+      fill_ = 0;
+    }
+    for (; n >= kBlock; p += kBlock, n -= kBlock) block(p);
+    if (n > 0) std::memcpy(buf_, p, n);
+    fill_ = n;
+  }
+  Digest128 finish() const {
+    Digest128 d;
+    d.lo = xxh64(buf_, fill_, h1_ ^ total_);
+    d.hi = xxh64(buf_, fill_, h2_ + total_ * 0x9E3779B97F4A7C15ULL);
+    return d;
+  }
+
+ private:
+  void block(const char* p) {
+    h1_ = xxh64(p, kBlock, h1_);
+    h2_ = xxh64(p, kBlock, h2_ ^ 0xA0761D6478BD642FULL);
+  }
+  char buf_[kBlock];
+  std::size_t fill_ = 0;
+  std::uint64_t total_ = 0, h1_ = 0, h2_ = 0;
+};
+
 // Per-thread scratch space, reused across documents so the hot loop does not allocate.
 template <class T>
 struct MinHashWorkspace {
@@ -169,6 +221,7 @@ struct MinHashWorkspace {
   std::vector<std::pair<std::size_t, std::size_t>> spans;  // (offset, length) of each shingle
   std::vector<std::pair<std::size_t, std::size_t>> sorted;  // spans grouped by length
   std::vector<T> x;
+  StreamDigest digest;
 };
 
 // T is std::uint32_t or std::uint64_t (the signature's slot type).
@@ -205,6 +258,24 @@ class MinHasher {
   // Writes the num_perm slots of one document's signature to `out`. A document without
   // shingles gets every slot equal to the maximum value of T.
   void signature(const char* data, std::size_t len, T* out, MinHashWorkspace<T>& ws) const {
+    signature_impl<false>(data, len, out, ws, nullptr, [](const Digest128&, T*) { return false; });
+  }
+
+  // The signature and the digest of the normalised text. For a document normalised in one
+  // piece (up to kPiece bytes) the digest is known before any shingle is hashed:
+  // reuse(digest, out) may then fill `out` with the signature of an earlier document with that
+  // digest and return true, and the shingles are not hashed at all (exact duplicates skip the
+  // sketch). Returns whether `out` came from reuse.
+  template <class Reuse>
+  bool signature_digest(const char* data, std::size_t len, T* out, MinHashWorkspace<T>& ws, Digest128& digest,
+                        Reuse&& reuse) const {
+    return signature_impl<true>(data, len, out, ws, &digest, reuse);
+  }
+
+ private:
+  template <bool kDigest, class Reuse>
+  bool signature_impl(const char* data, std::size_t len, T* out, MinHashWorkspace<T>& ws, Digest128* digest,
+                      Reuse&& reuse) const {
     const std::size_t k = static_cast<std::size_t>(cfg_.num_perm);
     const std::size_t n = static_cast<std::size_t>(cfg_.ngram);
     for (std::size_t j = 0; j < k; ++j) out[j] = std::numeric_limits<T>::max();
@@ -215,12 +286,20 @@ class MinHasher {
     std::size_t scanned = 0;  // char unit: window bytes already split into code points
     bool emitted = false;
     std::size_t pos = 0;
+    if constexpr (kDigest) ws.digest.reset();
     do {
       const std::size_t end = len - pos <= kPiece ? len : utf8_cut(data, len, pos + kPiece);
+      const std::size_t fed = norm.size;  // normalised bytes before this piece: already digested
       normalize_append(data + pos, end - pos, norm);
+      const bool first = pos == 0;
       pos = end;
       const bool last = pos == len;
       if (last) normalize_end(norm);
+      if constexpr (kDigest) {
+        ws.digest.update(norm.text.data() + fed, norm.size - fed);
+        if (last) *digest = ws.digest.finish();
+        if (first && last && reuse(*digest, out)) return true;
+      }
       ws.spans.clear();
       if (cfg_.unit == Unit::Word) {
         for (; next + n <= norm.words; ++next) {
@@ -260,7 +339,10 @@ class MinHasher {
       }
       next = 0;
     } while (pos < len);
+    return false;
   }
+
+ public:
 
   // Minimum over the permuted values of pre-computed slot inputs (fold32'd for uint32).
   void permute_min(const T* x, std::size_t n, T* out) const {
