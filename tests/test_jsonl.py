@@ -71,6 +71,23 @@ def test_decoded_text_matches_json_loads_on_generated_objects():
             assert ident is None
 
 
+def test_long_plain_runs_with_specials_at_every_offset():
+    """The scanner copies runs of plain ASCII 16 bytes at a time: a quote, backslash, control
+    character, DEL or non-ASCII byte at each offset of a 16-byte block, and runs of every length
+    around the block size, decode as json.loads does (and a raw control byte is refused)."""
+    specials = ['"', "\\", "\n", "\x7f", "é", "中", "😀", "\x01", "/"]
+    for n in range(0, 70):
+        for sp in specials:
+            for at in (0, n // 2, max(n - 1, 0), n):
+                value = "a" * at + sp + "b" * max(n - at, 0)
+                line = json.dumps({"text": value, "id": 1}, ensure_ascii=False)
+                text, _ = _core.parse_json_line(line.encode("utf-8"), "text", "id")
+                assert text[0] == value.encode(), (n, sp, at)
+    raw = b'{"text": "' + b"x" * 20 + b"\x01" + b"y" * 20 + b'"}'
+    with pytest.raises(ValueError, match="control character"):
+        _core.parse_json_line(raw, "text", "id")
+
+
 def test_acceptance_agrees_with_json_loads_on_mutated_lines():
     rng = random.Random(11)
     alphabet = '{}[]":,\\ueE+-.0123456789 tfnrlaNIy\t\n' + "\x01"
