@@ -1404,6 +1404,7 @@ std::uint64_t peak_rss_bytes() {
   return static_cast<std::uint64_t>(ru.ru_maxrss) * 1024;
 }
 
+
 int run(const Options& o) {
   Progress prog{o.progress == 1 || (o.progress == -1 && ::isatty(2))};
   std::error_code ec;
@@ -1598,10 +1599,9 @@ int run(const Options& o) {
   std::vector<float> sim(n);
   for (std::size_t i = 0; i < n; ++i) keys[i] = next_key + static_cast<std::int64_t>(i);
   UnionFind uf(m + n);
-  std::size_t checks = 0;
   idx->interrupt_check = [&] {
     live.rows += LSHIndex<std::uint32_t>::kCheckEvery;
-    if (++checks % 4 == 0) drop_pages();
+    drop_pages();
   };
   idx->add_clustered(sigs, n, keys.data(), dup_pos.data(), sim.data(), uf);
   idx->interrupt_check = nullptr;

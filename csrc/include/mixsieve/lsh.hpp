@@ -502,8 +502,8 @@ class LSHIndex {
   std::uint32_t exact_find(const T* sig) const {
     if (exact_.heads.empty()) return kEmpty;
     const std::uint64_t h = xxh64(sig, k() * sizeof(T), 0);
-    const std::size_t mask = exact_.heads.size() - 1;
-    for (std::size_t s = h & mask;; s = (s + 1) & mask) {
+    const std::size_t cap = exact_.heads.size();
+    for (std::size_t s = home(h, cap);; s = next_slot(s, cap)) {
       if (exact_.heads[s] == kEmpty) return kEmpty;
       if (exact_.keys[s] == h) {
         const std::uint32_t pos = exact_.heads[s];
@@ -515,11 +515,11 @@ class LSHIndex {
   void exact_insert(std::uint32_t pos) {
     const std::uint64_t h = xxh64(signature(pos), k() * sizeof(T), 0);
     if (2 * (exact_.used + 1) > exact_.heads.size()) grow(exact_);
-    const std::size_t mask = exact_.heads.size() - 1;
-    std::size_t s = h & mask;
+    const std::size_t cap = exact_.heads.size();
+    std::size_t s = home(h, cap);
     while (exact_.heads[s] != kEmpty) {
       if (exact_.keys[s] == h) return;  // keep the first row with this signature
-      s = (s + 1) & mask;
+      s = next_slot(s, cap);
     }
     exact_.keys[s] = h;
     exact_.heads[s] = pos;
@@ -530,8 +530,8 @@ class LSHIndex {
   std::uint32_t head(int band, std::uint64_t key) const {
     const Table& t = tables_[static_cast<std::size_t>(band)];
     if (t.heads.empty()) return kEmpty;
-    const std::size_t mask = t.heads.size() - 1;
-    for (std::size_t s = key & mask;; s = (s + 1) & mask) {
+    const std::size_t cap = t.heads.size();
+    for (std::size_t s = home(key, cap);; s = next_slot(s, cap)) {
       if (t.heads[s] == kEmpty) return kEmpty;
       if (t.keys[s] == key) return t.heads[s];
     }
@@ -629,9 +629,9 @@ class LSHIndex {
       if (!store(pos, b, bkeys[b])) continue;
       Table& t = tables_[static_cast<std::size_t>(b)];
       if (2 * (t.used + 1) > t.heads.size()) grow(t);
-      const std::size_t mask = t.heads.size() - 1;
-      std::size_t s = bkeys[b] & mask;
-      while (t.heads[s] != kEmpty && t.keys[s] != bkeys[b]) s = (s + 1) & mask;
+      const std::size_t cap = t.heads.size();
+      std::size_t s = home(bkeys[b], cap);
+      while (t.heads[s] != kEmpty && t.keys[s] != bkeys[b]) s = next_slot(s, cap);
       if (t.heads[s] == kEmpty) {
         t.keys[s] = bkeys[b];
         ++t.used;
@@ -641,15 +641,31 @@ class LSHIndex {
     }
   }
 
-  static void grow(Table& t) {
-    const std::size_t cap = std::max<std::size_t>(64, t.heads.size() * 2);
+  // Slot tables: open addressing with linear probing, at most half full. A key's first slot
+  // is its high bits scaled to the capacity (the keys are xxh64 values, uniform), so the
+  // capacity need not be a power of two: a table reserved for n keys takes 2n slots, not up to
+  // 4n. Where a key sits does not change any result (buckets are chained through next_).
+  static std::size_t home(std::uint64_t key, std::size_t cap) {
+    return static_cast<std::size_t>((static_cast<unsigned __int128>(key) * cap) >> 64);
+  }
+  static std::size_t next_slot(std::size_t s, std::size_t cap) { return s + 1 == cap ? 0 : s + 1; }
+
+  static void grow(Table& t) { rehash(t, std::max<std::size_t>(64, t.heads.size() * 2)); }
+
+  // Room for `entries` keys at most half full: exactly 2 * entries slots when that is more than
+  // double the current capacity (a bulk add), else double (repeated small adds stay linear).
+  static void fit(Table& t, std::size_t entries) {
+    if (2 * entries <= t.heads.size()) return;
+    rehash(t, std::max({std::size_t{64}, 2 * entries, 2 * t.heads.size()}));
+  }
+
+  static void rehash(Table& t, std::size_t cap) {
     std::vector<std::uint64_t> keys(cap);
     std::vector<std::uint32_t> heads(cap, kEmpty);
-    const std::size_t mask = cap - 1;
     for (std::size_t s = 0; s < t.heads.size(); ++s) {
       if (t.heads[s] == kEmpty) continue;
-      std::size_t d = t.keys[s] & mask;
-      while (heads[d] != kEmpty) d = (d + 1) & mask;
+      std::size_t d = home(t.keys[s], cap);
+      while (heads[d] != kEmpty) d = next_slot(d, cap);
       keys[d] = t.keys[s];
       heads[d] = t.heads[s];
     }
@@ -658,6 +674,8 @@ class LSHIndex {
   }
 
   void reserve(std::size_t n) {
+    for (Table& t : tables_) fit(t, n);
+    if (capped_) fit(exact_, n);
     keys_.reserve(n);
     rep_.reserve(n);
     if (!view_) sigs_.reserve(n * k());
