@@ -490,6 +490,15 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("data"), py::arg("seed") = 0);
   m.def(
+      "_xxh64_pair",
+      [](const py::bytes& data, std::uint64_t seed0, std::uint64_t seed1) {
+        std::string_view v = data;
+        std::uint64_t out[2];
+        xxh64_pair(v.data(), v.size(), seed0, seed1, out);
+        return py::make_tuple(out[0], out[1]);
+      },
+      py::arg("data"), py::arg("seed0"), py::arg("seed1"));
+  m.def(
       "normalize_text",
       [](const py::handle& text) {
         std::string_view v = text_view(text, 0);

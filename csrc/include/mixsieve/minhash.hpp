@@ -197,16 +197,17 @@ class StreamDigest {
     fill_ = n;
   }
   Digest128 finish() const {
-    Digest128 d;
-    d.lo = xxh64(buf_, fill_, h1_ ^ total_);
-    d.hi = xxh64(buf_, fill_, h2_ + total_ * 0x9E3779B97F4A7C15ULL);
-    return d;
+    std::uint64_t h[2];
+    xxh64_pair(buf_, fill_, h1_ ^ total_, h2_ + total_ * 0x9E3779B97F4A7C15ULL, h);
+    return Digest128{h[0], h[1]};
   }
 
  private:
   void block(const char* p) {
-    h1_ = xxh64(p, kBlock, h1_);
-    h2_ = xxh64(p, kBlock, h2_ ^ 0xA0761D6478BD642FULL);
+    std::uint64_t h[2];
+    xxh64_pair(p, kBlock, h1_, h2_ ^ 0xA0761D6478BD642FULL, h);
+    h1_ = h[0];
+    h2_ = h[1];
   }
   char buf_[kBlock];
   std::size_t fill_ = 0;

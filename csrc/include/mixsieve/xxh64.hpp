@@ -98,6 +98,64 @@ __attribute__((always_inline)) inline std::uint64_t xxh64(const void* data, std:
   return avalanche(h);
 }
 
+// xxh64 of the same bytes under two seeds, in one pass: out[0] = xxh64(data, len, seed0),
+// out[1] = xxh64(data, len, seed1). The two chains are independent, so the processor overlaps
+// them: about the cost of one call, not two.
+inline void xxh64_pair(const void* data, std::size_t len, std::uint64_t seed0, std::uint64_t seed1,
+                       std::uint64_t out[2]) {
+  using namespace xxh64_detail;
+  const auto* p = static_cast<const unsigned char*>(data);
+  const unsigned char* const end = p + len;
+  std::uint64_t h[2];
+  const std::uint64_t seeds[2] = {seed0, seed1};
+  if (len >= 32) {
+    std::uint64_t v[2][4];
+    for (int j = 0; j < 2; ++j) {
+      v[j][0] = seeds[j] + kP1 + kP2;
+      v[j][1] = seeds[j] + kP2;
+      v[j][2] = seeds[j];
+      v[j][3] = seeds[j] - kP1;
+    }
+    const unsigned char* const limit = end - 32;
+    do {
+      const std::uint64_t a = load64(p), b = load64(p + 8), c = load64(p + 16), d = load64(p + 24);
+      for (int j = 0; j < 2; ++j) {
+        v[j][0] = round(v[j][0], a);
+        v[j][1] = round(v[j][1], b);
+        v[j][2] = round(v[j][2], c);
+        v[j][3] = round(v[j][3], d);
+      }
+      p += 32;
+    } while (p <= limit);
+    for (int j = 0; j < 2; ++j) {
+      std::uint64_t x = rotl(v[j][0], 1) + rotl(v[j][1], 7) + rotl(v[j][2], 12) + rotl(v[j][3], 18);
+      for (int q = 0; q < 4; ++q) x = merge_round(x, v[j][q]);
+      h[j] = x;
+    }
+  } else {
+    h[0] = seed0 + kP5;
+    h[1] = seed1 + kP5;
+  }
+  for (int j = 0; j < 2; ++j) h[j] += static_cast<std::uint64_t>(len);
+  while (p + 8 <= end) {
+    const std::uint64_t k1 = round(0, load64(p));
+    for (int j = 0; j < 2; ++j) h[j] = rotl(h[j] ^ k1, 27) * kP1 + kP4;
+    p += 8;
+  }
+  if (p + 4 <= end) {
+    const std::uint64_t k1 = static_cast<std::uint64_t>(load32(p)) * kP1;
+    for (int j = 0; j < 2; ++j) h[j] = rotl(h[j] ^ k1, 23) * kP2 + kP3;
+    p += 4;
+  }
+  while (p < end) {
+    const std::uint64_t k1 = static_cast<std::uint64_t>(*p) * kP5;
+    for (int j = 0; j < 2; ++j) h[j] = rotl(h[j] ^ k1, 11) * kP1;
+    ++p;
+  }
+  out[0] = avalanche(h[0]);
+  out[1] = avalanche(h[1]);
+}
+
 // xxh64 of exactly N bytes: the same function with the length known at compile time, so its
 // loops unroll and its length branches fold away (for callers that group inputs by length).
 template <std::size_t N>
