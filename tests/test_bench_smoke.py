@@ -85,4 +85,7 @@ def test_bench_dedup_cli_big_smoke(tmp_path):
     assert set(r["by_threads"]) == {"1", "2"} and set(r["peers"]) == {"datatrove", "text-dedup"}
     for run in r["by_threads"].values():
         assert run["kept_check"]["ok"] and run["rss_over_input"] > 0 and run["rss_bytes_per_doc"] > 0
-    assert r["targets"]["rss_over_input"]["met"] in (True, False)
+    # the verdict follows from the measured value (a 4 MB smoke corpus is below the RSS floor,
+    # so the value itself is not asserted here; tests/test_cli_streaming.py bounds memory)
+    t = r["targets"]["rss_over_input"]
+    assert t["got"] == r["by_threads"]["2"]["rss_over_input"] and t["met"] == (t["got"] <= t["target_max"])

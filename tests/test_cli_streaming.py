@@ -10,6 +10,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import threading
 
@@ -229,3 +230,71 @@ def test_zstd_library_missing_gives_a_clear_error(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, env=env)
     assert proc.returncode == 1
     assert b"libzstd" in proc.stderr and b"zstd -dc" in proc.stderr
+
+
+def test_threads_default_to_every_core_this_process_may_use(tmp_path, big_corpus):
+    (tmp_path / "in.jsonl").write_bytes(b"".join(lines_of(big_corpus[:300])))
+    proc = run(tmp_path / "in.jsonl", "-o", tmp_path / "o.jsonl")
+    assert f"on {len(os.sched_getaffinity(0))} threads".encode() in proc.stderr, proc.stderr
+    proc = run(tmp_path / "in.jsonl", "-o", tmp_path / "o.jsonl", "--threads", 3)
+    assert b"on 3 threads" in proc.stderr
+
+
+def peak_mb(proc) -> float:
+    m = re.search(rb"peak memory (\d+) MB", proc.stderr)
+    assert m, proc.stderr
+    return float(m.group(1))
+
+
+def test_short_and_blank_records_and_a_slow_first_chunk_keep_memory_bounded(tmp_path):
+    """Memory is bounded per chunk by bytes and by records, and otherwise grows with documents
+    only: 40 MB of blank lines (no documents), 2M tiny documents (the LSH index's few hundred
+    bytes each), and a huge first document followed by many bad records (other threads must not
+    read the whole input ahead while the first chunk is sketched)."""
+    blank = tmp_path / "blank.jsonl"
+    blank.write_bytes(b'{"text": "one two three four five six"}\n' + b"\n" * 40_000_000)
+    proc = run(blank, "-o", tmp_path / "o1", "--threads", 2)
+    assert peak_mb(proc) < 120, proc.stderr
+    assert (tmp_path / "o1").stat().st_size == blank.stat().st_size
+
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_bytes(b"".join(b"w%d x\n" % i for i in range(2_000_000)))
+    proc = run(tiny, "--format", "lines", "-o", tmp_path / "o2", "--threads", 2)
+    # here memory is the LSH index's, per document (docs/dedup.md: about 300-450 bytes each)
+    assert peak_mb(proc) < 450 * 2_000_000 / 1e6 + 60, proc.stderr
+
+    skew = tmp_path / "skew.jsonl"
+    words = " ".join(f"w{i % 5000}" for i in range(6_000_000))
+    with skew.open("w") as f:
+        f.write(json.dumps({"text": words}) + "\n")
+        bad = "{" + "x" * 4000 + "\n"
+        for _ in range(40_000):
+            f.write(bad)
+    size_mb = skew.stat().st_size / 1e6
+    proc = run(skew, "-o", tmp_path / "o3", "--threads", 2, "--on-error", "skip")
+    assert peak_mb(proc) < 0.6 * size_mb + 40, (size_mb, proc.stderr)
+
+
+def test_hostile_limits_and_inputs_end_with_a_message(tmp_path, big_corpus):
+    """Threads the system refuses, a file-size limit, an input that changes between the two
+    passes (/proc/self/status does), a missing --tmp-dir, and '-' twice: each ends with a
+    message and the documented exit code, never an abort or a silently wrong output."""
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(lines_of(big_corpus[:300])))
+    out = tmp_path / "o.jsonl"
+    if shutil.which("prlimit"):
+        proc = subprocess.run(["prlimit", "--as=400000000", BIN, str(src), "-o", str(out), "--threads", "64"],
+                              capture_output=True, timeout=120)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert out.read_bytes() == run(src, "-o", "-", "--threads", 1).stdout
+    proc = subprocess.run(["bash", "-c", f"ulimit -f 100; exec {BIN} {src} -o {tmp_path / 'f.jsonl'}"],
+                          capture_output=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 1 and b"File too large" in proc.stderr, proc
+    assert not (tmp_path / "f.jsonl").exists()
+    proc = run("/proc/self/status", "--format", "lines", "-o", tmp_path / "s.txt", check=False)
+    assert proc.returncode == 1 and b"changed while mixsieve-dedup was running" in proc.stderr
+    assert not (tmp_path / "s.txt").exists()
+    proc = run(src, "-o", out, "--tmp-dir", tmp_path / "missing", check=False)
+    assert proc.returncode == 2 and b"--tmp-dir" in proc.stderr
+    proc = subprocess.run([BIN, "-", "-", "-o", str(out)], input=src.read_bytes(), capture_output=True)
+    assert proc.returncode == 2 and b"more than once" in proc.stderr

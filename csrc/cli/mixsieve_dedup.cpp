@@ -288,6 +288,9 @@ Options parse_args(int argc, char** argv) {
     }
   }
   if (o.inputs.empty()) throw UsageError("no INPUT given");
+  if (std::count(o.inputs.begin(), o.inputs.end(), std::string("-")) > 1) {
+    throw UsageError("'-' (standard input) is given more than once; it can be read only once");
+  }
   if (o.output.empty()) throw UsageError("-o OUT is required");
   if ((o.bands > 0) != (o.rows > 0)) throw UsageError("--bands and --rows go together");
   // With --index, num_perm may come from the index: bands * rows is checked once it is known.
@@ -467,6 +470,7 @@ std::vector<std::string> expand_inputs(const Options& o, const std::vector<Path>
 
 constexpr std::size_t kChunkBytes = std::size_t{4} << 20;
 constexpr std::size_t kReadBytes = std::size_t{1} << 20;
+constexpr std::size_t kMaxRecords = std::size_t{1} << 14;  // records per chunk
 
 struct Chunk {
   std::uint32_t input = 0;
@@ -475,12 +479,12 @@ struct Chunk {
   std::vector<Record> recs;
   std::exception_ptr error;  // a read error, raised when the chunk's turn comes (input order)
   std::uint64_t raw_bytes = 0;  // bytes of the file (compressed, if it is) this chunk consumed
+  std::uint64_t hash = 0;  // of data (both passes): an input that changed in between is caught
   // Filled by the signature pass:
-  std::vector<std::uint32_t> sigs;   // recs.size() * num_perm
-  std::vector<Digest128> digests;    // per record (documents only)
+  std::vector<std::uint32_t> sigs;   // num_perm slots per document (records of kind kDoc), in order
+  std::vector<Digest128> digests;    // per document
   std::vector<std::uint8_t> kind;    // per record: kDoc, kBlank, kBad
   std::vector<std::pair<std::size_t, std::string>> errors;  // (record, message)
-  std::size_t text_bytes = 0;
 };
 constexpr std::uint8_t kDoc = 0, kBlank = 1, kBad = 2;
 
@@ -538,13 +542,17 @@ class InputReader {
       c.data.resize(cut + 1);
     }
     c.raw_bytes = src_->raw_bytes_read() - raw0;
-    if (eof_ && carry_.empty()) done_ = true;
-    if (c.data.empty() && !(whole && seq_ == 0)) {  // nothing left (an empty input has no records)
-      done_ = true;
+    if (c.data.empty() && carry_.empty() && eof_ && !(whole && seq_ == 0)) {
+      done_ = true;  // nothing left (an empty input has no records)
       return seq_ == 0 ? record_none(c) : false;
     }
     ++seq_;
-    split(c);
+    const std::size_t stop = split(c);
+    if (stop < c.data.size()) {  // kMaxRecords reached: the rest waits for the next chunk
+      carry_.insert(0, c.data, stop, std::string::npos);
+      c.data.resize(stop);
+    }
+    if (eof_ && carry_.empty()) done_ = true;
     return true;
   }
 
@@ -552,9 +560,12 @@ class InputReader {
   std::uint64_t raw_bytes_read() const { return src_->raw_bytes_read(); }
 
  private:
+  // The last newline at or after `from` (only the bytes not searched before: a long record
+  // read 1 MB at a time is scanned once, not once per read).
   static std::size_t last_newline(const std::string& d, std::size_t from) {
-    const std::size_t p = d.rfind('\n');
-    return p == std::string::npos || p < from ? std::string::npos : p;
+    if (from >= d.size()) return std::string::npos;
+    const void* p = ::memrchr(d.data() + from, '\n', d.size() - from);
+    return p ? static_cast<std::size_t>(static_cast<const char*>(p) - d.data()) : std::string::npos;
   }
   // Messages of the byte source name the path it opened: name the input as the user did.
   std::string rename(const std::string& msg, const std::string& path) const {
@@ -566,14 +577,16 @@ class InputReader {
     ++seq_;
     return true;  // one chunk with no records: the input is counted, and nothing else happens
   }
-  void split(Chunk& c) {
+  // Splits c.data into records, at most kMaxRecords (so that a chunk of short lines or blank
+  // lines costs bounded memory too); returns where the last record taken ends.
+  std::size_t split(Chunk& c) {
     const std::string& d = c.data;
     if (format_ == "file") {
       c.recs.push_back({0, 0, d.size(), false, static_cast<std::uint8_t>(bom_at(d, 0) ? 3 : 0)});
-      return;
+      return d.size();
     }
     std::size_t pos = 0;
-    while (pos < d.size()) {
+    while (pos < d.size() && c.recs.size() < kMaxRecords) {
       const std::size_t nl = d.find('\n', pos);
       const std::size_t end = nl == std::string::npos ? d.size() : nl + 1;
       const std::uint8_t bom = bom_at(d, pos) && pos + 3 <= end ? 3 : 0;
@@ -585,6 +598,7 @@ class InputReader {
       c.recs.push_back({++line_, pos, end, blank, bom});
       pos = end;
     }
+    return pos;
   }
 
   std::unique_ptr<io::ByteSource> src_;
@@ -601,10 +615,12 @@ class InputReader {
 class Spool {
  public:
   static int open_temp(const std::string& dir, const char* what) {
+    int fd = -1;
 #ifdef O_TMPFILE
-    int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (fd >= 0) return fd;
 #endif
+    // Without O_TMPFILE: a hidden name, removed at once (a signal in between can leave it).
     std::string tmpl = (fs::path(dir) / ".mixsieve-dedup.XXXXXX").string();
     fd = ::mkostemp(tmpl.data(), O_CLOEXEC);
     if (fd < 0) throw InputError(std::string("cannot create the ") + what + " in " + dir + " (" + std::strerror(errno) +
@@ -713,6 +729,9 @@ void install_cleanup_handlers() {
     for (int other : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) sigaddset(&sa.sa_mask, other);
     ::sigaction(sig, &sa, nullptr);
   }
+  // A file-size limit (ulimit -f) makes write() fail with EFBIG, reported as a write error with
+  // the usual cleanup, instead of killing the process on the spot.
+  ::signal(SIGXFSZ, SIG_IGN);
 }
 
 class TempName {
@@ -933,17 +952,23 @@ class DigestSet {
 
 // What pass 1 leaves for clustering and pass 2.
 struct Scan {
-  std::size_t docs = 0;            // records (documents, blank lines, bad records)
+  std::uint64_t records = 0;       // documents, blank lines and bad records
   std::size_t bad = 0, exact = 0, reused = 0;
   std::uint64_t text_bytes = 0;    // decompressed bytes of all inputs
   std::vector<std::uint64_t> records_per_input;
+  std::vector<std::uint64_t> chunk_hashes;  // in commit order
   std::vector<std::uint64_t> exact_bits;  // bit i: record i's normalised text equals an earlier one's
-  int spill_fd = -1;               // num_perm uint32 slots per record, in record order
+  // The documents with shingles (the clustered rows), in order: each one's record number.
+  // Blank lines, bad records and documents without words are not rows: they are always kept
+  // and cost nothing in the spill file or the LSH index.
+  std::vector<std::int64_t> row_records;
+  int spill_fd = -1;               // num_perm uint32 slots per row, in row order
 };
 
 struct Live {  // progress counters, updated by the workers
-  std::atomic<std::uint64_t> raw{0}, text{0}, docs{0}, rows{0}, written{0}, total{0};
-  std::atomic<int> phase{0};  // 0 signatures, 1 clustering, 2 writing
+  std::atomic<std::uint64_t> raw{0}, text{0}, docs{0}, rows{0}, written{0}, total{0}, written_bytes{0};
+  std::atomic<std::uint64_t> text_total{0}, raw_total{0};
+  std::atomic<int> phase{-1};  // -1 copying a pipe, 0 signatures, 1 clustering, 2 writing
 };
 
 // Reads all inputs in chunks on `threads` threads, hands each chunk to stage.process (on the
@@ -963,13 +988,20 @@ class ChunkPipeline {
     readers_.resize(n);
     state_.assign(n, kIdle);
     chunks_.assign(n, 0);
-    threads_ = std::max(1u, threads);
+    threads_ = threads ? threads : available_cores();  // --threads left out: all cores
     limit_ = static_cast<std::size_t>(threads_) + 2;
   }
 
   void run() {
     std::vector<std::thread> pool;
-    for (unsigned t = 1; t < threads_; ++t) pool.emplace_back([this] { work(); });
+    // Threads the system refuses (limits on processes or memory) leave the work to fewer.
+    for (unsigned t = 1; t < threads_; ++t) {
+      try {
+        pool.emplace_back([this] { work(); });
+      } catch (const std::system_error&) {
+        break;
+      }
+    }
     work();
     for (std::thread& th : pool) th.join();
     if (error_) std::rethrow_exception(error_);
@@ -1045,10 +1077,12 @@ class ChunkPipeline {
   }
 
   // The input to read a chunk of (see the class comment), or kNone.
+  // Only the chunk next in commit order is read past the limit (so the pass always moves on).
   std::size_t pick() const {
     for (std::size_t f = commit_input_; f < paths_.size(); ++f) {
       if (state_[f] != kIdle) continue;
-      if (f != commit_input_ && in_flight_ >= limit_) return kNone;
+      const bool next_to_commit = f == commit_input_ && chunks_[f] == commit_seq_;
+      if (in_flight_ >= limit_ && !next_to_commit) return kNone;
       return f;
     }
     return kNone;
@@ -1087,6 +1121,7 @@ class ChunkPipeline {
       }
       // A chunk grown by a giant record gives its memory back.
       if (c->data.capacity() > 2 * (kChunkBytes + kReadBytes)) std::string().swap(c->data);
+      if (c->errors.capacity() > kMaxRecords) decltype(c->errors)().swap(c->errors);
       c->error = nullptr;
       c->errors.clear();
       pool_.push_back(std::move(c));
@@ -1115,13 +1150,13 @@ class ChunkPipeline {
   std::exception_ptr error_;
 };
 
-// Pass 2's stage: nothing to do out of order; commit writes.
+// Pass 2's stage: out of order, the chunk's hash (compared with pass 1's); commit writes.
 template <class Commit, class Done>
 struct WriteStage {
   struct Scratch {};
   Commit& commit_fn;
   Done& done_fn;
-  void process(Chunk&, Scratch&) {}
+  void process(Chunk& c, Scratch&) { c.hash = xxh64(c.data.data(), c.data.size(), c.recs.size()); }
   void commit(Chunk& c) { commit_fn(c); }
   void input_done(std::size_t f) { done_fn(f); }
 };
@@ -1147,9 +1182,10 @@ class SignatureStage {
   // Identical normalised texts inside a chunk are sketched once.
   void process(Chunk& c, Scratch& s) {
     const std::size_t n = c.recs.size();
+    c.hash = xxh64(c.data.data(), c.data.size(), n);
     c.errors.clear();
-    c.sigs.assign(n * k_, UINT32_MAX);
-    c.digests.assign(n, Digest128{});
+    c.sigs.clear();
+    c.digests.clear();
     c.kind.assign(n, kDoc);
     s.seen.clear();
     std::size_t reused = 0;
@@ -1187,15 +1223,18 @@ class SignatureStage {
         c.errors.emplace_back(i, std::move(err));
         continue;
       }
-      std::uint32_t* sig = c.sigs.data() + i * k_;
-      reused += hasher_.signature_digest(text.data(), text.size(), sig, s.ws, c.digests[i],
-                                         [&](const Digest128& d, std::uint32_t* out) {
-                                           const auto it = s.seen.find(d.lo);
-                                           if (it == s.seen.end() || !(c.digests[it->second] == d)) return false;
+      const std::size_t d = c.digests.size();
+      c.digests.emplace_back();
+      c.sigs.resize((d + 1) * k_);
+      std::uint32_t* sig = c.sigs.data() + d * k_;
+      reused += hasher_.signature_digest(text.data(), text.size(), sig, s.ws, c.digests[d],
+                                         [&](const Digest128& dg, std::uint32_t* out) {
+                                           const auto it = s.seen.find(dg.lo);
+                                           if (it == s.seen.end() || !(c.digests[it->second] == dg)) return false;
                                            std::memcpy(out, c.sigs.data() + it->second * k_, k_ * sizeof(std::uint32_t));
                                            return true;
                                          });
-      s.seen.emplace(c.digests[i].lo, i);
+      s.seen.emplace(c.digests[d].lo, d);
       live_.docs.fetch_add(1, std::memory_order_relaxed);
     }
     live_.text.fetch_add(c.data.size(), std::memory_order_relaxed);
@@ -1204,9 +1243,9 @@ class SignatureStage {
 
   void commit(Chunk& c) {
     const std::string& name = names_[c.input];
-    std::size_t e = 0;
+    std::size_t e = 0, d = 0, rows = 0;  // d: documents of the chunk; rows: those with shingles
     for (std::size_t r = 0; r < c.recs.size(); ++r) {
-      const std::size_t g = scan_.docs + r;
+      const std::uint64_t g = scan_.records + r;
       if (c.kind[r] == kBad) {
         while (c.errors[e].first != r) ++e;
         const std::string where = name + (c.recs[r].line ? ":" + std::to_string(c.recs[r].line) : std::string());
@@ -1216,18 +1255,24 @@ class SignatureStage {
         continue;
       }
       if (c.kind[r] != kDoc) continue;
-      // Documents without shingles never match (match_empty is off): not exact duplicates either.
-      if (is_empty_signature(c.sigs.data() + r * k_, k_)) continue;
-      if (!digests_.insert(c.digests[r])) {
+      const std::size_t j = d++;
+      // Documents without shingles never match (match_empty is off): like blank lines they are
+      // kept, are not rows and take no room in the spill file; not exact duplicates either.
+      if (is_empty_signature(c.sigs.data() + j * k_, k_)) continue;
+      if (rows != j) std::memcpy(c.sigs.data() + rows * k_, c.sigs.data() + j * k_, k_ * sizeof(std::uint32_t));
+      ++rows;
+      scan_.row_records.push_back(static_cast<std::int64_t>(g));
+      if (!digests_.insert(c.digests[j])) {
         if (scan_.exact_bits.size() <= g / 64) scan_.exact_bits.resize(g / 64 + 1, 0);
         scan_.exact_bits[g / 64] |= std::uint64_t{1} << (g % 64);
         ++scan_.exact;
       }
     }
-    write_fd(scan_.spill_fd, reinterpret_cast<const char*>(c.sigs.data()), c.sigs.size() * sizeof(std::uint32_t),
+    write_fd(scan_.spill_fd, reinterpret_cast<const char*>(c.sigs.data()), rows * k_ * sizeof(std::uint32_t),
              "signature spill file");
-    scan_.docs += c.recs.size();
+    scan_.records += c.recs.size();
     scan_.records_per_input[c.input] += c.recs.size();
+    scan_.chunk_hashes.push_back(c.hash);
     scan_.text_bytes += c.data.size();
   }
 
@@ -1253,7 +1298,7 @@ class SignatureStage {
 // bytes and documents so far, the rate and, where the input size is known, the time left.
 class ProgressLine {
  public:
-  ProgressLine(bool on, Live& live, std::uint64_t raw_total) : live_(live), raw_total_(raw_total) {
+  ProgressLine(bool on, Live& live) : live_(live) {
     if (!on) return;
     thread_ = std::thread([this] {
       std::unique_lock<std::mutex> lk(m_);
@@ -1277,34 +1322,49 @@ class ProgressLine {
 
  private:
   void draw() {
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    const auto now = std::chrono::steady_clock::now();
     const int phase = live_.phase.load();
-    char line[256];
-    if (phase == 0) {
-      const double raw = static_cast<double>(live_.raw.load()), text = static_cast<double>(live_.text.load());
-      char eta[64] = "";
-      if (raw_total_ > 0 && raw > 0) {
-        const double left = s * (static_cast<double>(raw_total_) - raw) / raw;
-        std::snprintf(eta, sizeof(eta), ", %.0f%%, about %.0f s left", 100.0 * raw / static_cast<double>(raw_total_),
-                      left > 0 ? left : 0.0);
-      }
-      std::snprintf(line, sizeof(line), "signatures: %.1f MB of text, %llu documents, %.1f MB/s%s", text / 1e6,
-                    static_cast<unsigned long long>(live_.docs.load()), text / 1e6 / std::max(s, 1e-9), eta);
-    } else if (phase == 1) {
-      std::snprintf(line, sizeof(line), "clustering: %llu of %llu documents",
-                    static_cast<unsigned long long>(std::min(live_.rows.load(), live_.total.load())),
-                    static_cast<unsigned long long>(live_.total.load()));
-    } else {
-      std::snprintf(line, sizeof(line), "writing: %llu of %llu records",
-                    static_cast<unsigned long long>(live_.written.load()),
-                    static_cast<unsigned long long>(live_.total.load()));
+    if (phase != phase_) {  // each phase's rate and time left count from its start
+      phase_ = phase;
+      since_ = now;
     }
-    std::fprintf(stderr, "\rmixsieve-dedup: %-100s", line);
+    const double s = std::max(std::chrono::duration<double>(now - since_).count(), 1e-9);
+    auto eta = [s](double done, double total) {
+      char b[64] = "";
+      if (total > 0 && done > 0) {
+        const double left = s * (total - done) / done;
+        std::snprintf(b, sizeof(b), ", %.0f%%, about %.0f s left", 100.0 * done / total, left > 0 ? left : 0.0);
+      }
+      return std::string(b);
+    };
+    char line[256];
+    if (phase < 0) {
+      const double raw = static_cast<double>(live_.raw.load());
+      std::snprintf(line, sizeof(line), "copying a pipe to the temporary folder: %.1f MB, %.1f MB/s", raw / 1e6,
+                    raw / 1e6 / s);
+    } else if (phase == 0) {
+      const double raw = static_cast<double>(live_.raw.load()), text = static_cast<double>(live_.text.load());
+      std::snprintf(line, sizeof(line), "signatures: %.1f MB of text, %llu documents, %.1f MB/s%s", text / 1e6,
+                    static_cast<unsigned long long>(live_.docs.load()), text / 1e6 / s,
+                    eta(raw, static_cast<double>(live_.raw_total.load())).c_str());
+    } else if (phase == 1) {
+      const double rows = static_cast<double>(std::min(live_.rows.load(), live_.total.load()));
+      std::snprintf(line, sizeof(line), "clustering: %.0f of %llu documents, %.0f documents/s%s", rows,
+                    static_cast<unsigned long long>(live_.total.load()), rows / s,
+                    eta(rows, static_cast<double>(live_.total.load())).c_str());
+    } else {
+      const double bytes = static_cast<double>(live_.written_bytes.load());
+      std::snprintf(line, sizeof(line), "writing: %.1f MB of %.1f MB, %.1f MB/s%s", bytes / 1e6,
+                    static_cast<double>(live_.text_total.load()) / 1e6, bytes / 1e6 / s,
+                    eta(bytes, static_cast<double>(live_.text_total.load())).c_str());
+    }
+    std::fprintf(stderr, "\rmixsieve-dedup: %-110s", line);
     std::fflush(stderr);
   }
 
+  int phase_ = -2;
+  std::chrono::steady_clock::time_point since_;
   Live& live_;
-  std::uint64_t raw_total_;
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
   std::thread thread_;
   std::mutex m_;
@@ -1508,6 +1568,16 @@ int run(const Options& o) {
   const std::string tmp_dir = !o.tmp_dir.empty()                                ? o.tmp_dir
                               : std::getenv("TMPDIR") && *std::getenv("TMPDIR") ? std::string(std::getenv("TMPDIR"))
                                                                                 : std::string("/tmp");
+  {
+    struct stat st {};
+    if (::stat(tmp_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      throw UsageError((o.tmp_dir.empty() ? "the temporary folder " + tmp_dir + " (from $TMPDIR or the default)"
+                                          : "--tmp-dir " + tmp_dir) +
+                       " is not a folder; give --tmp-dir a folder with room for the signatures");
+    }
+  }
+  Live live;
+  ProgressLine progress(prog.on, live);
   // Standard input, pipes and other inputs that are not regular files cannot be read twice:
   // each is copied (as it comes, compressed or not) to an unnamed temporary file, read by both
   // passes.
@@ -1528,6 +1598,7 @@ int run(const Options& o) {
     std::vector<char> buf(kReadBytes);
     for (;;) {
       const ssize_t got = ::read(in, buf.data(), buf.size());
+      if (got > 0) live.raw += static_cast<std::uint64_t>(got);
       if (got < 0 && errno == EINTR) continue;
       if (got < 0) {
         const std::string why = std::strerror(errno);
@@ -1551,23 +1622,32 @@ int run(const Options& o) {
   const std::size_t k = static_cast<std::size_t>(p.num_perm);
   Scan scan;
   scan.spill_fd = Spool::open_temp(tmp_dir, "signature spill file");
-  Live live;
   std::uint64_t raw_total = 0;
   for (const std::string& path : open_paths) {
     struct stat st {};
     if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) raw_total += static_cast<std::uint64_t>(st.st_size);
   }
-  ProgressLine progress(prog.on, live, raw_total);
+  live.raw = 0;
+  live.raw_total = raw_total;
+  live.phase = 0;
   {
     SignatureStage stage(o, paths, hasher, scan, live);
     ChunkPipeline<SignatureStage>(open_paths, paths, o.format, o.threads, live, stage).run();
     stage.finish();
   }
-  const std::size_t n = scan.docs;
+  const std::uint64_t records = scan.records;
+  const std::size_t n = scan.row_records.size();  // documents: the clustered rows
   const std::uint64_t total_bytes = scan.text_bytes;
   live.total = n;
+  live.text_total = total_bytes;
   if (scan.bad > 20) std::fprintf(stderr, "mixsieve-dedup: ... and %zu more bad records\n", scan.bad - 20);
-  const std::int64_t next_key = first_new_key(idx ? idx->keys() : std::vector<std::int64_t>{}, n, o.index);
+  // Keys: this run's record numbers after the index's largest key (records, not documents, as
+  // in earlier versions: a record's key does not depend on which other records are blank).
+  const std::int64_t next_key =
+      first_new_key(idx ? idx->keys() : std::vector<std::int64_t>{}, static_cast<std::size_t>(records), o.index);
+  std::vector<std::int64_t>& keys = scan.row_records;  // becomes the rows' keys
+  for (std::int64_t& key : keys) key += next_key;
+  auto record_of = [&](std::size_t row) { return static_cast<std::uint64_t>(keys[row] - next_key); };
 
   // The signatures, read back through a memory map; pages already used are dropped from this
   // process every few thousand rows (they stay in the page cache), so resident memory holds
@@ -1595,9 +1675,12 @@ int run(const Options& o) {
   if (!idx) idx.emplace(lp);
   idx->continue_over(sigs);
   const std::size_t m = idx->size();
-  std::vector<std::int64_t> keys(n), dup_pos(n);
+  std::vector<std::int64_t> dup_pos(n);
   std::vector<float> sim(n);
-  for (std::size_t i = 0; i < n; ++i) keys[i] = next_key + static_cast<std::int64_t>(i);
+  if (m + n >= std::numeric_limits<std::uint32_t>::max() - 1) {
+    throw InputError("too many documents: " + std::to_string(m + n) + " (with the index's rows); one run clusters at most " +
+                     std::to_string(std::numeric_limits<std::uint32_t>::max() - 2) + " rows");
+  }
   UnionFind uf(m + n);
   idx->interrupt_check = [&] {
     live.rows += LSHIndex<std::uint32_t>::kCheckEvery;
@@ -1606,20 +1689,24 @@ int run(const Options& o) {
   idx->add_clustered(sigs, n, keys.data(), dup_pos.data(), sim.data(), uf);
   idx->interrupt_check = nullptr;
   live.rows = n;
-  std::vector<std::uint64_t> keep((n + 63) / 64, 0), target_bits((n + 63) / 64, 0);
-  auto bit = [](const std::vector<std::uint64_t>& v, std::size_t i) {
+  // Per record: kept (blank lines and bad records always), a report target.
+  std::vector<std::uint64_t> keep((records + 63) / 64, ~std::uint64_t{0}), target_bits;
+  auto bit = [](const std::vector<std::uint64_t>& v, std::uint64_t i) {
     return i / 64 < v.size() && ((v[i / 64] >> (i % 64)) & 1u) != 0;
   };
-  auto set_bit = [](std::vector<std::uint64_t>& v, std::size_t i) { v[i / 64] |= std::uint64_t{1} << (i % 64); };
+  auto set_bit = [](std::vector<std::uint64_t>& v, std::uint64_t i) { v[i / 64] |= std::uint64_t{1} << (i % 64); };
   std::size_t kept = 0, clusters = 0;
   {
     std::vector<char> big(m + n, 0);
-    for (std::size_t i = 0; i < n; ++i) {
-      const std::uint32_t root = uf.find(static_cast<std::uint32_t>(m + i));
-      if (root == m + i) {
-        set_bit(keep, i);
+    for (std::size_t j = 0; j < n; ++j) {
+      const std::uint32_t root = uf.find(static_cast<std::uint32_t>(m + j));
+      if (root == m + j) {
         ++kept;
-      } else if (!big[root]) {
+        continue;
+      }
+      const std::uint64_t i = record_of(j);
+      keep[i / 64] &= ~(std::uint64_t{1} << (i % 64));
+      if (!big[root]) {
         big[root] = 1;
         ++clusters;
       }
@@ -1628,13 +1715,14 @@ int run(const Options& o) {
   // What the report names for each removed document: an earlier verified near-duplicate, or
   // (joined only through later documents) its cluster's kept document, with the estimate.
   if (rep) {
-    for (std::size_t i = 0; i < n; ++i) {
-      if (bit(keep, i)) continue;
-      if (dup_pos[i] < 0) {
-        dup_pos[i] = uf.find(static_cast<std::uint32_t>(m + i));
-        sim[i] = static_cast<float>(jaccard_estimate(sigs + i * k, idx->signature(static_cast<std::size_t>(dup_pos[i])), k));
+    target_bits.assign((records + 63) / 64, 0);
+    for (std::size_t j = 0; j < n; ++j) {
+      if (bit(keep, record_of(j))) continue;
+      if (dup_pos[j] < 0) {
+        dup_pos[j] = uf.find(static_cast<std::uint32_t>(m + j));
+        sim[j] = static_cast<float>(jaccard_estimate(sigs + j * k, idx->signature(static_cast<std::size_t>(dup_pos[j])), k));
       }
-      if (static_cast<std::size_t>(dup_pos[i]) >= m) set_bit(target_bits, static_cast<std::size_t>(dup_pos[i]) - m);
+      if (static_cast<std::size_t>(dup_pos[j]) >= m) set_bit(target_bits, record_of(static_cast<std::size_t>(dup_pos[j]) - m));
     }
   }
   std::vector<std::int64_t> old_keys;
@@ -1656,11 +1744,11 @@ int run(const Options& o) {
       batch.clear();
       batch_keys.clear();
     };
-    for (std::size_t i = 0; i < n; ++i) {
-      const std::uint32_t* s = sigs + i * k;
-      if (!bit(keep, i) || is_empty_signature(s, k)) continue;  // blank lines and bad records: never indexed
+    for (std::size_t j = 0; j < n; ++j) {
+      const std::uint32_t* s = sigs + j * k;
+      if (!bit(keep, record_of(j)) || is_empty_signature(s, k)) continue;  // documents without words: never indexed
       batch.insert(batch.end(), s, s + k);
-      batch_keys.push_back(keys[i]);
+      batch_keys.push_back(keys[j]);
       if (batch_keys.size() == 4096) flush();
     }
     flush();
@@ -1681,7 +1769,6 @@ int run(const Options& o) {
     idx_out->write(std::string_view(bytes.data(), bytes.size()));
   }
   idx.reset();
-  std::vector<std::int64_t>().swap(keys);
   if (map) ::munmap(map, spill_bytes);
   ::close(scan.spill_fd);
 
@@ -1693,7 +1780,9 @@ int run(const Options& o) {
     std::uint64_t line;
     std::string id;
   };
-  std::unordered_map<std::size_t, Named> named;  // report targets met so far
+  // Report targets met so far, by record: an entry per target (a kept or removed document that
+  // a removed one names), with its id's JSON text.
+  std::unordered_map<std::uint64_t, Named> named;
   JsonLine jl;  // commits run one at a time
   auto record_id = [&](const Chunk& c, const Record& r) -> std::string {
     if (o.id_field.empty() || o.format != "jsonl") return {};
@@ -1706,19 +1795,26 @@ int run(const Options& o) {
     return "\"file\": " + json_string(paths[input]) + ", \"line\": " + (line ? std::to_string(line) : "null") +
            ", \"id\": " + (id.empty() ? "null" : id);
   };
-  std::size_t g = 0;             // records committed so far
-  std::uint64_t records = 0;     // of the input being committed
-  auto changed = [&](std::size_t f, const std::string& now) {
-    return InputError(paths[f] + ": changed while mixsieve-dedup was running (" +
-                      std::to_string(scan.records_per_input[f]) + " records on the first read, " + now +
-                      " on the second)");
+  std::uint64_t g = 0;            // records committed so far
+  std::size_t row = 0;            // documents committed so far
+  std::size_t chunk_no = 0;       // chunks committed so far
+  std::uint64_t in_input = 0;     // records of the input being committed
+  auto changed = [&](std::size_t f) {
+    return InputError(paths[f] + ": changed while mixsieve-dedup was running (its bytes differ from the first "
+                      "read); nothing was written");
   };
   auto commit = [&](Chunk& c) {
     const std::size_t f = c.input;
-    records += c.recs.size();
-    if (records > scan.records_per_input[f]) throw changed(f, "more");
+    in_input += c.recs.size();
+    if (chunk_no >= scan.chunk_hashes.size() || scan.chunk_hashes[chunk_no] != c.hash ||
+        in_input > scan.records_per_input[f]) {
+      throw changed(f);
+    }
+    ++chunk_no;
     for (const Record& r : c.recs) {
-      const std::size_t i = g++;
+      const std::uint64_t i = g++;
+      const bool is_row = row < n && record_of(row) == i;
+      const std::size_t j = is_row ? row++ : 0;
       if (bit(keep, i)) {
         if (o.format == "file") {
           out.write("{\"file\": " + json_string(paths[f]) + ", \"text\": " + json_string(content(c.data, r)) + "}\n");
@@ -1736,29 +1832,31 @@ int run(const Options& o) {
       if (bit(target_bits, i)) named.emplace(i, Named{static_cast<std::uint32_t>(f), r.line, id});
       if (bit(keep, i)) continue;
       std::string line = "{" + where_json(static_cast<std::uint32_t>(f), r.line, id) + ", \"duplicate_of\": ";
-      const auto t = static_cast<std::size_t>(dup_pos[i]);
+      const auto t = static_cast<std::size_t>(dup_pos[j]);
       if (t < m) {
         line += "{\"index_key\": " + std::to_string(old_keys[t]) + "}";
       } else {
-        const auto it = named.find(t - m);
+        const auto it = named.find(record_of(t - m));
         line += it == named.end() ? std::string("null")  // cannot happen: targets come first
                                   : "{" + where_json(it->second.input, it->second.line, it->second.id) + "}";
       }
       char buf[96];
-      std::snprintf(buf, sizeof(buf), ", \"jaccard\": %.4f, \"exact\": %s}\n", static_cast<double>(sim[i]),
+      std::snprintf(buf, sizeof(buf), ", \"jaccard\": %.4f, \"exact\": %s}\n", static_cast<double>(sim[j]),
                     bit(scan.exact_bits, i) ? "true" : "false");
       rep->write(line + buf);
     }
     live.written += c.recs.size();
+    live.written_bytes += c.data.size();
   };
   auto input_done = [&](std::size_t f) {
-    if (records != scan.records_per_input[f]) throw changed(f, std::to_string(records));
-    records = 0;
+    if (in_input != scan.records_per_input[f]) throw changed(f);
+    in_input = 0;
   };
   {
     WriteStage<decltype(commit), decltype(input_done)> stage{commit, input_done};
     ChunkPipeline<decltype(stage)>(open_paths, paths, o.format, o.threads, live, stage).run();
   }
+  if (chunk_no != scan.chunk_hashes.size()) throw InputError("an input changed while mixsieve-dedup was running");
   for (int fd : spools) ::close(fd);
   progress.stop();
   const double t_write = prog.seconds();
@@ -1772,10 +1870,11 @@ int run(const Options& o) {
     if (scan.bad) extra += ", " + std::to_string(scan.bad) + " bad records passed through";
     std::fprintf(stderr,
                  "mixsieve-dedup: %zu documents (%.1f MB) from %zu inputs: kept %zu, removed %zu in %zu clusters%s, "
-                 "%.2f s (%.1f MB/s; signatures %.2f s, clustering %.2f s, writing %.2f s), peak memory %.0f MB\n",
+                 "%.2f s on %u threads (%.1f MB/s; signatures %.2f s, clustering %.2f s, writing %.2f s), "
+                 "peak memory %.0f MB\n",
                  n, static_cast<double>(total_bytes) / 1e6, paths.size(), kept, n - kept, clusters, extra.c_str(), s,
-                 static_cast<double>(total_bytes) / 1e6 / std::max(s, 1e-9), t_sig, t_cluster - t_sig, t_write - t_cluster,
-                 static_cast<double>(peak_rss_bytes()) / 1e6);
+                 o.threads ? o.threads : available_cores(), static_cast<double>(total_bytes) / 1e6 / std::max(s, 1e-9),
+                 t_sig, t_cluster - t_sig, t_write - t_cluster, static_cast<double>(peak_rss_bytes()) / 1e6);
   }
   return kExitOk;
 }
