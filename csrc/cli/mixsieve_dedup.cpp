@@ -243,6 +243,7 @@ Options parse_args(int argc, char** argv) {
       }
     } else if (a == "--text-field") {
       o.text_field = value();
+      if (o.text_field.empty()) throw UsageError("--text-field: an empty field name");
     } else if (a == "--id-field") {
       o.id_field = value();
     } else if (a == "--threshold") {
@@ -968,6 +969,7 @@ struct Scan {
 struct Live {  // progress counters, updated by the workers
   std::atomic<std::uint64_t> raw{0}, text{0}, docs{0}, rows{0}, written{0}, total{0}, written_bytes{0};
   std::atomic<std::uint64_t> text_total{0}, raw_total{0};
+  std::atomic<unsigned> threads{0};  // threads pass 1 actually ran on
   std::atomic<int> phase{-1};  // -1 copying a pipe, 0 signatures, 1 clustering, 2 writing
 };
 
@@ -1002,6 +1004,7 @@ class ChunkPipeline {
         break;
       }
     }
+    live_.threads = static_cast<unsigned>(pool.size()) + 1;
     work();
     for (std::thread& th : pool) th.join();
     if (error_) std::rethrow_exception(error_);
@@ -1873,7 +1876,7 @@ int run(const Options& o) {
                  "%.2f s on %u threads (%.1f MB/s; signatures %.2f s, clustering %.2f s, writing %.2f s), "
                  "peak memory %.0f MB\n",
                  n, static_cast<double>(total_bytes) / 1e6, paths.size(), kept, n - kept, clusters, extra.c_str(), s,
-                 o.threads ? o.threads : available_cores(), static_cast<double>(total_bytes) / 1e6 / std::max(s, 1e-9),
+                 live.threads.load(), static_cast<double>(total_bytes) / 1e6 / std::max(s, 1e-9),
                  t_sig, t_cluster - t_sig, t_write - t_cluster, static_cast<double>(peak_rss_bytes()) / 1e6);
   }
   return kExitOk;
