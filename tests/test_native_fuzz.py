@@ -39,28 +39,14 @@ def test_fuzz_driver_under_asan_ubsan(tmp_path):
         check=True,
         capture_output=True,
     )
-    run = subprocess.run(
-        [str(build / "mixsieve_fuzz"), "20000"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={
-            "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1",
-            "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
-        },
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "no crash" in run.stdout
-    run = subprocess.run(
-        [str(build / "mixsieve_fuzz_io"), "3000"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={
-            "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1",
-            "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
-            "TMPDIR": str(tmp_path),
-        },
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "no crash" in run.stdout
+    sanitizers = {
+        "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1",
+        "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
+        "TMPDIR": str(tmp_path),
+    }
+    for driver, inputs in (("mixsieve_fuzz", "20000"), ("mixsieve_fuzz_io", "3000")):
+        run = subprocess.run(
+            [str(build / driver), inputs], capture_output=True, text=True, timeout=600, env=sanitizers
+        )
+        assert run.returncode == 0, driver + ": " + run.stdout + run.stderr
+        assert "no crash" in run.stdout, driver
