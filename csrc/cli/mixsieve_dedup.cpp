@@ -467,7 +467,7 @@ std::vector<std::string> expand_inputs(const Options& o, const std::vector<Path>
 // Inputs are read twice: once for the signatures, once to write the kept records. Each pass
 // reads an input in chunks of whole records (about kChunkBytes of decompressed text; a longer
 // record makes a longer chunk), so memory holds a few chunks, never an input. Both passes
-// split records the same way; the second checks that each input still has as many.
+// split records the same way; the second checks that every chunk hashes as it did the first time.
 
 constexpr std::size_t kChunkBytes = std::size_t{4} << 20;
 constexpr std::size_t kReadBytes = std::size_t{1} << 20;
@@ -480,7 +480,7 @@ struct Chunk {
   std::vector<Record> recs;
   std::exception_ptr error;  // a read error, raised when the chunk's turn comes (input order)
   std::uint64_t raw_bytes = 0;  // bytes of the file (compressed, if it is) this chunk consumed
-  std::uint64_t hash = 0;  // of data (both passes): an input that changed in between is caught
+  std::uint64_t hash = 0;  // of data and the record count, made by ChunkPipeline (both passes)
   // Filled by the signature pass:
   std::vector<std::uint32_t> sigs;   // num_perm slots per document (records of kind kDoc), in order
   std::vector<Digest128> digests;    // per document
@@ -543,9 +543,9 @@ class InputReader {
       c.data.resize(cut + 1);
     }
     c.raw_bytes = src_->raw_bytes_read() - raw0;
-    if (c.data.empty() && carry_.empty() && eof_ && !(whole && seq_ == 0)) {
-      done_ = true;  // nothing left (an empty input has no records)
-      return seq_ == 0 ? record_none(c) : false;
+    if (c.data.empty() && !(whole && seq_ == 0)) {  // nothing left (an empty input has no records)
+      done_ = true;
+      return false;
     }
     ++seq_;
     const std::size_t stop = split(c);
@@ -556,9 +556,6 @@ class InputReader {
     if (eof_ && carry_.empty()) done_ = true;
     return true;
   }
-
-  std::uint64_t raw_size() const { return src_->raw_size(); }
-  std::uint64_t raw_bytes_read() const { return src_->raw_bytes_read(); }
 
  private:
   // The last newline at or after `from` (only the bytes not searched before: a long record
@@ -572,11 +569,6 @@ class InputReader {
   std::string rename(const std::string& msg, const std::string& path) const {
     if (path != name_ && msg.compare(0, path.size(), path) == 0) return name_ + msg.substr(path.size());
     return msg;
-  }
-  bool record_none(Chunk& c) {
-    c.data.clear();
-    ++seq_;
-    return true;  // one chunk with no records: the input is counted, and nothing else happens
   }
   // Splits c.data into records, at most kMaxRecords (so that a chunk of short lines or blank
   // lines costs bounded memory too); returns where the last record taken ends.
@@ -611,11 +603,9 @@ class InputReader {
   bool eof_ = false, done_ = false;
 };
 
-// Standard input cannot be read twice: it is copied, as it comes (compressed or not), to an
-// unnamed temporary file first, which both passes then read.
-class Spool {
- public:
-  static int open_temp(const std::string& dir, const char* what) {
+// An unnamed temporary file in `dir` (the signature spill file, copies of pipes), gone however
+// the process ends.
+int open_temp(const std::string& dir, const char* what) {
     int fd = -1;
 #ifdef O_TMPFILE
     fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
@@ -628,8 +618,7 @@ class Spool {
                                  "); set --tmp-dir to a writable folder");
     ::unlink(tmpl.c_str());
     return fd;
-  }
-};
+}
 
 void write_fd(int fd, const char* p, std::size_t n, const char* what) {
   while (n > 0) {
@@ -917,7 +906,7 @@ class OutputFile {
 // ---- pass 1: signatures ----
 
 // Digests of the documents seen so far (exact duplicates): open addressing over (lo, hi),
-// 16 bytes a slot, at most half full. Freed after the pass.
+// 16 bytes a slot, at most half full. Freed with the pass's stage.
 class DigestSet {
  public:
   // False if the digest was there already.
@@ -934,7 +923,6 @@ class DigestSet {
       if (slot == nonzero(d)) return false;
     }
   }
-  void clear() { std::vector<Digest128>().swap(slots_), used_ = 0; }
 
  private:
   static Digest128 nonzero(const Digest128& d) { return d.lo == 0 && d.hi == 0 ? Digest128{1, 0} : d; }
@@ -954,7 +942,7 @@ class DigestSet {
 // What pass 1 leaves for clustering and pass 2.
 struct Scan {
   std::uint64_t records = 0;       // documents, blank lines and bad records
-  std::size_t bad = 0, exact = 0, reused = 0;
+  std::size_t bad = 0, exact = 0;
   std::uint64_t text_bytes = 0;    // decompressed bytes of all inputs
   std::vector<std::uint64_t> records_per_input;
   std::vector<std::uint64_t> chunk_hashes;  // in commit order
@@ -1067,6 +1055,8 @@ class ChunkPipeline {
       }
       if (got && !err) {
         try {
+          // Compared between the passes: an input that changed in between is caught.
+          chunk->hash = xxh64(chunk->data.data(), chunk->data.size(), chunk->recs.size());
           stage_.process(*chunk, scratch);
         } catch (...) {
           chunk->error = std::current_exception();
@@ -1153,13 +1143,13 @@ class ChunkPipeline {
   std::exception_ptr error_;
 };
 
-// Pass 2's stage: out of order, the chunk's hash (compared with pass 1's); commit writes.
+// Pass 2's stage: nothing to do out of order; commit writes.
 template <class Commit, class Done>
 struct WriteStage {
   struct Scratch {};
   Commit& commit_fn;
   Done& done_fn;
-  void process(Chunk& c, Scratch&) { c.hash = xxh64(c.data.data(), c.data.size(), c.recs.size()); }
+  void process(Chunk&, Scratch&) {}
   void commit(Chunk& c) { commit_fn(c); }
   void input_done(std::size_t f) { done_fn(f); }
 };
@@ -1185,13 +1175,11 @@ class SignatureStage {
   // Identical normalised texts inside a chunk are sketched once.
   void process(Chunk& c, Scratch& s) {
     const std::size_t n = c.recs.size();
-    c.hash = xxh64(c.data.data(), c.data.size(), n);
     c.errors.clear();
     c.sigs.clear();
     c.digests.clear();
     c.kind.assign(n, kDoc);
     s.seen.clear();
-    std::size_t reused = 0;
     for (std::size_t i = 0; i < n; ++i) {
       const Record& r = c.recs[i];
       if (r.blank) {
@@ -1230,7 +1218,7 @@ class SignatureStage {
       c.digests.emplace_back();
       c.sigs.resize((d + 1) * k_);
       std::uint32_t* sig = c.sigs.data() + d * k_;
-      reused += hasher_.signature_digest(text.data(), text.size(), sig, s.ws, c.digests[d],
+      hasher_.signature_digest(text.data(), text.size(), sig, s.ws, c.digests[d],
                                          [&](const Digest128& dg, std::uint32_t* out) {
                                            const auto it = s.seen.find(dg.lo);
                                            if (it == s.seen.end() || !(c.digests[it->second] == dg)) return false;
@@ -1238,10 +1226,9 @@ class SignatureStage {
                                            return true;
                                          });
       s.seen.emplace(c.digests[d].lo, d);
-      live_.docs.fetch_add(1, std::memory_order_relaxed);
     }
+    live_.docs.fetch_add(c.digests.size(), std::memory_order_relaxed);
     live_.text.fetch_add(c.data.size(), std::memory_order_relaxed);
-    reused_.fetch_add(reused, std::memory_order_relaxed);
   }
 
   void commit(Chunk& c) {
@@ -1281,11 +1268,6 @@ class SignatureStage {
 
   void input_done(std::size_t) {}
 
-  void finish() {
-    digests_.clear();
-    scan_.reused = reused_.load();
-  }
-
  private:
   const Options& o_;
   const std::vector<std::string>& names_;
@@ -1294,7 +1276,6 @@ class SignatureStage {
   Live& live_;
   const std::size_t k_;
   DigestSet digests_;
-  std::atomic<std::size_t> reused_{0};
 };
 
 // A progress line on stderr (a terminal, or --progress), redrawn twice a second: the phase,
@@ -1368,7 +1349,6 @@ class ProgressLine {
   int phase_ = -2;
   std::chrono::steady_clock::time_point since_;
   Live& live_;
-  std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
   std::thread thread_;
   std::mutex m_;
   std::condition_variable cv_;
@@ -1596,7 +1576,7 @@ int run(const Options& o) {
       in = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
       if (in < 0) throw InputError(path + ": cannot open (" + std::strerror(errno) + ")");
     }
-    const int fd = Spool::open_temp(tmp_dir, "copy of a non-seekable input");
+    const int fd = open_temp(tmp_dir, "copy of a non-seekable input");
     spools.push_back(fd);
     std::vector<char> buf(kReadBytes);
     for (;;) {
@@ -1624,7 +1604,7 @@ int run(const Options& o) {
   const MinHasher<std::uint32_t> hasher(cfg);
   const std::size_t k = static_cast<std::size_t>(p.num_perm);
   Scan scan;
-  scan.spill_fd = Spool::open_temp(tmp_dir, "signature spill file");
+  scan.spill_fd = open_temp(tmp_dir, "signature spill file");
   std::uint64_t raw_total = 0;
   for (const std::string& path : open_paths) {
     struct stat st {};
@@ -1636,7 +1616,6 @@ int run(const Options& o) {
   {
     SignatureStage stage(o, paths, hasher, scan, live);
     ChunkPipeline<SignatureStage>(open_paths, paths, o.format, o.threads, live, stage).run();
-    stage.finish();
   }
   const std::uint64_t records = scan.records;
   const std::size_t n = scan.row_records.size();  // documents: the clustered rows
