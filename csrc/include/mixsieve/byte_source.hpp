@@ -244,61 +244,85 @@ class PlainSource final : public ByteSource {
   }
 };
 
-#ifdef MIXSIEVE_HAVE_ZLIB
-class GzipSource final : public ByteSource {
+// The loop both decoders share: feed the decoder what has been read, return what it produced.
+// A stream is a series of units (gzip members, zstd frames); the input may end only after a
+// whole unit. A decoder that neither takes input nor gives output kMaxIdleCalls times in a row
+// is reported instead of looping.
+class DecoderSource : public ByteSource {
  public:
-  explicit GzipSource(std::unique_ptr<RawInput> raw) : ByteSource(std::move(raw)) {
-    if (inflateInit2(&zs_, 16 + MAX_WBITS) != Z_OK) throw SourceError(path() + ": cannot start the gzip decoder");
-  }
-  ~GzipSource() override { inflateEnd(&zs_); }
-  const char* format() const override { return "gzip"; }
-
-  std::size_t read(char* buf, std::size_t n) override {
+  std::size_t read(char* buf, std::size_t n) final {
     if (n == 0) return 0;
     int idle = 0;
     for (;;) {
       if (raw_->available() == 0) raw_->refill();
       const bool input_ended = raw_->available() == 0;
-      if (member_done_) {
+      if (unit_done_) {
         if (input_ended) return 0;
-        inflateReset(&zs_);  // the next of concatenated members
-        member_done_ = false;
+        next_unit();
+        unit_done_ = false;
       }
-      // At the end of the input inflate still runs: output held back by a full buffer comes out.
-      zs_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(raw_->data()));
-      zs_.avail_in = static_cast<uInt>(std::min<std::size_t>(raw_->available(), UINT_MAX));
-      zs_.next_out = reinterpret_cast<Bytef*>(buf);
-      zs_.avail_out = static_cast<uInt>(std::min<std::size_t>(n, UINT_MAX));
-      const uInt in_before = zs_.avail_in, out_before = zs_.avail_out;
-      const int rc = inflate(&zs_, Z_NO_FLUSH);
-      const std::size_t taken = in_before - zs_.avail_in, produced = out_before - zs_.avail_out;
-      raw_->consume(taken);
-      if (rc == Z_STREAM_END) {
-        member_done_ = true;
-      } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
-        throw corrupt(zs_.msg ? zs_.msg : "zlib error " + std::to_string(rc));
-      }
-      if (produced > 0) return produced;
-      if (member_done_) continue;
-      if (input_ended) throw corrupt("the input ends inside a member");
-      if (taken == 0 && ++idle > kMaxIdleCalls) throw corrupt("the decoder makes no progress");
-      if (taken > 0) idle = 0;
+      // At the end of the input the decoder still runs: output held back by a full buffer.
+      const Step st = step(buf, n);
+      raw_->consume(st.taken);
+      unit_done_ = st.unit_done;
+      if (st.produced > 0) return st.produced;
+      if (unit_done_) continue;
+      if (input_ended) throw corrupt(std::string("the input ends inside a ") + unit_name_);
+      if (st.taken == 0 && ++idle > kMaxIdleCalls) throw corrupt("the decoder makes no progress");
+      if (st.taken > 0) idle = 0;
     }
   }
 
- private:
+ protected:
+  DecoderSource(std::unique_ptr<RawInput> raw, const char* unit_name)
+      : ByteSource(std::move(raw)), unit_name_(unit_name) {}
+  struct Step {
+    std::size_t taken, produced;
+    bool unit_done;
+  };
+  // One decoder call on raw_'s available bytes into buf (throws for corrupt data).
+  virtual Step step(char* buf, std::size_t n) = 0;
+  virtual void next_unit() {}  // before decoding the unit after a finished one
   SourceError corrupt(const std::string& why) const {
-    return SourceError(path() + ": corrupt or truncated gzip data (" + why + ")");
+    return SourceError(path() + ": corrupt or truncated " + format() + " data (" + why + ")");
   }
 
+ private:
+  const char* unit_name_;
+  bool unit_done_ = false;
+};
+
+#ifdef MIXSIEVE_HAVE_ZLIB
+class GzipSource final : public DecoderSource {
+ public:
+  explicit GzipSource(std::unique_ptr<RawInput> raw) : DecoderSource(std::move(raw), "member") {
+    if (inflateInit2(&zs_, 16 + MAX_WBITS) != Z_OK) throw SourceError(path() + ": cannot start the gzip decoder");
+  }
+  ~GzipSource() override { inflateEnd(&zs_); }
+  const char* format() const override { return "gzip"; }
+
+ private:
+  Step step(char* buf, std::size_t n) override {
+    zs_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(raw_->data()));
+    zs_.avail_in = static_cast<uInt>(std::min<std::size_t>(raw_->available(), UINT_MAX));
+    zs_.next_out = reinterpret_cast<Bytef*>(buf);
+    zs_.avail_out = static_cast<uInt>(std::min<std::size_t>(n, UINT_MAX));
+    const uInt in_before = zs_.avail_in, out_before = zs_.avail_out;
+    const int rc = inflate(&zs_, Z_NO_FLUSH);
+    if (rc != Z_OK && rc != Z_BUF_ERROR && rc != Z_STREAM_END) {
+      throw corrupt(zs_.msg ? zs_.msg : "zlib error " + std::to_string(rc));
+    }
+    return {in_before - zs_.avail_in, out_before - zs_.avail_out, rc == Z_STREAM_END};
+  }
+  void next_unit() override { inflateReset(&zs_); }  // the next of concatenated members
+
   z_stream zs_{};
-  bool member_done_ = false;
 };
 #endif
 
-class ZstdSource final : public ByteSource {
+class ZstdSource final : public DecoderSource {
  public:
-  ZstdSource(std::unique_ptr<RawInput> raw, const ZstdApi& api) : ByteSource(std::move(raw)), api_(api) {
+  ZstdSource(std::unique_ptr<RawInput> raw, const ZstdApi& api) : DecoderSource(std::move(raw), "frame"), api_(api) {
     ds_ = api_.create_dstream();
     if (!ds_) throw SourceError(path() + ": cannot start the zstd decoder (out of memory)");
     const std::size_t rc = api_.init_dstream(ds_);
@@ -310,31 +334,16 @@ class ZstdSource final : public ByteSource {
   ~ZstdSource() override { api_.free_dstream(ds_); }
   const char* format() const override { return "zstd"; }
 
-  std::size_t read(char* buf, std::size_t n) override {
-    if (n == 0) return 0;
-    int idle = 0;
-    for (;;) {
-      if (raw_->available() == 0) raw_->refill();
-      const bool input_ended = raw_->available() == 0;
-      if (input_ended && frame_done_) return 0;
-      // At the end of the input the decoder still runs: output held back by a full buffer.
-      ZstdInBuffer in{raw_->data(), raw_->available(), 0};
-      ZstdOutBuffer out{buf, n, 0};
-      const std::size_t rc = api_.decompress_stream(ds_, &out, &in);
-      raw_->consume(in.pos);
-      if (api_.is_error(rc)) throw decode_error(rc);
-      frame_done_ = rc == 0;  // a frame fully decoded and flushed
-      if (out.pos > 0) return out.pos;
-      if (frame_done_) continue;
-      if (input_ended) throw SourceError(path() + ": corrupt or truncated zstd data (the input ends inside a frame)");
-      if (in.pos == 0 && ++idle > kMaxIdleCalls) {
-        throw SourceError(path() + ": corrupt or truncated zstd data (the decoder makes no progress)");
-      }
-      if (in.pos > 0) idle = 0;
-    }
+ private:
+  // The stream decoder moves from one frame to the next by itself: no next_unit.
+  Step step(char* buf, std::size_t n) override {
+    ZstdInBuffer in{raw_->data(), raw_->available(), 0};
+    ZstdOutBuffer out{buf, n, 0};
+    const std::size_t rc = api_.decompress_stream(ds_, &out, &in);
+    if (api_.is_error(rc)) throw decode_error(rc);
+    return {in.pos, out.pos, rc == 0};  // 0: a frame fully decoded and flushed
   }
 
- private:
   SourceError decode_error(std::size_t rc) const {
     const char* name = api_.error_name(rc);
     // A frame made with --long or --ultra asks for a window past libzstd's default limit (128 MiB);
@@ -345,12 +354,11 @@ class ZstdSource final : public ByteSource {
                          "or --ultra, or corrupt: " + name + "); decompress first: zstd -dc --long=31 " + shown +
                          " | mixsieve-dedup - ...");
     }
-    return SourceError(path() + ": corrupt or truncated zstd data (" + name + ")");
+    return corrupt(name);
   }
 
   const ZstdApi& api_;
   void* ds_ = nullptr;
-  bool frame_done_ = false;  // the magic bytes promise a frame
 };
 
 inline bool starts_with(const RawInput& raw, std::initializer_list<unsigned char> magic) {
