@@ -61,6 +61,15 @@ def _threads(threads: int | None) -> int:
     return _check_int("threads", threads, 1)
 
 
+def _arrow_chunks(texts: Any) -> list[Any]:
+    """The pieces to hash in one native call each: a pyarrow.ChunkedArray's chunks, else the
+    texts themselves."""
+    chunks = getattr(texts, "chunks", None)
+    if chunks is not None and not hasattr(texts, "__arrow_c_array__"):  # pyarrow.ChunkedArray
+        return list(chunks)
+    return [texts]
+
+
 class MinHasher:
     """Turns documents into MinHash signatures, normalising and shingling in C++.
 
@@ -125,12 +134,21 @@ class MinHasher:
         np.ndarray of shape (len(texts), num_perm) and this hasher's dtype.
         """
         nthreads = _threads(threads)
-        chunks = getattr(texts, "chunks", None)
-        if chunks is not None and not hasattr(texts, "__arrow_c_array__"):  # pyarrow.ChunkedArray
-            parts = [self._core.signatures(c, nthreads) for c in chunks]
-            return np.concatenate(parts) if parts else np.empty((0, self.num_perm), self.dtype)
-        out: np.ndarray = self._core.signatures(texts, nthreads)
-        return out
+        parts = [self._core.signatures(c, nthreads) for c in _arrow_chunks(texts)]
+        if len(parts) == 1:
+            out: np.ndarray = parts[0]  # no copy
+            return out
+        return np.concatenate(parts) if parts else np.empty((0, self.num_perm), self.dtype)
+
+    def _signatures_digests(self, texts: Any, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        """Signatures and the [n, 2] uint64 digests of the normalised texts (see dedup's
+        ``exact``)."""
+        parts = [self._core.signatures_digests(c, threads) for c in _arrow_chunks(texts)]
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return np.empty((0, self.num_perm), self.dtype), np.empty((0, 2), np.uint64)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def signature(self, text: Text) -> np.ndarray:
         """The signature of one document, shape (num_perm,)."""
@@ -545,20 +563,6 @@ def _hasher_from_v1_meta(meta: dict[str, Any]) -> tuple[int, int, int, int] | No
     return None
 
 
-def _signatures_digests(hasher: MinHasher, texts: Any, threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """Signatures and the [n, 2] uint64 digests of the normalised texts (Arrow chunked arrays
-    chunk by chunk, as MinHasher.signatures)."""
-    core = hasher._core
-    chunks = getattr(texts, "chunks", None)
-    if chunks is not None and not hasattr(texts, "__arrow_c_array__"):  # pyarrow.ChunkedArray
-        parts = [core.signatures_digests(c, threads) for c in chunks]
-        if not parts:
-            return np.empty((0, hasher.num_perm), hasher.dtype), np.empty((0, 2), np.uint64)
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    sigs, digests = core.signatures_digests(texts, threads)
-    return sigs, digests
-
-
 def _exact_duplicates(digests: np.ndarray, sigs: np.ndarray, match_empty: bool) -> np.ndarray:
     """True where a document's normalised text equals an earlier document's (equal 128-bit
     digests). Documents without shingles count only with match_empty, as in clustering."""
@@ -769,13 +773,13 @@ def dedup(
     nbytes, step = 0, _SIGNATURE_CHUNK
     nthreads = _threads(threads)
     if n <= step and not progress:
-        sigs, digests = _signatures_digests(hasher, texts, nthreads)
+        sigs, digests = hasher._signatures_digests(texts, nthreads)
     else:
         sigs = np.empty((n, num_perm), hasher.dtype)
         digests = np.empty((n, 2), np.uint64)
         for i in range(0, n, step):
             chunk = texts[i : i + step]
-            sigs[i : i + step], digests[i : i + step] = _signatures_digests(hasher, chunk, nthreads)
+            sigs[i : i + step], digests[i : i + step] = hasher._signatures_digests(chunk, nthreads)
             if progress:
                 nbytes += sum(len(t) for t in chunk)
                 bar.update(min(i + step, n), nbytes)
