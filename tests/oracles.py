@@ -759,3 +759,95 @@ def ks_statistic_float32(samples, cdf) -> float:
     f_hi = np.where(vals >= 1.0, 1.0, f_hi)
     f_lo = np.where(vals <= 0.0, 0.0, f_lo)
     return float(max(np.max(np.abs(emp_hi - f_hi)), np.max(np.abs(emp_lo - f_lo))))
+
+
+# ---- mixing by tokens (docs/mixing.md, "Mixing by tokens") ----
+
+
+def token_interleave(k, changes, n, lengths):
+    """The exact token schedule restated in Python floats (the kernel's IEEE operations, so the
+    choices must agree exactly). ``lengths[d]`` lists source d's item lengths in the order it is
+    read (item j has length ``lengths[d][j % len]``). Each change (position, weights) starts a
+    segment and carries each source's lag c_d - T_d in tokens; with m tokens served in the
+    segment, a positive-weight source is eligible if (base_d + s_d) / w_d <= m (s_d: its tokens
+    in the segment) and the eligible one with the smallest (base_d + s_d + L_d) / w_d wins (L_d
+    the length of its next item), ties to the lowest index; with none eligible, the largest
+    w_d * m - (base_d + s_d)."""
+    inf = math.inf
+    w = [0.0] * k
+    inv = [0.0] * k
+    base = [0.0] * k
+    seg = [0] * k
+    count = [0] * k
+    total = seg_start = 0
+    out = []
+    changes = sorted(changes, key=lambda c: c[0])
+    ci = 0
+    for position in range(n):
+        new = None
+        while ci < len(changes) and changes[ci][0] == position:
+            new = changes[ci][1]
+            ci += 1
+        if new is not None:
+            s = 0.0
+            for x in new:
+                s += x
+            length = float(total - seg_start)
+            for d in range(k):
+                base[d] = base[d] + float(seg[d]) - w[d] * length
+            w, inv = [], []
+            for x in new:
+                v = x / s
+                iv = 1.0 / v if v > 0 else 0.0
+                if iv == inf:
+                    v = iv = 0.0
+                w.append(v)
+                inv.append(iv)
+            seg = [0] * k
+            seg_start = total
+        m = float(total - seg_start)
+        best, best_due = -1, inf
+        for d in range(k):
+            if w[d] > 0:
+                c = base[d] + float(seg[d])
+                nxt = float(lengths[d][count[d] % len(lengths[d])])
+                if c * inv[d] <= m and (c + nxt) * inv[d] < best_due:
+                    best, best_due = d, (c + nxt) * inv[d]
+        if best < 0:
+            most = -inf
+            for d in range(k):
+                if w[d] > 0 and w[d] * m - (base[d] + float(seg[d])) > most:
+                    most, best = w[d] * m - (base[d] + float(seg[d])), d
+        length_b = lengths[best][count[best] % len(lengths[best])]
+        out.append(best)
+        count[best] += 1
+        seg[best] += length_b
+        total += length_b
+    return out
+
+
+def token_excess(src, item_len, k, weights_at):
+    """The largest |T_d - W_d| over every prefix and source, in exact rationals: T_d counts the
+    tokens given to source d, W_d is its target, the integral of its normalised weight over the
+    tokens served (item i, served at position i, adds item_len[i] * w_d(i)). ``weights_at(i)``
+    gives the (unnormalised) weights in force at position i. Returns a Fraction."""
+    from fractions import Fraction
+
+    served = [0] * k
+    target = [Fraction(0)] * k
+    worst = Fraction(0)
+    cache_key, shares = None, None
+    for i, (d, ln) in enumerate(zip(src, item_len)):
+        w = weights_at(i)
+        if w is not cache_key:
+            total = sum(Fraction(x) for x in w)
+            shares = [Fraction(x) / total for x in w]
+            cache_key = w
+        served[d] += ln
+        for e in range(k):
+            target[e] += shares[e] * ln
+        for e in range(k):
+            dev = abs(served[e] - target[e])
+            if dev > worst:
+                worst = dev
+    return worst

@@ -50,6 +50,7 @@ void check_position(std::int64_t pos, const char* what) {
 
 // A lag c_d - T_d after n positions is at most n in size (neither side exceeds n); a saved lag
 // beyond that (or not finite) is corrupt.
+// In token mode the lag is in tokens, and `position` is the tokens served.
 void check_carry(const F64& carry, int k, std::int64_t position) {
   for (int d = 0; d < k; ++d) {
     if (!(std::fabs(carry.data()[d]) <= static_cast<double>(position) + 1.0)) {
@@ -125,6 +126,42 @@ void restore(MixSchedule& s, std::int64_t position, std::int64_t segment_start, 
 
 // ---- the plan ----
 
+// One source's item lengths in tokens (epoch slot order), shared by every plan that reads it.
+struct TokenTable {
+  std::shared_ptr<const std::vector<std::int32_t>> v;
+};
+
+TokenTable make_token_table(const py::array& arr) {
+  if (arr.ndim() != 1 || arr.size() < 1) throw py::value_error("lengths must be a non-empty 1-D array");
+  if (arr.dtype().kind() != 'i' && arr.dtype().kind() != 'u') {
+    throw py::type_error("lengths must be integers, got dtype " + std::string(py::str(arr.dtype())));
+  }
+  const auto x = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(arr);
+  if (arr.dtype().kind() == 'u' && arr.dtype().itemsize() == 8) {  // values >= 2^63 would wrap: check them first
+    const auto u = py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>::ensure(arr);
+    for (py::ssize_t i = 0; i < u.size(); ++i) {
+      if (u.data()[i] > 0x7FFFFFFFu) {
+        throw py::value_error("lengths[" + std::to_string(i) + "] = " + std::to_string(u.data()[i]) + " is not in [0, 2**31)");
+      }
+    }
+  }
+  auto v = std::make_shared<std::vector<std::int32_t>>(static_cast<std::size_t>(x.size()));
+  const std::int64_t* p = x.data();
+  for (py::ssize_t i = 0; i < x.size(); ++i) {
+    if (p[i] < 0 || p[i] > 0x7FFFFFFF) {
+      throw py::value_error("lengths[" + std::to_string(i) + "] = " + std::to_string(p[i]) + " is not in [0, 2**31)");
+    }
+    (*v)[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(p[i]);
+  }
+  return TokenTable{std::move(v)};
+}
+
+py::array_t<std::int32_t> token_table_array(const TokenTable& t) {
+  py::array_t<std::int32_t> a(static_cast<py::ssize_t>(t.v->size()));
+  std::copy(t.v->begin(), t.v->end(), a.mutable_data());
+  return a;
+}
+
 std::vector<double> weights_arg(const py::handle& h, int k, const char* name) {
   F64 w = py::cast<F64>(h);
   check_length(w, k, name);
@@ -175,6 +212,9 @@ py::dict plan_state(const MixPlan& p) {
     if (p.dropped()[static_cast<std::size_t>(i)]) dropped.append(i);
   }
   d["dropped"] = dropped;
+  d["left"] = p.left();
+  d["tokens"] = p.kernel().tokens_served();
+  d["segment_tokens"] = p.kernel().segment_tokens();
   d["lengths"] = p.lengths();
   d["ended"] = p.ended();
   py::list changes;
@@ -205,8 +245,40 @@ void plan_restore(MixPlan& p, const py::dict& st) {
   for (const auto& h : st["dropped"].cast<py::list>()) {
     const auto d = h.cast<std::int64_t>();
     if (d < 0 || d >= k) throw py::value_error("dropped source " + std::to_string(d) + " is out of range");
-    if (p.on_exhausted() == MixPlan::kCycle) throw py::value_error("a cycling mixture never drops a source");
+    if (p.on_exhausted() == MixPlan::kCycle && p.epoch_caps()[static_cast<std::size_t>(d)] < 0) {
+      throw py::value_error("a cycling mixture never drops a source without max_epochs");
+    }
     dropped[static_cast<std::size_t>(d)] = 1;
+  }
+  // token counts and where sources left (states from before token mode have neither)
+  const bool tokens = p.kernel().token_mode();
+  std::vector<std::int64_t> tok(static_cast<std::size_t>(k), 0), seg_tok(tok), left(static_cast<std::size_t>(k), -1);
+  if (tokens && (!st.contains("tokens") || !st.contains("segment_tokens"))) {
+    throw py::value_error("a token-mode state needs 'tokens' and 'segment_tokens'");
+  }
+  if (tokens) {
+    const I64 t = st["tokens"].cast<I64>(), sg = st["segment_tokens"].cast<I64>();
+    check_length(t, k, "tokens");
+    check_length(sg, k, "segment_tokens");
+    for (int d = 0; d < k; ++d) {
+      tok[static_cast<std::size_t>(d)] = t.data()[d];
+      seg_tok[static_cast<std::size_t>(d)] = sg.data()[d];
+      if (!(t.data()[d] >= sg.data()[d] && sg.data()[d] >= 0)) throw py::value_error("need tokens >= segment_tokens >= 0");
+      if (t.data()[d] >= kMaxPosition) throw py::value_error("tokens must be < 2**62");
+    }
+  }
+  const bool has_left = st.contains("left");
+  if (has_left) {
+    const I64 l = st["left"].cast<I64>();
+    check_length(l, k, "left");
+    for (int d = 0; d < k; ++d) {
+      const std::int64_t at = l.data()[d];
+      if (at < -1 || at > position || (at >= 0) != (dropped[static_cast<std::size_t>(d)] != 0)) {
+        throw py::value_error("left[" + std::to_string(d) + "] = " + std::to_string(at) +
+                              " must be the position where a dropped source left (<= position), -1 otherwise");
+      }
+      left[static_cast<std::size_t>(d)] = at;
+    }
   }
   std::int64_t seg_total = 0;
   for (int d = 0; d < k; ++d) {
@@ -226,7 +298,9 @@ void plan_restore(MixPlan& p, const py::dict& st) {
     changes.emplace_back(pair[0].cast<std::int64_t>(), weights_arg(pair[1], k, "change weights"));
     check_position(changes.back().first, "a change's position");
   }
-  check_carry(carry, k, position);
+  std::int64_t served = 0;  // token mode: the longest item is < 2^31 tokens
+  for (int d = 0; d < k; ++d) served += tok[static_cast<std::size_t>(d)];
+  check_carry(carry, k, tokens ? served + 2147483647 : position);
   std::int64_t total = 0;
   double wsum = 0.0;
   for (int d = 0; d < k; ++d) {
@@ -241,7 +315,8 @@ void plan_restore(MixPlan& p, const py::dict& st) {
   MixPlan q(p);  // restored aside: a rejected state leaves the plan as it was
   try {
     q.restore(position, seg_start, weights.data(), counts.data(), seg_counts.data(), carry.data(), policy.data(),
-              dropped, lengths.data(), ended, std::move(changes));
+              dropped, lengths.data(), ended, std::move(changes), tok.data(), seg_tok.data(),
+              has_left ? left.data() : nullptr);
   } catch (const std::invalid_argument& e) {
     throw py::value_error(e.what());
   }
@@ -395,6 +470,13 @@ void bind_mixture(py::module_& m) {
            py::arg("segment_counts"), py::arg("carry") = py::none())
       .def_property_readonly("position", &MixSchedule::position)
       .def_property_readonly("num_sources", &MixSchedule::num_sources);
+  py::class_<TokenTable>(m, "TokenTable",
+                         "Item lengths in tokens of one source (int32), shared by the plans that read it.")
+      .def(py::init(&make_token_table), py::arg("lengths"))
+      .def("__len__", [](const TokenTable& t) { return t.v->size(); })
+      .def("array", &token_table_array)
+      .def(py::pickle([](const TokenTable& t) { return py::make_tuple(token_table_array(t)); },
+                      [](const py::tuple& st) { return make_token_table(st[0].cast<py::array>()); }));
   py::class_<MixPlan>(m, "MixPlan")
       .def(py::init([](int k, bool exact, std::uint64_t seed, int on_exhausted, const I64& fixed_caps) {
              if (k < 1) throw py::value_error("a mixture needs at least one source");
@@ -459,6 +541,45 @@ void bind_mixture(py::module_& m) {
             return py::make_tuple(src, item);
           },
           py::arg("n"), py::arg("end") = -1)
+      .def(
+          "set_token_lengths",
+          [](MixPlan& p, int d, const TokenTable& t, std::uint64_t source_key, bool shuffle) {
+            if (d < 0 || d >= p.num_sources()) throw py::value_error("source out of range");
+            if (p.position() != 0) throw py::value_error("set token lengths before the plan starts");
+            p.set_token_lengths(d, t.v, source_key, shuffle);
+          },
+          py::arg("source"), py::arg("lengths"), py::arg("source_key"), py::arg("shuffle"))
+      .def(
+          "set_epoch_caps",
+          [](MixPlan& p, const I64& caps) {
+            check_length(caps, p.num_sources(), "epoch caps");
+            for (py::ssize_t d = 0; d < caps.size(); ++d) {
+              if (caps.data()[d] < -1) throw py::value_error("epoch caps must be >= -1");
+            }
+            p.set_epoch_caps(std::vector<std::int64_t>(caps.data(), caps.data() + caps.size()));
+          },
+          py::arg("caps"))
+      .def(
+          "item_lengths",
+          [](const MixPlan& p, const py::array_t<std::int32_t, py::array::c_style | py::array::forcecast>& src,
+             const I64& item) {
+            // the length in tokens of each (source, item) pair, as the plan counts them
+            if (src.size() != item.size()) throw py::value_error("src and item differ in length");
+            const int k = p.num_sources();
+            std::vector<TokenLengths> t;
+            if (p.kernel().token_mode()) {
+              for (int d = 0; d < k; ++d) t.push_back(p.kernel().token_lengths(d));
+            }
+            py::array_t<std::int64_t> out(src.size());
+            std::int64_t* o = out.mutable_data();
+            for (py::ssize_t i = 0; i < src.size(); ++i) {
+              const std::int32_t d = src.data()[i];
+              if (d < 0 || d >= k || item.data()[i] < 0) throw py::value_error("source or item out of range");
+              o[i] = t.empty() ? 1 : t[static_cast<std::size_t>(d)].of(item.data()[i]);
+            }
+            return out;
+          },
+          py::arg("src"), py::arg("item"))
       .def("state", &plan_state)
       .def("restore", &plan_restore, py::arg("state"))
       .def("copy", [](const MixPlan& p) { return MixPlan(p); })
@@ -467,6 +588,9 @@ void bind_mixture(py::module_& m) {
       .def_property_readonly("weights", [](const MixPlan& p) { return to_array(p.kernel().weights()); })
       .def_property_readonly("next_weights", [](const MixPlan& p) { return to_array(p.next_weights()); })
       .def_property_readonly("counts", [](const MixPlan& p) { return to_array(p.kernel().counts()); })
+      .def_property_readonly("tokens", [](const MixPlan& p) { return to_array(p.kernel().tokens_served()); })
+      .def_property_readonly("token_mode", [](const MixPlan& p) { return p.kernel().token_mode(); })
+      .def_property_readonly("left", [](const MixPlan& p) { return to_array(p.left()); })
       .def_property_readonly("num_sources", &MixPlan::num_sources);
   m.def(
       "curve_at",

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <iterator>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <utility>
 #include <vector>
@@ -106,12 +107,15 @@ class MixPlan {
   MixPlan(int k, bool exact, std::uint64_t seed, int on_exhausted, std::vector<std::int64_t> fixed_caps)
       : k_(k),
         mode_(on_exhausted),
+        seed_(seed),
         sched_(k, exact, seed),
         policy_(static_cast<std::size_t>(k), 0.0),
         dropped_(static_cast<std::size_t>(k), 0),
         fixed_caps_(std::move(fixed_caps)),
         lengths_(static_cast<std::size_t>(k), -1),
-        caps_(static_cast<std::size_t>(k), -1) {
+        caps_(static_cast<std::size_t>(k), -1),
+        epoch_caps_(static_cast<std::size_t>(k), -1),
+        left_(static_cast<std::size_t>(k), -1) {
     if (fixed_caps_.size() != static_cast<std::size_t>(k)) throw std::invalid_argument("one cap per source");
     if (on_exhausted < kCycle || on_exhausted > kDrop) throw std::invalid_argument("bad on_exhausted");
   }
@@ -121,6 +125,21 @@ class MixPlan {
     has_curve_ = true;
   }
   bool has_curve() const { return has_curve_; }
+
+  // Token mode (see MixSchedule::set_token_lengths): call for every source before start().
+  void set_token_lengths(int d, std::shared_ptr<const std::vector<std::int32_t>> slots, std::uint64_t source_key,
+                         bool shuffle) {
+    sched_.set_token_lengths(d, std::move(slots), seed_, source_key, shuffle);
+  }
+
+  // max_epochs: source d leaves the mixture (dropped, the others renormalised) once it has
+  // given caps[d] items (-1: no such cap), whatever on_exhausted says for the others.
+  void set_epoch_caps(std::vector<std::int64_t> caps) {
+    if (caps.size() != static_cast<std::size_t>(k_)) throw std::invalid_argument("one epoch cap per source");
+    epoch_caps_ = std::move(caps);
+    any_epoch_cap_ = std::any_of(epoch_caps_.begin(), epoch_caps_.end(), [](std::int64_t c) { return c >= 0; });
+  }
+  const std::vector<std::int64_t>& epoch_caps() const { return epoch_caps_; }
   const WeightCurve& curve() const { return curve_; }
 
   // The policy at position 0 (the curve's value there if there is a curve). -1 or a bad index.
@@ -176,8 +195,12 @@ class MixPlan {
       const std::int64_t nxt = next_event(pos);
       if (nxt >= 0) stop = std::min(stop, nxt - pos);
       const std::int64_t* caps = nullptr;
-      if (mode_ != kCycle) {
-        for (int d = 0; d < k_; ++d) caps_[d] = fixed_caps_[d] >= 0 ? fixed_caps_[d] : lengths_[d];
+      if (mode_ != kCycle || any_epoch_cap_) {
+        for (int d = 0; d < k_; ++d) {
+          if (epoch_caps_[d] >= 0) caps_[d] = epoch_caps_[d];
+          else if (mode_ != kCycle) caps_[d] = fixed_caps_[d] >= 0 ? fixed_caps_[d] : lengths_[d];
+          else caps_[d] = -1;
+        }
         caps = caps_.data();
       }
       const std::int64_t got = sched_.fill(stop, src + i, item + i, caps);
@@ -206,13 +229,16 @@ class MixPlan {
   const std::vector<double>& policy() const { return policy_; }
   const std::vector<char>& dropped() const { return dropped_; }
   const std::vector<std::int64_t>& lengths() const { return lengths_; }
+  // The position at which each source left the mixture (-1: still in it).
+  const std::vector<std::int64_t>& left() const { return left_; }
   const std::vector<std::pair<std::int64_t, std::vector<double>>>& changes() const { return changes_; }
 
   // Restores a state written from the accessors (the caller has checked shapes and ranges).
   void restore(std::int64_t position, std::int64_t seg_start, const double* weights, const std::int64_t* counts,
                const std::int64_t* seg_counts, const double* carry, const double* policy,
                const std::vector<char>& dropped, const std::int64_t* lengths, bool ended,
-               std::vector<std::pair<std::int64_t, std::vector<double>>> changes) {
+               std::vector<std::pair<std::int64_t, std::vector<double>>> changes, const std::int64_t* tokens = nullptr,
+               const std::int64_t* seg_tokens = nullptr, const std::int64_t* left = nullptr) {
     if (check_weights(policy, k_) >= 0) throw std::invalid_argument("the state's policy weights are invalid");
     for (const auto& c : changes) {
       if (c.first < position) throw std::invalid_argument("a recorded change lies before the state's position");
@@ -223,10 +249,11 @@ class MixPlan {
     std::stable_sort(changes.begin(), changes.end(),
                      [](const auto& a, const auto& b) { return a.first < b.first; });
     ended_ = ended;
-    if (!ended) sched_.restore(position, seg_start, weights, counts, seg_counts, carry);
-    else sched_.restore_counts(position, counts);
+    if (!ended) sched_.restore(position, seg_start, weights, counts, seg_counts, carry, tokens, seg_tokens);
+    else sched_.restore_counts(position, counts, tokens);
     policy_.assign(policy, policy + k_);
     dropped_ = dropped;
+    for (int d = 0; d < k_; ++d) left_[d] = left != nullptr ? left[d] : (dropped_[d] ? position : -1);
     lengths_.assign(lengths, lengths + k_);
     changes_ = std::move(changes);
     // A saved state's events at its position are still to come, except at 0, where start()
@@ -267,25 +294,35 @@ class MixPlan {
     if (sched_.set_weights(w.data()) >= 0) ended_ = true;  // nothing left with a weight
   }
 
-  // The kernel stopped before a position whose source is at its cap.
+  // The kernel stopped before a position whose source is at its cap. A source at its epoch cap
+  // (max_epochs) leaves; one at the end of its data ends the stream ("stop") or leaves ("drop"),
+  // with every other source then at such a cap.
   void exhausted() {
-    if (mode_ == kStop) {
+    const int hit = sched_.blocked();
+    const auto& counts = sched_.counts();
+    const bool by_epochs = hit >= 0 && epoch_caps_[hit] >= 0;
+    if (!by_epochs && mode_ == kStop) {
       ended_ = true;
       return;
     }
-    const auto& counts = sched_.counts();
     for (int d = 0; d < k_; ++d) {
-      if (caps_[d] >= 0 && counts[d] >= caps_[d]) dropped_[d] = 1;
+      const bool epoch_capped = epoch_caps_[d] >= 0;
+      if (caps_[d] >= 0 && counts[d] >= caps_[d] && (epoch_capped || mode_ == kDrop || d == hit) && !dropped_[d]) {
+        dropped_[d] = 1;
+        left_[d] = position();
+      }
     }
     set_effective();
   }
 
   int k_;
   int mode_;
+  std::uint64_t seed_;
   MixSchedule sched_;
   std::vector<double> policy_;
   std::vector<char> dropped_;
-  std::vector<std::int64_t> fixed_caps_, lengths_, caps_;
+  std::vector<std::int64_t> fixed_caps_, lengths_, caps_, epoch_caps_, left_;
+  bool any_epoch_cap_ = false;
   std::vector<std::pair<std::int64_t, std::vector<double>>> changes_;
   WeightCurve curve_;
   bool has_curve_ = false;

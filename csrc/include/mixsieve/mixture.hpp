@@ -15,9 +15,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <utility>
 #include <vector>
@@ -34,6 +36,86 @@
 
 namespace mixsieve {
 
+// A keyed bijection of [0, n) (a balanced Feistel network on the next even power of two, with
+// cycle walking): the order in which a map-style source is read in one epoch, in O(1) memory.
+class IndexPermutation {
+ public:
+  IndexPermutation(std::uint64_t n, std::uint64_t key) : n_(n) {
+    unsigned bits = 2;
+    while (bits < 64 && (std::uint64_t{1} << bits) < n) bits += 2;
+    half_ = bits / 2;
+    mask_ = (std::uint64_t{1} << half_) - 1;
+    for (std::uint64_t r = 0; r < 4; ++r) round_keys_[r] = splitmix64_at(key, r) | 1;
+  }
+
+  std::uint64_t operator()(std::uint64_t x) const {
+    if (n_ <= 1) return 0;
+    do {
+      x = encrypt(x);
+    } while (x >= n_);  // the domain is < 4n, so on average fewer than 4 rounds of walking
+    return x;
+  }
+
+ private:
+  std::uint64_t encrypt(std::uint64_t x) const {
+    std::uint64_t left = x >> half_, right = x & mask_;
+    for (std::uint64_t round = 0; round < 4; ++round) {
+      // round function: the top bits of a keyed multiply (one multiplication per round)
+      const std::uint64_t f = (((right ^ round_keys_[round]) * 0xD6E8FEB86659FD93ULL) >> (64 - half_)) & mask_;
+      const std::uint64_t next = left ^ f;
+      left = right;
+      right = next;
+    }
+    return (left << half_) | right;
+  }
+
+  std::uint64_t n_, mask_;
+  std::uint64_t round_keys_[4];
+  unsigned half_;
+};
+
+// The key of the permutation of one source in one epoch.
+inline std::uint64_t shuffle_key(std::uint64_t seed, std::uint64_t source_key, std::uint64_t epoch) {
+  return stream_bits(stream_key(seed, Stream::MixShuffle, source_key), epoch);
+}
+
+// The order a source of n items is read in: its k-th item (k = 0, 1, 2, ... over all epochs) is
+// index perm_e(k mod n) of epoch e = k / n when shuffled, else k mod n. The permutation of the
+// current epoch is kept, so consecutive items cost one Feistel evaluation each.
+class SourceOrder {
+ public:
+  SourceOrder(std::uint64_t n, std::uint64_t seed, std::uint64_t source_key, bool shuffle)
+      : n_(n), seed_(seed), key_(source_key), shuffle_(shuffle), perm_(n, shuffle_key(seed, source_key, 0)) {}
+
+  std::uint64_t operator()(std::uint64_t k) {
+    const std::uint64_t offset = k % n_;
+    if (!shuffle_) return offset;
+    const std::uint64_t epoch = k / n_;
+    if (epoch != epoch_) {
+      perm_ = IndexPermutation(n_, shuffle_key(seed_, key_, epoch));
+      epoch_ = epoch;
+    }
+    return perm_(offset);
+  }
+
+ private:
+  std::uint64_t n_, seed_, key_;
+  bool shuffle_;
+  std::uint64_t epoch_ = 0;
+  IndexPermutation perm_;
+};
+
+// Token mode: the length in tokens of each item of a source, in the order the mixture reads it.
+// slots[j] is the length of the item at epoch slot j (after filters and repeats); the k-th item of
+// the source (over all epochs) sits at slot order(k), as MixtureDataset reads it.
+struct TokenLengths {
+  std::shared_ptr<const std::vector<std::int32_t>> slots;
+  SourceOrder order{1, 0, 0, false};
+  double mean = 1.0;  // mean length of an item (random mode draws sources by weight / mean)
+
+  std::int64_t of(std::int64_t k) { return (*slots)[static_cast<std::size_t>(order(static_cast<std::uint64_t>(k)))]; }
+};
+
 class MixSchedule {
  public:
   MixSchedule(int num_sources, bool exact, std::uint64_t seed)
@@ -46,6 +128,10 @@ class MixSchedule {
         release_(num_sources, std::numeric_limits<double>::infinity()),
         deadline_(num_sources, std::numeric_limits<double>::infinity()),
         base_(num_sources, 0.0),
+        tlen_(static_cast<std::size_t>(num_sources)),
+        tok_(num_sources, 0),
+        seg_tok_(num_sources, 0),
+        next_len_(num_sources, 1.0),
         seg_counts_(num_sources, 0),
         counts_(num_sources, 0) {
     if (num_sources < 1) throw std::invalid_argument("a mixture needs at least one source");
@@ -60,8 +146,33 @@ class MixSchedule {
   const std::vector<double>& weights() const { return w_; }
   const std::vector<std::int64_t>& counts() const { return counts_; }
   const std::vector<std::int64_t>& segment_counts() const { return seg_counts_; }
-  // c_d - T_d at the segment start (exact mode; zeros in random mode).
+  // c_d - T_d at the segment start (exact mode; zeros in random mode), in tokens in token mode.
   const std::vector<double>& carry() const { return base_; }
+  // Token mode: weights are shares of tokens. tokens_served()[d] counts the tokens of the items
+  // given to d so far; segment_tokens() those since the last weight change.
+  bool token_mode() const { return tokens_; }
+  const std::vector<std::int64_t>& tokens_served() const { return tok_; }
+  const std::vector<std::int64_t>& segment_tokens() const { return seg_tok_; }
+  std::int64_t total_tokens() const { return total_tok_; }
+  const TokenLengths& token_lengths(int d) const { return tlen_[static_cast<std::size_t>(d)]; }
+  // The source a fill stopped at because it had reached its cap (-1 if none yet).
+  int blocked() const { return blocked_; }
+
+  // Switches to token mode (call for every source, before the first weights): item k of source
+  // d is `slots[order(k)]` tokens long, order as in SourceOrder(n, seed, source_key, shuffle).
+  void set_token_lengths(int d, std::shared_ptr<const std::vector<std::int32_t>> slots, std::uint64_t seed,
+                         std::uint64_t source_key, bool shuffle) {
+    if (slots == nullptr || slots->empty()) throw std::invalid_argument("a source needs at least one item length");
+    TokenLengths& t = tlen_[static_cast<std::size_t>(d)];
+    double sum = 0.0;
+    for (std::int32_t x : *slots) sum += static_cast<double>(x);
+    t.mean = sum > 0.0 ? sum / static_cast<double>(slots->size()) : 1.0;
+    t.order = SourceOrder(slots->size(), seed, source_key, shuffle);
+    t.slots = std::move(slots);
+    tokens_ = true;
+    next_len_[static_cast<std::size_t>(d)] = static_cast<double>(t.of(counts_[static_cast<std::size_t>(d)]));
+    reset_times();
+  }
 
   // Test hook: which exact-mode scan fill uses. -1 automatic; 0 scalar scan; 1 AVX2 scan;
   // 2 AVX-512 scan; 3 tournament tree. A forced vector level the CPU lacks falls back to auto.
@@ -113,13 +224,21 @@ class MixSchedule {
       ncdf[d] = acc;
     }
     if (last < 0) return k_;  // every share underflowed
+    if (tokens_ && !exact_) {  // random token mode: draw d with probability w_d / mean_d (normalised)
+      double q = 0.0;
+      for (int d = 0; d < k_; ++d) q += nw[d] / tlen_[static_cast<std::size_t>(d)].mean;
+      double a = 0.0;
+      for (int d = 0; d < k_; ++d) ncdf[d] = (a += nw[d] / tlen_[static_cast<std::size_t>(d)].mean / q);
+    }
     ncdf[static_cast<std::size_t>(last)] = 2.0;  // the last positive source takes what rounding left over
     if (exact_) carry_lags();
     w_.swap(nw);
     inv_w_.swap(ninv);
     cdf_.swap(ncdf);
     seg_start_ = position_;
+    seg_start_tok_ = total_tok_;
     for (auto& c : seg_counts_) c = 0;
+    for (auto& c : seg_tok_) c = 0;
     reset_times();
     return -1;
   }
@@ -128,14 +247,21 @@ class MixSchedule {
   // position of the segment that ends here. A source whose weight becomes zero keeps its lag, so
   // T_d stays the integral of its weight and it resumes from there if its weight comes back.
   void carry_lags() {
+    if (tokens_) {
+      const double len = static_cast<double>(total_tok_ - seg_start_tok_);
+      for (int d = 0; d < k_; ++d) base_[d] = base_[d] + static_cast<double>(seg_tok_[d]) - w_[d] * len;
+      return;
+    }
     const double len = static_cast<double>(position_ - seg_start_);
     for (int d = 0; d < k_; ++d) base_[d] = base_[d] + static_cast<double>(seg_counts_[d]) - w_[d] * len;
   }
 
  public:
   // Restores a state written by the accessors above (weights already normalised).
+  // tokens / seg_tokens: token mode's counts (may be null otherwise).
   void restore(std::int64_t position, std::int64_t seg_start, const double* w, const std::int64_t* counts,
-               const std::int64_t* seg_counts, const double* carry = nullptr) {
+               const std::int64_t* seg_counts, const double* carry = nullptr, const std::int64_t* tokens = nullptr,
+               const std::int64_t* seg_tokens = nullptr) {
     position_ = seg_start;
     if (set_weights(w, false) >= 0) throw std::invalid_argument("restored weights are invalid");
     position_ = position;
@@ -145,24 +271,43 @@ class MixSchedule {
       seg_counts_[d] = seg_counts[d];
       base_[d] = (exact_ && carry != nullptr) ? carry[d] : 0.0;
     }
+    restore_tokens(tokens, seg_tokens);
     reset_times();
   }
 
   // An ended stream keeps only its position and counts.
-  void restore_counts(std::int64_t position, const std::int64_t* counts) {
+  void restore_counts(std::int64_t position, const std::int64_t* counts, const std::int64_t* tokens = nullptr) {
     position_ = seg_start_ = position;
     for (int d = 0; d < k_; ++d) {
       counts_[d] = counts[d];
       seg_counts_[d] = 0;
       base_[d] = 0.0;
     }
+    restore_tokens(tokens, nullptr);
   }
+
+ private:
+  void restore_tokens(const std::int64_t* tokens, const std::int64_t* seg_tokens) {
+    total_tok_ = 0;
+    std::int64_t seg_total = 0;
+    for (int d = 0; d < k_; ++d) {
+      tok_[d] = tokens != nullptr ? tokens[d] : 0;
+      seg_tok_[d] = seg_tokens != nullptr ? seg_tokens[d] : 0;
+      total_tok_ += tok_[d];
+      seg_total += seg_tok_[d];
+      if (tokens_) next_len_[d] = static_cast<double>(tlen_[static_cast<std::size_t>(d)].of(counts_[d]));
+    }
+    seg_start_tok_ = total_tok_ - seg_total;
+  }
+
+ public:
 
   // Generates up to n positions: src[i] is the source of position position()+i and item[i] the
   // running index of that source's items (0, 1, 2, ... over the whole stream). caps (may be null;
   // a negative cap means none): stops before a position whose source has already given caps[d]
   // items. Returns the number generated.
   std::int64_t fill(std::int64_t n, std::int32_t* src, std::int64_t* item, const std::int64_t* caps) {
+    if (exact_ && tokens_) return fill_tokens(n, src, item, caps);
     if (exact_) return fill_exact(n, src, item, caps);
     return fill_random(n, src, item, caps);
   }
@@ -174,9 +319,10 @@ class MixSchedule {
   // every path compares the same doubles and makes the same choices.
   void reset_times() {
     for (int d = 0; d < k_; ++d) {
-      const double c = base_[d] + static_cast<double>(seg_counts_[d]);
+      const double c = base_[d] + static_cast<double>(tokens_ ? seg_tok_[d] : seg_counts_[d]);
+      const double next = tokens_ ? next_len_[d] : 1.0;
       release_[d] = w_[d] > 0.0 ? c * inv_w_[d] : std::numeric_limits<double>::infinity();
-      deadline_[d] = w_[d] > 0.0 ? (c + 1.0) * inv_w_[d] : std::numeric_limits<double>::infinity();
+      deadline_[d] = w_[d] > 0.0 ? (c + next) * inv_w_[d] : std::numeric_limits<double>::infinity();
     }
     tree_valid_ = false;
   }
@@ -266,7 +412,10 @@ class MixSchedule {
         for (int d = 0; d < k; ++d) seg_counts_[d] = seg[d];                                                   \
         best = largest_deficit(pos);                                                                           \
       }                                                                                                        \
-      if (caps != nullptr && caps[best] >= 0 && cnt[best] >= caps[best]) break;                               \
+      if (caps != nullptr && caps[best] >= 0 && cnt[best] >= caps[best]) {                                    \
+        blocked_ = best;                                                                                       \
+        break;                                                                                                 \
+      }                                                                                                        \
       src[i] = best;                                                                                           \
       item[i] = cnt[best]++;                                                                                   \
       const double c = base[best] + static_cast<double>(++seg[best]);                                          \
@@ -426,7 +575,10 @@ class MixSchedule {
       int best = win_[1];
       const bool guard = best == kNone;
       if (guard) best = largest_deficit(static_cast<double>(pos));  // rounding guard, as in the scan
-      if (capped(best, caps)) break;
+      if (capped(best, caps)) {
+        blocked_ = best;
+        break;
+      }
       take(best, src, item, i);
       if (guard) {
         build_tree();
@@ -455,14 +607,130 @@ class MixSchedule {
       } else {
         while (d < k - 1 && !(u < cdf[d])) ++d;
       }
-      if (caps != nullptr && caps[d] >= 0 && counts_[d] >= caps[d]) break;
+      if (caps != nullptr && caps[d] >= 0 && counts_[d] >= caps[d]) {
+        blocked_ = d;
+        break;
+      }
       src[i] = d;
       item[i] = counts_[d]++;
       ++seg_counts_[d];
       ++position_;
+      if (tokens_) {
+        const auto len = static_cast<std::int64_t>(next_len_[d]);
+        tok_[d] += len;
+        seg_tok_[d] += len;
+        total_tok_ += len;
+        next_len_[d] = static_cast<double>(tlen_[static_cast<std::size_t>(d)].of(counts_[d]));
+      }
     }
     return i;
   }
+
+  // ---- token mode, exact: weighted fair queueing over tokens (WF2Q) ----
+  // Within a segment of constant weights, with m tokens served in it so far, source d is
+  // eligible when its virtual start c_d / w_d <= m (c_d = carried lag + its tokens in the
+  // segment), and due at its virtual finish (c_d + L_d) / w_d, L_d the length of its next item.
+  // Among the eligible the earliest finish wins, ties to the lowest index. docs/mixing.md proves
+  // that with static weights every prefix holds |tokens_d - w_d * tokens| <= the longest item.
+  // `r <= m` is tested as `r < above(m)`, so the sample mode's scans (strict <) serve as they are.
+  static double above(double m) {  // the next double after m >= 0
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, &m, sizeof bits);
+    ++bits;
+    std::memcpy(&m, &bits, sizeof bits);
+    return m;
+  }
+
+  int largest_token_deficit(double m) const {
+    int best = 0;
+    double most = -std::numeric_limits<double>::infinity();
+    for (int d = 0; d < k_; ++d) {
+      if (!(w_[d] > 0.0)) continue;
+      const double deficit = w_[d] * m - (base_[d] + static_cast<double>(seg_tok_[d]));
+      if (deficit > most) {
+        most = deficit;
+        best = d;
+      }
+    }
+    return best;
+  }
+
+  // Gives position i to d (caps already checked) and updates its release and deadline in rel/due.
+  void take_tokens(int d, std::int32_t* src, std::int64_t* item, std::int64_t i, double* rel, double* due) {
+    src[i] = d;
+    item[i] = counts_[d]++;
+    ++seg_counts_[d];
+    const auto len = static_cast<std::int64_t>(next_len_[d]);
+    tok_[d] += len;
+    seg_tok_[d] += len;
+    total_tok_ += len;
+    const auto next = static_cast<double>(tlen_[static_cast<std::size_t>(d)].of(counts_[d]));
+    next_len_[d] = next;
+    const double c = base_[d] + static_cast<double>(seg_tok_[d]);
+    rel[d] = c * inv_w_[d];
+    due[d] = (c + next) * inv_w_[d];
+    ++position_;
+  }
+
+  std::int64_t fill_tokens(std::int64_t n, std::int32_t* src, std::int64_t* item, const std::int64_t* caps) {
+#if MIXSIEVE_MIX_SIMD
+    const int forced = forced_path();
+    if (k_ <= kVecLimit) {
+      if (forced == 2 && simd_isa() >= 2) return fill_tokens_vec8(n, src, item, caps);
+      if (forced == 1 && simd_isa() >= 1) return fill_tokens_vec4(n, src, item, caps);
+      if (forced < 0 && k_ > kVecFrom && simd_isa() == 2) return fill_tokens_vec8(n, src, item, caps);
+      if (forced < 0 && k_ > kVecFrom && simd_isa() == 1) return fill_tokens_vec4(n, src, item, caps);
+    }
+#endif
+    // the scalar scan, for any number of sources (token mode has no tree: a source's release
+    // is a token count, not a position, so the release ring does not apply)
+    std::int64_t i = 0;
+    for (; i < n; ++i) {
+      const double m = static_cast<double>(total_tok_ - seg_start_tok_);
+      int best = pick1(release_.data(), deadline_.data(), k_, above(m));
+      if (best < 0) best = largest_token_deficit(m);  // rounding guard
+      if (capped(best, caps)) {
+        blocked_ = best;
+        break;
+      }
+      take_tokens(best, src, item, i, release_.data(), deadline_.data());
+    }
+    tree_valid_ = false;
+    return i;
+  }
+
+#if MIXSIEVE_MIX_SIMD
+#define MIXSIEVE_FILL_TOKENS(NAME, ATTR, L, PICK)                                                           \
+  ATTR std::int64_t NAME(std::int64_t n, std::int32_t* src, std::int64_t* item, const std::int64_t* caps) {   \
+    alignas(64) double rel[kVecLimit], due[kVecLimit];                                                        \
+    const int k = k_;                                                                                          \
+    const int padded = (k + (L)-1) / (L) * (L);                                                                \
+    for (int d = 0; d < padded; ++d) {                                                                         \
+      rel[d] = d < k ? release_[d] : kInf; /* padding lanes are never eligible */                              \
+      due[d] = d < k ? deadline_[d] : kInf;                                                                    \
+    }                                                                                                          \
+    std::int64_t i = 0;                                                                                        \
+    for (; i < n; ++i) {                                                                                       \
+      const double m = static_cast<double>(total_tok_ - seg_start_tok_);                                       \
+      int best = PICK(rel, due, padded, above(m));                                                             \
+      if (best < 0) best = largest_token_deficit(m);                                                           \
+      if (capped(best, caps)) {                                                                                \
+        blocked_ = best;                                                                                       \
+        break;                                                                                                 \
+      }                                                                                                        \
+      take_tokens(best, src, item, i, rel, due);                                                               \
+    }                                                                                                          \
+    for (int d = 0; d < k; ++d) {                                                                              \
+      release_[d] = rel[d];                                                                                    \
+      deadline_[d] = due[d];                                                                                   \
+    }                                                                                                          \
+    tree_valid_ = false;                                                                                       \
+    return i;                                                                                                  \
+  }
+  MIXSIEVE_FILL_TOKENS(fill_tokens_vec8, __attribute__((target("avx512f"))), 8, pick8)
+  MIXSIEVE_FILL_TOKENS(fill_tokens_vec4, __attribute__((target("avx2"))), 4, pick4)
+#undef MIXSIEVE_FILL_TOKENS
+#endif
 
   int k_;
   bool exact_;
@@ -480,77 +748,15 @@ class MixSchedule {
   std::vector<std::pair<std::int64_t, int>> far_;
   std::int64_t ring_pos_ = 0;
   bool tree_valid_ = false;
+  // token mode
+  bool tokens_ = false;
+  std::vector<TokenLengths> tlen_;
+  std::vector<std::int64_t> tok_, seg_tok_;
+  std::vector<double> next_len_;  // the length of each source's next item
+  std::int64_t total_tok_ = 0, seg_start_tok_ = 0;
+  int blocked_ = -1;
   std::vector<std::int64_t> seg_counts_, counts_;
   std::int64_t position_ = 0, seg_start_ = 0;
-};
-
-// A keyed bijection of [0, n) (a balanced Feistel network on the next even power of two, with
-// cycle walking): the order in which a map-style source is read in one epoch, in O(1) memory.
-class IndexPermutation {
- public:
-  IndexPermutation(std::uint64_t n, std::uint64_t key) : n_(n) {
-    unsigned bits = 2;
-    while (bits < 64 && (std::uint64_t{1} << bits) < n) bits += 2;
-    half_ = bits / 2;
-    mask_ = (std::uint64_t{1} << half_) - 1;
-    for (std::uint64_t r = 0; r < 4; ++r) round_keys_[r] = splitmix64_at(key, r) | 1;
-  }
-
-  std::uint64_t operator()(std::uint64_t x) const {
-    if (n_ <= 1) return 0;
-    do {
-      x = encrypt(x);
-    } while (x >= n_);  // the domain is < 4n, so on average fewer than 4 rounds of walking
-    return x;
-  }
-
- private:
-  std::uint64_t encrypt(std::uint64_t x) const {
-    std::uint64_t left = x >> half_, right = x & mask_;
-    for (std::uint64_t round = 0; round < 4; ++round) {
-      // round function: the top bits of a keyed multiply (one multiplication per round)
-      const std::uint64_t f = (((right ^ round_keys_[round]) * 0xD6E8FEB86659FD93ULL) >> (64 - half_)) & mask_;
-      const std::uint64_t next = left ^ f;
-      left = right;
-      right = next;
-    }
-    return (left << half_) | right;
-  }
-
-  std::uint64_t n_, mask_;
-  std::uint64_t round_keys_[4];
-  unsigned half_;
-};
-
-// The key of the permutation of one source in one epoch.
-inline std::uint64_t shuffle_key(std::uint64_t seed, std::uint64_t source_key, std::uint64_t epoch) {
-  return stream_bits(stream_key(seed, Stream::MixShuffle, source_key), epoch);
-}
-
-// The order a source of n items is read in: its k-th item (k = 0, 1, 2, ... over all epochs) is
-// index perm_e(k mod n) of epoch e = k / n when shuffled, else k mod n. The permutation of the
-// current epoch is kept, so consecutive items cost one Feistel evaluation each.
-class SourceOrder {
- public:
-  SourceOrder(std::uint64_t n, std::uint64_t seed, std::uint64_t source_key, bool shuffle)
-      : n_(n), seed_(seed), key_(source_key), shuffle_(shuffle), perm_(n, shuffle_key(seed, source_key, 0)) {}
-
-  std::uint64_t operator()(std::uint64_t k) {
-    const std::uint64_t offset = k % n_;
-    if (!shuffle_) return offset;
-    const std::uint64_t epoch = k / n_;
-    if (epoch != epoch_) {
-      perm_ = IndexPermutation(n_, shuffle_key(seed_, key_, epoch));
-      epoch_ = epoch;
-    }
-    return perm_(offset);
-  }
-
- private:
-  std::uint64_t n_, seed_, key_;
-  bool shuffle_;
-  std::uint64_t epoch_ = 0;
-  IndexPermutation perm_;
 };
 
 }  // namespace mixsieve

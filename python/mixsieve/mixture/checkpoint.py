@@ -65,6 +65,10 @@ def validate(state: Any, k: int) -> dict[str, Any]:
         "lengths": check_int_list(_where(p, "lengths"), _need(st, "lengths", p), k, -1),
         "ended": check_bool(_where(p, "ended"), _need(st, "ended", p)),
     }
+    # token counts and where sources left: absent from states saved before they existed
+    for key, lo in (("tokens", 0), ("segment_tokens", 0), ("left", -1)):
+        if key in st:
+            out[key] = check_int_list(_where(p, key), st[key], k, lo)
     bad = [d for d in out["dropped"] if d >= k]
     if bad:
         raise ValueError(f"{_where(p, 'dropped')} names source {bad[0]}, but there are {k} sources")
@@ -97,10 +101,11 @@ def validate_changes(changes: Any, k: int, position: int) -> list[tuple[int, lis
 
 
 def check_config(saved: Mapping[str, Any], mine: Mapping[str, Any], ignore: tuple[str, ...]) -> None:
+    keys = list(mine) + [key for key in saved if key not in mine]  # a key either side may lack
     diffs = [
-        f"{key}: state has {saved.get(key)!r}, dataset has {value!r}"
-        for key, value in mine.items()
-        if key not in ignore and saved.get(key) != value
+        f"{key}: state has {saved.get(key)!r}, dataset has {mine.get(key)!r}"
+        for key in keys
+        if key not in ignore and saved.get(key) != mine.get(key)
     ]
     if diffs:
         raise ValueError("state dict is from a different MixtureDataset configuration; " + "; ".join(diffs))

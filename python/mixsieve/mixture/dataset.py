@@ -15,8 +15,10 @@ import contextlib
 import copy
 import itertools
 import json
+import math
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from fractions import Fraction
 from types import FrameType
 from typing import Any
 
@@ -117,6 +119,25 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
     chunk_size : int
         Positions each process schedules at a time. Weight changes land on positions no process
         has scheduled yet, so with frequent online updates a smaller chunk lets them land sooner.
+    unit : ``"samples"`` or ``"tokens"``
+        What the weights are shares of. ``"tokens"``: a weight of 0.3 means 30% of the tokens
+        served. In ``mode="exact"`` every prefix of the stream then holds each source's tokens
+        within the longest item's length of its share (weighted fair queueing, WF2Q; the rule
+        and its proof are in docs/mixing.md); in ``mode="random"`` sources are drawn with
+        probability proportional to weight / mean item length. Needs every source map-style, with
+        its item lengths known (``lengths``, or a source that knows them such as
+        :class:`~mixsieve.sources.IndexedTokenSource`). The schedule reads lengths only, never
+        the data.
+    lengths : dict name -> 1-D int array or column name, optional
+        Tokens of each item of a source (``unit="tokens"``): an array with one value per item, or
+        the name of a column of a :class:`~mixsieve.sources.ParquetSource`,
+        :class:`~mixsieve.sources.ArrowSource` or Hugging Face ``Dataset`` that holds them.
+        Sources with an ``item_lengths()`` method (``IndexedTokenSource``) need no entry.
+    max_epochs : dict name -> float, optional
+        A source leaves the mixture after this many passes over its items (``2.0``: each item
+        twice; ``0.5``: half of them), and the others' weights renormalise from there (UniMax's
+        cap, enforced online). It overrides ``on_exhausted`` for that source; ``stats()["left"]``
+        and the state record where it left.
 
     Examples
     --------
@@ -127,6 +148,16 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
     ['a', 'a', 'a', 'b', 'a', 'a', 'a', 'b']
     >>> ds.stats()["served"]
     {'a': 6, 'b': 2}
+
+    Mixing by tokens: ``"b"``'s items are ten times longer, so it gets a tenth of the items for
+    the same share of tokens.
+
+    >>> ds = ms.MixtureDataset({"a": list(range(100)), "b": list(range(100))}, unit="tokens",
+    ...                        lengths={"a": [10] * 100, "b": [100] * 100}, shuffle=False,
+    ...                        num_samples=22)
+    >>> _ = list(ds); st = ds.stats()
+    >>> st["served"], st["tokens"]
+    ({'a': 20, 'b': 2}, {'a': 200, 'b': 200})
     """
 
     def __init__(
@@ -148,6 +179,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         shuffle_buffer: int = 1000,
         output: str = "tuple",
         chunk_size: int = 8192,
+        unit: str = "samples",
+        lengths: Mapping[str, Any] | None = None,
+        max_epochs: Mapping[str, float] | None = None,
     ) -> None:
         if not isinstance(sources, Mapping) or not sources:
             raise ValueError("sources must be a non-empty dict of name -> source")
@@ -156,6 +190,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
                 raise TypeError(f"source names must be str, got {describe(n)}")
         self.names = list(sources)
         self.mode = check_choice("mode", mode, ("exact", "random"))
+        self.unit = check_choice("unit", unit, ("samples", "tokens"))
         self.on_exhausted = check_choice("on_exhausted", on_exhausted, ("cycle", "stop", "drop"))
         self.output = check_choice("output", output, ("tuple", "dict"))
         self.seed = check_int("seed", seed, 0, 2**64)
@@ -196,6 +231,8 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
                 f = filters.get(name)
                 self._iter_filters[d] = f if isinstance(f, NearDupFilter) else None
         self.sizes = [m.size if m is not None else None for m in self._map]
+        self._token_tables = self._lengths_of(sources, tables, lengths)
+        self._epoch_caps, self.max_epochs = self._caps_of(max_epochs)
         self._sources = Sources(
             self.names,
             self._keys,
@@ -243,6 +280,64 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         self._shared: SharedControl | None = None
         self._get_shared()  # before DataLoader workers fork, so that they share it
 
+    # ---- tokens and epoch caps ---------------------------------------------------------------
+
+    def _lengths_of(
+        self, sources: Mapping[str, Any], tables: Mapping[str, np.ndarray | None], lengths: Any
+    ) -> list[Any] | None:
+        """Per source, its items' lengths in epoch slot order (after filters and repeats), as
+        shared native tables; None in sample mode."""
+        given = dict(lengths or {})
+        unknown = [n for n in given if n not in self.names]
+        if unknown:
+            raise ValueError(f"lengths name unknown sources {unknown}; the sources are {self.names}")
+        if self.unit != "tokens":
+            if given:
+                raise ValueError('lengths are used only with unit="tokens"')
+            return None
+        out = []
+        self._length_digest: list[str] = []
+        for d, name in enumerate(self.names):
+            reader = self._map[d]
+            if reader is None:
+                raise ValueError(
+                    f'unit="tokens" needs the length of every item up front, but source {name!r} is an '
+                    "iterable; give a map-style source (len + getitem: a list, a Hugging Face Dataset, "
+                    "ms.sources.ParquetSource / ArrowSource / IndexedTokenSource / JsonlSource)"
+                )
+            arr = _item_lengths(name, sources[name], given.get(name))
+            table = tables[name]
+            slots = arr[table] if table is not None else arr
+            if not slots.size or int(slots.sum()) <= 0:
+                raise ValueError(f"source {name!r} has no tokens (its item lengths sum to 0)")
+            out.append(_core.TokenTable(slots))
+            self._length_digest.append(
+                f"{_core.xxh64(np.ascontiguousarray(slots, np.int64).tobytes(), 0):016x}"
+            )
+        return out
+
+    def _caps_of(self, max_epochs: Any) -> tuple[list[int], dict[str, float]]:
+        """Items each source may give before it leaves (-1: no cap), from max_epochs."""
+        given = dict(max_epochs or {})
+        unknown = [n for n in given if n not in self.names]
+        if unknown:
+            raise ValueError(f"max_epochs name unknown sources {unknown}; the sources are {self.names}")
+        caps = [-1] * len(self.names)
+        clean: dict[str, float] = {}
+        for name, v in given.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise TypeError(f"max_epochs[{name!r}] must be a number, got {describe(v)}")
+            v = float(v)
+            if not (v > 0 and math.isfinite(v)):
+                raise ValueError(f"max_epochs[{name!r}] must be a finite number > 0, got {v}")
+            d = self.names.index(name)
+            size = self.sizes[d]
+            if size is None:  # an iterable: its length is needed up front
+                size = self._sources.count_items(d)
+            caps[d] = min(int(Fraction(v) * size), MAX_POSITION)  # floor, exactly
+            clean[name] = v
+        return caps, clean
+
     # ---- the plan ---------------------------------------------------------------------------
 
     def _new_plan(self) -> Any:
@@ -259,6 +354,11 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             plan.set_curve(
                 np.array(s.positions, np.int64), s.vectors(self.names), s.interpolate == "linear", s.every
             )
+        if self._token_tables is not None:
+            for d, table in enumerate(self._token_tables):
+                plan.set_token_lengths(d, table, self._keys[d], self.shuffle)
+        if self.max_epochs:
+            plan.set_epoch_caps(np.array(self._epoch_caps, np.int64))
         return plan
 
     def _plan_from(self, state: Mapping[str, Any], changes: Sequence[tuple[int, Any]] = ()) -> Any:
@@ -350,7 +450,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         return {"static": self._w0.tolist()}
 
     def _config(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "names": self.names,
             "seed": self.seed,
             "mode": self.mode,
@@ -361,6 +461,12 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             "policy": "mixer" if self._mixer else ("schedule" if self._schedule else "static"),
             "weights": self._policy_config(),
         }
+        if self.unit != "samples":  # only when set: states saved before these existed still load
+            out["unit"] = self.unit
+            out["lengths"] = self._length_digest  # a restart with other item lengths is refused
+        if self.max_epochs:
+            out["max_epochs"] = dict(self.max_epochs)
+        return out
 
     def state_dict(self, consumed_samples: int | None = None) -> dict[str, Any]:
         """A small JSON-serialisable state to resume the stream exactly (see :meth:`load_state_dict`).
@@ -420,6 +526,11 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             sources[name] = (
                 {"consumed": c, "epoch": c // size, "offset": c % size} if size else {"consumed": c}
             )
+            if self.unit == "tokens":
+                sources[name]["tokens"] = int(st["tokens"][d])
+            left = st.get("left")
+            if left is not None and left[d] >= 0:
+                sources[name]["left_at"] = int(left[d])
         out = {
             "version": checkpoint.STATE_VERSION,
             "config": self._config(),
@@ -970,21 +1081,32 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         """Per-source samples served (exactly, by this process; by its DataLoader workers, including
         batches they have prefetched, in steps of at most 1,024 samples or one batch), completed
         epochs of each source at the furthest position reached, the weights in force at the
-        furthest position scheduled, and what filters removed per source."""
+        furthest position scheduled, and what filters removed per source. ``"left"`` maps each
+        source that left the mixture (``max_epochs``, ``on_exhausted="drop"``) to the position
+        where it left. With ``unit="tokens"``, ``"tokens"`` counts the tokens served per source
+        (as ``"served"`` counts samples) and ``"token_shares"`` their shares of the total."""
         served = np.zeros(len(self.names), np.int64)
+        tokens = np.zeros(len(self.names), np.int64)
         reached = np.array(self._loaded["counts"], np.int64)
+        left = np.array(self._loaded.get("left", [-1] * len(self.names)), np.int64)
         eng = self._engine
         weights = None
         if self._shared is not None:
             shared = self._shared
             with shared.lock():
                 served += shared.rows[:, 0, :].sum(axis=0)
+                tokens += shared.rows[:, 2, :].sum(axis=0)
                 reached = np.maximum(reached, shared.rows[:, 1, :].max(axis=0))
+                left = np.maximum(left, shared.left)
                 pos = shared.readers[1:, 1]
                 if pos.size and pos.max() >= 0:  # DataLoader workers: the one furthest ahead
                     weights = shared.weights[1 + int(np.argmax(pos))].copy()
         if eng is not None and eng.row == 0:
-            served += eng.unpublished()  # this process's samples not yet counted in shared memory
+            samples, tok = eng.unpublished()  # this process's samples not yet counted in shared memory
+            served += samples
+            tokens += tok
+            with eng.lock:
+                left = np.maximum(left, eng.plan.left)
         if weights is None:
             if eng is not None:
                 with eng.lock:
@@ -995,12 +1117,18 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         for d, n in enumerate(self.names):
             size = self.sizes[d]
             epochs[n] = int(reached[d] // size) if size else None
-        return {
+        out: dict[str, Any] = {
             "served": {n: int(v) for n, v in zip(self.names, served)},
             "epochs": epochs,
             "weights": {n: float(v) for n, v in zip(self.names, weights)},
             "removed": dict(self.removed),
         }
+        if self.unit == "tokens":
+            total = int(tokens.sum())
+            out["tokens"] = {n: int(v) for n, v in zip(self.names, tokens)}
+            out["token_shares"] = {n: (int(v) / total if total else 0.0) for n, v in zip(self.names, tokens)}
+        out["left"] = {n: int(p) for n, p in zip(self.names, left) if p >= 0}
+        return out
 
     def __repr__(self) -> str:
         kinds = ["map" if m is not None else "iterable" for m in self._map]
@@ -1013,3 +1141,49 @@ def _state_of(plan: Any) -> dict[str, Any]:
     st = plan.state()
     st.pop("changes")
     return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in st.items()}
+
+
+def _item_lengths(name: str, src: Any, given: Any) -> np.ndarray:
+    """Source ``name``'s item lengths in tokens as an int64 array of len(src), from ``lengths``
+    (an array or a column name) or from the source itself."""
+    n = len(src)
+    where = f"lengths[{name!r}]"
+    if given is None:
+        method = getattr(src, "item_lengths", None)
+        if method is None:
+            raise ValueError(
+                f'unit="tokens" needs the token count of each item of source {name!r}: give '
+                f"lengths={{{name!r}: <an int array with one value per item, or a column name>}}"
+            )
+        try:
+            arr = np.asarray(method())
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"source {name!r} cannot give its item lengths by itself ({e}); pass {where}"
+            ) from e
+        where = f"{type(src).__name__}.item_lengths() of source {name!r}"
+    elif isinstance(given, str):
+        method = getattr(src, "item_lengths", None)
+        if method is not None:
+            arr = np.asarray(method(given))
+        elif given in (getattr(src, "column_names", None) or ()):  # a Hugging Face Dataset
+            arr = np.asarray(src[given])
+        else:
+            raise ValueError(
+                f"{where} = {given!r} names a column, but source {name!r} ({type(src).__name__}) has no "
+                "such column; give an int array, or use ms.sources.ParquetSource / ArrowSource"
+            )
+        where = f"column {given!r} of source {name!r}"
+    else:
+        arr = np.asarray(given)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{where} must be 1-D with one value per item ({n}), got shape {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.floor(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise ValueError(f"{where} must hold integers (token counts), got dtype {arr.dtype}")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= 2**31):
+        bad = int(np.flatnonzero((arr < 0) | (arr >= 2**31))[0])
+        raise ValueError(f"{where}[{bad}] = {int(arr[bad])}: a length must be in [0, 2**31)")
+    return arr.astype(np.int64, copy=False)

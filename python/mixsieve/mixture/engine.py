@@ -78,6 +78,8 @@ class Engine:
         self._cur_end = 0  # where the current run of the piece ends
         self._cur_pos = np.zeros(0, np.int64)
         self._cur_src = np.zeros(0, np.int32)
+        self._cur_tok: np.ndarray | None = None  # token mode: the length of each sample of the piece
+        self.tokens = bool(plan.token_mode)
         self.iters = {d: sources.reader(d) for d in sources.iterables}
         self._skipped = not self.iters
         maps = sources.maps
@@ -96,10 +98,19 @@ class Engine:
     def yielded(self) -> int:
         return self.yielded_before + self.yielded_pieces + self._consumed_in_piece()
 
-    def unpublished(self) -> np.ndarray:
-        """Samples taken of the current piece and not yet counted in shared memory."""
-        t = self._consumed_in_piece()
-        return np.bincount(self._cur_src[self._published : max(t, self._published)], minlength=self.k)
+    def unpublished(self) -> tuple[np.ndarray, np.ndarray]:
+        """Samples and tokens taken of the current piece and not yet counted in shared memory."""
+        t = max(self._consumed_in_piece(), self._published)
+        return self._counts(self._published, t)
+
+    def _counts(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per source, samples and tokens among samples [lo, hi) of the current piece."""
+        src = self._cur_src[lo:hi]
+        n = np.bincount(src, minlength=self.k)
+        if self._cur_tok is None:
+            return n, n
+        tok = np.bincount(src, weights=self._cur_tok[lo:hi], minlength=self.k)
+        return n, np.rint(tok).astype(np.int64)
 
     def _plan_at(self, pos: int) -> Any:
         """The plan at global position ``pos`` inside the current piece, with the changes
@@ -271,6 +282,7 @@ class Engine:
                     continue
                 self._cur_pos = g[mine] if period > 1 else g
                 self._cur_src = own_src
+                self._cur_tok = self.plan.item_lengths(own_src, own_item) if self.tokens else None
                 self._cur_len = m
                 names, values = _core.gather_piece(
                     own_src,
@@ -313,7 +325,9 @@ class Engine:
         """Counts samples [published, upto) of the current piece as served, in shared memory."""
         shared = self.shared
         if shared is not None and self.row >= 0 and upto > self._published:
-            shared.rows[self.row, 0] += np.bincount(self._cur_src[self._published : upto], minlength=self.k)
+            n, tok = self._counts(self._published, upto)
+            shared.rows[self.row, 0] += n
+            shared.rows[self.row, 2] += tok
         self._published = max(self._published, upto)
 
     def _finish_piece(self) -> None:
@@ -328,6 +342,7 @@ class Engine:
         shared = self.shared
         if shared is not None and self.row >= 0:
             np.maximum(shared.rows[self.row, 1], self.plan.counts, out=shared.rows[self.row, 1])
+            np.maximum(shared.left, self.plan.left, out=shared.left)
 
 
 def _as_dict(name: str, value: Any) -> dict[str, Any]:

@@ -40,7 +40,7 @@ _WAIT_S = 5.0  # how long a writer waits for a lagging reader before it gives up
 
 
 def _base_bytes(k: int) -> int:
-    return 4096 + 400 * k  # a state without its changes: ~8 numbers per source
+    return 4096 + 700 * k  # a state without its changes: ~11 numbers per source
 
 
 def _layout(k: int) -> dict[str, tuple[int, int]]:
@@ -50,7 +50,8 @@ def _layout(k: int) -> dict[str, tuple[int, int]]:
     for name, count in (
         ("header", _HEADER),
         ("lengths", k),
-        ("rows", (MAX_WORKERS + 1) * 2 * k),
+        ("left", k),
+        ("rows", (MAX_WORKERS + 1) * 3 * k),
         ("readers", (MAX_WORKERS + 1) * 3),
         ("weights", (MAX_WORKERS + 1) * k),
         ("ring", RING * (1 + k)),
@@ -107,7 +108,9 @@ class SharedControl:
 
         self.header = arr("header", np.int64)
         self.lengths = arr("lengths", np.int64)
-        self.rows = arr("rows", np.int64).reshape(MAX_WORKERS + 1, 2, k)
+        # per process: samples served, items reached (per source), tokens served
+        self.rows = arr("rows", np.int64).reshape(MAX_WORKERS + 1, 3, k)
+        self.left = arr("left", np.int64)  # where each source left the mixture (-1: in it)
         # (ring seq read or -1, position, owner token) per reading process
         self.readers = arr("readers", np.int64).reshape(MAX_WORKERS + 1, 3)
         self.weights = arr("weights", np.float64).reshape(MAX_WORKERS + 1, k)  # in force at that position
@@ -120,6 +123,7 @@ class SharedControl:
             self.header[:] = 0
             self.header[1] = frontier
             self.lengths[:] = -1
+            self.left[:] = -1
             self.rows[:] = 0
             self.readers[:, 0] = -1
             self.readers[:, 1] = -1
