@@ -14,6 +14,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <cstdint>
@@ -56,6 +57,60 @@ class IndexPermutation {
     return x;
   }
 
+  // out[i] = (*this)(x0 + i) for i < m (m <= 64, x0 + m <= n): the four rounds run over all m
+  // values at once, so their multiplications overlap instead of waiting on each other.
+  void batch(std::uint64_t x0, int m, std::uint64_t* out) const {
+    if (n_ <= 1) {
+      for (int i = 0; i < m; ++i) out[i] = 0;
+      return;
+    }
+#if MIXSIEVE_MIX_SIMD
+    if (cpu_vector_level() == 2) {
+      rounds_avx512(x0, m, out);
+    } else {
+      rounds(x0, m, out);
+    }
+#else
+    rounds(x0, m, out);
+#endif
+    for (int i = 0; i < m; ++i) {
+      std::uint64_t x = out[i];
+      while (x >= n_) x = encrypt(x);  // cycle walking, as in operator()
+      out[i] = x;
+    }
+  }
+
+ private:
+  // The four rounds over x0 .. x0 + m - 1, structure of arrays (one copy the compiler may
+  // vectorise with AVX-512's 64-bit multiply, one portable); the same arithmetic either way.
+#define MIXSIEVE_FEISTEL_ROUNDS(NAME, ATTR)                                                                 \
+  ATTR void NAME(std::uint64_t x0, int m, std::uint64_t* out) const {                                        \
+    std::uint64_t left[64], right[64];                                                                        \
+    const unsigned half = half_;                                                                              \
+    const std::uint64_t mask = mask_;                                                                         \
+    for (int i = 0; i < m; ++i) {                                                                             \
+      left[i] = (x0 + static_cast<std::uint64_t>(i)) >> half;                                                 \
+      right[i] = (x0 + static_cast<std::uint64_t>(i)) & mask;                                                 \
+    }                                                                                                         \
+    for (int round = 0; round < 4; ++round) {                                                                 \
+      const std::uint64_t key = round_keys_[round];                                                           \
+      for (int i = 0; i < m; ++i) {                                                                           \
+        const std::uint64_t f = (((right[i] ^ key) * 0xD6E8FEB86659FD93ULL) >> (64 - half)) & mask;           \
+        const std::uint64_t next = left[i] ^ f;                                                               \
+        left[i] = right[i];                                                                                   \
+        right[i] = next;                                                                                      \
+      }                                                                                                       \
+    }                                                                                                         \
+    for (int i = 0; i < m; ++i) out[i] = (left[i] << half) | right[i];                                        \
+  }
+  MIXSIEVE_FEISTEL_ROUNDS(rounds, )
+#if MIXSIEVE_MIX_SIMD
+  MIXSIEVE_FEISTEL_ROUNDS(rounds_avx512, __attribute__((target("avx512f,avx512dq,avx512vl"))))
+#endif
+#undef MIXSIEVE_FEISTEL_ROUNDS
+
+ public:
+
  private:
   std::uint64_t encrypt(std::uint64_t x) const {
     std::uint64_t left = x >> half_, right = x & mask_;
@@ -88,9 +143,22 @@ class SourceOrder {
       : n_(n), seed_(seed), key_(source_key), shuffle_(shuffle), perm_(n, shuffle_key(seed, source_key, 0)) {}
 
   std::uint64_t operator()(std::uint64_t k) {
-    const std::uint64_t offset = k % n_;
+    std::uint64_t offset = 0, epoch = 0;
+    if (k == next_k_) {  // the item after the last one asked for: no division
+      offset = next_offset_;
+      epoch = next_epoch_;
+    } else {
+      offset = k % n_;
+      epoch = k / n_;
+    }
+    next_k_ = k + 1;
+    next_offset_ = offset + 1;
+    next_epoch_ = epoch;
+    if (next_offset_ == n_) {
+      next_offset_ = 0;
+      ++next_epoch_;
+    }
     if (!shuffle_) return offset;
-    const std::uint64_t epoch = k / n_;
     if (epoch != epoch_) {
       perm_ = IndexPermutation(n_, shuffle_key(seed_, key_, epoch));
       epoch_ = epoch;
@@ -98,10 +166,31 @@ class SourceOrder {
     return perm_(offset);
   }
 
+  // out[i] = (*this)(k + i) for i < m (m <= 64), a batch of permutation lookups at a time.
+  void batch(std::uint64_t k, int m, std::uint64_t* out) {
+    int i = 0;
+    while (i < m) {
+      const std::uint64_t at = k + static_cast<std::uint64_t>(i);
+      const std::uint64_t offset = at % n_, epoch = at / n_;
+      const int run = static_cast<int>(std::min<std::uint64_t>(static_cast<std::uint64_t>(m - i), n_ - offset));
+      if (!shuffle_) {
+        for (int j = 0; j < run; ++j) out[i + j] = offset + static_cast<std::uint64_t>(j);
+      } else {
+        if (epoch != epoch_) {
+          perm_ = IndexPermutation(n_, shuffle_key(seed_, key_, epoch));
+          epoch_ = epoch;
+        }
+        perm_.batch(offset, run, out + i);
+      }
+      i += run;
+    }
+  }
+
  private:
   std::uint64_t n_, seed_, key_;
   bool shuffle_;
   std::uint64_t epoch_ = 0;
+  std::uint64_t next_k_ = 0, next_offset_ = 0, next_epoch_ = 0;
   IndexPermutation perm_;
 };
 
@@ -114,6 +203,34 @@ struct TokenLengths {
   double mean = 1.0;  // mean length of an item (random mode draws sources by weight / mean)
 
   std::int64_t of(std::int64_t k) { return (*slots)[static_cast<std::size_t>(order(static_cast<std::uint64_t>(k)))]; }
+
+  // The length of item k when a source's items are asked for in order (the schedule's case):
+  // lengths are read kAhead items at a time, their slots computed in one tight loop and their
+  // cache lines fetched together, so that a large shuffled source does not stall on a cache miss
+  // per item. A pure function of k: copies of a schedule give the same lengths.
+  std::int64_t next(std::int64_t k) {
+    if (k < buf_k || k >= buf_k + kAhead) refill(k);
+    return buf[static_cast<std::size_t>(k - buf_k)];
+  }
+
+ private:
+  static constexpr int kAhead = 32;
+
+  // Reads the lengths of items k .. k + kAhead - 1, whose slots were found and fetched one
+  // refill earlier when the items come in order, and fetches the next batch's.
+  void refill(std::int64_t k) {
+    const std::int32_t* data = slots->data();
+    if (k != ahead_k) order.batch(static_cast<std::uint64_t>(k), kAhead, ahead.data());
+    for (int j = 0; j < kAhead; ++j) buf[static_cast<std::size_t>(j)] = data[ahead[static_cast<std::size_t>(j)]];
+    buf_k = k;
+    ahead_k = k + kAhead;
+    order.batch(static_cast<std::uint64_t>(ahead_k), kAhead, ahead.data());
+    for (int j = 0; j < kAhead; ++j) __builtin_prefetch(data + ahead[static_cast<std::size_t>(j)]);
+  }
+
+  std::int64_t buf_k = -(std::int64_t{1} << 62), ahead_k = -1;
+  std::array<std::int32_t, kAhead> buf{};
+  std::array<std::uint64_t, kAhead> ahead{};
 };
 
 class MixSchedule {
@@ -170,7 +287,7 @@ class MixSchedule {
     t.order = SourceOrder(slots->size(), seed, source_key, shuffle);
     t.slots = std::move(slots);
     tokens_ = true;
-    next_len_[static_cast<std::size_t>(d)] = static_cast<double>(t.of(counts_[static_cast<std::size_t>(d)]));
+    next_len_[static_cast<std::size_t>(d)] = static_cast<double>(t.next(counts_[static_cast<std::size_t>(d)]));
     reset_times();
   }
 
@@ -295,7 +412,7 @@ class MixSchedule {
       seg_tok_[d] = seg_tokens != nullptr ? seg_tokens[d] : 0;
       total_tok_ += tok_[d];
       seg_total += seg_tok_[d];
-      if (tokens_) next_len_[d] = static_cast<double>(tlen_[static_cast<std::size_t>(d)].of(counts_[d]));
+      if (tokens_) next_len_[d] = static_cast<double>(tlen_[static_cast<std::size_t>(d)].next(counts_[d]));
     }
     seg_start_tok_ = total_tok_ - seg_total;
   }
@@ -375,11 +492,10 @@ class MixSchedule {
   static int pick1(const double* rel, const double* due, int k, double pos) {
     int best = -1;
     double best_due = kInf;
-    for (int d = 0; d < k; ++d) {
-      if (rel[d] < pos && due[d] < best_due) {
-        best_due = due[d];
-        best = d;
-      }
+    for (int d = 0; d < k; ++d) {  // without branches: which source wins changes often
+      const bool take = (rel[d] < pos) & (due[d] < best_due);
+      best_due = take ? due[d] : best_due;
+      best = take ? d : best;
     }
     return best;
   }
@@ -620,7 +736,7 @@ class MixSchedule {
         tok_[d] += len;
         seg_tok_[d] += len;
         total_tok_ += len;
-        next_len_[d] = static_cast<double>(tlen_[static_cast<std::size_t>(d)].of(counts_[d]));
+        next_len_[d] = static_cast<double>(tlen_[static_cast<std::size_t>(d)].next(counts_[d]));
       }
     }
     return i;
@@ -664,7 +780,7 @@ class MixSchedule {
     tok_[d] += len;
     seg_tok_[d] += len;
     total_tok_ += len;
-    const auto next = static_cast<double>(tlen_[static_cast<std::size_t>(d)].of(counts_[d]));
+    const auto next = static_cast<double>(tlen_[static_cast<std::size_t>(d)].next(counts_[d]));
     next_len_[d] = next;
     const double c = base_[d] + static_cast<double>(seg_tok_[d]);
     rel[d] = c * inv_w_[d];
@@ -673,17 +789,21 @@ class MixSchedule {
   }
 
   std::int64_t fill_tokens(std::int64_t n, std::int32_t* src, std::int64_t* item, const std::int64_t* caps) {
-#if MIXSIEVE_MIX_SIMD
+    if (k_ > kVecLimit) return fill_tokens_many(n, src, item, caps);
     const int forced = forced_path();
-    if (k_ <= kVecLimit) {
-      if (forced == 2 && simd_isa() >= 2) return fill_tokens_vec8(n, src, item, caps);
-      if (forced == 1 && simd_isa() >= 1) return fill_tokens_vec4(n, src, item, caps);
-      if (forced < 0 && k_ > kVecFrom && simd_isa() == 2) return fill_tokens_vec8(n, src, item, caps);
-      if (forced < 0 && k_ > kVecFrom && simd_isa() == 1) return fill_tokens_vec4(n, src, item, caps);
-    }
+#if MIXSIEVE_MIX_SIMD
+    if (forced == 2 && simd_isa() >= 2) return fill_tokens_vec8(n, src, item, caps);
+    if (forced == 1 && simd_isa() >= 1) return fill_tokens_vec4(n, src, item, caps);
+    if (forced < 0 && k_ > kVecFrom && simd_isa() == 2) return fill_tokens_vec8(n, src, item, caps);
+    if (forced < 0 && k_ > kVecFrom && simd_isa() == 1) return fill_tokens_vec4(n, src, item, caps);
 #endif
-    // the scalar scan, for any number of sources (token mode has no tree: a source's release
-    // is a token count, not a position, so the release ring does not apply)
+    (void)forced;
+    return fill_tokens_scan(n, src, item, caps);
+  }
+
+  // Above kVecLimit sources: the scalar scan on the members (token mode has no tree: a source's
+  // release is a token count, not a position, so the release ring does not apply).
+  std::int64_t fill_tokens_many(std::int64_t n, std::int32_t* src, std::int64_t* item, const std::int64_t* caps) {
     std::int64_t i = 0;
     for (; i < n; ++i) {
       const double m = static_cast<double>(total_tok_ - seg_start_tok_);
@@ -699,38 +819,82 @@ class MixSchedule {
     return i;
   }
 
-#if MIXSIEVE_MIX_SIMD
+  // Up to kVecLimit sources: the state in local arrays (the outputs may alias members as far as
+  // the compiler knows), one copy per scan (scalar, AVX2, AVX-512), as in sample mode.
 #define MIXSIEVE_FILL_TOKENS(NAME, ATTR, L, PICK)                                                           \
   ATTR std::int64_t NAME(std::int64_t n, std::int32_t* src, std::int64_t* item, const std::int64_t* caps) {   \
     alignas(64) double rel[kVecLimit], due[kVecLimit];                                                        \
+    double inv_w[kVecLimit], base[kVecLimit], next[kVecLimit];                                                 \
+    std::int64_t seg[kVecLimit], segc[kVecLimit], cnt[kVecLimit], tok[kVecLimit];                              \
     const int k = k_;                                                                                          \
     const int padded = (k + (L)-1) / (L) * (L);                                                                \
     for (int d = 0; d < padded; ++d) {                                                                         \
-      rel[d] = d < k ? release_[d] : kInf; /* padding lanes are never eligible */                              \
-      due[d] = d < k ? deadline_[d] : kInf;                                                                    \
+      const bool real = d < k; /* padding lanes are never eligible */                                         \
+      rel[d] = real ? release_[d] : kInf;                                                                      \
+      due[d] = real ? deadline_[d] : kInf;                                                                     \
+      inv_w[d] = real ? inv_w_[d] : 0.0;                                                                       \
+      base[d] = real ? base_[d] : 0.0;                                                                         \
+      next[d] = real ? next_len_[d] : 0.0;                                                                     \
+      seg[d] = real ? seg_tok_[d] : 0;                                                                         \
+      segc[d] = real ? seg_counts_[d] : 0;                                                                     \
+      cnt[d] = real ? counts_[d] : 0;                                                                          \
+      tok[d] = real ? tok_[d] : 0;                                                                             \
     }                                                                                                          \
+    TokenLengths* tl = tlen_.data();                                                                           \
+    const double* w = w_.data();                                                                               \
+    std::int64_t total = total_tok_;                                                                           \
+    const std::int64_t seg0 = seg_start_tok_;                                                                  \
     std::int64_t i = 0;                                                                                        \
     for (; i < n; ++i) {                                                                                       \
-      const double m = static_cast<double>(total_tok_ - seg_start_tok_);                                       \
+      const double m = static_cast<double>(total - seg0);                                                      \
       int best = PICK(rel, due, padded, above(m));                                                             \
-      if (best < 0) best = largest_token_deficit(m);                                                           \
-      if (capped(best, caps)) {                                                                                \
+      if (best < 0) { /* rounding guard: the largest w_d m - c_d */                                           \
+        double most = -kInf;                                                                                   \
+        for (int d = 0; d < k; ++d) {                                                                          \
+          const double deficit = w[d] * m - (base[d] + static_cast<double>(seg[d]));                           \
+          if (w[d] > 0.0 && deficit > most) {                                                                  \
+            most = deficit;                                                                                    \
+            best = d;                                                                                          \
+          }                                                                                                    \
+        }                                                                                                      \
+      }                                                                                                        \
+      if (caps != nullptr && caps[best] >= 0 && cnt[best] >= caps[best]) {                                    \
         blocked_ = best;                                                                                       \
         break;                                                                                                 \
       }                                                                                                        \
-      take_tokens(best, src, item, i, rel, due);                                                               \
+      src[i] = best;                                                                                           \
+      item[i] = cnt[best]++;                                                                                   \
+      ++segc[best];                                                                                            \
+      const auto len = static_cast<std::int64_t>(next[best]);                                                  \
+      tok[best] += len;                                                                                        \
+      seg[best] += len;                                                                                        \
+      total += len;                                                                                            \
+      const auto nl = static_cast<double>(tl[best].next(cnt[best]));                                           \
+      next[best] = nl;                                                                                         \
+      const double c = base[best] + static_cast<double>(seg[best]);                                            \
+      rel[best] = c * inv_w[best];                                                                             \
+      due[best] = (c + nl) * inv_w[best];                                                                      \
     }                                                                                                          \
     for (int d = 0; d < k; ++d) {                                                                              \
       release_[d] = rel[d];                                                                                    \
       deadline_[d] = due[d];                                                                                   \
+      next_len_[d] = next[d];                                                                                  \
+      seg_tok_[d] = seg[d];                                                                                    \
+      seg_counts_[d] = segc[d];                                                                                \
+      counts_[d] = cnt[d];                                                                                     \
+      tok_[d] = tok[d];                                                                                        \
     }                                                                                                          \
+    total_tok_ = total;                                                                                        \
+    position_ += i;                                                                                            \
     tree_valid_ = false;                                                                                       \
     return i;                                                                                                  \
   }
+  MIXSIEVE_FILL_TOKENS(fill_tokens_scan, , 1, pick1)
+#if MIXSIEVE_MIX_SIMD
   MIXSIEVE_FILL_TOKENS(fill_tokens_vec8, __attribute__((target("avx512f"))), 8, pick8)
   MIXSIEVE_FILL_TOKENS(fill_tokens_vec4, __attribute__((target("avx2"))), 4, pick4)
-#undef MIXSIEVE_FILL_TOKENS
 #endif
+#undef MIXSIEVE_FILL_TOKENS
 
   int k_;
   bool exact_;
