@@ -10,16 +10,23 @@ if the source must be read more than once (``on_exhausted="cycle"``).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import mmap
 import os
+import tempfile
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["JsonlSource", "NearDupFilter", "IterableSource"]
+__all__ = [
+    "IterableSource",
+    "JsonlSource",
+    "NearDupFilter",
+]
 
 
 class JsonlSource:
@@ -29,6 +36,12 @@ class JsonlSource:
     is then read from its byte range alone, so each DataLoader worker touches only the lines it
     serves. Blank lines are skipped. Files are read through ``mmap``; gzip is not supported
     (random access needs plain files).
+
+    The line index is one file, in ``/dev/shm`` when it is writable, else in
+    :func:`tempfile.gettempdir`, mapped read-only: a pickled source (a spawned DataLoader
+    worker's copy) carries its path, not the index, and maps the same file, so the workers share
+    one copy. The process that made the source removes the file when the source is garbage
+    collected; a copy whose file is gone indexes the lines again, in memory.
 
     Parameters
     ----------
@@ -52,29 +65,21 @@ class JsonlSource:
         paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         text_field: str | None = "text",
     ):
-        self.paths = _expand(paths)
+        self.paths = _expand(paths, (".jsonl", ".json"))
         if not self.paths:
             raise ValueError(f"no JSONL files found in {paths!r}")
         self.text_field = text_field
-        starts: list[np.ndarray] = []
-        ends: list[np.ndarray] = []
-        files: list[np.ndarray] = []
-        lines: list[np.ndarray] = []
-        for f, path in enumerate(self.paths):
-            s, e, ln = _line_ranges(path)
-            starts.append(s)
-            ends.append(e)
-            lines.append(ln)
-            files.append(np.full(len(s), f, dtype=np.int32))
-        self._start = np.concatenate(starts)
-        self._end = np.concatenate(ends)
-        self._line = np.concatenate(lines)
-        self._file = np.concatenate(files)
+        index = _scan_lines(self.paths)
+        self._n = int(index.shape[0])
+        self._index_path, self._index = _share_line_index(index)
+        if self._index_path is not None:
+            # only this process removes the file: a forked child runs this finalizer too
+            weakref.finalize(self, _remove_if_owner, self._index_path, os.getpid())
         self._maps: dict[int, mmap.mmap] = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
-        return int(self._start.shape[0])
+        return self._n
 
     def _map(self, f: int) -> mmap.mmap:
         if self._pid != os.getpid():  # a forked worker opens its own maps
@@ -94,9 +99,9 @@ class JsonlSource:
             i += n
         if not 0 <= i < n:
             raise IndexError(f"JsonlSource index {i} out of range for {n} lines")
-        f = int(self._file[i])
-        raw = self._map(f)[int(self._start[i]) : int(self._end[i])]
-        where = f"{self.paths[f]}:{int(self._line[i])}"
+        start, end, line, f = self._index[i].tolist()
+        raw = self._map(f)[start:end]
+        where = f"{self.paths[f]}:{line}"
         try:
             record = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
@@ -108,15 +113,90 @@ class JsonlSource:
         return record[self.text_field]
 
     def __getstate__(self) -> dict[str, Any]:
-        d = self.__dict__.copy()
-        d["_maps"] = {}
-        return d
+        # the path of the shared line index, not the index: a worker maps the same file
+        return {"paths": self.paths, "text_field": self.text_field, "n": self._n, "index": self._index_path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.paths = state["paths"]
+        self.text_field = state["text_field"]
+        self._n = state["n"]
+        self._index_path = state["index"]
+        self._maps = {}
+        self._pid = os.getpid()
+        index = _map_line_index(self._index_path, self._n)
+        if index is None:  # the file is gone (its creator ended): index again, in this process only
+            index = _scan_lines(self.paths)
+            if index.shape[0] != self._n:
+                raise ValueError(
+                    f"JsonlSource: {self.paths} now hold {index.shape[0]} lines, {self._n} when it was made"
+                )
+        self._index = index
 
     def __repr__(self) -> str:
         return f"JsonlSource({len(self.paths)} files, {len(self)} lines)"
 
 
-def _expand(paths: Any) -> list[str]:
+# one row per non-blank line; packed (28 bytes) so the shared file is an array of it and nothing else
+_LINE = np.dtype([("start", "<i8"), ("end", "<i8"), ("line", "<i8"), ("file", "<i4")])
+_SHM = "/dev/shm"
+
+
+def _scan_lines(paths: list[str]) -> np.ndarray:
+    parts = []
+    for f, path in enumerate(paths):
+        s, e, ln = _line_ranges(path)
+        part = np.empty(s.shape[0], dtype=_LINE)
+        part["start"], part["end"], part["line"], part["file"] = s, e, ln, f
+        parts.append(part)
+    return np.concatenate(parts)
+
+
+def _index_dir() -> str:
+    if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK):
+        return _SHM
+    return tempfile.gettempdir()
+
+
+def _share_line_index(index: np.ndarray) -> tuple[str | None, np.ndarray]:
+    """Writes the line index to a file in shared memory (or the temp dir) and maps it read-only,
+    so that every worker maps one copy instead of holding its own."""
+    if index.shape[0] == 0:  # nothing to share (and an empty file cannot be mapped)
+        return None, index
+    fd, path = tempfile.mkstemp(prefix="mixsieve-jsonl-", suffix=".lines", dir=_index_dir())
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(index.tobytes())
+        mapped = _map_line_index(path, index.shape[0])
+        assert mapped is not None
+    except BaseException:
+        _remove_if_owner(path, os.getpid())
+        raise
+    return path, mapped
+
+
+def _map_line_index(path: str | None, n: int) -> np.ndarray | None:
+    """The shared line index at ``path``, or None if it is gone (or not the size expected)."""
+    if n == 0:
+        return np.zeros(0, dtype=_LINE)
+    if path is None:
+        return None
+    try:
+        if os.path.getsize(path) != n * _LINE.itemsize:
+            return None
+        return np.memmap(path, dtype=_LINE, mode="r", shape=(n,))
+    except OSError:
+        return None
+
+
+def _remove_if_owner(path: str, owner: int) -> None:
+    if os.getpid() == owner:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _expand(paths: Any, suffixes: tuple[str, ...]) -> list[str]:
+    """Files named by ``paths``: files as given, directories walked (files ending in ``suffixes``,
+    sorted), glob patterns matched (sorted)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     out: list[str] = []
@@ -124,7 +204,7 @@ def _expand(paths: Any) -> list[str]:
         p = os.fspath(p)
         if os.path.isdir(p):
             for root, _, names in sorted(os.walk(p)):
-                out.extend(os.path.join(root, n) for n in sorted(names) if n.endswith((".jsonl", ".json")))
+                out.extend(os.path.join(root, n) for n in sorted(names) if n.endswith(suffixes))
         elif os.path.exists(p):
             out.append(p)
         else:
