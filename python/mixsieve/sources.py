@@ -25,10 +25,12 @@ from typing import Any, Callable
 import numpy as np
 
 __all__ = [
+    "ArrowSource",
     "IndexedTokenSource",
     "IterableSource",
     "JsonlSource",
     "NearDupFilter",
+    "ParquetSource",
 ]
 
 
@@ -643,3 +645,7 @@ class NearDupFilter:
 
     def __repr__(self) -> str:
         return f"NearDupFilter(threshold={self.threshold})"
+
+
+# after the helpers it uses (columnar imports them from here); pyarrow itself loads on first use
+from .columnar import ArrowSource, ParquetSource  # noqa: E402
