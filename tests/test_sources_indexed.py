@@ -250,3 +250,25 @@ def test_forked_child_maps_the_files_itself(tmp_path):
 def test_repr_is_short(tmp_path):
     write_pair(tmp_path / "d", [[1, 2], [3]])
     assert repr(IndexedTokenSource(tmp_path / "d")).endswith("2 sequences of uint16)")
+
+
+def test_mixture_with_spawned_workers_serves_the_sequences_it_serves_in_process(tmp_path):
+    torch = pytest.importorskip("torch")
+    import mixsieve as ms
+
+    seqs = write_pair(tmp_path / "d", random_seqs(np.random.default_rng(1), 30, np.int32))
+    src = IndexedTokenSource(tmp_path / "d")
+
+    def mixture():
+        return ms.MixtureDataset({"tok": src, "ids": list(range(100))}, seed=3, num_samples=40, batch_size=4)
+
+    def plain(stream):
+        return [(name, x.tolist() if name == "tok" else x) for name, x in stream]
+
+    here = plain(mixture())
+    assert sum(name == "tok" for name, _ in here) > 10
+    assert all(x in [s.tolist() for s in seqs] for name, x in here if name == "tok")
+    loader = torch.utils.data.DataLoader(
+        mixture(), batch_size=4, num_workers=2, multiprocessing_context="spawn", collate_fn=list
+    )
+    assert plain(x for batch in loader for x in batch) == here

@@ -100,7 +100,7 @@ def test_opening_reads_no_row_group_and_an_item_reads_only_its_own(tmp_path, rea
 
 def test_a_batch_reads_each_group_once(tmp_path, reads):
     paths, rows = write(tmp_path)
-    src = ParquetSource(tmp_path)
+    src = ParquetSource(tmp_path, cache_bytes=0)  # no cache to hide a second read
     ids = [0, 1, 12, 13, 0, 5, 6, 14, 1]  # file 0 group 0; file 3 groups 0, 1; file 2 group 0
     assert src.__getitems__(ids) == [rows[i] for i in ids]
     assert len(reads) == 4
@@ -215,3 +215,22 @@ def test_forked_child_opens_its_own_files_and_cache(tmp_path):
 def test_repr_is_short(tmp_path):
     write(tmp_path)
     assert repr(ParquetSource(tmp_path)) == "ParquetSource(4 files, 15 rows)"
+
+
+def test_mixture_with_spawned_workers_serves_the_rows_it_serves_in_process(tmp_path):
+    torch = pytest.importorskip("torch")
+    import mixsieve as ms
+
+    _, rows = write(tmp_path)
+    src = ParquetSource(tmp_path)
+
+    def mixture():
+        return ms.MixtureDataset({"pq": src, "ids": list(range(100))}, seed=3, num_samples=40, batch_size=4)
+
+    here = list(mixture())
+    assert sum(name == "pq" for name, _ in here) > 10
+    assert all(row in rows for name, row in here if name == "pq")
+    loader = torch.utils.data.DataLoader(
+        mixture(), batch_size=4, num_workers=2, multiprocessing_context="spawn", collate_fn=list
+    )
+    assert [x for batch in loader for x in batch] == here
