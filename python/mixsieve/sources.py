@@ -6,6 +6,13 @@ it serves, shuffling costs O(1) memory and resume is O(1). Anything else iterabl
 *iterable* source: it is read in full by every worker (each keeps its own share), shuffled
 through a seeded buffer and replayed on resume; pass a function that returns a fresh iterator
 if the source must be read more than once (``on_exhausted="cycle"``).
+
+Map-style sources on disk or in memory: :class:`JsonlSource` (JSON lines),
+:class:`ParquetSource` and :class:`ArrowSource` (rows as dicts; need pyarrow) and
+:class:`IndexedTokenSource` (Megatron ``.bin``/``.idx`` token sequences). Each takes batched
+reads (``__getitems__``), pickles without its data for spawned DataLoader workers, and reopens
+its files in a forked one; all but JsonlSource give per-item token counts (``item_lengths``).
+See docs/sources.md.
 """
 
 from __future__ import annotations
