@@ -114,3 +114,14 @@ def test_spawned_dataloader_workers_read_the_same_items(tmp_path):
     )
     assert list(loader) == [src[i] for i in range(300)]
     assert os.path.exists(src._index_path)  # the workers ended without removing it
+
+
+def test_a_directory_that_refuses_the_file_passes_to_the_next(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "_index_dirs", lambda: [str(tmp_path / "missing"), str(tmp_path)])
+    src = JsonlSource(write_lines(tmp_path / "a.jsonl", 5))
+    assert os.path.dirname(src._index_path) == str(tmp_path)
+    monkeypatch.setattr(sources, "_index_dirs", lambda: [str(tmp_path / "missing")])
+    alone = JsonlSource(tmp_path / "a.jsonl")  # no directory takes it: kept in memory
+    assert alone._index_path is None and alone[4] == "line 4"
+    copy = pickle.loads(pickle.dumps(alone))
+    assert [copy[i] for i in range(5)] == [alone[i] for i in range(5)]

@@ -163,27 +163,37 @@ def _scan_lines(paths: list[str]) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _index_dir() -> str:
-    if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK):
-        return _SHM
-    return tempfile.gettempdir()
+def _index_dirs() -> list[str]:
+    shm = [_SHM] if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else []
+    return shm + [tempfile.gettempdir()]
 
 
 def _share_line_index(index: np.ndarray) -> tuple[str | None, np.ndarray]:
     """Writes the line index to a file in shared memory (or the temp dir) and maps it read-only,
-    so that every worker maps one copy instead of holding its own."""
+    so that every worker maps one copy instead of holding its own. A directory that refuses the
+    file (a full ``/dev/shm``: containers often give it 64 MiB) passes to the next; if none takes
+    it, the index stays in this process's memory and each copy indexes again."""
     if index.shape[0] == 0:  # nothing to share (and an empty file cannot be mapped)
         return None, index
-    fd, path = tempfile.mkstemp(prefix="mixsieve-jsonl-", suffix=".lines", dir=_index_dir())
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(index.tobytes())
-        mapped = _map_line_index(path, index.shape[0])
-        assert mapped is not None
-    except BaseException:
+    for d in _index_dirs():
+        try:
+            fd, path = tempfile.mkstemp(prefix="mixsieve-jsonl-", suffix=".lines", dir=d)
+        except OSError:
+            continue
+        try:
+            # written in full before it is mapped: a full tmpfs fails here, not as SIGBUS on a read
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(index.tobytes())
+            mapped = _map_line_index(path, index.shape[0])
+            if mapped is not None:
+                return path, mapped
+        except OSError:
+            pass
+        except BaseException:
+            _remove_if_owner(path, os.getpid())
+            raise
         _remove_if_owner(path, os.getpid())
-        raise
-    return path, mapped
+    return None, index
 
 
 def _map_line_index(path: str | None, n: int) -> np.ndarray | None:
