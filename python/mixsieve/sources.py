@@ -6,20 +6,39 @@ it serves, shuffling costs O(1) memory and resume is O(1). Anything else iterabl
 *iterable* source: it is read in full by every worker (each keeps its own share), shuffled
 through a seeded buffer and replayed on resume; pass a function that returns a fresh iterator
 if the source must be read more than once (``on_exhausted="cycle"``).
+
+Map-style sources on disk or in memory: :class:`JsonlSource` (JSON lines),
+:class:`ParquetSource` and :class:`ArrowSource` (rows as dicts; need pyarrow) and
+:class:`IndexedTokenSource` (Megatron ``.bin``/``.idx`` token sequences). Each takes batched
+reads (``__getitems__``), pickles without its data for spawned DataLoader workers, and reopens
+its files in a forked one; all but JsonlSource give per-item token counts (``item_lengths``).
+See docs/sources.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import mmap
+import operator
 import os
+import struct
+import tempfile
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["JsonlSource", "NearDupFilter", "IterableSource"]
+__all__ = [
+    "ArrowSource",
+    "IndexedTokenSource",
+    "IterableSource",
+    "JsonlSource",
+    "NearDupFilter",
+    "ParquetSource",
+]
 
 
 class JsonlSource:
@@ -29,6 +48,12 @@ class JsonlSource:
     is then read from its byte range alone, so each DataLoader worker touches only the lines it
     serves. Blank lines are skipped. Files are read through ``mmap``; gzip is not supported
     (random access needs plain files).
+
+    The line index is one file, in ``/dev/shm`` when it is writable, else in
+    :func:`tempfile.gettempdir`, mapped read-only: a pickled source (a spawned DataLoader
+    worker's copy) carries its path, not the index, and maps the same file, so the workers share
+    one copy. The process that made the source removes the file when the source is garbage
+    collected; a copy whose file is gone indexes the lines again, in memory.
 
     Parameters
     ----------
@@ -52,29 +77,21 @@ class JsonlSource:
         paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         text_field: str | None = "text",
     ):
-        self.paths = _expand(paths)
+        self.paths = _expand(paths, (".jsonl", ".json"))
         if not self.paths:
             raise ValueError(f"no JSONL files found in {paths!r}")
         self.text_field = text_field
-        starts: list[np.ndarray] = []
-        ends: list[np.ndarray] = []
-        files: list[np.ndarray] = []
-        lines: list[np.ndarray] = []
-        for f, path in enumerate(self.paths):
-            s, e, ln = _line_ranges(path)
-            starts.append(s)
-            ends.append(e)
-            lines.append(ln)
-            files.append(np.full(len(s), f, dtype=np.int32))
-        self._start = np.concatenate(starts)
-        self._end = np.concatenate(ends)
-        self._line = np.concatenate(lines)
-        self._file = np.concatenate(files)
+        index = _scan_lines(self.paths)
+        self._n = int(index.shape[0])
+        self._index_path, self._index = _share_line_index(index)
+        if self._index_path is not None:
+            # only this process removes the file: a forked child runs this finalizer too
+            weakref.finalize(self, _remove_if_owner, self._index_path, os.getpid())
         self._maps: dict[int, mmap.mmap] = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
-        return int(self._start.shape[0])
+        return self._n
 
     def _map(self, f: int) -> mmap.mmap:
         if self._pid != os.getpid():  # a forked worker opens its own maps
@@ -94,9 +111,9 @@ class JsonlSource:
             i += n
         if not 0 <= i < n:
             raise IndexError(f"JsonlSource index {i} out of range for {n} lines")
-        f = int(self._file[i])
-        raw = self._map(f)[int(self._start[i]) : int(self._end[i])]
-        where = f"{self.paths[f]}:{int(self._line[i])}"
+        start, end, line, f = self._index[i].tolist()
+        raw = self._map(f)[start:end]
+        where = f"{self.paths[f]}:{line}"
         try:
             record = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
@@ -108,15 +125,100 @@ class JsonlSource:
         return record[self.text_field]
 
     def __getstate__(self) -> dict[str, Any]:
-        d = self.__dict__.copy()
-        d["_maps"] = {}
-        return d
+        # the path of the shared line index, not the index: a worker maps the same file
+        return {"paths": self.paths, "text_field": self.text_field, "n": self._n, "index": self._index_path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.paths = state["paths"]
+        self.text_field = state["text_field"]
+        self._n = state["n"]
+        self._index_path = state["index"]
+        self._maps = {}
+        self._pid = os.getpid()
+        index = _map_line_index(self._index_path, self._n)
+        if index is None:  # the file is gone (its creator ended): index again, in this process only
+            index = _scan_lines(self.paths)
+            if index.shape[0] != self._n:
+                raise ValueError(
+                    f"JsonlSource: {self.paths} now hold {index.shape[0]} lines, {self._n} when it was made"
+                )
+        self._index = index
 
     def __repr__(self) -> str:
         return f"JsonlSource({len(self.paths)} files, {len(self)} lines)"
 
 
-def _expand(paths: Any) -> list[str]:
+# one row per non-blank line; packed (28 bytes) so the shared file is an array of it and nothing else
+_LINE = np.dtype([("start", "<i8"), ("end", "<i8"), ("line", "<i8"), ("file", "<i4")])
+_SHM = "/dev/shm"
+
+
+def _scan_lines(paths: list[str]) -> np.ndarray:
+    parts = []
+    for f, path in enumerate(paths):
+        s, e, ln = _line_ranges(path)
+        part = np.empty(s.shape[0], dtype=_LINE)
+        part["start"], part["end"], part["line"], part["file"] = s, e, ln, f
+        parts.append(part)
+    return np.concatenate(parts)
+
+
+def _index_dirs() -> list[str]:
+    shm = [_SHM] if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else []
+    return shm + [tempfile.gettempdir()]
+
+
+def _share_line_index(index: np.ndarray) -> tuple[str | None, np.ndarray]:
+    """Writes the line index to a file in shared memory (or the temp dir) and maps it read-only,
+    so that every worker maps one copy instead of holding its own. A directory that refuses the
+    file (a full ``/dev/shm``: containers often give it 64 MiB) passes to the next; if none takes
+    it, the index stays in this process's memory and each copy indexes again."""
+    if index.shape[0] == 0:  # nothing to share (and an empty file cannot be mapped)
+        return None, index
+    for d in _index_dirs():
+        try:
+            fd, path = tempfile.mkstemp(prefix="mixsieve-jsonl-", suffix=".lines", dir=d)
+        except OSError:
+            continue
+        try:
+            # written in full before it is mapped: a full tmpfs fails here, not as SIGBUS on a read
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(index.tobytes())
+            mapped = _map_line_index(path, index.shape[0])
+            if mapped is not None:
+                return path, mapped
+        except OSError:
+            pass
+        except BaseException:
+            _remove_if_owner(path, os.getpid())
+            raise
+        _remove_if_owner(path, os.getpid())
+    return None, index
+
+
+def _map_line_index(path: str | None, n: int) -> np.ndarray | None:
+    """The shared line index at ``path``, or None if it is gone (or not the size expected)."""
+    if n == 0:
+        return np.zeros(0, dtype=_LINE)
+    if path is None:
+        return None
+    try:
+        if os.path.getsize(path) != n * _LINE.itemsize:
+            return None
+        return np.memmap(path, dtype=_LINE, mode="r", shape=(n,))
+    except OSError:
+        return None
+
+
+def _remove_if_owner(path: str, owner: int) -> None:
+    if os.getpid() == owner:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _expand(paths: Any, suffixes: tuple[str, ...]) -> list[str]:
+    """Files named by ``paths``: files as given, directories walked (files ending in ``suffixes``,
+    sorted), glob patterns matched (sorted)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     out: list[str] = []
@@ -124,7 +226,7 @@ def _expand(paths: Any) -> list[str]:
         p = os.fspath(p)
         if os.path.isdir(p):
             for root, _, names in sorted(os.walk(p)):
-                out.extend(os.path.join(root, n) for n in sorted(names) if n.endswith((".jsonl", ".json")))
+                out.extend(os.path.join(root, n) for n in sorted(names) if n.endswith(suffixes))
         elif os.path.exists(p):
             out.append(p)
         else:
@@ -173,6 +275,268 @@ def _line_ranges(path: str, block: int = 1 << 26) -> tuple[np.ndarray, np.ndarra
         finally:
             m.close()
     return starts[keep], ends[keep], lines[keep]
+
+
+class IndexedTokenSource:
+    """Token sequences of a Megatron indexed dataset (``prefix.bin`` + ``prefix.idx``) as a
+    map-style source.
+
+    Item ``i`` is sequence ``i``: a read-only numpy view of the memory-mapped ``.bin`` (no copy,
+    no read until it is used), of the dtype the index names. Opening reads and checks the index
+    (the ``MMIDIDX`` layout of Megatron-core's ``IndexedDataset``): the magic, version 1, the
+    dtype code, that the file holds exactly the arrays its header counts, that lengths are not
+    negative, that sequences lie in order inside the ``.bin`` without overlapping, and that the
+    document indices are in range and non-decreasing. A file that fails raises ``ValueError``
+    naming the file and the field. Multimodal indices (a sequence-mode array after the document
+    indices) are not read.
+
+    A pickled source carries the prefix only; a worker (spawned or forked) maps the files
+    itself, and raises ``ValueError`` if they changed since the source was opened.
+
+    Parameters
+    ----------
+    prefix : str or path
+        The path of the pair without the suffix: ``data/web_text_document`` for
+        ``data/web_text_document.bin`` and ``.idx``.
+
+    Attributes
+    ----------
+    dtype : numpy.dtype
+        The token dtype (little-endian).
+    sequence_lengths : ndarray of int32, shape (len,)
+        Tokens per sequence, from the index.
+    document_indices : ndarray of int64
+        Sequence numbers where documents start, ending with ``len(self)``, as Megatron writes.
+
+    >>> import numpy as np, os, struct, tempfile, mixsieve as ms
+    >>> prefix = os.path.join(tempfile.mkdtemp(), "tokens")
+    >>> seqs = [np.array([5, 6, 7], np.uint16), np.array([8], np.uint16)]
+    >>> lengths = np.array([3, 1], np.int32)
+    >>> pointers = np.array([0, 3 * 2], np.int64)  # byte offsets: uint16 tokens are 2 bytes
+    >>> documents = np.array([0, 2], np.int64)
+    >>> with open(prefix + ".bin", "wb") as f:
+    ...     _ = f.write(b"".join(s.tobytes() for s in seqs))
+    >>> with open(prefix + ".idx", "wb") as f:  # magic, version, dtype code 8 (uint16), counts
+    ...     _ = f.write(b"MMIDIDX\\x00\\x00" + struct.pack("<QBQQ", 1, 8, 2, 2))
+    ...     _ = f.write(lengths.tobytes() + pointers.tobytes() + documents.tobytes())
+    >>> src = ms.sources.IndexedTokenSource(prefix)
+    >>> len(src), src[0].tolist(), src[-1].dtype, src.item_lengths().tolist()
+    (2, [5, 6, 7], dtype('uint16'), [3, 1])
+    """
+
+    dtype: np.dtype[Any]
+    sequence_lengths: np.ndarray
+    sequence_pointers: np.ndarray
+    document_indices: np.ndarray
+    _stamp: tuple[tuple[int, int], tuple[int, int]]
+
+    def __init__(self, prefix: str | os.PathLike[str]):
+        self.prefix = os.fspath(prefix)
+        self._open(check=True)
+
+    def _open(self, check: bool) -> None:
+        idx, bin_ = self.prefix + ".idx", self.prefix + ".bin"
+        stamp = (_stamp(idx), _stamp(bin_))
+        if not check and stamp != self._stamp:
+            raise ValueError(f"{idx} or {bin_} changed since the IndexedTokenSource was opened")
+        with open(idx, "rb") as fh:
+            index = _map_file(fh)
+        code, seqs, docs = _read_idx_header(idx, index)
+        self.dtype = np.dtype(_TOKEN_DTYPES[code])
+        self.sequence_lengths = np.frombuffer(index, np.dtype("<i4"), count=seqs, offset=_IDX_HEADER)
+        self.sequence_pointers = np.frombuffer(
+            index, np.dtype("<i8"), count=seqs, offset=_IDX_HEADER + 4 * seqs
+        )
+        self.document_indices = np.frombuffer(
+            index, np.dtype("<i8"), count=docs, offset=_IDX_HEADER + 12 * seqs
+        )
+        with open(bin_, "rb") as fh:
+            self._bin = _map_file(fh)
+        if check:
+            _check_sequences(
+                idx, self.sequence_lengths, self.sequence_pointers, self.dtype.itemsize, len(self._bin)
+            )
+            _check_documents(idx, self.document_indices, seqs)
+        self._stamp = stamp
+        self._pid = os.getpid()
+
+    def _view(self) -> Any:
+        if self._pid != os.getpid():  # a forked worker maps the files itself
+            self._open(check=False)
+        return self._bin
+
+    def __len__(self) -> int:
+        return int(self.sequence_lengths.shape[0])
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        i = _position(i, len(self), "IndexedTokenSource")
+        buf = self._view()
+        return np.frombuffer(
+            buf, self.dtype, count=int(self.sequence_lengths[i]), offset=int(self.sequence_pointers[i])
+        )
+
+    def __getitems__(self, indices: Sequence[int]) -> list[np.ndarray]:
+        pos = _positions(indices, len(self), "IndexedTokenSource")
+        buf = self._view()
+        lengths = self.sequence_lengths[pos].tolist()
+        pointers = self.sequence_pointers[pos].tolist()
+        return [np.frombuffer(buf, self.dtype, count=n, offset=p) for n, p in zip(lengths, pointers)]
+
+    def item_lengths(self, column: str | None = None) -> np.ndarray:
+        """Tokens per sequence (int64, shape ``(len,)``), from the index alone (no ``.bin`` read).
+
+        ``column`` must be None: a token sequence has no columns.
+        """
+        if column is not None:
+            raise ValueError(f"{self!r} has no columns: call item_lengths() without one (got {column!r})")
+        return self.sequence_lengths.astype(np.int64)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"prefix": self.prefix, "stamp": self._stamp}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.prefix = state["prefix"]
+        self._stamp = state["stamp"]
+        self._open(check=False)
+
+    def __repr__(self) -> str:
+        return f"IndexedTokenSource({self.prefix!r}, {len(self)} sequences of {self.dtype})"
+
+
+# Megatron-core's DType codes (megatron/core/datasets/indexed_dataset.py)
+_TOKEN_DTYPES = {1: "u1", 2: "i1", 3: "<i2", 4: "<i4", 5: "<i8", 6: "<f8", 7: "<f4", 8: "<u2"}
+_IDX_MAGIC = b"MMIDIDX\x00\x00"
+_IDX_HEADER = 9 + 8 + 1 + 8 + 8  # magic, version, dtype code, sequence count, document count
+_CHUNK = 1 << 20  # index entries checked at a time (bounds the temporaries on huge indices)
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def _map_file(fh: Any) -> Any:
+    """A read-only map of an open file (an empty bytes object for an empty file, which mmap refuses)."""
+    if os.fstat(fh.fileno()).st_size == 0:
+        return b""
+    return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def _read_idx_header(path: str, index: Any) -> tuple[int, int, int]:
+    """The dtype code, sequence count and document count of a ``.idx`` file, checked against its size."""
+    size = len(index)
+    if size < _IDX_HEADER:
+        raise ValueError(f"{path}: header truncated ({size} bytes, a Megatron index header is {_IDX_HEADER})")
+    if bytes(index[:9]) != _IDX_MAGIC:
+        raise ValueError(
+            f"{path}: magic is {bytes(index[:9])!r}, not {_IDX_MAGIC!r}: not a Megatron .idx file"
+        )
+    version, code, seqs, docs = struct.unpack("<QBQQ", index[9:_IDX_HEADER])
+    if version != 1:
+        raise ValueError(f"{path}: version is {version}; only version 1 is known")
+    if code not in _TOKEN_DTYPES:
+        raise ValueError(f"{path}: dtype code is {code}; known codes are {sorted(_TOKEN_DTYPES)}")
+    want = _IDX_HEADER + 12 * seqs + 8 * docs
+    if size != want:
+        extra = (
+            " (a multimodal index, with sequence modes, is not supported)"
+            if size == want + seqs > want
+            else ""
+        )
+        raise ValueError(
+            f"{path}: size is {size} bytes, but the header's sequence count {seqs} and document count "
+            f"{docs} need {want}{extra}"
+        )
+    return int(code), int(seqs), int(docs)
+
+
+def _check_sequences(
+    path: str, lengths: np.ndarray, pointers: np.ndarray, itemsize: int, bin_size: int
+) -> None:
+    prev_end = 0
+    for a in range(0, lengths.shape[0], _CHUNK):
+        n = lengths[a : a + _CHUNK].astype(np.int64)
+        p = pointers[a : a + _CHUNK]
+        bad = np.flatnonzero(n < 0)
+        if bad.size:
+            j = a + int(bad[0])
+            raise ValueError(f"{path}: sequence_lengths[{j}] is {int(lengths[j])}, negative")
+        # the bound on p first: p + n * itemsize cannot overflow then
+        bad = np.flatnonzero((p < 0) | (p > bin_size))
+        if bad.size:
+            j = a + int(bad[0])
+            raise ValueError(
+                f"{path}: sequence_pointers[{j}] is {int(pointers[j])}, outside the .bin ({bin_size} bytes)"
+            )
+        end = p + n * itemsize
+        bad = np.flatnonzero(end > bin_size)
+        if bad.size:
+            j = a + int(bad[0])
+            raise ValueError(
+                f"{path}: sequence {j} ends at byte {int(end[bad[0]])}, "
+                f"past the end of the .bin ({bin_size} bytes)"
+            )
+        prev = np.concatenate(([prev_end], end[:-1]))
+        bad = np.flatnonzero(p < prev)
+        if bad.size:
+            j = a + int(bad[0])
+            raise ValueError(
+                f"{path}: sequence_pointers[{j}] is {int(pointers[j])}, before the end of sequence {j - 1} "
+                f"({int(prev[bad[0]])}): sequences must lie in order without overlapping"
+            )
+        prev_end = int(end[-1])
+
+
+def _check_documents(path: str, documents: np.ndarray, seqs: int) -> None:
+    prev = 0
+    for a in range(0, documents.shape[0], _CHUNK):
+        d = documents[a : a + _CHUNK]
+        bad = np.flatnonzero((d < 0) | (d > seqs))
+        if bad.size:
+            j = a + int(bad[0])
+            raise ValueError(
+                f"{path}: document_indices[{j}] is {int(documents[j])}, "
+                f"outside [0, {seqs}] (the sequence count)"
+            )
+        bad = np.flatnonzero(d < np.concatenate(([prev], d[:-1])))
+        if bad.size:
+            j = a + int(bad[0])
+            raise ValueError(
+                f"{path}: document_indices[{j}] is {int(documents[j])}, less than the one before"
+            )
+        prev = int(d[-1])
+
+
+def _position(i: Any, n: int, what: str) -> int:
+    """``i`` as a position in ``range(n)`` (negative counts from the end)."""
+    try:
+        k = operator.index(i)
+    except TypeError:
+        raise TypeError(f"{what} indices must be integers, not {type(i).__name__}") from None
+    if k < 0:
+        k += n
+    if not 0 <= k < n:
+        raise IndexError(f"{what} index {i} out of range for {n} items")
+    return k
+
+
+def _positions(indices: Sequence[int], n: int, what: str) -> np.ndarray:
+    """``indices`` as an int64 array of positions in ``range(n)``, checked as :func:`_position` does."""
+    pos = np.asarray(indices)
+    if pos.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if pos.ndim != 1 or pos.dtype.kind not in "iu":
+        for i in np.ravel(pos).tolist() if pos.ndim else [indices]:
+            _position(i, n, what)  # names the first index that is not an integer
+        raise TypeError(f"{what} indices must be a flat sequence of integers")
+    if pos.dtype.kind == "u" and pos.max() > np.iinfo(np.int64).max:
+        raise IndexError(f"{what} index {int(pos.max())} out of range for {n} items")
+    pos = pos.astype(np.int64)
+    pos = np.where(pos < 0, pos + n, pos)
+    bad = np.flatnonzero((pos < 0) | (pos >= n))
+    if bad.size:
+        raise IndexError(f"{what} index {indices[int(bad[0])]} out of range for {n} items")
+    return pos
 
 
 class IterableSource:
@@ -298,3 +662,7 @@ class NearDupFilter:
 
     def __repr__(self) -> str:
         return f"NearDupFilter(threshold={self.threshold})"
+
+
+# after the helpers it uses (columnar imports them from here); pyarrow itself loads on first use
+from .columnar import ArrowSource, ParquetSource  # noqa: E402
