@@ -16,6 +16,7 @@ import pytest
         ("mixsieve.sampling", 6),
         ("mixsieve.weights", 6),
         ("mixsieve.sources", 3),
+        ("mixsieve.columnar", 6),
         ("mixsieve.mixture.dataset", 3),
         ("mixsieve.mixup", 3),
         ("mixsieve.mixup._ops", 12),

@@ -442,3 +442,15 @@ def test_bad_max_epochs():
     # every source capped: the stream ends when the last one leaves
     ds = ms.MixtureDataset(srcs, max_epochs={"a": 1, "b": 2}, shuffle=False)
     assert sorted(x for _, x in ds) == [1, 2, 3, 3]
+
+
+def test_a_pyarrow_table_is_a_source_of_rows():
+    pa = pytest.importorskip("pyarrow")
+    table = pa.table({"text": [f"t{i}" for i in range(30)], "num_tokens": list(range(1, 31))})
+    batch = table.to_batches()[0]
+    ds = ms.MixtureDataset(
+        {"t": table, "b": batch}, unit="tokens", lengths={"t": "num_tokens", "b": "num_tokens"}
+    )
+    got = [x for x, _ in zip(ds, range(40))]
+    assert all(isinstance(row, dict) and set(row) == {"text", "num_tokens"} for _, row in got)
+    assert {row["text"] for s, row in got if s == "t"} <= {f"t{i}" for i in range(30)}

@@ -19,7 +19,7 @@ _INSTALL = "pip install 'mixsieve[arrow]'"
 
 def _pyarrow(what: str) -> Any:
     try:
-        import pyarrow  # type: ignore[import-untyped]
+        import pyarrow
     except ImportError:
         raise ImportError(f"{what} needs pyarrow: {_INSTALL}") from None
     return pyarrow
@@ -28,7 +28,7 @@ def _pyarrow(what: str) -> Any:
 def _parquet(what: str) -> Any:
     _pyarrow(what)
     try:
-        import pyarrow.parquet  # type: ignore[import-untyped]
+        import pyarrow.parquet
     except ImportError:
         raise ImportError(f"{what} needs pyarrow with Parquet support: {_INSTALL}") from None
     return pyarrow.parquet

@@ -30,7 +30,15 @@ from ..sources import NearDupFilter
 from ..weights import OnlineMixer, WeightSchedule, weight_vector
 from . import checkpoint, distributed
 from .engine import Engine
-from .readers import MapReader, Sources, check_source, index_tables, source_key, whole_stream_wanted
+from .readers import (
+    MapReader,
+    Sources,
+    as_source,
+    check_source,
+    index_tables,
+    source_key,
+    whole_stream_wanted,
+)
 from .shared import MAX_WORKERS, RING, SharedControl
 
 try:  # torch is optional: without it MixtureDataset is a plain iterable
@@ -189,6 +197,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             if not isinstance(n, str):
                 raise TypeError(f"source names must be str, got {describe(n)}")
         self.names = list(sources)
+        sources = {n: as_source(s) for n, s in sources.items()}  # a pyarrow Table gives rows
         self.mode = check_choice("mode", mode, ("exact", "random"))
         self.unit = check_choice("unit", unit, ("samples", "tokens"))
         self.on_exhausted = check_choice("on_exhausted", on_exhausted, ("cycle", "stop", "drop"))

@@ -64,6 +64,16 @@ def as_main_process() -> Iterator[None]:
         _WHOLE.reset(token)
 
 
+def as_source(src: Any) -> Any:
+    """A pyarrow Table or RecordBatch as map-style rows (iterating one yields its columns)."""
+    kind = type(src)
+    if kind.__module__.startswith("pyarrow") and kind.__name__ in ("Table", "RecordBatch"):
+        from ..columnar import ArrowSource
+
+        return ArrowSource(src)
+    return src
+
+
 def check_source(name: str, src: Any) -> str:
     """'map' or 'iterable', or a TypeError saying what to pass instead."""
     if isinstance(src, (str, bytes)):
