@@ -454,6 +454,32 @@ py::tuple gather_piece(const py::array_t<std::int32_t, py::array::c_style>& src,
   return py::make_tuple(out_names, values);
 }
 
+// Views base[starts[i] : starts[i] + lengths[i]] of a 1-D contiguous array, as a list: the items
+// of a token-sequence source (IndexedTokenSource), made in one call instead of one numpy call
+// per item. The views share base's memory and its read-only flag.
+py::list sequence_views(const py::array& base, const I64& starts, const I64& lengths) {
+  if (base.ndim() != 1 || !(base.flags() & py::array::c_style)) throw py::value_error("base must be a 1-D contiguous array");
+  if (starts.ndim() != 1 || lengths.ndim() != 1 || starts.size() != lengths.size()) {
+    throw py::value_error("starts and lengths must be 1-D of one length");
+  }
+  const py::ssize_t n = starts.size(), size = base.shape(0), item = base.itemsize();
+  const auto* data = static_cast<const char*>(base.data());
+  const std::int64_t *st = starts.data(), *ln = lengths.data();
+  for (py::ssize_t i = 0; i < n; ++i) {
+    if (st[i] < 0 || ln[i] < 0 || st[i] > size || ln[i] > size - st[i]) {
+      throw py::index_error("sequence " + std::to_string(i) + " [" + std::to_string(st[i]) + ", +" + std::to_string(ln[i]) +
+                            ") lies outside the token buffer of " + std::to_string(size));
+    }
+  }
+  py::list out(n);
+  const py::dtype dt = base.dtype();
+  for (py::ssize_t i = 0; i < n; ++i) {
+    py::array v(dt, {static_cast<py::ssize_t>(ln[i])}, {item}, data + st[i] * item, base);
+    PyList_SET_ITEM(out.ptr(), i, v.release().ptr());
+  }
+  return out;
+}
+
 }  // namespace
 
 void bind_mixture(py::module_& m) {
@@ -623,6 +649,7 @@ void bind_mixture(py::module_& m) {
   m.def("gather_piece", &gather_piece, py::arg("src"), py::arg("item"), py::arg("lists"), py::arg("tables"),
         py::arg("prefetched"), py::arg("names"), py::arg("sizes"), py::arg("shuffle"), py::arg("seed"),
         py::arg("keys"));
+  m.def("sequence_views", &sequence_views, py::arg("base"), py::arg("starts"), py::arg("lengths"));
   m.def("buffer_slots", &buffer_slots, py::arg("seed"), py::arg("source_key"), py::arg("epoch"), py::arg("start"),
         py::arg("count"), py::arg("size"));
 }

@@ -31,6 +31,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import _core
+
 __all__ = [
     "ArrowSource",
     "IndexedTokenSource",
@@ -352,6 +354,14 @@ class IndexedTokenSource:
         )
         with open(bin_, "rb") as fh:
             self._bin = _map_file(fh)
+        item = self.dtype.itemsize
+        # the whole .bin as one token array, when every sequence starts on a token boundary (as
+        # Megatron writes it): items are then made as views of it in one native call
+        self._tokens = (
+            np.frombuffer(self._bin, self.dtype, count=len(self._bin) // item)
+            if seqs and not (self.sequence_pointers % item).any()
+            else None
+        )
         if check:
             _check_sequences(
                 idx, self.sequence_lengths, self.sequence_pointers, self.dtype.itemsize, len(self._bin)
@@ -378,6 +388,10 @@ class IndexedTokenSource:
     def __getitems__(self, indices: Sequence[int]) -> list[np.ndarray]:
         pos = _positions(indices, len(self), "IndexedTokenSource")
         buf = self._view()
+        if self._tokens is not None:
+            starts = self.sequence_pointers[pos] // self.dtype.itemsize
+            out: list[np.ndarray] = _core.sequence_views(self._tokens, starts, self.sequence_lengths[pos])
+            return out
         lengths = self.sequence_lengths[pos].tolist()
         pointers = self.sequence_pointers[pos].tolist()
         return [np.frombuffer(buf, self.dtype, count=n, offset=p) for n, p in zip(lengths, pointers)]
