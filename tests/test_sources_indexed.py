@@ -272,3 +272,25 @@ def test_mixture_with_spawned_workers_serves_the_sequences_it_serves_in_process(
         mixture(), batch_size=4, num_workers=2, multiprocessing_context="spawn", collate_fn=list
     )
     assert plain(x for batch in loader for x in batch) == here
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.uint8, np.int8, np.int16, np.int32, np.int64, np.float64, np.float32, np.uint16]
+)
+def test_writer_writes_the_published_layout_byte_for_byte(tmp_path, dtype):
+    rng = np.random.default_rng(4)
+    seqs = random_seqs(rng, 40, dtype)
+    ours = IndexedTokenSource.write(tmp_path / "ours", seqs, dtype=dtype, documents=[0, 7, 20])
+    write_pair(str(tmp_path / "theirs"), seqs, dtype, documents=[0, 7, 20, 40])
+    for ext in (".bin", ".idx"):
+        assert (tmp_path / ("ours" + ext)).read_bytes() == (tmp_path / ("theirs" + ext)).read_bytes()
+    assert [ours[i].tolist() for i in range(len(ours))] == [np.asarray(s, dtype).tolist() for s in seqs]
+
+
+def test_writer_refuses_what_the_format_cannot_hold(tmp_path):
+    with pytest.raises(ValueError, match="cannot hold"):
+        IndexedTokenSource.write(tmp_path / "a", [[70000]], dtype=np.uint16)
+    with pytest.raises(ValueError, match="not a Megatron token dtype"):
+        IndexedTokenSource.write(tmp_path / "b", [[1]], dtype=np.uint32)
+    with pytest.raises(ValueError, match="1-D"):
+        IndexedTokenSource.write(tmp_path / "c", [[[1, 2]]])
