@@ -16,6 +16,15 @@ In-memory sources only (no I/O), three sources weighted 0.5 / 0.3 / 0.2, items a
     (shuffle=False) vs a one-source IterableDataset over a list (sharded by worker) that yields
     the same (name, item) pairs, same item count.
 
+  * token mode (``unit="tokens"``):
+      - kernel: ``_core.MixPlan.fill`` decisions per second in token mode, K = 3, 10, 100 sources
+        of 10^4 and 10^6 items (lengths 1..4096), read in order and shuffled, next to sample mode
+        for the same K; and a plain Python loop of the same rule (largest token deficit, the
+        rule a user would write) for K = 10;
+      - iteration: samples per second of ``itertools.islice(ds, n)`` over three
+        ``IndexedTokenSource`` files (350k sequences), unit="tokens" and "samples", against a
+        plain Python loop that picks a source by token deficit and reads ``src[i]``.
+
 Ratios: their overhead / ours. JSON to --out.
 
 Usage: python bench/bench_mixture.py [--n 2e6] [--peer-n 2e5] [--hf-n 2e4] [--runs 5] [--smoke]
@@ -75,6 +84,124 @@ def bench_kernel(n: int, runs: int) -> dict[str, Any]:
             t = median_time(run, runs, f"kernel {mode} K={k}")
             out[f"{mode}_k{k}"] = {"decisions_per_s": n / t}
             print(f"kernel {mode:6s} K={k:3d}: {n / t / 1e6:7.1f} M decisions/s", flush=True)
+    return out
+
+
+def deficit_loop(weights: np.ndarray, lengths: list[np.ndarray], n: int) -> list[int]:
+    """The rule a user writes in Python: give the next item to the source furthest behind its
+    token share (largest w_d * T - C_d)."""
+    k = len(weights)
+    w = weights.tolist()
+    served = [0] * k
+    count = [0] * k
+    total = 0
+    out = []
+    lens = [x.tolist() for x in lengths]
+    for _ in range(n):
+        best = max(range(k), key=lambda d: w[d] * total - served[d])
+        ln = lens[best][count[best] % len(lens[best])]
+        count[best] += 1
+        served[best] += ln
+        total += ln
+        out.append(best)
+    return out
+
+
+def bench_tokens_kernel(n: int, runs: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    rng = np.random.default_rng(1)
+    for k in (3, 10, 100):
+        w = rng.dirichlet(np.ones(k))
+
+        def samples(k: int = k, w: np.ndarray = w) -> None:
+            s = _core.MixSchedule(k, True, 0)
+            s.set_weights(w)
+            s.fill(n)
+
+        t_samples = median_time(samples, runs, f"sample kernel K={k}")
+        row: dict[str, Any] = {"sample_mode_decisions_per_s": n / t_samples}
+        for size in (10_000, 1_000_000):
+            if k * size > 20_000_000:
+                continue  # 100 sources of 10^6 items: 400 MB of lengths, not this machine's case
+            for shuffle in (False, True):
+                tables = [_core.TokenTable(rng.integers(1, 4097, size=size)) for _ in range(k)]
+
+                def tokens(
+                    k: int = k, tables: list[Any] = tables, shuffle: bool = shuffle, w: np.ndarray = w
+                ) -> None:
+                    plan = _core.MixPlan(k, True, 0, 0, np.full(k, -1, np.int64))
+                    for d in range(k):
+                        plan.set_token_lengths(d, tables[d], d + 1, shuffle)
+                    plan.start(w)
+                    plan.fill(n)
+
+                key = f"items_{size}_{'shuffled' if shuffle else 'in_order'}"
+                t = median_time(tokens, runs, f"token kernel K={k} {key}")
+                row[key] = {"decisions_per_s": n / t, "vs_sample_mode": t_samples / t}
+                print(f"token kernel K={k:3d} {key:24s}: {n / t / 1e6:6.1f} M decisions/s", flush=True)
+        out[f"k{k}"] = row
+    # a plain Python loop of a token rule, K = 10
+    w10 = rng.dirichlet(np.ones(10))
+    lens10 = [rng.integers(1, 4097, size=10_000) for _ in range(10)]
+    m = max(1000, n // 100)
+    t_py = median_time(lambda: deficit_loop(w10, lens10, m), runs, "python deficit loop K=10") / m
+    ours = out["k10"]["items_10000_shuffled"]["decisions_per_s"]
+    out["python_deficit_loop_k10"] = {"decisions_per_s": 1 / t_py, "ratio_ours_over_theirs": ours * t_py}
+    print(
+        f"python deficit loop K=10: {1 / t_py / 1e6:.2f} M decisions/s; ours {ours * t_py:.0f}x", flush=True
+    )
+    return out
+
+
+def bench_tokens_iter(n: int, runs: int) -> dict[str, Any]:
+    import itertools
+    import tempfile
+
+    rng = np.random.default_rng(2)
+    weights = {"web": 0.6, "code": 0.3, "math": 0.1}
+    spans = {"web": (200_000, 20, 400), "code": (100_000, 100, 2000), "math": (50_000, 50, 800)}
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        srcs = {}
+        for name, (count, lo, hi) in spans.items():
+            lens = rng.integers(lo, hi, size=count)
+            seqs = (rng.integers(0, 50_000, size=int(x), dtype=np.uint16) for x in lens)
+            srcs[name] = ms.sources.IndexedTokenSource.write(os.path.join(tmp, name), seqs)
+        for unit in ("tokens", "samples"):
+            ds = ms.MixtureDataset(srcs, weights=weights, unit=unit, seed=0)
+
+            def ours(ds: Any = ds) -> None:
+                for _ in itertools.islice(ds, n):
+                    pass
+
+            t = median_time(ours, runs, f"iter(ds) unit={unit}")
+            out[f"mixsieve_{unit}"] = {"samples_per_s": n / t}
+            print(f"iter(MixtureDataset) over IndexedTokenSource, unit={unit}: {n / t / 1e6:.2f} M samples/s")
+        names = list(weights)
+        w = [weights[x] for x in names]
+        lengths = [srcs[x].item_lengths().tolist() for x in names]
+        sources_ = [srcs[x] for x in names]
+        m = max(1000, n // 10)
+
+        def plain() -> None:
+            served, count, total = [0.0] * 3, [0] * 3, 0
+            for _ in range(m):
+                best = max(range(3), key=lambda d: w[d] * total - served[d])
+                i = count[best] % len(lengths[best])
+                sources_[best][i]
+                count[best] += 1
+                served[best] += lengths[best][i]
+                total += lengths[best][i]
+
+        t_plain = median_time(plain, runs, "plain python loop") / m
+        ours_rate = out["mixsieve_tokens"]["samples_per_s"]
+        out["python_deficit_loop"] = {
+            "samples_per_s": 1 / t_plain,
+            "ratio_ours_over_theirs": ours_rate * t_plain,
+        }
+        print(
+            f"plain Python token loop: {1 / t_plain / 1e6:.2f} M samples/s; ours {ours_rate * t_plain:.1f}x"
+        )
     return out
 
 
@@ -291,11 +418,15 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", default="bench/results/mixture.json")
     ap.add_argument("--resume-at", type=float, default=1e8, help="global position of the resume test")
-    ap.add_argument("--parts", default="kernel,overhead,loader,resume", help="which measurements to run")
+    ap.add_argument("--tokens-n", type=float, default=1e6, help="samples through iter(ds) in token mode")
+    ap.add_argument(
+        "--parts", default="kernel,overhead,loader,resume,tokens", help="which measurements to run"
+    )
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
     args = ap.parse_args()
     if args.smoke:
         args.kernel_n, args.n, args.peer_n, args.hf_n, args.loader_n, args.runs = 1e4, 2e3, 1e3, 200, 2048, 1
+        args.tokens_n = 2e3
         args.resume_at = 2e6
     out: dict[str, Any] = {
         "machine": {
@@ -321,6 +452,9 @@ def main() -> None:
         out["loader"] = bench_loader(int(args.loader_n), args.runs)
     if "resume" in parts:
         out["resume"] = bench_resume(int(args.resume_at), args.runs)
+    if "tokens" in parts:
+        out["tokens_kernel"] = bench_tokens_kernel(int(args.kernel_n), args.runs)
+        out["tokens_iter"] = bench_tokens_iter(int(args.tokens_n), args.runs)
     write_result(args.out, out)
 
 

@@ -36,6 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
                 r["kernel"]["exact_k3"]["decisions_per_s"] > 0
                 and r["overhead"]["mixsieve_exact"]["samples_per_s"] > 0
                 and "random_choices_loop" in r["ratio_overhead_theirs_over_ours"]
+                and r["tokens_kernel"]["k10"]["items_10000_shuffled"]["decisions_per_s"] > 0
+                and r["tokens_iter"]["mixsieve_tokens"]["samples_per_s"] > 0
+                and r["tokens_iter"]["python_deficit_loop"]["ratio_ours_over_theirs"] > 0
             ),
         ),
         (

@@ -129,6 +129,7 @@ void restore(MixSchedule& s, std::int64_t position, std::int64_t segment_start, 
 // One source's item lengths in tokens (epoch slot order), shared by every plan that reads it.
 struct TokenTable {
   std::shared_ptr<const std::vector<std::int32_t>> v;
+  double mean = 0.0;
 };
 
 TokenTable make_token_table(const py::array& arr) {
@@ -153,7 +154,10 @@ TokenTable make_token_table(const py::array& arr) {
     }
     (*v)[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(p[i]);
   }
-  return TokenTable{std::move(v)};
+  double sum = 0.0;
+  for (std::int32_t len : *v) sum += static_cast<double>(len);
+  const double mean = sum / static_cast<double>(v->size());
+  return TokenTable{std::move(v), mean};
 }
 
 py::array_t<std::int32_t> token_table_array(const TokenTable& t) {
@@ -572,7 +576,7 @@ void bind_mixture(py::module_& m) {
           [](MixPlan& p, int d, const TokenTable& t, std::uint64_t source_key, bool shuffle) {
             if (d < 0 || d >= p.num_sources()) throw py::value_error("source out of range");
             if (p.position() != 0) throw py::value_error("set token lengths before the plan starts");
-            p.set_token_lengths(d, t.v, source_key, shuffle);
+            p.set_token_lengths(d, t.v, t.mean, source_key, shuffle);
           },
           py::arg("source"), py::arg("lengths"), py::arg("source_key"), py::arg("shuffle"))
       .def(

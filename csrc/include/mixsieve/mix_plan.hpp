@@ -127,9 +127,9 @@ class MixPlan {
   bool has_curve() const { return has_curve_; }
 
   // Token mode (see MixSchedule::set_token_lengths): call for every source before start().
-  void set_token_lengths(int d, std::shared_ptr<const std::vector<std::int32_t>> slots, std::uint64_t source_key,
-                         bool shuffle) {
-    sched_.set_token_lengths(d, std::move(slots), seed_, source_key, shuffle);
+  void set_token_lengths(int d, std::shared_ptr<const std::vector<std::int32_t>> slots, double mean,
+                         std::uint64_t source_key, bool shuffle) {
+    sched_.set_token_lengths(d, std::move(slots), mean, seed_, source_key, shuffle);
   }
 
   // max_epochs: source d leaves the mixture (dropped, the others renormalised) once it has

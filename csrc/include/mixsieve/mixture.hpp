@@ -277,13 +277,12 @@ class MixSchedule {
 
   // Switches to token mode (call for every source, before the first weights): item k of source
   // d is `slots[order(k)]` tokens long, order as in SourceOrder(n, seed, source_key, shuffle).
-  void set_token_lengths(int d, std::shared_ptr<const std::vector<std::int32_t>> slots, std::uint64_t seed,
-                         std::uint64_t source_key, bool shuffle) {
+  // mean: the mean of slots (the caller computes it once per table, not once per schedule).
+  void set_token_lengths(int d, std::shared_ptr<const std::vector<std::int32_t>> slots, double mean,
+                         std::uint64_t seed, std::uint64_t source_key, bool shuffle) {
     if (slots == nullptr || slots->empty()) throw std::invalid_argument("a source needs at least one item length");
     TokenLengths& t = tlen_[static_cast<std::size_t>(d)];
-    double sum = 0.0;
-    for (std::int32_t x : *slots) sum += static_cast<double>(x);
-    t.mean = sum > 0.0 ? sum / static_cast<double>(slots->size()) : 1.0;
+    t.mean = mean > 0.0 ? mean : 1.0;
     t.order = SourceOrder(slots->size(), seed, source_key, shuffle);
     t.slots = std::move(slots);
     tokens_ = true;
