@@ -42,3 +42,18 @@ def test_help_of_dedup_holds_the_rules_the_readme_points_to():
         assert phrase in doc, phrase
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert "help(ms.dedup)" in readme and "docs/dedup.md" in readme
+
+
+def test_readme_mixing_by_tokens_example_runs(capsys):
+    # the README's "Mixing by tokens" example, as printed there, and the shares it reports
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Mixing by tokens", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    shares = namespace["ds"].stats()["token_shares"]
+    assert abs(shares["web"] - 0.7) < 0.001 and abs(shares["code"] - 0.3) < 0.001
+    import ast
+
+    printed = ast.literal_eval(capsys.readouterr().out.strip())
+    assert printed.keys() == {"web", "code"} and abs(printed["web"] - 0.7) < 0.001

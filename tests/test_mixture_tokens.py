@@ -454,3 +454,19 @@ def test_a_pyarrow_table_is_a_source_of_rows():
     got = [x for x, _ in zip(ds, range(40))]
     assert all(isinstance(row, dict) and set(row) == {"text", "num_tokens"} for _, row in got)
     assert {row["text"] for s, row in got if s == "t"} <= {f"t{i}" for i in range(30)}
+
+
+def test_batched_length_reads_equal_item_by_item_reads():
+    # the kernel reads lengths 32 items at a time (batched permutation, cycle walking over the
+    # batch); the readers look items up one at a time: the tokens it counts must be the lengths
+    # of the items they fetch, across epochs and for sizes at and around powers of four
+    rng = np.random.default_rng(30)
+    for size in (1, 2, 3, 4, 5, 15, 16, 17, 31, 33, 63, 64, 65, 1023, 1024, 1025, 4097):
+        lens = [rng.integers(1, 4097, size=size).tolist(), rng.integers(1, 50, size=7).tolist()]
+        plan = token_plan(lens, [(0, [0.5, 0.5])], shuffle=True, seed=size)
+        src, item = plan.fill(5 * size + 300)
+        lengths = plan.item_lengths(src, item)
+        per_source = [int(lengths[src == d].sum()) for d in range(2)]
+        assert plan.tokens.tolist() == per_source, size
+        idx = _core.source_indices(item[src == 0], size, size, 1000, True)
+        assert lengths[src == 0].tolist() == np.asarray(lens[0])[idx].tolist()
