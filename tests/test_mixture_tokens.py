@@ -470,3 +470,95 @@ def test_batched_length_reads_equal_item_by_item_reads():
         assert plan.tokens.tolist() == per_source, size
         idx = _core.source_indices(item[src == 0], size, size, 1000, True)
         assert lengths[src == 0].tolist() == np.asarray(lens[0])[idx].tolist()
+
+
+# ---- the other paths of the sample-mode schedule, in token mode -------------------------------
+
+
+def test_weight_schedule_in_tokens_with_workers():
+    rng = np.random.default_rng(40)
+    srcs, lens = token_sources(rng)
+    names = list(W)
+    w1 = {"web": 0.1, "code": 0.1, "math": 0.8}
+    sch = ms.weights.schedule([(0, W), (900, w1)], interpolate="linear", every=50)
+    kw = dict(weights=sch, unit="tokens", lengths=lens, seed=2, num_samples=1200, batch_size=8)
+    got = collect(ms.MixtureDataset(srcs, **kw), 2)
+    assert keyed(got) == keyed(list(ms.MixtureDataset(srcs, **kw)))
+    vecs = sch.vectors(names)
+    excess = check_token_bound(got, lambda i: list(sch.at(i, vecs)))
+    assert excess * max(len(x) for _, x in got) <= max(int(v.max()) for v in lens.values())
+
+
+def test_online_mixer_in_tokens_replays_after_resume():
+    rng = np.random.default_rng(41)
+    srcs, lens = token_sources(rng)
+    kw = dict(unit="tokens", lengths=lens, seed=3, num_samples=800, chunk_size=32)
+
+    def run(cut=None):
+        mixer = ms.weights.OnlineMixer(list(W))
+        ds = ms.MixtureDataset(srcs, weights=mixer, **kw)
+        out, state = [], None
+        for i, x in enumerate(ds):
+            out.append(x)
+            if i % 50 == 49:
+                mixer.update({"web": 2.0 + (i % 7) / 10, "code": 1.0}, position=i + 60)
+            if cut is not None and i + 1 == cut:
+                state = ds.state_dict()
+                break
+        return out, state
+
+    whole, _ = run()
+    head, state = run(cut=333)
+    mixer = ms.weights.OnlineMixer(list(W))
+    ds = ms.MixtureDataset(srcs, weights=mixer, **kw)
+    ds.load_state_dict(state)
+    rest = []
+    for i, x in enumerate(ds, start=333):
+        rest.append(x)
+        if i % 50 == 49:
+            mixer.update({"web": 2.0 + (i % 7) / 10, "code": 1.0}, position=i + 60)
+    assert keyed(head + rest) == keyed(whole)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stateful_dataloader_resume_in_tokens(workers):
+    sdl = pytest.importorskip("torchdata.stateful_dataloader")
+    rng = np.random.default_rng(42)
+    srcs, lens = token_sources(rng)
+    kw = dict(weights=W, unit="tokens", lengths=lens, seed=4, num_samples=700, batch_size=4)
+    ref = keyed(list(ms.MixtureDataset(srcs, **kw)))
+    loader = sdl.StatefulDataLoader(
+        ms.MixtureDataset(srcs, **kw), batch_size=4, num_workers=workers, collate_fn=as_list
+    )
+    it = iter(loader)
+    first = [x for _ in range(61) for x in next(it)]
+    state = loader.state_dict()
+    del it
+    again = sdl.StatefulDataLoader(
+        ms.MixtureDataset(srcs, **kw), batch_size=4, num_workers=workers, collate_fn=as_list
+    )
+    again.load_state_dict(state)
+    assert keyed(first) + keyed([x for b in again for x in b]) == ref
+    ds = ms.MixtureDataset(srcs, **kw)  # elastic: into another worker count
+    ds.load_state_dict(state)
+    assert keyed(first) + keyed(collect(ds, 2 - workers, batch_size=4)) == ref
+
+
+def test_epochs_and_len_in_tokens():
+    rng = np.random.default_rng(43)
+    srcs, lens = token_sources(rng, sizes=(100, 20, 30))
+    kw = dict(weights=W, unit="tokens", lengths=lens, seed=5)
+    for mode, n in (("cycle", 300), ("drop", 120)):
+        ref = keyed(list(ms.MixtureDataset(srcs, on_exhausted="drop", **kw))) if mode == "drop" else None
+        ds = ms.MixtureDataset(srcs, on_exhausted=mode, num_samples=n, **kw)
+        first = keyed(list(ds))
+        assert len(first) == n and len(ds) == n
+        ds.set_epoch(1)
+        expect = len(ds)
+        second = keyed(list(ds))
+        assert len(second) == expect
+        if mode == "drop":  # every source dropped after its 150 items in all: 30 in epoch 1
+            assert expect == 30 and first + second == ref
+        else:
+            endless = ms.MixtureDataset(srcs, **kw)
+            assert first + second == [keyed([x])[0] for x, _ in zip(endless, range(600))]
