@@ -562,3 +562,27 @@ def test_epochs_and_len_in_tokens():
         else:
             endless = ms.MixtureDataset(srcs, **kw)
             assert first + second == [keyed([x])[0] for x, _ in zip(endless, range(600))]
+
+
+def test_filters_and_repeats_in_tokens():
+    # lengths are per item of the source; the schedule reads them through the keep mask and the
+    # repeat counts, as the readers read the items
+    rng = np.random.default_rng(44)
+    srcs, lens = token_sources(rng)
+    keep = rng.random(len(srcs["web"])) < 0.5
+    reps = rng.integers(0, 3, size=len(srcs["code"]))
+    ds = ms.MixtureDataset(
+        srcs,
+        weights=W,
+        unit="tokens",
+        lengths=lens,
+        seed=6,
+        num_samples=1500,
+        filters={"web": keep},
+        repeats={"code": reps},
+    )
+    got = list(ds)
+    kept = {srcs["web"][i][0] for i in np.flatnonzero(keep)}
+    assert {x[0] for s, x in got if s == "web"} <= kept
+    assert ds.stats()["tokens"] == {n: sum(len(x) for s, x in got if s == n) for n in W}
+    assert check_token_bound(got) * max(len(x) for _, x in got) <= max(int(v.max()) for v in lens.values())

@@ -13,6 +13,7 @@
 #include "common.hpp"
 #include "mixsieve/mix_plan.hpp"
 #include "mixsieve/mixture.hpp"
+#include "mixsieve/xxh64.hpp"
 
 namespace mixsieve_bind {
 
@@ -505,6 +506,9 @@ void bind_mixture(py::module_& m) {
       .def(py::init(&make_token_table), py::arg("lengths"))
       .def("__len__", [](const TokenTable& t) { return t.v->size(); })
       .def("array", &token_table_array)
+      .def(
+          "digest", [](const TokenTable& t) { return xxh64(t.v->data(), t.v->size() * sizeof(std::int32_t), 0); },
+          "xxh64 of the lengths (int32, little-endian), for telling tables apart in a checkpoint")
       .def(py::pickle([](const TokenTable& t) { return py::make_tuple(token_table_array(t)); },
                       [](const py::tuple& st) { return make_token_table(st[0].cast<py::array>()); }));
   py::class_<MixPlan>(m, "MixPlan")

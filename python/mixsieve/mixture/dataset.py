@@ -319,10 +319,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             slots = arr[table] if table is not None else arr
             if not slots.size or int(slots.sum()) <= 0:
                 raise ValueError(f"source {name!r} has no tokens (its item lengths sum to 0)")
-            out.append(_core.TokenTable(slots))
-            self._length_digest.append(
-                f"{_core.xxh64(np.ascontiguousarray(slots, np.int64).tobytes(), 0):016x}"
-            )
+            table = _core.TokenTable(slots)
+            out.append(table)
+            self._length_digest.append(f"{table.digest():016x}")
         return out
 
     def _caps_of(self, max_epochs: Any) -> tuple[list[int], dict[str, float]]:
