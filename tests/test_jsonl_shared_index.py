@@ -6,7 +6,10 @@ not a copy), and a copy whose file is gone indexes the lines again."""
 import gc
 import os
 import pickle
+import subprocess
+import sys
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -125,3 +128,33 @@ def test_a_directory_that_refuses_the_file_passes_to_the_next(tmp_path, monkeypa
     assert alone._index_path is None and alone[4] == "line 4"
     copy = pickle.loads(pickle.dumps(alone))
     assert [copy[i] for i in range(5)] == [alone[i] for i in range(5)]
+
+
+def test_a_killed_makers_index_is_swept_by_the_next_maker(tmp_path, monkeypatch):
+    # the maker dies without running its finalizer (SIGKILL): its file stays, unlocked; the next
+    # source made removes it once it is a minute old, and leaves files still in use alone
+    monkeypatch.setattr(sources, "_index_dirs", lambda: [str(tmp_path)])
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"text": "x"}\n' * 10)
+    code = (
+        "import os, sys; sys.path.insert(0, sys.argv[1]); import mixsieve.sources as s; "
+        "s._index_dirs = lambda: [sys.argv[2]]; src = s.JsonlSource(sys.argv[3]); "
+        "print(src._index_path, flush=True); os._exit(0)"
+    )
+    root = os.path.join(os.path.dirname(sources.__file__), "..")
+    out = subprocess.run(
+        [sys.executable, "-c", code, root, str(tmp_path), str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stale = out.stdout.strip()
+    assert os.path.exists(stale)
+    live = sources.JsonlSource(path)  # in use: holds its lock
+    old = time.time() - 120
+    os.utime(stale, (old, old))
+    os.utime(live._index_path, (old, old))
+    again = sources.JsonlSource(path)
+    assert not os.path.exists(stale)
+    assert os.path.exists(live._index_path) and os.path.exists(again._index_path)
+    assert live[3] == again[3] == "x"

@@ -10,6 +10,7 @@ that many tokens), so the checks do not trust the lengths the kernel was given.
 
 from __future__ import annotations
 
+import copy
 import pickle
 
 import mixsieve as ms
@@ -586,3 +587,115 @@ def test_filters_and_repeats_in_tokens():
     assert {x[0] for s, x in got if s == "web"} <= kept
     assert ds.stats()["tokens"] == {n: sum(len(x) for s, x in got if s == n) for n in W}
     assert check_token_bound(got) * max(len(x) for _, x in got) <= max(int(v.max()) for v in lens.values())
+
+
+# ---- what the reviews found ------------------------------------------------------------------
+
+
+class Stream:
+    """An iterable source (no len): a fresh pass each time."""
+
+    def __init__(self, n, tag):
+        self.n, self.tag = n, tag
+
+    def __iter__(self):
+        return iter(f"{self.tag}{i}" for i in range(self.n))
+
+
+@pytest.mark.parametrize("on_exhausted", ["cycle", "stop", "drop"])
+def test_max_epochs_on_an_iterable_source(on_exhausted):
+    # counted once at construction; with an epoch cap it is read past its end whatever
+    # on_exhausted says for the others (this hung with "stop" and "drop")
+    ds = ms.MixtureDataset(
+        {"a": Stream(5, "a"), "b": list(range(1000))},
+        weights={"a": 0.5, "b": 0.5},
+        max_epochs={"a": 2.0},
+        num_samples=60,
+        on_exhausted=on_exhausted,
+        shuffle=False,
+    )
+    names = [x for s, x in ds if s == "a"]
+    assert names == [f"a{i}" for i in range(5)] * 2
+    assert ds.stats()["left"]["a"] >= 19
+
+
+def test_len_counts_where_capped_sources_end_the_stream():
+    for unit in ("samples", "tokens"):
+        kw = {"unit": "tokens", "lengths": {"a": [1] * 10, "b": [2] * 20}} if unit == "tokens" else {}
+        ds = ms.MixtureDataset(
+            {"a": list(range(10)), "b": list(range(20))}, max_epochs={"a": 1, "b": 1}, num_samples=1000, **kw
+        )
+        assert len(ds) == 30 == len(list(ds))
+
+
+def test_token_lengths_set_twice_missing_or_late_are_handled():
+    plan = _core.MixPlan(2, True, 0, 0, np.full(2, -1, np.int64))
+    plan.set_token_lengths(0, _core.TokenTable(np.full(1000, 7)), 1, True)
+    plan.set_token_lengths(0, _core.TokenTable(np.array([1, 2, 3])), 1, True)  # the second one wins
+    with pytest.raises(ValueError, match="every source"):
+        plan.start(np.array([0.5, 0.5]))  # source 1 has none
+    plan.set_token_lengths(1, _core.TokenTable(np.array([5])), 2, True)
+    plan.start(np.array([0.5, 0.5]))
+    src, item = plan.fill(60)
+    assert plan.tokens.tolist() == [int(plan.item_lengths(src, item)[src == d].sum()) for d in range(2)]
+    assert set(plan.item_lengths(src, item)[src == 0].tolist()) <= {1, 2, 3}
+    with pytest.raises(ValueError, match="before the plan starts"):
+        plan.set_token_lengths(1, _core.TokenTable(np.array([9])), 2, True)
+
+
+def test_a_table_maps_an_int32_array_in_place_and_checks_it():
+    arr = np.arange(1, 6, dtype=np.int32)
+    table = _core.TokenTable(arr)
+    assert table.array().tolist() == [1, 2, 3, 4, 5] and table.digest() == _core.xxh64(arr.tobytes(), 0)
+    with pytest.raises(ValueError, match=r"lengths\[2\] = -1"):
+        _core.TokenTable(np.array([1, 2, -1], np.int32))
+    with pytest.raises(ValueError, match="2\\*\\*31"):
+        _core.TokenTable(np.array([2**31], np.int64))
+    with pytest.raises(ValueError, match="2\\*\\*31"):
+        _core.TokenTable(np.array([2**64 - 1], np.uint64))
+
+
+def test_corrupted_token_counts_in_a_state_are_refused():
+    rng = np.random.default_rng(50)
+    srcs, lens = token_sources(rng)
+    kw = dict(weights=W, unit="tokens", lengths=lens, seed=1, num_samples=400)
+    ds = ms.MixtureDataset(srcs, **kw)
+    it = iter(ds)
+    for _ in range(30):
+        next(it)
+    good = ds.state_dict()
+    for field, change in (
+        ("tokens", lambda v: [v[0] + 10**6] + v[1:]),
+        ("segment_tokens", lambda v: [0] * len(v)),
+        ("tokens", lambda v: [2**63] + v[1:]),
+        ("counts", lambda v: [10**30] + v[1:]),
+    ):
+        bad = copy.deepcopy(good)
+        if field == "tokens" and change(good["state"]["tokens"])[0] < 2**62:
+            bad["state"]["segment_tokens"][0] += 10**6
+        bad["state"][field] = change(bad["state"][field])
+        with pytest.raises(ValueError):
+            ms.MixtureDataset(srcs, **kw).load_state_dict(bad)
+    again = ms.MixtureDataset(srcs, **kw)
+    again.load_state_dict(good)
+    assert len(list(again)) == 370
+
+
+def test_a_token_dataset_pickles_without_its_lengths():
+    # spawned workers map the shared file of lengths; the pickle does not carry them
+    rng = np.random.default_rng(51)
+    lens = {"a": rng.integers(1, 4096, size=500_000), "b": rng.integers(1, 100, size=300_000)}
+    srcs = {"a": np.arange(500_000), "b": np.arange(300_000)}
+    ds = ms.MixtureDataset(srcs, unit="tokens", lengths=lens, seed=1)
+    blob = pickle.dumps(ds)
+    assert len(blob) < 64 * 1024 + srcs["a"].nbytes + srcs["b"].nbytes  # the sources, not the lengths
+    again = pickle.loads(blob)
+    assert [x for x, _ in zip(again, range(300))] == [x for x, _ in zip(ds, range(300))]
+
+
+def test_clear_errors_for_misplaced_arguments():
+    srcs = {"a": [1, 2], "b": [3]}
+    with pytest.raises(TypeError, match="lengths must be a dict"):
+        ms.MixtureDataset(srcs, unit="tokens", lengths=[[1, 1], [1]])
+    with pytest.raises(TypeError, match="max_epochs must be a dict"):
+        ms.MixtureDataset(srcs, max_epochs=2.0)

@@ -294,3 +294,29 @@ def test_writer_refuses_what_the_format_cannot_hold(tmp_path):
         IndexedTokenSource.write(tmp_path / "b", [[1]], dtype=np.uint32)
     with pytest.raises(ValueError, match="1-D"):
         IndexedTokenSource.write(tmp_path / "c", [[[1, 2]]])
+
+
+def test_writer_replaces_a_pair_in_use_without_disturbing_its_readers(tmp_path):
+    # written under temporary names, renamed into place: an open source keeps its old files
+    old = IndexedTokenSource.write(tmp_path / "p", [np.arange(1000) % 7 for _ in range(10)])
+    view = old[9]
+    new = IndexedTokenSource.write(tmp_path / "p", [np.arange(10)])
+    assert len(old) == 10 and view.tolist() == (np.arange(1000) % 7).tolist() and old[3].sum() == view.sum()
+    assert len(new) == 1 and new[0].tolist() == list(range(10))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.bin", "p.idx"]
+
+
+def test_writer_errors_leave_no_files(tmp_path):
+    def broken():
+        yield [1, 2]
+        raise RuntimeError("the tokenizer failed")
+
+    with pytest.raises(RuntimeError):
+        IndexedTokenSource.write(tmp_path / "g", broken())
+    with pytest.raises(ValueError, match="fractional"):
+        IndexedTokenSource.write(tmp_path / "f", [np.array([1.5, 2.0])])
+    with pytest.raises(ValueError, match="start at 0"):
+        IndexedTokenSource.write(tmp_path / "d", [[1], [2]], documents=[1])
+    with pytest.raises(ValueError, match="there are 2"):
+        IndexedTokenSource.write(tmp_path / "e", [[1], [2]], documents=[0, 5])
+    assert list(tmp_path.iterdir()) == []

@@ -127,43 +127,60 @@ void restore(MixSchedule& s, std::int64_t position, std::int64_t segment_start, 
 
 // ---- the plan ----
 
+void require_lengths(const MixPlan& p) {
+  if (p.kernel().token_mode() && !p.kernel().tokens_complete()) {
+    throw py::value_error("token mode needs set_token_lengths for every source");
+  }
+}
+
 // One source's item lengths in tokens (epoch slot order), shared by every plan that reads it.
-struct TokenTable {
-  std::shared_ptr<const std::vector<std::int32_t>> v;
-  double mean = 0.0;
-};
+// An int32 C-contiguous array (a memory-mapped file shared by workers) is used in place, kept
+// alive by a reference the table holds; other integer arrays are checked and copied.
+using TokenTable = LengthTable;
 
 TokenTable make_token_table(const py::array& arr) {
   if (arr.ndim() != 1 || arr.size() < 1) throw py::value_error("lengths must be a non-empty 1-D array");
   if (arr.dtype().kind() != 'i' && arr.dtype().kind() != 'u') {
     throw py::type_error("lengths must be integers, got dtype " + std::string(py::str(arr.dtype())));
   }
-  const auto x = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(arr);
+  auto bad = [](py::ssize_t i, const std::string& v) {
+    return py::value_error("lengths[" + std::to_string(i) + "] = " + v + " is not in [0, 2**31)");
+  };
+  if (arr.dtype().kind() == 'i' && arr.itemsize() == 4 && (arr.flags() & py::array::c_style) &&
+      py::dtype::of<std::int32_t>().is(arr.dtype())) {
+    const auto* p = static_cast<const std::int32_t*>(arr.data());
+    for (py::ssize_t i = 0; i < arr.size(); ++i) {
+      if (p[i] < 0) throw bad(i, std::to_string(p[i]));
+    }
+    auto* keep = new py::object(arr);
+    TokenTable t;
+    t.data = std::shared_ptr<const std::int32_t>(p, [keep](const std::int32_t*) {
+      py::gil_scoped_acquire gil;  // a plan may be freed wherever; the reference needs the GIL
+      delete keep;
+    });
+    t.size = static_cast<std::size_t>(arr.size());
+    t.summarise();
+    return t;
+  }
   if (arr.dtype().kind() == 'u' && arr.dtype().itemsize() == 8) {  // values >= 2^63 would wrap: check them first
     const auto u = py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>::ensure(arr);
     for (py::ssize_t i = 0; i < u.size(); ++i) {
-      if (u.data()[i] > 0x7FFFFFFFu) {
-        throw py::value_error("lengths[" + std::to_string(i) + "] = " + std::to_string(u.data()[i]) + " is not in [0, 2**31)");
-      }
+      if (u.data()[i] > 0x7FFFFFFFu) throw bad(i, std::to_string(u.data()[i]));
     }
   }
-  auto v = std::make_shared<std::vector<std::int32_t>>(static_cast<std::size_t>(x.size()));
+  const auto x = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(arr);
+  std::vector<std::int32_t> v(static_cast<std::size_t>(x.size()));
   const std::int64_t* p = x.data();
   for (py::ssize_t i = 0; i < x.size(); ++i) {
-    if (p[i] < 0 || p[i] > 0x7FFFFFFF) {
-      throw py::value_error("lengths[" + std::to_string(i) + "] = " + std::to_string(p[i]) + " is not in [0, 2**31)");
-    }
-    (*v)[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(p[i]);
+    if (p[i] < 0 || p[i] > 0x7FFFFFFF) throw bad(i, std::to_string(p[i]));
+    v[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(p[i]);
   }
-  double sum = 0.0;
-  for (std::int32_t len : *v) sum += static_cast<double>(len);
-  const double mean = sum / static_cast<double>(v->size());
-  return TokenTable{std::move(v), mean};
+  return TokenTable::from(std::move(v));
 }
 
 py::array_t<std::int32_t> token_table_array(const TokenTable& t) {
-  py::array_t<std::int32_t> a(static_cast<py::ssize_t>(t.v->size()));
-  std::copy(t.v->begin(), t.v->end(), a.mutable_data());
+  py::array_t<std::int32_t> a(static_cast<py::ssize_t>(t.size));
+  std::copy(t.data.get(), t.data.get() + t.size, a.mutable_data());
   return a;
 }
 
@@ -231,6 +248,7 @@ py::dict plan_state(const MixPlan& p) {
 // The caller (python/mixsieve/mixture/checkpoint.py) has checked the types; this checks
 // lengths, ranges and consistency.
 void plan_restore(MixPlan& p, const py::dict& st) {
+  require_lengths(p);
   const int k = p.num_sources();
   const auto position = st["position"].cast<std::int64_t>();
   const auto seg_start = st["segment_start"].cast<std::int64_t>();
@@ -265,11 +283,28 @@ void plan_restore(MixPlan& p, const py::dict& st) {
     const I64 t = st["tokens"].cast<I64>(), sg = st["segment_tokens"].cast<I64>();
     check_length(t, k, "tokens");
     check_length(sg, k, "segment_tokens");
+    const I64 cn = st["counts"].cast<I64>(), sc = st["segment_counts"].cast<I64>();
+    check_length(cn, k, "counts");
+    check_length(sc, k, "segment_counts");
+    std::int64_t sum = 0;
     for (int d = 0; d < k; ++d) {
       tok[static_cast<std::size_t>(d)] = t.data()[d];
       seg_tok[static_cast<std::size_t>(d)] = sg.data()[d];
       if (!(t.data()[d] >= sg.data()[d] && sg.data()[d] >= 0)) throw py::value_error("need tokens >= segment_tokens >= 0");
-      if (t.data()[d] >= kMaxPosition) throw py::value_error("tokens must be < 2**62");
+      if (t.data()[d] >= kMaxPosition || __builtin_add_overflow(sum, t.data()[d], &sum) || sum >= kMaxPosition) {
+        throw py::value_error("tokens must sum to less than 2**62");
+      }
+      // n items of a source hold between n * (its shortest) and n * (its longest) tokens
+      const TokenLengths& lens = p.kernel().token_lengths(d);
+      const auto within = [&](std::int64_t n, std::int64_t got) {
+        const __int128 lo = static_cast<__int128>(n) * lens.table.lo, hi = static_cast<__int128>(n) * lens.table.hi;
+        return got >= lo && got <= hi;
+      };
+      if (!within(cn.data()[d], t.data()[d]) || !within(sc.data()[d], sg.data()[d])) {
+        throw py::value_error("tokens[" + std::to_string(d) + "] / segment_tokens[" + std::to_string(d) +
+                              "] are not what its counts of items of lengths " + std::to_string(lens.table.lo) + ".." +
+                              std::to_string(lens.table.hi) + " can hold");
+      }
     }
   }
   const bool has_left = st.contains("left");
@@ -303,7 +338,7 @@ void plan_restore(MixPlan& p, const py::dict& st) {
     changes.emplace_back(pair[0].cast<std::int64_t>(), weights_arg(pair[1], k, "change weights"));
     check_position(changes.back().first, "a change's position");
   }
-  std::int64_t served = 0;  // token mode: the longest item is < 2^31 tokens
+  std::int64_t served = 0;  // token mode: the longest item is < 2^31 tokens (the sum is checked above)
   for (int d = 0; d < k; ++d) served += tok[static_cast<std::size_t>(d)];
   check_carry(carry, k, tokens ? served + 2147483647 : position);
   std::int64_t total = 0;
@@ -504,10 +539,10 @@ void bind_mixture(py::module_& m) {
   py::class_<TokenTable>(m, "TokenTable",
                          "Item lengths in tokens of one source (int32), shared by the plans that read it.")
       .def(py::init(&make_token_table), py::arg("lengths"))
-      .def("__len__", [](const TokenTable& t) { return t.v->size(); })
+      .def("__len__", [](const TokenTable& t) { return t.size; })
       .def("array", &token_table_array)
       .def(
-          "digest", [](const TokenTable& t) { return xxh64(t.v->data(), t.v->size() * sizeof(std::int32_t), 0); },
+          "digest", [](const TokenTable& t) { return xxh64(t.data.get(), t.size * sizeof(std::int32_t), 0); },
           "xxh64 of the lengths (int32, little-endian), for telling tables apart in a checkpoint")
       .def(py::pickle([](const TokenTable& t) { return py::make_tuple(token_table_array(t)); },
                       [](const py::tuple& st) { return make_token_table(st[0].cast<py::array>()); }));
@@ -529,6 +564,7 @@ void bind_mixture(py::module_& m) {
       .def(
           "start",
           [](MixPlan& p, const py::object& policy) {
+            require_lengths(p);
             std::vector<double> w(static_cast<std::size_t>(p.num_sources()), 1.0);
             if (!policy.is_none()) w = weights_arg(policy, p.num_sources(), "weights");
             const int bad = p.start(w.data());
@@ -559,6 +595,7 @@ void bind_mixture(py::module_& m) {
           "fill",
           [](MixPlan& p, std::int64_t n, std::int64_t end) {
             if (n < 0) throw py::value_error("n must be >= 0");
+            require_lengths(p);
             py::array_t<std::int32_t> src(n);
             py::array_t<std::int64_t> item(n);
             std::int64_t got = 0;
@@ -579,8 +616,8 @@ void bind_mixture(py::module_& m) {
           "set_token_lengths",
           [](MixPlan& p, int d, const TokenTable& t, std::uint64_t source_key, bool shuffle) {
             if (d < 0 || d >= p.num_sources()) throw py::value_error("source out of range");
-            if (p.position() != 0) throw py::value_error("set token lengths before the plan starts");
-            p.set_token_lengths(d, t.v, t.mean, source_key, shuffle);
+            if (p.started()) throw py::value_error("set token lengths before the plan starts");
+            p.set_token_lengths(d, t, source_key, shuffle);
           },
           py::arg("source"), py::arg("lengths"), py::arg("source_key"), py::arg("shuffle"))
       .def(
@@ -601,6 +638,7 @@ void bind_mixture(py::module_& m) {
             if (src.size() != item.size()) throw py::value_error("src and item differ in length");
             const int k = p.num_sources();
             std::vector<TokenLengths> t;
+            require_lengths(p);
             if (p.kernel().token_mode()) {
               for (int d = 0; d < k; ++d) t.push_back(p.kernel().token_lengths(d));
             }

@@ -56,6 +56,8 @@ def check_float_list(name: str, value: Any, length: int) -> list[float]:
     return [float(x) for x in out]
 
 
-def check_int_list(name: str, value: Any, length: int | None = None, lo: int | None = None) -> list[int]:
+def check_int_list(
+    name: str, value: Any, length: int | None = None, lo: int | None = None, hi: int | None = None
+) -> list[int]:
     out = check_list(name, value, length)
-    return [check_int(f"{name}[{i}]", x, lo) for i, x in enumerate(out)]
+    return [check_int(f"{name}[{i}]", x, lo, hi) for i, x in enumerate(out)]

@@ -18,6 +18,7 @@ See docs/sources.md.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import json
 import mmap
@@ -25,6 +26,7 @@ import operator
 import os
 import struct
 import tempfile
+import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable
@@ -85,10 +87,10 @@ class JsonlSource:
         self.text_field = text_field
         index = _scan_lines(self.paths)
         self._n = int(index.shape[0])
-        self._index_path, self._index = _share_line_index(index)
+        self._index_path, self._index, lock = share_array(index, "jsonl")
         if self._index_path is not None:
             # only this process removes the file: a forked child runs this finalizer too
-            weakref.finalize(self, _remove_if_owner, self._index_path, os.getpid())
+            weakref.finalize(self, release_shared, self._index_path, lock, os.getpid())
         self._maps: dict[int, mmap.mmap] = {}
         self._pid = os.getpid()
 
@@ -137,7 +139,7 @@ class JsonlSource:
         self._index_path = state["index"]
         self._maps = {}
         self._pid = os.getpid()
-        index = _map_line_index(self._index_path, self._n)
+        index = map_shared(self._index_path, _LINE, self._n)
         if index is None:  # the file is gone (its creator ended): index again, in this process only
             index = _scan_lines(self.paths)
             if index.shape[0] != self._n:
@@ -170,52 +172,91 @@ def _index_dirs() -> list[str]:
     return shm + [tempfile.gettempdir()]
 
 
-def _share_line_index(index: np.ndarray) -> tuple[str | None, np.ndarray]:
-    """Writes the line index to a file in shared memory (or the temp dir) and maps it read-only,
-    so that every worker maps one copy instead of holding its own. A directory that refuses the
-    file (a full ``/dev/shm``: containers often give it 64 MiB) passes to the next; if none takes
-    it, the index stays in this process's memory and each copy indexes again."""
-    if index.shape[0] == 0:  # nothing to share (and an empty file cannot be mapped)
-        return None, index
+_SHARED_PREFIX = "mixsieve-shared-"
+
+
+def share_array(arr: np.ndarray, kind: str) -> tuple[str | None, np.ndarray, int | None]:
+    """Writes ``arr`` to a file in shared memory (or the temp dir) and maps it read-only, so that
+    every DataLoader worker maps one copy instead of holding its own (a JSONL line index, a
+    mixture's item lengths). Returns (path, the mapped array, a descriptor holding a shared lock
+    on the file). The lock marks the file as in use: files whose lock nobody holds (their
+    creator was killed) are removed by the next call. A directory that refuses the file (a full
+    ``/dev/shm``: containers often give it 64 MiB) passes to the next; if none takes it, the
+    array stays in this process's memory (path None) and each copy rebuilds it."""
+    if arr.size == 0:  # nothing to share (and an empty file cannot be mapped)
+        return None, arr, None
     for d in _index_dirs():
+        _sweep_shared(d)
         try:
-            fd, path = tempfile.mkstemp(prefix="mixsieve-jsonl-", suffix=".lines", dir=d)
+            fd, path = tempfile.mkstemp(prefix=f"{_SHARED_PREFIX}{kind}-", suffix=".bin", dir=d)
         except OSError:
             continue
         try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
             # written in full before it is mapped: a full tmpfs fails here, not as SIGBUS on a read
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(index.tobytes())
-            mapped = _map_line_index(path, index.shape[0])
+            with open(fd, "wb", closefd=False) as fh:
+                fh.write(np.ascontiguousarray(arr).tobytes())
+            mapped = map_shared(path, arr.dtype, arr.shape[0])
             if mapped is not None:
-                return path, mapped
+                return path, mapped, fd
         except OSError:
             pass
         except BaseException:
-            _remove_if_owner(path, os.getpid())
+            release_shared(path, fd, os.getpid())
             raise
-        _remove_if_owner(path, os.getpid())
-    return None, index
+        release_shared(path, fd, os.getpid())
+    return None, arr, None
 
 
-def _map_line_index(path: str | None, n: int) -> np.ndarray | None:
-    """The shared line index at ``path``, or None if it is gone (or not the size expected)."""
+def map_shared(path: str | None, dtype: Any, n: int) -> np.ndarray | None:
+    """The shared array at ``path``, or None if it is gone (or not the size expected)."""
+    dtype = np.dtype(dtype)
     if n == 0:
-        return np.zeros(0, dtype=_LINE)
+        return np.zeros(0, dtype=dtype)
     if path is None:
         return None
     try:
-        if os.path.getsize(path) != n * _LINE.itemsize:
+        if os.path.getsize(path) != n * dtype.itemsize:
             return None
-        return np.memmap(path, dtype=_LINE, mode="r", shape=(n,))
+        return np.memmap(path, dtype=dtype, mode="r", shape=(n,))
     except OSError:
         return None
 
 
-def _remove_if_owner(path: str, owner: int) -> None:
-    if os.getpid() == owner:
-        with contextlib.suppress(FileNotFoundError):
+def release_shared(path: str, fd: int | None, owner: int) -> None:
+    if os.getpid() != owner:  # a forked child runs its parent's finalizers too
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _sweep_shared(directory: str) -> None:
+    """Removes shared arrays whose creator is gone: nobody holds their lock. Files younger than a
+    minute are left alone (their creator may not have locked them yet)."""
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(_SHARED_PREFIX)]
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            if now - os.stat(path).st_mtime < 60:
+                continue
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # in use
+        with contextlib.suppress(OSError):
             os.unlink(path)
+        os.close(fd)
 
 
 def _expand(paths: Any, suffixes: tuple[str, ...]) -> list[str]:
@@ -445,29 +486,49 @@ class IndexedTokenSource:
                 f"({sorted(set(_TOKEN_DTYPES.values()))})"
             )
         prefix = os.fspath(prefix)
+        if documents is not None:
+            docs_list = [operator.index(x) for x in documents]
+            if not docs_list or docs_list[0] != 0 or any(b < a for a, b in zip(docs_list, docs_list[1:])):
+                raise ValueError(f"documents must start at 0 and not decrease, got {docs_list[:10]}")
         lengths: list[int] = []
-        with open(prefix + ".bin", "wb") as fh:
-            for i, seq in enumerate(sequences):
-                arr = np.asarray(seq)
-                if arr.ndim != 1:
-                    raise ValueError(f"sequence {i} must be 1-D, got shape {arr.shape}")
-                if arr.size and not np.array_equal(arr.astype(dt), arr):
-                    raise ValueError(f"sequence {i} has values that {dt} cannot hold")
-                fh.write(arr.astype(dt).tobytes())
-                lengths.append(int(arr.size))
-        n = len(lengths)
-        lens = np.asarray(lengths, np.dtype("<i4"))
-        if n and int(np.max(lens)) >= 2**31 - 1:
-            raise ValueError("a sequence is too long for the index (2**31 tokens)")
-        pointers = np.zeros(n, np.dtype("<i8"))
-        if n > 1:
-            np.cumsum(lens[:-1].astype(np.int64) * dt.itemsize, out=pointers[1:])
-        docs = np.asarray(
-            list(documents) + [n] if documents is not None else np.arange(n + 1), np.dtype("<i8")
-        )
-        with open(prefix + ".idx", "wb") as fh:
-            fh.write(_IDX_MAGIC + struct.pack("<QBQQ", 1, codes[dt], n, len(docs)))
-            fh.write(lens.tobytes() + pointers.tobytes() + docs.tobytes())
+        # written under temporary names and renamed into place: a source open on the old pair
+        # keeps reading the old files, and a failure leaves nothing half written
+        tmp_bin, tmp_idx = f"{prefix}.bin.tmp-{os.getpid()}", f"{prefix}.idx.tmp-{os.getpid()}"
+        try:
+            with open(tmp_bin, "wb") as fh:
+                for i, seq in enumerate(sequences):
+                    arr = np.asarray(seq)
+                    if arr.ndim != 1:
+                        raise ValueError(f"sequence {i} must be 1-D, got shape {arr.shape}")
+                    if arr.size >= 2**31:
+                        raise ValueError(
+                            f"sequence {i} has {arr.size} tokens; the index holds at most 2**31 - 1"
+                        )
+                    out = arr.astype(dt)
+                    if arr.size and not np.array_equal(out, arr):
+                        raise ValueError(
+                            f"sequence {i} has values that {dt} cannot hold exactly (out of range, or "
+                            f"fractional): {arr[out != arr][:3].tolist()}"
+                        )
+                    fh.write(out.tobytes())
+                    lengths.append(int(arr.size))
+            n = len(lengths)
+            if documents is not None and docs_list[-1] > n:
+                raise ValueError(f"documents name sequence {docs_list[-1]}, but there are {n}")
+            lens = np.asarray(lengths, np.dtype("<i4"))
+            pointers = np.zeros(n, np.dtype("<i8"))
+            if n > 1:
+                np.cumsum(lens[:-1].astype(np.int64) * dt.itemsize, out=pointers[1:])
+            docs = np.asarray(docs_list + [n] if documents is not None else np.arange(n + 1), np.dtype("<i8"))
+            with open(tmp_idx, "wb") as fh:
+                fh.write(_IDX_MAGIC + struct.pack("<QBQQ", 1, codes[dt], n, len(docs)))
+                fh.write(lens.tobytes() + pointers.tobytes() + docs.tobytes())
+            os.replace(tmp_bin, prefix + ".bin")
+            os.replace(tmp_idx, prefix + ".idx")
+        finally:
+            for tmp in (tmp_bin, tmp_idx):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
         return cls(prefix)
 
 

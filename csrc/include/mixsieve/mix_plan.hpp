@@ -125,11 +125,12 @@ class MixPlan {
     has_curve_ = true;
   }
   bool has_curve() const { return has_curve_; }
+  // Whether start() or restore() has run (token lengths must come before).
+  bool started() const { return events_at_ >= 0 || position() > 0 || ended_; }
 
   // Token mode (see MixSchedule::set_token_lengths): call for every source before start().
-  void set_token_lengths(int d, std::shared_ptr<const std::vector<std::int32_t>> slots, double mean,
-                         std::uint64_t source_key, bool shuffle) {
-    sched_.set_token_lengths(d, std::move(slots), mean, seed_, source_key, shuffle);
+  void set_token_lengths(int d, LengthTable table, std::uint64_t source_key, bool shuffle) {
+    sched_.set_token_lengths(d, std::move(table), seed_, source_key, shuffle);
   }
 
   // max_epochs: source d leaves the mixture (dropped, the others renormalised) once it has

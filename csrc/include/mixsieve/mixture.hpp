@@ -214,12 +214,46 @@ class SourceOrder {
 // Token mode: the length in tokens of each item of a source, in the order the mixture reads it.
 // slots[j] is the length of the item at epoch slot j (after filters and repeats); the k-th item of
 // the source (over all epochs) sits at slot order(k), as MixtureDataset reads it.
+// One source's item lengths (epoch slot order): a read-only array whose memory `data` keeps
+// alive (a vector, or in the bindings a memory-mapped file shared by processes), with its
+// mean, smallest and largest value computed once.
+struct LengthTable {
+  std::shared_ptr<const std::int32_t> data;
+  std::size_t size = 0;
+  double mean = 1.0;
+  std::int32_t lo = 0, hi = 0;
+
+  static LengthTable from(std::vector<std::int32_t> v) {
+    auto owned = std::make_shared<const std::vector<std::int32_t>>(std::move(v));
+    LengthTable t;
+    t.data = std::shared_ptr<const std::int32_t>(owned, owned->data());
+    t.size = owned->size();
+    t.summarise();
+    return t;
+  }
+
+  void summarise() {
+    double sum = 0.0;
+    lo = size ? data.get()[0] : 0;
+    hi = lo;
+    for (std::size_t i = 0; i < size; ++i) {
+      const std::int32_t x = data.get()[i];
+      sum += static_cast<double>(x);
+      lo = std::min(lo, x);
+      hi = std::max(hi, x);
+    }
+    mean = size ? sum / static_cast<double>(size) : 0.0;
+  }
+};
+
 struct TokenLengths {
-  std::shared_ptr<const std::vector<std::int32_t>> slots;
+  LengthTable table;
   SourceOrder order{1, 0, 0, false};
   double mean = 1.0;  // mean length of an item (random mode draws sources by weight / mean)
 
-  std::int64_t of(std::int64_t k) { return (*slots)[static_cast<std::size_t>(order(static_cast<std::uint64_t>(k)))]; }
+  std::int64_t of(std::int64_t k) {
+    return table.data.get()[static_cast<std::size_t>(order(static_cast<std::uint64_t>(k)))];
+  }
 
   // The length of item k when a source's items are asked for in order (the schedule's case):
   // lengths are read kAhead items at a time, their slots computed in one tight loop and their
@@ -236,7 +270,7 @@ struct TokenLengths {
   // Reads the lengths of items k .. k + kAhead - 1, whose slots were found and fetched one
   // refill earlier when the items come in order, and fetches the next batch's.
   void refill(std::int64_t k) {
-    const std::int32_t* data = slots->data();
+    const std::int32_t* data = table.data.get();
     if (k != ahead_k) order.batch(static_cast<std::uint64_t>(k), kAhead, ahead.data());
     for (int j = 0; j < kAhead; ++j) buf[static_cast<std::size_t>(j)] = data[ahead[static_cast<std::size_t>(j)]];
     buf_k = k;
@@ -285,6 +319,10 @@ class MixSchedule {
   // Token mode: weights are shares of tokens. tokens_served()[d] counts the tokens of the items
   // given to d so far; segment_tokens() those since the last weight change.
   bool token_mode() const { return tokens_; }
+  // Token mode needs every source's lengths before it runs.
+  bool tokens_complete() const {
+    return std::all_of(tlen_.begin(), tlen_.end(), [](const TokenLengths& t) { return t.table.data != nullptr; });
+  }
   const std::vector<std::int64_t>& tokens_served() const { return tok_; }
   const std::vector<std::int64_t>& segment_tokens() const { return seg_tok_; }
   std::int64_t total_tokens() const { return total_tok_; }
@@ -293,15 +331,14 @@ class MixSchedule {
   int blocked() const { return blocked_; }
 
   // Switches to token mode (call for every source, before the first weights): item k of source
-  // d is `slots[order(k)]` tokens long, order as in SourceOrder(n, seed, source_key, shuffle).
-  // mean: the mean of slots (the caller computes it once per table, not once per schedule).
-  void set_token_lengths(int d, std::shared_ptr<const std::vector<std::int32_t>> slots, double mean,
-                         std::uint64_t seed, std::uint64_t source_key, bool shuffle) {
-    if (slots == nullptr || slots->empty()) throw std::invalid_argument("a source needs at least one item length");
+  // d is `table[order(k)]` tokens long, order as in SourceOrder(n, seed, source_key, shuffle).
+  void set_token_lengths(int d, LengthTable table, std::uint64_t seed, std::uint64_t source_key, bool shuffle) {
+    if (table.data == nullptr || table.size == 0) throw std::invalid_argument("a source needs at least one item length");
     TokenLengths& t = tlen_[static_cast<std::size_t>(d)];
-    t.mean = mean > 0.0 ? mean : 1.0;
-    t.order = SourceOrder(slots->size(), seed, source_key, shuffle);
-    t.slots = std::move(slots);
+    t = TokenLengths{};  // nothing read ahead from a table set before
+    t.mean = table.mean > 0.0 ? table.mean : 1.0;
+    t.order = SourceOrder(table.size, seed, source_key, shuffle);
+    t.table = std::move(table);
     tokens_ = true;
     next_len_[static_cast<std::size_t>(d)] = static_cast<double>(t.next(counts_[static_cast<std::size_t>(d)]));
     reset_times();

@@ -57,18 +57,20 @@ def validate(state: Any, k: int) -> dict[str, Any]:
         "position": check_int(_where(p, "position"), _need(st, "position", p), 0, _MAX),
         "segment_start": check_int(_where(p, "segment_start"), _need(st, "segment_start", p), 0, _MAX),
         "weights": check_float_list(_where(p, "weights"), _need(st, "weights", p), k),
-        "counts": check_int_list(_where(p, "counts"), _need(st, "counts", p), k, 0),
-        "segment_counts": check_int_list(_where(p, "segment_counts"), _need(st, "segment_counts", p), k, 0),
+        "counts": check_int_list(_where(p, "counts"), _need(st, "counts", p), k, 0, _MAX),
+        "segment_counts": check_int_list(
+            _where(p, "segment_counts"), _need(st, "segment_counts", p), k, 0, _MAX
+        ),
         "carry": check_float_list(_where(p, "carry"), _need(st, "carry", p), k),
         "policy": check_float_list(_where(p, "policy"), _need(st, "policy", p), k),
-        "dropped": check_int_list(_where(p, "dropped"), _need(st, "dropped", p), None, 0),
-        "lengths": check_int_list(_where(p, "lengths"), _need(st, "lengths", p), k, -1),
+        "dropped": check_int_list(_where(p, "dropped"), _need(st, "dropped", p), None, 0, k),
+        "lengths": check_int_list(_where(p, "lengths"), _need(st, "lengths", p), k, -1, _MAX),
         "ended": check_bool(_where(p, "ended"), _need(st, "ended", p)),
     }
     # token counts and where sources left: absent from states saved before they existed
     for key, lo in (("tokens", 0), ("segment_tokens", 0), ("left", -1)):
         if key in st:
-            out[key] = check_int_list(_where(p, key), st[key], k, lo)
+            out[key] = check_int_list(_where(p, key), st[key], k, lo, _MAX)
     bad = [d for d in out["dropped"] if d >= k]
     if bad:
         raise ValueError(f"{_where(p, 'dropped')} names source {bad[0]}, but there are {k} sources")

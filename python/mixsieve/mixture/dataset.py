@@ -16,7 +16,9 @@ import copy
 import itertools
 import json
 import math
+import os
 import sys
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from fractions import Fraction
 from types import FrameType
@@ -26,7 +28,7 @@ import numpy as np
 
 from .. import _core
 from .._checks import check_bool, check_choice, check_int, describe
-from ..sources import NearDupFilter
+from ..sources import NearDupFilter, map_shared, release_shared, share_array
 from ..weights import OnlineMixer, WeightSchedule, weight_vector
 from . import checkpoint, distributed
 from .engine import Engine
@@ -240,8 +242,6 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
                 f = filters.get(name)
                 self._iter_filters[d] = f if isinstance(f, NearDupFilter) else None
         self.sizes = [m.size if m is not None else None for m in self._map]
-        self._token_tables = self._lengths_of(sources, tables, lengths)
-        self._epoch_caps, self.max_epochs = self._caps_of(max_epochs)
         self._sources = Sources(
             self.names,
             self._keys,
@@ -253,6 +253,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             self.shuffle_buffer,
             self.on_exhausted == "cycle",
         )
+        self._token_tables = self._lengths_of(sources, tables, lengths)
+        self._epoch_caps, self.max_epochs = self._caps_of(max_epochs)
+        self._sources.capped = frozenset(d for d, cap in enumerate(self._epoch_caps) if cap >= 0)
 
         # weights policy
         self._mixer: OnlineMixer | None = None
@@ -296,6 +299,8 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
     ) -> list[Any] | None:
         """Per source, its items' lengths in epoch slot order (after filters and repeats), as
         shared native tables; None in sample mode."""
+        if lengths is not None and not isinstance(lengths, Mapping):
+            raise TypeError(f"lengths must be a dict of source name -> lengths, got {describe(lengths)}")
         given = dict(lengths or {})
         unknown = [n for n in given if n not in self.names]
         if unknown:
@@ -306,6 +311,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             return None
         out = []
         self._length_digest: list[str] = []
+        self._length_files: list[str | None] = []
         for d, name in enumerate(self.names):
             reader = self._map[d]
             if reader is None:
@@ -319,13 +325,20 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             slots = arr[table] if table is not None else arr
             if not slots.size or int(slots.sum()) <= 0:
                 raise ValueError(f"source {name!r} has no tokens (its item lengths sum to 0)")
-            table = _core.TokenTable(slots)
-            out.append(table)
-            self._length_digest.append(f"{table.digest():016x}")
+            # one int32 copy in a shared file that DataLoader workers map (a pickle carries its path)
+            path, mapped, lock = share_array(slots.astype(np.int32), "lengths")
+            if path is not None:
+                weakref.finalize(self, release_shared, path, lock, os.getpid())
+            token_table = _core.TokenTable(mapped)
+            out.append(token_table)
+            self._length_files.append(path)
+            self._length_digest.append(f"{token_table.digest():016x}")
         return out
 
     def _caps_of(self, max_epochs: Any) -> tuple[list[int], dict[str, float]]:
         """Items each source may give before it leaves (-1: no cap), from max_epochs."""
+        if max_epochs is not None and not isinstance(max_epochs, Mapping):
+            raise TypeError(f"max_epochs must be a dict of source name -> epochs, got {describe(max_epochs)}")
         given = dict(max_epochs or {})
         unknown = [n for n in given if n not in self.names]
         if unknown:
@@ -666,7 +679,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         epoch = int(shared.header[2])
         start = max(int(self._loaded["position"]), epoch * n)
         end = (start // n + 1) * n if n else 0
-        if self.on_exhausted != "cycle" and n:
+        if (self.on_exhausted != "cycle" or self.max_epochs) and n:
             if epoch not in self._len_cache:
                 plan = self._advance(self._epoch_start(start // n), end)
                 self._len_cache[epoch] = plan.position if plan.ended else end
@@ -876,10 +889,23 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         d = self.__dict__.copy()
         d["_engine"] = None
         d["process_group"] = None  # not picklable; workers use the resolved rank
+        if self._token_tables is not None and all(p is not None for p in self._length_files):
+            d["_token_tables"] = None  # the workers map the shared files instead
         return d
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if self.unit == "tokens" and self._token_tables is None:
+            tables = []
+            for d, path in enumerate(self._length_files):
+                mapped = map_shared(path, np.int32, int(self._map[d].size))  # type: ignore[union-attr]
+                if mapped is None:
+                    raise ValueError(
+                        f"the shared file of source {self.names[d]!r}'s item lengths ({path}) is gone: the "
+                        "process that made this MixtureDataset has ended; make the dataset again"
+                    )
+                tables.append(_core.TokenTable(mapped))
+            self._token_tables = tables
         if self._shared is not None and self._shared.missing:  # unpickled after its creator exited
             self._shared = None
             self._get_shared()
@@ -899,6 +925,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             "_iter_filters",
             "_sources",
             "_schedule",
+            "_token_tables",
         )
         for key, value in self.__dict__.items():
             if key in shared_refs:
@@ -1092,7 +1119,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         furthest position scheduled, and what filters removed per source. ``"left"`` maps each
         source that left the mixture (``max_epochs``, ``on_exhausted="drop"``) to the position
         where it left. With ``unit="tokens"``, ``"tokens"`` counts the tokens served per source
-        (as ``"served"`` counts samples) and ``"token_shares"`` their shares of the total."""
+        (as ``"served"`` counts samples) and ``"token_shares"`` their shares of the total.
+        ``"served"`` and ``"tokens"`` count what this dataset object handed out since it was
+        made or last loaded (``load_state_dict``); the state holds the totals of the stream."""
         served = np.zeros(len(self.names), np.int64)
         tokens = np.zeros(len(self.names), np.int64)
         reached = np.array(self._loaded["counts"], np.int64)
@@ -1177,9 +1206,11 @@ def _item_lengths(name: str, src: Any, given: Any) -> np.ndarray:
         elif given in (getattr(src, "column_names", None) or ()):  # a Hugging Face Dataset
             arr = np.asarray(src[given])
         else:
+            columns = getattr(src, "column_names", None)
             raise ValueError(
-                f"{where} = {given!r} names a column, but source {name!r} ({type(src).__name__}) has no "
-                "such column; give an int array, or use ms.sources.ParquetSource / ArrowSource"
+                f"{where} = {given!r} names a column, but source {name!r} ({type(src).__name__}) "
+                + (f"has the columns {list(columns)}" if columns else "has no columns")
+                + "; give an int array with one value per item, or a column it has"
             )
         where = f"column {given!r} of source {name!r}"
     else:

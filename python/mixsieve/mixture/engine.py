@@ -222,7 +222,7 @@ class Engine:
             sel = item[src == d]
             if not len(sel):
                 continue
-            n = it.pull_until(int(sel[-1]), self.src.cycle)
+            n = it.pull_until(int(sel[-1]), self.src.cycles(d))
             if n is not None:
                 ended.append((d, n))
                 if shared is not None and self.row >= 0:
@@ -235,7 +235,7 @@ class Engine:
             return
         counts = self.plan.counts
         for d, it in self.iters.items():
-            it.skip_to(int(counts[d]), self.src.cycle)
+            it.skip_to(int(counts[d]), self.src.cycles(d))
         self._skipped = True
 
     def register(self) -> None:

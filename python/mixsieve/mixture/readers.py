@@ -325,6 +325,12 @@ class Sources:
     shuffle: bool
     shuffle_buffer: int
     cycle: bool
+    capped: frozenset[int] = frozenset()  # sources with max_epochs: read past their end
+
+    def cycles(self, d: int) -> bool:
+        """Whether iterable source ``d`` starts a new pass at its end (``on_exhausted="cycle"``,
+        or an epoch cap, which lets it give more than one pass)."""
+        return self.cycle or d in self.capped
 
     def reader(self, d: int) -> IterReader:
         return IterReader(
