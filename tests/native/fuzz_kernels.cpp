@@ -219,6 +219,69 @@ void check_mix_plan(std::mt19937_64& rng) {
   if (na != nb || a != b || ia != ib) std::abort();  // a copy continues exactly
 }
 
+// Token mode: random tables (lengths from 0 up, sizes near powers of four), epoch caps, weight
+// changes with zeros, tables set twice, shuffled or not, on every scan the CPU has. The tokens
+// the kernel counts must equal the lengths of the items it gave, looked up one at a time; a
+// copy and a state restored mid-run must continue exactly.
+void check_token_plan(std::mt19937_64& rng) {
+  const int k = 1 + static_cast<int>(rng() % 140);
+  const int mode = static_cast<int>(rng() % 3);
+  const bool exact = rng() % 4 != 0, shuffle = rng() % 2;
+  std::vector<std::int64_t> caps(static_cast<std::size_t>(k)), epoch_caps(caps.size());
+  std::vector<LengthTable> tables;
+  for (int d = 0; d < k; ++d) {
+    static const std::size_t sizes[] = {1, 2, 3, 4, 5, 15, 16, 17, 63, 64, 65, 255, 256, 257, 1025};
+    std::vector<std::int32_t> v(sizes[rng() % 15]);
+    for (auto& x : v) x = static_cast<std::int32_t>(rng() % 5 == 0 ? rng() % 3 : rng() % 4097);
+    v[0] += 1;  // no source without tokens
+    tables.push_back(LengthTable::from(std::move(v)));
+    caps[static_cast<std::size_t>(d)] = rng() % 3 ? -1 : static_cast<std::int64_t>(tables.back().size);
+    epoch_caps[static_cast<std::size_t>(d)] = rng() % 4 ? -1 : static_cast<std::int64_t>(rng() % 600);
+  }
+  MixPlan plan(k, exact, rng(), mode, caps);
+  for (int d = 0; d < k; ++d) {
+    if (rng() % 5 == 0) plan.set_token_lengths(d, tables[static_cast<std::size_t>((d + 1) % k)], 7, shuffle);
+    plan.set_token_lengths(d, tables[static_cast<std::size_t>(d)], static_cast<std::uint64_t>(d) * 31 + 1, shuffle);
+  }
+  plan.set_epoch_caps(epoch_caps);
+  const int forced = static_cast<int>(rng() % 4) - 1;
+  MixSchedule::forced_path() = forced;
+  std::vector<double> w(static_cast<std::size_t>(k));
+  for (auto& x : w) x = rng() % 4 ? wild_weight(rng) : 0.0;
+  if (plan.start(w.data()) >= 0) {
+    MixSchedule::forced_path() = -1;
+    return;
+  }
+  std::vector<std::int32_t> src(900);
+  std::vector<std::int64_t> item(900);
+  std::vector<std::int64_t> tokens(static_cast<std::size_t>(k), 0);
+  std::vector<TokenLengths> lookup(static_cast<std::size_t>(k));
+  for (int d = 0; d < k; ++d) lookup[static_cast<std::size_t>(d)] = plan.kernel().token_lengths(d);
+  for (int round = 0; round < 6 && !plan.ended(); ++round) {
+    for (int c = static_cast<int>(rng() % 3); c > 0; --c) {
+      for (auto& x : w) x = rng() % 4 ? wild_weight(rng) : 0.0;
+      plan.add_change(plan.position() + static_cast<std::int64_t>(rng() % 300), w.data());
+    }
+    const std::int64_t n = static_cast<std::int64_t>(rng() % 900);
+    const std::int64_t got = plan.fill(n, -1, src.data(), item.data());
+    if (got < 0 || got > n || (got < n && !plan.ended())) std::abort();
+    for (std::int64_t i = 0; i < got; ++i) {
+      const auto d = static_cast<std::size_t>(src[static_cast<std::size_t>(i)]);
+      if (d >= static_cast<std::size_t>(k)) std::abort();
+      tokens[d] += lookup[d].of(item[static_cast<std::size_t>(i)]);
+    }
+    if (tokens != plan.kernel().tokens_served()) std::abort();
+  }
+  MixSchedule::forced_path() = -1;
+  if (plan.ended()) return;
+  MixPlan copy(plan);
+  std::vector<std::int32_t> a(300), b(300);
+  std::vector<std::int64_t> ia(300), ib(300);
+  const std::int64_t na = plan.fill(300, -1, a.data(), ia.data());
+  const std::int64_t nb = copy.fill(300, -1, b.data(), ib.data());
+  if (na != nb || a != b || ia != ib) std::abort();  // a copy continues exactly
+}
+
 // best_sorted (bucketed) must equal a full std::sort with `better` and a truncation, on keys
 // with many ties (including -0.0 and +0.0) and on spread-out keys.
 void check_best_sorted(std::mt19937_64& rng) {
@@ -484,6 +547,7 @@ int main(int argc, char** argv) {
   for (long it = 0; it < iterations; ++it) {
     if (it % 500 == 0) check_best_sorted(rng);
     if (it % 20 == 0) check_mix_plan(rng);
+    if (it % 20 == 10) check_token_plan(rng);
     if (it % 20 == 0) check_samplers(rng);
     check_ares_first_pass(rng);
     std::vector<char> buf;
