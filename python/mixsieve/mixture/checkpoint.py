@@ -63,7 +63,7 @@ def validate(state: Any, k: int) -> dict[str, Any]:
         ),
         "carry": check_float_list(_where(p, "carry"), _need(st, "carry", p), k),
         "policy": check_float_list(_where(p, "policy"), _need(st, "policy", p), k),
-        "dropped": check_int_list(_where(p, "dropped"), _need(st, "dropped", p), None, 0, k),
+        "dropped": check_int_list(_where(p, "dropped"), _need(st, "dropped", p), None, 0, _MAX),
         "lengths": check_int_list(_where(p, "lengths"), _need(st, "lengths", p), k, -1, _MAX),
         "ended": check_bool(_where(p, "ended"), _need(st, "ended", p)),
     }
