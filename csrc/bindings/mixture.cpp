@@ -652,6 +652,46 @@ void bind_mixture(py::module_& m) {
             return out;
           },
           py::arg("src"), py::arg("item"))
+      .def(
+          "simulate",
+          [](MixPlan& p, std::int64_t n, std::int64_t window, const I64& sizes) {
+            if (n < 0 || n >= kMaxPosition) throw py::value_error("n must be in [0, 2**62)");
+            if (window < 1) throw py::value_error("window must be >= 1");
+            check_length(sizes, p.num_sources(), "sizes");
+            require_lengths(p);
+            const std::vector<std::int64_t> sz(sizes.data(), sizes.data() + sizes.size());
+            SimulateResult r;
+            {
+              py::gil_scoped_release release;
+              r = p.simulate(n, window, sz);
+            }
+            const auto k = static_cast<py::ssize_t>(p.num_sources());
+            const auto windows = static_cast<py::ssize_t>(r.window_sizes.size());
+            auto matrix = [&](const auto& v) {
+              using T = typename std::decay_t<decltype(v)>::value_type;
+              py::array_t<T> a({windows, k});
+              std::copy(v.begin(), v.end(), a.mutable_data());
+              return a;
+            };
+            py::list events;
+            for (const PlanLog& e : r.events) {
+              events.append(py::make_tuple(e.position, e.kind, e.source, e.weights));
+            }
+            py::array_t<std::int64_t> epochs({static_cast<py::ssize_t>(r.epoch_events.size() / 3), py::ssize_t{3}});
+            std::copy(r.epoch_events.begin(), r.epoch_events.end(), epochs.mutable_data());
+            py::dict out;
+            out["counts"] = matrix(r.counts);
+            out["tokens"] = matrix(r.tokens);
+            out["weight_sums"] = matrix(r.weight_sums);
+            out["window_sizes"] = to_array(r.window_sizes);
+            out["events"] = events;
+            out["epoch_events"] = epochs;
+            out["generated"] = r.generated;
+            return out;
+          },
+          py::arg("n"), py::arg("window"), py::arg("sizes"),
+          "A dry run of the next n positions (the plan advances): per window, samples, tokens and "
+          "summed weights per source, and the events (see MixPlan::simulate).")
       .def("state", &plan_state)
       .def("restore", &plan_restore, py::arg("state"))
       .def("copy", [](const MixPlan& p) { return MixPlan(p); })

@@ -1,8 +1,9 @@
 """Mixing-weight policies for :class:`mixsieve.MixtureDataset`.
 
 Static policies (:func:`temperature`, :func:`unimax`) return weights; :func:`schedule` makes
-weights a function of the global stream position; :class:`OnlineMixer` changes them from the
-training loop (Online Data Mixing, EXP3). How the mixture applies them: docs/mixing.md.
+weights a function of the global stream position; a *controller* changes them from the training
+loop: :class:`OnlineMixer` (Online Data Mixing, EXP3), :class:`DoReMi`, or any object that
+follows the protocol of :class:`Controller`. How the mixture applies them: docs/mixing.md.
 """
 
 from __future__ import annotations
@@ -207,7 +208,175 @@ def weight_vector(weights: WeightsLike, names: Sequence[str]) -> np.ndarray:
     return vec
 
 
-class OnlineMixer:
+class Controller:
+    """The protocol of a weights controller, and a base class with its plumbing.
+
+    Any object with
+
+    * ``weights``: a dict source name -> weight (need not sum to 1), the weights in force;
+    * ``update(...)``: called by the training loop (with losses, rewards, whatever it reads),
+      changing ``weights``; it may take ``position=`` (the global position where the change
+      lands, see ``MixtureDataset.set_weights``);
+    * ``state_dict()`` / ``load_state_dict(state)``: a JSON-serialisable state and its restore;
+
+    can be passed as ``MixtureDataset(..., weights=controller)``. The dataset then applies the
+    weights after every ``update`` at a recorded position, so the change reaches the DataLoader
+    workers through shared memory and replays on resume exactly, and its ``state_dict`` carries
+    the controller's state. A controller that is not a subclass of this class has its ``update``
+    wrapped by the dataset (on the instance) to see each call; a subclass calls
+    :meth:`_notify` itself. :class:`OnlineMixer` and :class:`DoReMi` are subclasses.
+
+    A worked example, a controller that gives more weight to the source with the higher loss:
+
+    >>> import mixsieve as ms
+    >>> class Greedy:
+    ...     def __init__(self, names):
+    ...         self.weights = {n: 1.0 for n in names}
+    ...     def update(self, losses):
+    ...         top = max(losses, key=losses.get)
+    ...         self.weights = {n: (3.0 if n == top else 1.0) for n in self.weights}
+    ...     def state_dict(self):
+    ...         return {"weights": self.weights}
+    ...     def load_state_dict(self, state):
+    ...         self.weights = dict(state["weights"])
+    >>> ctl = Greedy(["a", "b"])
+    >>> ds = ms.MixtureDataset({"a": ["a"] * 9, "b": ["b"] * 9}, weights=ctl, chunk_size=4)
+    >>> it = iter(ds)
+    >>> [next(it)[0] for _ in range(4)]
+    ['a', 'b', 'a', 'b']
+    >>> ctl.update({"a": 1.0, "b": 2.0}, position=4)  # lands at position 4
+    >>> [next(it)[0] for _ in range(8)]
+    ['b', 'b', 'a', 'b', 'b', 'b', 'a', 'b']
+    """
+
+    sync: bool = True
+
+    def __init__(self, names: Sequence[str], *, sync: bool = True) -> None:
+        self.names = [str(n) for n in names]
+        if len(self.names) < 1 or len(set(self.names)) != len(self.names):
+            raise ValueError(f"names must be distinct and non-empty, got {self.names}")
+        self.sync = bool(sync)
+        self._listeners: list[weakref.ref[Any]] = []
+
+    @property
+    def weights(self) -> dict[str, float]:  # pragma: no cover - subclasses define it
+        raise NotImplementedError
+
+    def update(self, losses: Mapping[str, float], *, position: int | None = None) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def attach(self, listener: Callable[..., Any]) -> None:
+        """Calls ``listener(weights, position)`` after each update (held by a weak reference)."""
+        self._listeners.append(weakref.WeakMethod(listener))
+
+    def _notify(self, position: int | None) -> None:
+        """Tells the datasets this controller drives that ``weights`` changed."""
+        vec = np.array([self.weights[n] for n in self.names], dtype=np.float64)
+        alive = []
+        for ref in self._listeners:
+            fn = ref()
+            if fn is not None:
+                fn(vec, position)
+                alive.append(ref)
+        self._listeners = alive
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = self.__dict__.copy()
+        d["_listeners"] = []
+        return d
+
+    def _check_losses(self, losses: Any, what: str = "loss") -> dict[str, float]:
+        if not isinstance(losses, Mapping):
+            raise TypeError(f"losses must be a dict of source name -> {what}, got {type(losses).__name__}")
+        out = {}
+        for name, loss in losses.items():
+            if name not in self.names:
+                raise ValueError(f"unknown source {name!r}; the sources are {self.names}")
+            if isinstance(loss, (bool, str, bytes)) or not hasattr(loss, "__float__"):
+                raise TypeError(f"{what} of source {name!r} must be a number, got {loss!r}")
+            value = float(loss)
+            if not math.isfinite(value):
+                raise ValueError(f"{what} of source {name!r} is {value}; it must be finite")
+            out[name] = value
+        return out
+
+
+def is_controller(obj: Any) -> bool:
+    """Whether ``obj`` follows the controller protocol (see :class:`Controller`)."""
+    if isinstance(obj, (Mapping, Sequence, np.ndarray, WeightSchedule)):
+        return False
+    return all(hasattr(obj, a) for a in ("weights", "update", "state_dict", "load_state_dict")) and all(
+        callable(getattr(obj, a)) for a in ("update", "state_dict", "load_state_dict")
+    )
+
+
+class _NotifyingUpdate:
+    """A controller's own ``update``, wrapped on the instance so that datasets see each call. It
+    pickles as the plain method (a spawned worker's copy does not notify: workers learn of
+    changes through shared memory)."""
+
+    def __init__(self, controller: Any, method: Callable[..., Any]) -> None:
+        import inspect
+
+        self.controller = controller
+        self.method = method
+        try:
+            params = inspect.signature(method).parameters
+            self.takes_position = "position" in params or any(
+                p.kind == p.VAR_KEYWORD for p in params.values()
+            )
+        except (TypeError, ValueError):
+            self.takes_position = False
+        self.listeners: list[weakref.ref[Any]] = []
+
+    def __call__(self, *args: Any, position: int | None = None, **kwargs: Any) -> Any:
+        out = (
+            self.method(*args, position=position, **kwargs)
+            if self.takes_position
+            else self.method(*args, **kwargs)
+        )
+        alive = []
+        for ref in self.listeners:
+            fn = ref()
+            if fn is not None:
+                fn(None, position)
+                alive.append(ref)
+        self.listeners = alive
+        return out
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import functools
+
+        return (functools.partial, (type(self.controller).update, self.controller))
+
+
+def attach_controller(controller: Any, listener: Callable[..., Any]) -> None:
+    """Calls ``listener(weights or None, position)`` after each ``controller.update`` (None: read
+    ``controller.weights``)."""
+    attach = getattr(controller, "attach", None)
+    if callable(attach):
+        attach(listener)
+        return
+    current = controller.__dict__.get("update") if hasattr(controller, "__dict__") else None
+    if not isinstance(current, _NotifyingUpdate):
+        try:
+            current = _NotifyingUpdate(controller, controller.update)
+            controller.update = current
+        except AttributeError as e:
+            raise TypeError(
+                f"cannot watch {type(controller).__name__}.update (no instance attributes?): subclass "
+                "ms.weights.Controller and call self._notify(position) after each change"
+            ) from e
+    current.listeners.append(weakref.WeakMethod(listener))
+
+
+class OnlineMixer(Controller):
     """Online Data Mixing (Albalak et al. 2023): weights from an EXP3 bandit over sources.
 
     Call :meth:`update` from the training loop with each source's recent training loss (higher
@@ -241,20 +410,16 @@ class OnlineMixer:
     ) -> None:
         if algorithm != "exp3":
             raise ValueError(f"algorithm must be 'exp3', got {algorithm!r}")
-        self.names = [str(n) for n in names]
-        if len(self.names) < 1 or len(set(self.names)) != len(self.names):
-            raise ValueError(f"names must be distinct and non-empty, got {self.names}")
+        super().__init__(names, sync=sync)
         if not (0.0 <= smoothing < 1.0):
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
         self.algorithm = algorithm
         self.smoothing = float(smoothing)
-        self.sync = bool(sync)
         k = len(self.names)
         self._initial = weight_vector(initial, self.names) if initial is not None else np.ones(k)
         self._p = self._initial / self._initial.sum()
         self._rewards = np.zeros(k)
         self._t = 0
-        self._listeners: list[weakref.ref[Any]] = []
 
     @property
     def weights(self) -> dict[str, float]:
@@ -268,16 +433,7 @@ class OnlineMixer:
         rank with the same (all-reduced) losses: the datasets then agree on the position.
         """
         k = len(self.names)
-        if not isinstance(losses, Mapping):
-            raise TypeError(f"losses must be a dict of source name -> loss, got {type(losses).__name__}")
-        for name, loss in losses.items():
-            if name not in self.names:
-                raise ValueError(f"unknown source {name!r}; the sources are {self.names}")
-            if isinstance(loss, (bool, str, bytes)) or not hasattr(loss, "__float__"):
-                raise TypeError(f"loss of source {name!r} must be a number, got {loss!r}")
-            loss = float(loss)
-            if not math.isfinite(loss):
-                raise ValueError(f"loss of source {name!r} is {loss}; losses must be finite")
+        for name, loss in self._check_losses(losses).items():
             i = self.names.index(name)
             a = self.smoothing
             self._rewards[i] = a * self._rewards[i] + (1 - a) * loss / self._p[i]
@@ -295,19 +451,6 @@ class OnlineMixer:
         if k == 1:
             return 0.0
         return min(1.0 / k, math.sqrt(math.log(k) / (k * t)))
-
-    def attach(self, listener: Callable[..., Any]) -> None:
-        """Calls ``listener(weights, position)`` after each update (held by a weak reference)."""
-        self._listeners.append(weakref.WeakMethod(listener))
-
-    def _notify(self, position: int | None) -> None:
-        alive = []
-        for ref in self._listeners:
-            fn = ref()
-            if fn is not None:
-                fn(self._p.copy(), position)
-                alive.append(ref)
-        self._listeners = alive
 
     def state_dict(self) -> dict[str, Any]:
         return {"names": self.names, "t": self._t, "rewards": self._rewards.tolist(), "p": self._p.tolist()}
@@ -335,10 +478,104 @@ class OnlineMixer:
         self._rewards = np.array(state["rewards"], dtype=np.float64)
         self._p = np.array(state["p"], dtype=np.float64)
 
-    def __getstate__(self) -> dict[str, Any]:
-        d = self.__dict__.copy()
-        d["_listeners"] = []
-        return d
-
     def __repr__(self) -> str:
         return f"OnlineMixer({self.names}, t={self._t})"
+
+
+class DoReMi(Controller):
+    """DoReMi's domain reweighting (Xie et al., "DoReMi: Optimizing Data Mixtures Speeds Up
+    Language Model Pretraining", NeurIPS 2023), online.
+
+    Each :meth:`update` takes per-source losses of the model being trained (the proxy, in the
+    paper) and moves the weights by exponentiated gradient on the clipped excess loss over a
+    reference model, then mixes in the uniform distribution:
+
+        lambda_i = max(loss_i - reference_i, 0)          (0 for a source not reported)
+        alpha    = softmax(log alpha + step_size * lambda)
+        alpha    = (1 - smoothing) * alpha + smoothing / K
+
+    :attr:`weights` are the current ``alpha`` (what the mixture samples by);
+    :meth:`average_weights` are their mean over all updates, the weights the paper reports and
+    trains the large model with. The paper's values: ``step_size=1.0``, ``smoothing=1e-3``.
+
+    >>> import mixsieve as ms
+    >>> ctl = ms.weights.DoReMi(["web", "code"], reference_losses={"web": 2.9, "code": 1.4})
+    >>> w = ctl.update({"web": 3.1, "code": 1.5})  # web's excess 0.2 > code's 0.1
+    >>> round(w["web"], 4), round(w["code"], 4)
+    (0.525, 0.475)
+    >>> ctl.average_weights() == w  # one update so far
+    True
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        reference_losses: Mapping[str, float],
+        *,
+        step_size: float = 1.0,
+        smoothing: float = 1e-3,
+        initial: WeightsLike | None = None,
+        sync: bool = True,
+    ) -> None:
+        super().__init__(names, sync=sync)
+        ref = self._check_losses(reference_losses, "reference loss")
+        self.reference = np.array([ref.get(n, math.nan) for n in self.names], dtype=np.float64)
+        if not (math.isfinite(step_size) and step_size > 0):
+            raise ValueError(f"step_size must be a finite number > 0, got {step_size!r}")
+        if not (0.0 <= smoothing <= 1.0):
+            raise ValueError(f"smoothing must be in [0, 1], got {smoothing!r}")
+        self.step_size = float(step_size)
+        self.smoothing = float(smoothing)
+        k = len(self.names)
+        start = weight_vector(initial, self.names) if initial is not None else np.ones(k)
+        self._alpha = start / start.sum()
+        self._sum = np.zeros(k)
+        self._t = 0
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {n: float(v) for n, v in zip(self.names, self._alpha)}
+
+    def update(self, losses: Mapping[str, float], *, position: int | None = None) -> dict[str, float]:
+        """One step of the reweighting from per-source losses (the sources seen since the last
+        update; a source without a reference loss cannot be reported). The datasets it drives
+        switch at ``position`` (default: the next chunk no worker has started)."""
+        lam = np.zeros(len(self.names))
+        for name, loss in self._check_losses(losses).items():
+            i = self.names.index(name)
+            if math.isnan(self.reference[i]):
+                raise ValueError(f"source {name!r} has no reference loss; pass it in reference_losses")
+            lam[i] = max(loss - self.reference[i], 0.0)
+        z = np.log(self._alpha) + self.step_size * lam
+        z = np.exp(z - z.max())
+        k = len(self.names)
+        self._alpha = (1.0 - self.smoothing) * z / z.sum() + self.smoothing / k
+        self._sum += self._alpha
+        self._t += 1
+        self._notify(position)
+        return self.weights
+
+    def average_weights(self) -> dict[str, float]:
+        """The mean of the weights over all updates (the current weights before the first)."""
+        avg = self._sum / self._t if self._t else self._alpha
+        return {n: float(v) for n, v in zip(self.names, avg)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"names": self.names, "t": self._t, "alpha": self._alpha.tolist(), "sum": self._sum.tolist()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if list(state["names"]) != self.names:
+            raise ValueError(f"DoReMi state is for sources {list(state['names'])}, this one has {self.names}")
+        alpha = np.array(state["alpha"], dtype=np.float64)
+        total = np.array(state["sum"], dtype=np.float64)
+        k = len(self.names)
+        if (
+            alpha.shape != (k,)
+            or total.shape != (k,)
+            or not (np.all(alpha > 0) and np.all(np.isfinite(total)))
+        ):
+            raise ValueError("corrupt DoReMi state: alpha must be k positive numbers, sum k finite numbers")
+        self._alpha, self._sum, self._t = alpha, total, int(state["t"])
+
+    def __repr__(self) -> str:
+        return f"DoReMi({self.names}, t={self._t})"

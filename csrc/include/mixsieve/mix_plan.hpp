@@ -98,6 +98,27 @@ struct WeightCurve {
   }
 };
 
+// What a plan does while it fills, for a dry run (MixPlan::simulate): weight changes (with the
+// effective weights after them), sources leaving, the end of the stream.
+struct PlanLog {
+  enum Kind { kWeights = 0, kCurveStep = 1, kDropped = 2, kCapped = 3, kEnded = 4, kRenormalised = 5 };
+  std::int64_t position;
+  int kind;
+  int source;                   // the source that left or ended the stream, else -1
+  std::vector<double> weights;  // the normalised weights in force from `position` on
+};
+
+// A dry run's result: per window of positions, samples and tokens per source and the sum over
+// its positions of each source's weight in force; the events; where it stopped.
+struct SimulateResult {
+  std::vector<std::int64_t> counts, tokens;  // [window][source]
+  std::vector<double> weight_sums;           // [window][source]
+  std::vector<std::int64_t> window_sizes;    // positions in each window (the last may be short)
+  std::vector<PlanLog> events;               // weights (user/curve points), drops, caps, end
+  std::vector<std::int64_t> epoch_events;    // (position, source, epoch) triples: a source finished a pass
+  std::int64_t generated = 0;
+};
+
 class MixPlan {
  public:
   enum Exhausted { kCycle = 0, kStop = 1, kDrop = 2 };
@@ -269,16 +290,19 @@ class MixPlan {
  private:
   void apply_events(std::int64_t p) {
     bool changed = false;
+    int kind = PlanLog::kCurveStep;
     if (has_curve_ && p > 0 && curve_.next_change(p - 1) == p) {
       policy_ = curve_.at(p);
       changed = true;
+      if (std::binary_search(curve_.points.begin(), curve_.points.end(), p)) kind = PlanLog::kWeights;
     }
     while (!changes_.empty() && changes_.front().first <= p) {
       policy_ = std::move(changes_.front().second);
       changes_.erase(changes_.begin());
       changed = true;
+      kind = PlanLog::kWeights;
     }
-    if (changed) set_effective();
+    if (changed) set_effective(kind);
   }
 
   std::int64_t next_event(std::int64_t pos) const {
@@ -287,12 +311,16 @@ class MixPlan {
     return nxt;
   }
 
-  void set_effective() {
+  void set_effective(int kind = PlanLog::kWeights) {
     std::vector<double> w(policy_);
     for (int d = 0; d < k_; ++d) {
       if (dropped_[d]) w[d] = 0.0;
     }
     if (sched_.set_weights(w.data()) >= 0) ended_ = true;  // nothing left with a weight
+    if (log_ != nullptr) {
+      if (ended_) log_->push_back({position(), PlanLog::kEnded, -1, {}});
+      else log_->push_back({position(), kind, -1, sched_.weights()});
+    }
   }
 
   // The kernel stopped before a position whose source is at its cap. A source at its epoch cap
@@ -304,6 +332,7 @@ class MixPlan {
     const bool by_epochs = hit >= 0 && epoch_caps_[hit] >= 0;
     if (!by_epochs && mode_ == kStop) {
       ended_ = true;
+      if (log_ != nullptr) log_->push_back({position(), PlanLog::kEnded, hit, {}});
       return;
     }
     for (int d = 0; d < k_; ++d) {
@@ -311,9 +340,10 @@ class MixPlan {
       if (caps_[d] >= 0 && counts[d] >= caps_[d] && (epoch_capped || mode_ == kDrop || d == hit) && !dropped_[d]) {
         dropped_[d] = 1;
         left_[d] = position();
+        if (log_ != nullptr) log_->push_back({position(), epoch_capped ? PlanLog::kCapped : PlanLog::kDropped, d, {}});
       }
     }
-    set_effective();
+    set_effective(PlanLog::kRenormalised);
   }
 
   int k_;
@@ -329,6 +359,82 @@ class MixPlan {
   bool has_curve_ = false;
   bool ended_ = false;
   std::int64_t events_at_ = -1;
+  std::vector<PlanLog>* log_ = nullptr;  // set only during simulate()
+
+ public:
+  // A dry run of the next n positions (this plan advances): per window of `window` positions,
+  // the samples and tokens of each source and the sum of its weight in force over the window's
+  // positions; events as they happen; a source finishing its e-th pass over sizes[d] items
+  // (sizes[d] < 1: unknown). The same choices as fill(), which it calls.
+  SimulateResult simulate(std::int64_t n, std::int64_t window, const std::vector<std::int64_t>& sizes) {
+    SimulateResult r;
+    const auto kk = static_cast<std::size_t>(k_);
+    const std::int64_t start = position();
+    const std::int64_t windows = n > 0 ? (n + window - 1) / window : 0;
+    r.counts.assign(static_cast<std::size_t>(windows) * kk, 0);
+    r.tokens.assign(r.counts.size(), 0);
+    r.weight_sums.assign(r.counts.size(), 0.0);
+    r.window_sizes.assign(static_cast<std::size_t>(windows), 0);
+    std::vector<PlanLog> log;
+    log_ = &log;
+    std::vector<double> cur = next_weights();
+    std::vector<std::int64_t> cnt(sched_.counts());
+    constexpr std::int64_t kChunk = 1 << 16;
+    std::vector<std::int32_t> src(static_cast<std::size_t>(std::min(n, kChunk)));
+    std::vector<std::int64_t> item(src.size());
+    std::int64_t pos = start;
+    // adds positions [from, to) of window w with the weights in force
+    auto add_weights = [&](std::int64_t from, std::int64_t to) {
+      while (from < to) {
+        const std::int64_t w = (from - start) / window;
+        const std::int64_t upto = std::min(to, start + (w + 1) * window);
+        double* sums = &r.weight_sums[static_cast<std::size_t>(w) * kk];
+        for (std::size_t d = 0; d < kk; ++d) sums[d] += cur[d] * static_cast<double>(upto - from);
+        from = upto;
+      }
+    };
+    try {
+      while (pos < start + n && !ended_) {
+        const std::int64_t w = (pos - start) / window;
+        const std::int64_t stop = std::min({start + n, start + (w + 1) * window, pos + kChunk});
+        const std::vector<std::int64_t> tok0 = sched_.tokens_served();
+        const std::int64_t requested = stop - pos;
+        const std::int64_t got = fill(requested, -1, src.data(), item.data());
+        std::int64_t at = pos;
+        for (const PlanLog& e : log) {
+          add_weights(at, std::max(at, e.position));
+          at = std::max(at, e.position);
+          if (e.kind != PlanLog::kEnded) {
+            if (!e.weights.empty()) cur = e.weights;
+          }
+          if (e.kind != PlanLog::kCurveStep && e.kind != PlanLog::kRenormalised) r.events.push_back(e);
+        }
+        log.clear();
+        add_weights(at, pos + got);
+        std::int64_t* row = &r.counts[static_cast<std::size_t>(w) * kk];
+        for (std::int64_t i = 0; i < got; ++i) {
+          const auto d = static_cast<std::size_t>(src[static_cast<std::size_t>(i)]);
+          ++row[d];
+          const std::int64_t c = ++cnt[d];
+          if (sizes[d] > 0 && c % sizes[d] == 0) {
+            r.epoch_events.insert(r.epoch_events.end(), {pos + i, static_cast<std::int64_t>(d), c / sizes[d]});
+          }
+        }
+        std::int64_t* trow = &r.tokens[static_cast<std::size_t>(w) * kk];
+        const std::vector<std::int64_t>& tok1 = sched_.tokens_served();
+        for (std::size_t d = 0; d < kk; ++d) trow[d] += tok1[d] - tok0[d];
+        r.window_sizes[static_cast<std::size_t>(w)] += got;
+        pos += got;
+        if (got < requested) break;  // the stream ended
+      }
+    } catch (...) {
+      log_ = nullptr;
+      throw;
+    }
+    log_ = nullptr;
+    r.generated = pos - start;
+    return r;
+  }
 };
 
 }  // namespace mixsieve

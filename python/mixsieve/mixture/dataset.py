@@ -29,9 +29,10 @@ import numpy as np
 from .. import _core
 from .._checks import check_bool, check_choice, check_int, describe
 from ..sources import NearDupFilter, map_shared, release_shared, share_array
-from ..weights import OnlineMixer, WeightSchedule, weight_vector
+from ..weights import WeightSchedule, attach_controller, is_controller, weight_vector
 from . import checkpoint, distributed
 from .engine import Engine
+from .plan import MixturePlan
 from .readers import (
     MapReader,
     Sources,
@@ -258,18 +259,19 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         self._sources.capped = frozenset(d for d, cap in enumerate(self._epoch_caps) if cap >= 0)
 
         # weights policy
-        self._mixer: OnlineMixer | None = None
+        self._mixer: Any = None  # a weights controller (OnlineMixer, DoReMi, or the protocol's)
         self._schedule: WeightSchedule | None = None
         if weights is None:
             w0 = np.ones(k)
-        elif isinstance(weights, OnlineMixer):
-            if weights.names != self.names:
+        elif is_controller(weights):
+            names = list(getattr(weights, "names", None) or weights.weights)
+            if names != self.names:
                 raise ValueError(
-                    f"the OnlineMixer is for sources {weights.names}, the mixture has {self.names}"
+                    f"the {type(weights).__name__} is for sources {names}, the mixture has {self.names}"
                 )
             self._mixer = weights
             w0 = weight_vector(weights.weights, self.names)
-            weights.attach(self._on_mixer_update)
+            attach_controller(weights, self._on_mixer_update)
         elif isinstance(weights, WeightSchedule):
             self._schedule = weights
             w0 = weights.at(0, weights.vectors(self.names))
@@ -853,13 +855,14 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
                 break
         shared.publish_base({"state": dict(state), "folded": folded}, seq)
 
-    def _on_mixer_update(self, p: np.ndarray, position: int | None) -> None:
+    def _on_mixer_update(self, p: np.ndarray | None, position: int | None) -> None:
         mixer = self._mixer
         assert mixer is not None
-        self.set_weights(p, position=position, sync=mixer.sync)
+        vec = p if p is not None else weight_vector(mixer.weights, self.names)
+        self.set_weights(vec, position=position, sync=getattr(mixer, "sync", None))
         shared = self._get_shared()
-        with shared.lock():  # workers put the mixer's state into their state dicts
-            shared.mixer[:] = np.concatenate(([1.0], mixer.state_vector()))
+        with shared.lock():  # workers put the controller's state into their state dicts
+            shared.write_controller(mixer.state_dict())
 
     def _get_shared(self) -> SharedControl:
         if self._shared is None:
@@ -1101,18 +1104,61 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             if eng is not None:  # changes recorded since
                 eng.read_shared()
                 plan = eng.resume_plan()
-            mixer = shared.mixer.copy()  # the main process's mixer state
+            mixer = shared.read_controller()  # the main process's controller state
         state = plan.state()
         changes = state.pop("changes")
         out = self._wrap(state, changes)
-        if self._mixer is not None and mixer[0] == 1.0:
-            out["mixer"] = self._mixer.state_from_vector(mixer[1:])
+        if self._mixer is not None and mixer is not None:
+            out["mixer"] = mixer
         out["worker"] = worker
         return out
 
     # ---- reporting ------------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def simulate(self, num_samples: int, window: int = 10_000) -> MixturePlan:
+        """A dry run of the next ``num_samples`` positions of the stream, reading no data.
+
+        It runs the schedule iteration uses (weights, schedules, changes recorded with
+        ``position=``, ``max_epochs`` caps, sources running out, token lengths) from where a new
+        pass starts (the start, or the loaded state), so its per-window counts equal what
+        iterating serves at those positions. Changes an online controller will make later are
+        not known yet. With ``on_exhausted="stop"`` or ``"drop"`` an iterable source whose length
+        is unknown is read once to count it (as ``len()`` does).
+
+        >>> import mixsieve as ms
+        >>> ds = ms.MixtureDataset({"a": list(range(10)), "b": list(range(1000))},
+        ...                        weights={"a": 1, "b": 1}, max_epochs={"a": 2})
+        >>> plan = ds.simulate(100, window=25)
+        >>> plan.counts[:, 0].tolist(), plan.epochs["a"]
+        ([13, 7, 0, 0], 2.0)
+        >>> [(e["event"], e["position"]) for e in plan.events if e.get("source") == "a"]
+        [('cycled', 18), ('cycled', 38), ('capped', 40)]
+        """
+        n = check_int("num_samples", num_samples, 0, MAX_POSITION)
+        window = check_int("window", window, 1, MAX_POSITION)
+        plan = self._with_known(self._plan_from(self._loaded))
+        lengths = plan.state()["lengths"]
+        sizes: list[int | None] = []
+        for d, size in enumerate(self.sizes):
+            if size is None and lengths[d] >= 0:
+                size = int(lengths[d])
+            if size is None and self.on_exhausted != "cycle":
+                size = self._sources.count_items(d)
+                plan.set_length(d, size)
+            sizes.append(size)
+        before = plan.counts.copy()
+        raw = plan.simulate(n, window, np.array([s or -1 for s in sizes], np.int64))
+        return MixturePlan(
+            self.names,
+            plan.position - int(raw["generated"]),
+            window,
+            raw,
+            sizes,
+            before,
+            self.unit == "tokens",
+        )
+
+    def stats(self, window: int | None = None, last: int = 100) -> dict[str, Any]:
         """Per-source samples served (exactly, by this process; by its DataLoader workers, including
         batches they have prefetched, in steps of at most 1,024 samples or one batch), completed
         epochs of each source at the furthest position reached, the weights in force at the
@@ -1121,7 +1167,14 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         where it left. With ``unit="tokens"``, ``"tokens"`` counts the tokens served per source
         (as ``"served"`` counts samples) and ``"token_shares"`` their shares of the total.
         ``"served"`` and ``"tokens"`` count what this dataset object handed out since it was
-        made or last loaded (``load_state_dict``); the state holds the totals of the stream."""
+        made or last loaded (``load_state_dict``); the state holds the totals of the stream.
+
+        ``window=W`` adds ``"windows"``: a :class:`~mixsieve.mixture.plan.MixturePlan` (as
+        :meth:`simulate` returns) of the positions served, in windows of W positions, keeping the
+        ``last`` windows: realised against target per window, epochs, events. The positions
+        served are the stream's first ``served x ranks`` positions from where this dataset
+        started (what a DataLoader has consumed is a prefix of the stream); they are recomputed
+        from the schedule, without reading data."""
         served = np.zeros(len(self.names), np.int64)
         tokens = np.zeros(len(self.names), np.int64)
         reached = np.array(self._loaded["counts"], np.int64)
@@ -1165,6 +1218,28 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             out["tokens"] = {n: int(v) for n, v in zip(self.names, tokens)}
             out["token_shares"] = {n: (int(v) / total if total else 0.0) for n, v in zip(self.names, tokens)}
         out["left"] = {n: int(p) for n, p in zip(self.names, left) if p >= 0}
+        if window is not None:
+            window = check_int("window", window, 1, MAX_POSITION)
+            last = check_int("last", last, 1, MAX_POSITION)
+            _, world = self._rank_world()
+            done = int(served.sum()) * world
+            skip = max(0, -(-done // window) - last) * window  # whole windows before the last ones
+            plan = self._with_known(self._plan_from(self._loaded))
+            sizes = list(self.sizes)
+            size_arr = np.array([x or -1 for x in sizes], np.int64)
+            if skip:
+                plan.simulate(skip, skip, size_arr)  # advance without keeping per-position output
+            before = plan.counts.copy()
+            raw = plan.simulate(done - skip, window, size_arr)
+            out["windows"] = MixturePlan(
+                self.names,
+                plan.position - int(raw["generated"]),
+                window,
+                raw,
+                sizes,
+                before,
+                self.unit == "tokens",
+            )
         return out
 
     def __repr__(self) -> str:

@@ -34,7 +34,10 @@ import numpy as np
 
 MAX_WORKERS = 64
 RING = 4096  # weight changes the ring holds
-_HEADER = 10  # n_changes, frontier, epoch, freeze, base_seq, base_len, base_gen, slots, block, loader batch
+# n_changes, frontier, epoch, freeze, base_seq, base_len, base_gen, slots, block, loader batch,
+# controller state length (-1: too large to share)
+_HEADER = 11
+_CONTROLLER_BYTES = 1 << 16  # a weights controller's state, as JSON
 _PREFIX = "mixsieve-"
 _WAIT_S = 5.0  # how long a writer waits for a lagging reader before it gives up
 
@@ -55,12 +58,12 @@ def _layout(k: int) -> dict[str, tuple[int, int]]:
         ("readers", (MAX_WORKERS + 1) * 3),
         ("weights", (MAX_WORKERS + 1) * k),
         ("ring", RING * (1 + k)),
-        ("mixer", 2 + 2 * k),
     ):
         out[name] = (off, count)
         off += 8 * count
     out["base"] = (off, _base_bytes(k))
-    out["size"] = (off + _base_bytes(k), 0)
+    out["controller"] = (off + _base_bytes(k), _CONTROLLER_BYTES)
+    out["size"] = (off + _base_bytes(k) + _CONTROLLER_BYTES, 0)
     return out
 
 
@@ -115,8 +118,8 @@ class SharedControl:
         self.readers = arr("readers", np.int64).reshape(MAX_WORKERS + 1, 3)
         self.weights = arr("weights", np.float64).reshape(MAX_WORKERS + 1, k)  # in force at that position
         self.ring = arr("ring", np.float64).reshape(RING, 1 + k)
-        self.mixer = arr("mixer", np.float64)
         self._base = lay["base"]
+        self._controller = lay["controller"]
 
     def reset(self, frontier: int) -> None:
         with self.lock():
@@ -129,7 +132,6 @@ class SharedControl:
             self.readers[:, 1] = -1
             self.readers[:, 2] = 0
             self.weights[:] = 0
-            self.mixer[:] = 0
 
     def ensure_process(self) -> None:
         if self._pid != os.getpid():  # forked: same mapping, but flock needs our own descriptor
@@ -162,6 +164,28 @@ class SharedControl:
             return 0, None, 0
         off, _ = self._base
         return int(self.header[6]), json.loads(bytes(self._mm[off : off + n])), int(self.header[4])
+
+    # ---- the weights controller's state (for the workers' own state dicts) ----
+
+    def write_controller(self, state: dict[str, Any]) -> None:
+        """Call with the lock held. A state too large for the block is not shared (workers'
+        state dicts then leave it out, and a resume from them keeps the controller as it is)."""
+        data = json.dumps(state, separators=(",", ":")).encode()
+        off, cap = self._controller
+        if len(data) > cap:
+            self.header[10] = -1
+            return
+        self._mm[off : off + len(data)] = data
+        self.header[10] = len(data)
+
+    def read_controller(self) -> dict[str, Any] | None:
+        """The controller's last shared state, or None. Call with the lock held."""
+        n = int(self.header[10])
+        if n <= 0:
+            return None
+        off, _ = self._controller
+        out: dict[str, Any] = json.loads(bytes(self._mm[off : off + n]))
+        return out
 
     # ---- the ring of weight changes ----
 
