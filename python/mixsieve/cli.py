@@ -1,4 +1,5 @@
-"""Command line: ``mixsieve demo``, ``mixsieve info`` and ``mixsieve dedup`` (or ``python -m mixsieve ...``).
+"""Command line: ``mixsieve demo``, ``mixsieve info``, ``mixsieve plan`` and ``mixsieve dedup`` (or
+``python -m mixsieve ...``).
 
 ``mixsieve dedup ARGS`` runs the native ``mixsieve-dedup`` binary with the same arguments.
 """
@@ -54,6 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--workers", type=int, default=2, help="DataLoader workers for the mixture (default 2)")
     sub.add_parser("info", help="print what this build contains (compiler, SIMD, CUDA, versions)")
+    plan = sub.add_parser(
+        "plan",
+        help="dry-run a mixture from a TOML file (sizes, weights or a policy, budget, caps, schedule): "
+        "print the summary and write the plot, without any data",
+    )
+    plan.add_argument("config", help="the mixture file (see examples/mixture.toml)")
+    plan.add_argument("--plot", default=None, help="PNG to write (default: the file's plot, or CONFIG.png)")
+    plan.add_argument(
+        "--window", type=int, default=None, help="positions per window (default: 1%% of the run)"
+    )
     sub.add_parser(
         "dedup", help="deduplicate JSONL/text files with the native binary (see mixsieve-dedup --help)"
     )
@@ -76,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
             from .info import main as info_main
 
             info_main()
-    except (ValueError, TypeError) as e:
+        elif args.command == "plan":
+            from .planning import main as plan_main
+
+            plan_main(args.config, plot=args.plot, window=args.window)
+    except (ValueError, TypeError, OSError) as e:
         parser.exit(2, f"mixsieve: error: {e}\n")
     except BrokenPipeError:  # output piped into e.g. `head`, which closed it: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
