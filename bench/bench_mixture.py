@@ -25,6 +25,9 @@ In-memory sources only (no I/O), three sources weighted 0.5 / 0.3 / 0.2, items a
         ``IndexedTokenSource`` files (350k sequences), unit="tokens" and "samples", against a
         plain Python loop that picks a source by token deficit and reads ``src[i]``.
 
+  * dry runs: ``MixtureDataset.simulate(n, window)`` positions per second (10 sources, with a
+    schedule and caps; sample and token mode), against iterating the same stream.
+
 Ratios: their overhead / ours. JSON to --out.
 
 Usage: python bench/bench_mixture.py [--n 2e6] [--peer-n 2e5] [--hf-n 2e4] [--runs 5] [--smoke]
@@ -201,6 +204,46 @@ def bench_tokens_iter(n: int, runs: int) -> dict[str, Any]:
         }
         print(
             f"plain Python token loop: {1 / t_plain / 1e6:.2f} M samples/s; ours {ours_rate * t_plain:.1f}x"
+        )
+    return out
+
+
+def bench_simulate(n: int, runs: int) -> dict[str, Any]:
+    rng = np.random.default_rng(3)
+    k = 10
+    names = [f"s{d}" for d in range(k)]
+    sizes = rng.integers(10_000, 200_000, size=k)
+    srcs = {nm: range(int(sz)) for nm, sz in zip(names, sizes)}
+    w0 = dict(zip(names, rng.dirichlet(np.ones(k)).tolist()))
+    w1 = dict(zip(names, rng.dirichlet(np.ones(k)).tolist()))
+    sch = ms.weights.schedule([(0, w0), (n // 2, w1)], interpolate="linear", every=4096)
+    out: dict[str, Any] = {}
+    for unit in ("samples", "tokens"):
+        kw: dict[str, Any] = {"max_epochs": {names[0]: 3.0}}
+        if unit == "tokens":
+            kw.update(
+                unit="tokens",
+                lengths={nm: rng.integers(1, 4097, size=int(sz)) for nm, sz in zip(names, sizes)},
+            )
+        ds = ms.MixtureDataset(srcs, weights=sch, seed=0, **kw)
+        t = median_time(lambda ds=ds: ds.simulate(n, window=100_000), runs, f"simulate {unit}")
+        m = max(10_000, n // 50)
+
+        def iterate(ds: Any = ds, m: int = m) -> None:
+            import itertools
+
+            for _ in itertools.islice(ds, m):
+                pass
+
+        t_iter = median_time(iterate, runs, f"iterate {unit}") / m
+        out[unit] = {
+            "positions_per_s": n / t,
+            "iterate_samples_per_s": 1 / t_iter,
+            "ratio_vs_iterating": (n / t) * t_iter,
+        }
+        print(
+            f"simulate, unit={unit}: {n / t / 1e6:.1f} M positions/s ({(n / t) * t_iter:.0f}x iterating)",
+            flush=True,
         )
     return out
 
@@ -420,13 +463,15 @@ def main() -> None:
     ap.add_argument("--resume-at", type=float, default=1e8, help="global position of the resume test")
     ap.add_argument("--tokens-n", type=float, default=1e6, help="samples through iter(ds) in token mode")
     ap.add_argument(
-        "--parts", default="kernel,overhead,loader,resume,tokens", help="which measurements to run"
+        "--parts", default="kernel,overhead,loader,resume,tokens,simulate", help="which measurements to run"
     )
+    ap.add_argument("--simulate-n", type=float, default=5e7, help="positions of the dry-run benchmark")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
     args = ap.parse_args()
     if args.smoke:
         args.kernel_n, args.n, args.peer_n, args.hf_n, args.loader_n, args.runs = 1e4, 2e3, 1e3, 200, 2048, 1
         args.tokens_n = 2e3
+        args.simulate_n = 2e4
         args.resume_at = 2e6
     out: dict[str, Any] = {
         "machine": {
@@ -455,6 +500,8 @@ def main() -> None:
     if "tokens" in parts:
         out["tokens_kernel"] = bench_tokens_kernel(int(args.kernel_n), args.runs)
         out["tokens_iter"] = bench_tokens_iter(int(args.tokens_n), args.runs)
+    if "simulate" in parts:
+        out["simulate"] = bench_simulate(int(args.simulate_n), args.runs)
     write_result(args.out, out)
 
 

@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
                 and r["tokens_kernel"]["k10"]["items_10000_shuffled"]["decisions_per_s"] > 0
                 and r["tokens_iter"]["mixsieve_tokens"]["samples_per_s"] > 0
                 and r["tokens_iter"]["python_deficit_loop"]["ratio_ours_over_theirs"] > 0
+                and r["simulate"]["tokens"]["positions_per_s"] > 0
             ),
         ),
         (
