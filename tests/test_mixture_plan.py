@@ -180,3 +180,13 @@ def test_stats_windows_are_what_was_served(workers):
     assert win.counts.tolist() == want.tolist()
     assert win.tokens.tolist() == per_window(stream, 100, tokens=True)[-4:].tolist()
     assert win.start == (len(per_window(stream, 100)) - 4) * 100
+
+
+def test_simulate_is_the_stream_position_for_position():
+    # windows of one position: the plan's counts are the one-hot rows of the iterated stream
+    for unit in ("samples", "tokens"):
+        ds = build(unit, np.random.default_rng(9))
+        plan = ds.simulate(900, window=1)
+        names = [s for s, _ in ds][:900]
+        assert [NAMES[int(np.argmax(row))] for row in plan.counts] == names
+        assert (plan.counts.sum(axis=1) == 1).all()

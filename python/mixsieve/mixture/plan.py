@@ -104,7 +104,10 @@ class MixturePlan:
         """A text table per source: target and realised share over the whole run, epochs at the
         end, and when the source cycled, left or ended the stream."""
         n = max(self.generated, 1)
-        target = (self.targets * self.window_sizes[:, None]).sum(axis=0) / n
+        # the target over the run: each window's weights, weighted by what it served (positions,
+        # or tokens in token mode, where the weights are shares of tokens)
+        served = self.window_sizes if self.tokens is None else self.tokens.sum(axis=1)
+        target = (self.targets * served[:, None]).sum(axis=0) / max(int(served.sum()), 1)
         realised = self.counts.sum(axis=0) / n
         head = ["source", "target", "samples"]
         tok_share = None
