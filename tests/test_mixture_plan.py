@@ -190,3 +190,13 @@ def test_simulate_is_the_stream_position_for_position():
         names = [s for s, _ in ds][:900]
         assert [NAMES[int(np.argmax(row))] for row in plan.counts] == names
         assert (plan.counts.sum(axis=1) == 1).all()
+
+
+def test_simulate_follows_set_epoch_and_refuses_a_plan_too_big():
+    ds = build("samples", np.random.default_rng(10), num_samples=600, on_exhausted="cycle", max_epochs=None)
+    ds.set_epoch(2)
+    plan = ds.simulate(600, window=100)
+    got = list(ds)
+    assert plan.start == 1200 and plan.counts.tolist() == per_window(got, 100).tolist()
+    with pytest.raises(ValueError, match="choose window >="):
+        ds.simulate(10**9, window=1)

@@ -2,7 +2,7 @@
 per-worker states a ``torchdata`` ``StatefulDataLoader`` collects.
 
 A state dict is ``{"version": 2, "config": ..., "state": ..., "changes": [...], "sources": ...}``
-plus ``"mixer"`` (an online mixer's state) and, inside a DataLoader worker, ``"worker"`` (its
+plus ``"mixer"`` (a weights controller's state) and, inside a DataLoader worker, ``"worker"`` (its
 slot, the number of slots, where its dealing started, and how many samples it yielded).
 ``state`` is the schedule's state (``_core.MixPlan.state()`` without its changes); ``changes``
 are the weight changes recorded at positions from ``state["position"]`` on. docs/mixing.md

@@ -52,6 +52,7 @@ except ImportError:  # pragma: no cover - exercised only without torch
 _EXHAUSTED = {"cycle": 0, "stop": 1, "drop": 2}
 _NOT_CONFIG = ("weights", "policy", "block")  # may differ on a restart (new weights apply from there)
 MAX_POSITION = 2**62  # positions, sample counts and chunk sizes stay below this
+_MAX_PLAN_CELLS = 20_000_000  # windows x sources a dry run keeps (three arrays of them)
 _FOLDED = (
     "more than 4,096 weight changes were made since this pass began and its history is no longer "
     "kept, so the pass cannot be replayed from its start: call set_epoch() before each pass, or "
@@ -1136,7 +1137,16 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         """
         n = check_int("num_samples", num_samples, 0, MAX_POSITION)
         window = check_int("window", window, 1, MAX_POSITION)
-        plan = self._with_known(self._plan_from(self._loaded))
+        windows = -(-n // window)
+        if windows * len(self.names) > _MAX_PLAN_CELLS:
+            raise ValueError(
+                f"{windows:,} windows of {len(self.names)} sources is more than a plan keeps "
+                f"({_MAX_PLAN_CELLS:,} cells, 24 bytes each): choose window >= "
+                f"{-(-n * len(self.names) // _MAX_PLAN_CELLS):,}"
+            )
+        # where a new pass starts: the loaded state, or the epoch set_epoch chose
+        start = self._epoch_start(int(self._get_shared().header[2])) if self.num_samples else self._loaded
+        plan = self._with_known(self._plan_from(start))
         lengths = plan.state()["lengths"]
         sizes: list[int | None] = []
         for d, size in enumerate(self.sizes):

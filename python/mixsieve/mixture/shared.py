@@ -3,7 +3,7 @@
 The main process and its DataLoader workers (forked or spawned) share one small file-backed
 block (in ``/dev/shm`` where it exists): the furthest position any process has scheduled (weight
 changes may only land beyond it), the epoch, the lengths of iterable sources once someone has
-read to their end, per-process statistics, a ring of weight changes, the online mixer's state,
+read to their end, per-process statistics, a ring of weight changes, the weights controller's state,
 and a *base*: the schedule state where every new pass starts (published by the main process).
 
 Locking: ``flock`` on the block excludes processes, a ``threading.Lock`` the threads of one
