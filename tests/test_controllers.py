@@ -182,3 +182,95 @@ def test_doremi_drives_a_mixture_and_its_state_travels_with_workers():
 def test_a_controller_for_other_sources_is_refused():
     with pytest.raises(ValueError, match="is for sources"):
         ms.MixtureDataset(sources(), weights=Greedy(["web", "code"]))
+
+
+# ---- what the review found ---------------------------------------------------------------------
+
+
+class Plain:
+    """A controller whose state_dict is its whole vars(), the shortest way to write one."""
+
+    def __init__(self, names, pad=0):
+        self.weights = {n: 1.0 for n in names}
+        self.t = 0
+        self.pad = "x" * pad
+
+    def update(self, losses, position=None):
+        self.t += 1
+        self.weights = {n: 1.0 + (n == max(losses, key=losses.get)) * 3.0 for n in self.weights}
+
+    def state_dict(self):
+        return dict(vars(self))
+
+    def load_state_dict(self, state):
+        self.__dict__.update(state)
+
+
+def test_watching_leaves_the_instance_alone():
+    import copy
+
+    ctl = Plain(NAMES)
+    ds = ms.MixtureDataset(sources(), weights=ctl, chunk_size=8)
+    it = iter(ds)
+    next(it)
+    ctl.update({"web": 3.0}, 40)  # position given positionally
+    assert sorted(vars(ctl)) == ["pad", "t", "weights"]  # nothing stored on the instance
+    assert ds.state_dict()["mixer"]["t"] == 1
+    assert [p for p, _ in ds._changes] == [40]
+    twin = copy.copy(ctl)  # a copy steers nothing
+    twin.update({"code": 3.0}, position=80)
+    assert [p for p, _ in ds._changes] == [40] and ctl.weights["web"] == 4.0
+    clone = copy.deepcopy(ds)  # a deep copy of the dataset follows the same controller
+    ctl.update({"math": 3.0}, position=96)
+    assert [p for p, _ in clone._changes][-1] == 96 and [p for p, _ in ds._changes][-1] == 96
+
+
+def test_a_controller_state_too_big_to_share_is_left_out_not_stale():
+    sdl = pytest.importorskip("torchdata.stateful_dataloader")
+    ctl = Plain(NAMES, pad=100_000)
+    ds = ms.MixtureDataset(sources(), weights=ctl, seed=2, batch_size=4, chunk_size=8)
+    loader = sdl.StatefulDataLoader(ds, batch_size=4, num_workers=2, collate_fn=as_list)
+    it = iter(loader)
+    for step in range(6):
+        next(it)
+        ctl.update({"web": 3.0}, position=(step + 1) * 4 + 64)
+    state = loader.state_dict()
+    for w in state["_snapshot"]["_worker_snapshots"].values():
+        assert "mixer" not in w["dataset_state"]  # not the worker's own (stale) copy
+    again = Plain(NAMES, pad=100_000)
+    again.load_state_dict(ctl.state_dict())
+    ds2 = ms.MixtureDataset(sources(), weights=again, seed=2, batch_size=4, chunk_size=8)
+    ds2.load_state_dict(state)
+    assert again.t == 6  # kept as the training loop restored it
+
+
+def test_doremi_excess_smoothing_state_and_refused_positions():
+    ref = {n: 1.0 for n in NAMES}
+    a = ms.weights.DoReMi(NAMES, reference_losses=ref)
+    b = ms.weights.DoReMi(NAMES, reference_losses=ref)
+    a.update({"web": 1.5, "code": 0.5})
+    b.update(excess={"web": 0.5})  # the same lambda, given directly
+    assert a.weights == b.weights
+    with pytest.raises(TypeError, match="not both"):
+        b.update({"web": 1.0}, excess={"web": 0.1})
+    with pytest.raises(ValueError, match=">= 0"):
+        b.update(excess={"web": -0.1})
+    with pytest.raises(ValueError, match="smoothing"):
+        ms.weights.DoReMi(NAMES, reference_losses=ref, smoothing=0.0)
+    for bad in (
+        {"alpha": [5.0, 7.0, 1.0, 1.0]},
+        {"t": -2},
+        {"sum": [-1.0, 1.0, 0.5, 0.5]},
+        {"t": 3},
+    ):
+        st = {**a.state_dict(), **bad}
+        with pytest.raises(ValueError, match="corrupt"):
+            ms.weights.DoReMi(NAMES, reference_losses=ref).load_state_dict(st)
+    ctl = ms.weights.DoReMi(NAMES, reference_losses=ref)
+    ds = ms.MixtureDataset(sources(), weights=ctl, chunk_size=8)
+    it = iter(ds)
+    for _ in range(20):
+        next(it)
+    with pytest.raises(ValueError, match="already been generated"):
+        ctl.update({"web": 2.0}, position=3)  # refused: the step is undone
+    assert ctl.state_dict()["t"] == 0 and ctl.average_weights() == ctl.weights

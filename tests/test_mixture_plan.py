@@ -74,7 +74,10 @@ def test_simulate_equals_iteration_window_by_window(unit, workers):
     assert "code" not in names[capped:] and names.count("code") == 60  # 1.5 x 40
     dropped = next(e["position"] for e in plan.events if e["event"] == "dropped")
     assert "math" not in names[dropped:] and names.count("math") == 25
-    assert [e["position"] for e in plan.events if e["event"] == "weights"] == [400]
+    assert [e["position"] for e in plan.events if e["event"] == "weights"] == [
+        0,
+        400,
+    ]  # the start, the change
     if workers == 0:
         assert ds.stats()["left"] == {"code": capped, "math": dropped}
 
@@ -91,7 +94,7 @@ def test_simulate_with_a_schedule_and_targets():
     np.testing.assert_allclose(plan.targets[0], [0.25, 0.25, 0.5])
     np.testing.assert_allclose(plan.targets[1], [0.5 * 0.25 + 0.5 * 0.75, 0.25, 0.5 * 0.5])  # changes at 300
     np.testing.assert_allclose(plan.targets[2], [0.75, 0.25, 0.0])
-    assert [e["position"] for e in plan.events if e["event"] == "weights"] == [300]
+    assert [e["position"] for e in plan.events if e["event"] == "weights"] == [0, 300]
 
 
 def test_simulate_starts_where_a_loaded_state_resumes():
@@ -200,3 +203,42 @@ def test_simulate_follows_set_epoch_and_refuses_a_plan_too_big():
     assert plan.start == 1200 and plan.counts.tolist() == per_window(got, 100).tolist()
     with pytest.raises(ValueError, match="choose window >="):
         ds.simulate(10**9, window=1)
+
+
+def test_start_events_once_and_a_change_at_the_start():
+    srcs, _ = sources(np.random.default_rng(11), sizes=(500, 500, 500))
+    ds = ms.MixtureDataset(srcs, weights={"web": 1, "code": 1, "math": 1}, num_samples=300)
+    ds.set_weights({"web": 2, "code": 1, "math": 1}, position=0)
+    ds.set_weights({"web": 1, "code": 1, "math": 2}, position=100)
+    plan = ds.simulate(300, window=100)
+    ws = [e for e in plan.events if e["event"] == "weights"]
+    assert [e["position"] for e in ws] == [0, 100]
+    assert ws[0]["weights"]["web"] == pytest.approx(0.5)  # the change at 0 is what it starts with
+    it = iter(ds)
+    for _ in range(100):
+        next(it)
+    state = ds.state_dict()
+    again = ms.MixtureDataset(srcs, weights={"web": 1, "code": 1, "math": 1}, num_samples=300)
+    again.load_state_dict(state)
+    ws = [e for e in again.simulate(200, window=100).events if e["event"] == "weights"]
+    assert [e["position"] for e in ws] == [100]  # once, though the change sits at the start
+    assert ws[0]["weights"]["math"] == pytest.approx(0.5)
+
+
+def test_the_suggested_window_is_accepted():
+    ds = ms.MixtureDataset({"a": [1], "b": [2], "c": [3]})
+    with pytest.raises(ValueError, match="choose window >=") as e:
+        ds.simulate(10**9, window=1)
+    window = int(str(e.value).rsplit(">= ", 1)[1].replace(",", ""))
+    assert ds.simulate(10**5, window=max(1, window // 10**4)).generated == 10**5  # a small run
+    ds.simulate(0, window=window)  # the suggested window fits (nothing simulated)
+    cells = -(-(10**9) // window) * 3
+    assert cells <= 20_000_000
+
+
+def test_stats_windows_follow_set_epoch():
+    ds = build("samples", np.random.default_rng(12), num_samples=400, on_exhausted="cycle", max_epochs=None)
+    ds.set_epoch(1)
+    got = list(ds)
+    win = ds.stats(window=100)["windows"]
+    assert win.start == 400 and win.counts.tolist() == per_window(got, 100).tolist()

@@ -81,7 +81,50 @@ max_epochs = 2
             GOOD.replace("[mixture]\nbudget = 5000\n", '[mixture]\nunit = "tokens"\nbudget = 5000\n'),
             r"needs tokens = N",
         ),
-        (GOOD + "\n[policy]\nkind = 'zipf'\n", r"\[policy\] kind: must be \"temperature\" or \"unimax\""),
+        (
+            GOOD.replace("weight = 1\n", "") + "\n[policy]\nkind = 'zipf'\n",
+            r"m\.toml:13: \[policy\] kind: must be \"temperature\" or \"unimax\"",
+        ),
+        (
+            GOOD + "\n[policy]\nkind = 'unimax'\n",
+            r"m\.toml:7: \[sources\.a\] weight: a \[policy\] sets the weights",
+        ),
+        (
+            GOOD
+            + "\n[[schedule]] # first\nposition = 10\nweights = { a = 1 }\n\n[[schedule]]\nposition = -5\n"
+            "weights = { a = 1 }\n",
+            r"m\.toml:19: \[\[schedule\]\] entry 1 position: must be an integer >= 0",
+        ),
+        (
+            GOOD
+            + "\n[[schedule]]\nposition = 10\nweights = { a = 1 }\n"  # noqa: ISC003
+            + "[[schedule]]\nposition = 5\nweights = { a = 1 }\n",
+            r"m\.toml:18: \[\[schedule\]\] entry 1 position: must be after the entry before",
+        ),
+        (
+            GOOD + "\n[[schedule]]\nposition = 10\nweights = 3\n",
+            r"m\.toml:16: \[\[schedule\]\] entry 0 weights: must be a table",
+        ),
+        (
+            GOOD + "\n[[schedule]]\nposition = 10\nweights = { a = 'lots' }\n",
+            r"m\.toml:16: .*weight of 'a' must be a number",
+        ),
+        (
+            GOOD + "\n[[schedule]]\nposition = 10\nweights = { a = 1 }\nsmooth = 1\n",
+            r"m\.toml:17: .*smooth: unknown key",
+        ),
+        (
+            GOOD.replace("budget = 5000", "budget = 5000\nplot = 5"),
+            r"m\.toml:4: \[mixture\] plot: must be a file name",
+        ),
+        (
+            GOOD.replace("budget = 5000", "budget = 5000\nshuffle = 'yes'"),
+            r"m\.toml:4: \[mixture\] shuffle: must be true or false",
+        ),
+        (
+            "mixture = 3\n[sources.a]\ndocuments = 1\nweight = 1\n",
+            r"m\.toml:1: top level mixture: must be a table",
+        ),
         (GOOD + "\n[[schedule]]\nposition = 10\nweights = { c = 1 }\n", r"names unknown sources \['c'\]"),
         ("[mixture]\nbudget = 1\n", r"needs at least one \[sources\.NAME\]"),
         (GOOD + "\n[extra]\nx = 1\n", r"m\.toml:\d+: \[extra\]: unknown table"),
@@ -122,3 +165,11 @@ def test_cli_reports_a_bad_file_as_a_usage_error(tmp_path):
         env=env,
     )
     assert run.returncode == 2 and "missing.toml" in run.stderr
+
+
+def test_comments_after_headers_keep_line_numbers(tmp_path):
+    text = GOOD.replace("[sources.b]", "[sources.b]  # small").replace("documents = 20", "documents = 2.5")
+    with pytest.raises(
+        planning.ConfigError, match=r"m\.toml:10: \[sources\.b\] documents: must be an integer"
+    ):
+        planning.load(write(tmp_path, text))

@@ -50,20 +50,30 @@ class ConfigError(ValueError):
     """A mixture file that does not follow the schema; the message names the key and the line."""
 
 
-def _line_of(text: str, table: str | None, key: str | None) -> int | None:
-    """The line (1-based) of ``key`` inside ``[table]`` (or of the table's header)."""
+def _line_of(text: str, table: str | None, key: str | None, index: int = 0) -> int | None:
+    """The line (1-based) of ``key`` inside ``[table]`` (the ``index``-th ``[[table]]`` for an
+    array of tables), or of the table's header; ``key = ...`` and ``table.key = ...`` forms."""
     current: str | None = None
+    seen = -1
     header_line = None
+    parts = table.split(".") if table else []
     for i, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
+        line = raw.split("#", 1)[0].strip() if not raw.lstrip().startswith(("'", '"')) else raw.strip()
         if line.startswith("["):
-            current = line.strip("[]").strip()
-            if current == table and header_line is None:
-                header_line = i
+            current = line.strip("[]").strip().replace('"', "").replace("'", "")
+            if current == table:
+                seen += 1
+                if seen == index and header_line is None:
+                    header_line = i
             continue
-        if current == table and key is not None:
-            name = line.split("=", 1)[0].strip().strip('"')
-            if "=" in line and name == key:
+        if "=" not in line or key is None:
+            continue
+        name = line.split("=", 1)[0].strip().replace('"', "").replace("'", "")
+        here = current == table and seen == index
+        if (here and name == key) or (current is None and name == ".".join([*parts, key])):
+            return i
+        if current is not None and table and name == ".".join([*parts[len(current.split(".")) :], key]):
+            if table.startswith(current + "."):
                 return i
     return header_line
 
@@ -72,11 +82,13 @@ class _Reader:
     def __init__(self, path: str, text: str) -> None:
         self.path, self.text = path, text
 
-    def fail(self, table: str | None, key: str | None, why: str) -> ConfigError:
+    def fail(self, table: str | None, key: str | None, why: str, index: int = 0) -> ConfigError:
         where = f"[{table}]" if table else "top level"
+        if table == "schedule":
+            where = f"[[schedule]] entry {index}"
         if key:
             where += f" {key}"
-        line = _line_of(self.text, table, key)
+        line = _line_of(self.text, table, key, index)
         at = f"{self.path}:{line}" if line else self.path
         return ConfigError(f"{at}: {where}: {why}")
 
@@ -112,6 +124,8 @@ def load(path: str) -> dict[str, Any]:
     if unknown:
         raise r.fail(sorted(unknown)[0], None, "unknown table (expected mixture, sources, policy, schedule)")
     mix = doc.get("mixture", {})
+    if not isinstance(mix, Mapping):
+        raise r.fail(None, "mixture", "must be a table: [mixture]")
     for key in set(mix) - _MIXTURE_KEYS:
         raise r.fail("mixture", key, f"unknown key (expected one of {sorted(_MIXTURE_KEYS)})")
     unit = mix.get("unit", "samples")
@@ -131,6 +145,10 @@ def load(path: str) -> dict[str, Any]:
         if "window" in mix
         else None,
     }
+    if out["plot"] is not None and not isinstance(out["plot"], str):
+        raise r.fail("mixture", "plot", f"must be a file name (a string), got {out['plot']!r}")
+    if not isinstance(out["shuffle"], bool):
+        raise r.fail("mixture", "shuffle", f"must be true or false, got {out['shuffle']!r}")
     if out["mode"] not in ("exact", "random"):
         raise r.fail("mixture", "mode", f'must be "exact" or "random", got {out["mode"]!r}')
     if out["on_exhausted"] not in ("cycle", "stop", "drop"):
@@ -165,6 +183,15 @@ def load(path: str) -> dict[str, Any]:
     out["sources"] = srcs
     policy = doc.get("policy")
     if policy is not None:
+        if not isinstance(policy, Mapping):
+            raise r.fail(None, "policy", "must be a table: [policy]")
+        given = [n for n, s_ in srcs.items() if "weight" in s_]
+        if given:
+            raise r.fail(
+                f"sources.{given[0]}",
+                "weight",
+                "a [policy] sets the weights: drop weight here or the [policy]",
+            )
         for key in set(policy) - _POLICY_KEYS:
             raise r.fail("policy", key, f"unknown key (expected one of {sorted(_POLICY_KEYS)})")
         kind = policy.get("kind")
@@ -185,19 +212,38 @@ def load(path: str) -> dict[str, Any]:
     elif not all("weight" in s for s in srcs.values()):
         missing = next(n for n, s in srcs.items() if "weight" not in s)
         raise r.fail(f"sources.{missing}", None, "needs weight = W (or give a [policy] table)")
-    schedule = []
-    for i, point in enumerate(doc.get("schedule", [])):
+    schedule: list[tuple[int, dict[str, float]]] = []
+    points = doc.get("schedule", [])
+    if not isinstance(points, list):
+        raise r.fail(None, "schedule", "must be an array of tables: [[schedule]] entries")
+    for i, point in enumerate(points):
         if not isinstance(point, Mapping) or "position" not in point or "weights" not in point:
-            raise r.fail("schedule", None, f"entry {i} needs position = P and weights = {{name = w, ...}}")
+            raise r.fail("schedule", None, "needs position = P and weights = {name = w, ...}", i)
+        for key in set(point) - {"position", "weights"}:
+            raise r.fail("schedule", key, "unknown key (expected position, weights)", i)
         pos = point["position"]
         if isinstance(pos, bool) or not isinstance(pos, int) or pos < 0:
-            raise r.fail("schedule", "position", f"entry {i}: must be an integer >= 0, got {pos!r}")
+            raise r.fail("schedule", "position", f"must be an integer >= 0, got {pos!r}", i)
+        if schedule and pos <= schedule[-1][0]:
+            raise r.fail(
+                "schedule", "position", f"must be after the entry before ({schedule[-1][0]}), got {pos}", i
+            )
         w = point["weights"]
+        if not isinstance(w, Mapping):
+            raise r.fail("schedule", "weights", f"must be a table {{name = w, ...}}, got {w!r}", i)
         bad = [n for n in w if n not in srcs]
         if bad:
-            raise r.fail("schedule", "weights", f"entry {i} names unknown sources {bad}")
+            raise r.fail("schedule", "weights", f"names unknown sources {bad}", i)
+        for n, v in w.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise r.fail("schedule", "weights", f"weight of {n!r} must be a number >= 0, got {v!r}", i)
+        if not any(float(v) > 0 for v in w.values()):
+            raise r.fail("schedule", "weights", "at least one weight must be > 0", i)
         schedule.append((pos, {n: float(w.get(n, 0.0)) for n in srcs}))
     out["schedule"] = schedule
+    if policy is None and not any(s_["weight"] > 0 for s_ in srcs.values()):
+        raise r.fail(f"sources.{next(iter(srcs))}", "weight", "at least one source needs a weight > 0")
+    out["_path"] = path
     return out
 
 
@@ -259,15 +305,22 @@ def main(path: str, plot: str | None = None, window: int | None = None) -> int:
     cfg = load(path)
     if window is not None:
         cfg["window"] = window
-    ds, n, win = build(cfg)
-    plan = ds.simulate(n, window=win)
-    if cfg["unit"] == "tokens" and plan.tokens is not None and not plan.events_end():
-        # the estimate of positions assumed the first weights: scale it by what the run served
-        got = int(plan.tokens.sum())
-        if got and abs(got - cfg["budget"]) > 0.001 * cfg["budget"]:
-            n = int(math.ceil(n * cfg["budget"] / got))
+    try:
+        ds, n, win = build(cfg)
+        plan = ds.simulate(n, window=win)
+        for _ in range(4):  # the first estimate assumed the first weights: rescale to the budget
+            if cfg["unit"] != "tokens" or plan.tokens is None or plan.events_end():
+                break
+            got = int(plan.tokens.sum())
+            if not got or got >= cfg["budget"]:
+                break
+            n = int(math.ceil(n * cfg["budget"] / got)) + 1
             ds, _, _ = build(cfg)
             plan = ds.simulate(n, window=cfg["window"] or max(1, n // 100))
+    except (ValueError, TypeError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{path}: {e}") from e
     print(plan.summary())
     if cfg["unit"] == "tokens" and plan.tokens is not None:
         print(f"tokens planned: {int(plan.tokens.sum()):,} of a budget of {cfg['budget']:,}")

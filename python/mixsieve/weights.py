@@ -286,6 +286,16 @@ class Controller:
                 alive.append(ref)
         self._listeners = alive
 
+    def _commit(self, state: dict[str, Any], position: int | None) -> None:
+        """Notifies the datasets; if one refuses the change (a position already generated), the
+        controller goes back to ``state`` (its state before the step) and the error is raised,
+        so a retried step is not counted twice."""
+        try:
+            self._notify(position)
+        except BaseException:
+            self.load_state_dict(state)
+            raise
+
     def __getstate__(self) -> dict[str, Any]:
         d = self.__dict__.copy()
         d["_listeners"] = []
@@ -316,44 +326,63 @@ def is_controller(obj: Any) -> bool:
     )
 
 
-class _NotifyingUpdate:
-    """A controller's own ``update``, wrapped on the instance so that datasets see each call. It
-    pickles as the plain method (a spawned worker's copy does not notify: workers learn of
-    changes through shared memory)."""
+# Plain controllers (not subclasses of Controller) are watched through their class: its
+# ``update`` is wrapped once, and each call tells the datasets registered for that instance.
+# Nothing is stored on the instance, so its ``vars()``, pickles and copies are its own (a copy is
+# not registered: it steers nothing until given to a dataset).
+_WATCHED: weakref.WeakKeyDictionary[Any, list[weakref.ref[Any]]] = weakref.WeakKeyDictionary()
 
-    def __init__(self, controller: Any, method: Callable[..., Any]) -> None:
-        import inspect
 
-        self.controller = controller
-        self.method = method
+def _position_of(sig: Any, takes: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not takes:
+        return kwargs.pop("position", None)
+    try:
+        bound = sig.bind(*args, **kwargs).arguments
+    except TypeError:
+        return kwargs.get("position")
+    if "position" in bound:
+        return bound["position"]
+    extra = [v for v in bound.values() if isinstance(v, dict) and "position" in v]
+    return extra[0]["position"] if extra else None
+
+
+def _watch_class(cls: type) -> None:
+    import functools
+    import inspect
+
+    original = cls.update  # type: ignore[attr-defined]
+    if getattr(original, "_mixsieve_watched", False):
+        return
+    try:
+        sig: Any = inspect.signature(original)
+        params = sig.parameters
+        takes = "position" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+    except (TypeError, ValueError):
+        sig, takes = None, False
+
+    @functools.wraps(original)
+    def update(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if sig is not None:
+            position = _position_of(sig, takes, (self, *args), kwargs)
+        else:
+            position = kwargs.pop("position", None)
+        out = original(self, *args, **kwargs)
         try:
-            params = inspect.signature(method).parameters
-            self.takes_position = "position" in params or any(
-                p.kind == p.VAR_KEYWORD for p in params.values()
-            )
-        except (TypeError, ValueError):
-            self.takes_position = False
-        self.listeners: list[weakref.ref[Any]] = []
-
-    def __call__(self, *args: Any, position: int | None = None, **kwargs: Any) -> Any:
-        out = (
-            self.method(*args, position=position, **kwargs)
-            if self.takes_position
-            else self.method(*args, **kwargs)
-        )
+            refs = _WATCHED.get(self, [])
+        except TypeError:
+            refs = []
         alive = []
-        for ref in self.listeners:
+        for ref in refs:
             fn = ref()
             if fn is not None:
                 fn(None, position)
                 alive.append(ref)
-        self.listeners = alive
+        if refs:
+            _WATCHED[self] = alive
         return out
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        import functools
-
-        return (functools.partial, (type(self.controller).update, self.controller))
+    update._mixsieve_watched = True  # type: ignore[attr-defined]
+    cls.update = update  # type: ignore[attr-defined]
 
 
 def attach_controller(controller: Any, listener: Callable[..., Any]) -> None:
@@ -363,17 +392,16 @@ def attach_controller(controller: Any, listener: Callable[..., Any]) -> None:
     if callable(attach):
         attach(listener)
         return
-    current = controller.__dict__.get("update") if hasattr(controller, "__dict__") else None
-    if not isinstance(current, _NotifyingUpdate):
-        try:
-            current = _NotifyingUpdate(controller, controller.update)
-            controller.update = current
-        except AttributeError as e:
-            raise TypeError(
-                f"cannot watch {type(controller).__name__}.update (no instance attributes?): subclass "
-                "ms.weights.Controller and call self._notify(position) after each change"
-            ) from e
-    current.listeners.append(weakref.WeakMethod(listener))
+    try:
+        refs = _WATCHED.setdefault(controller, [])
+    except TypeError as e:
+        raise TypeError(
+            f"cannot watch a {type(controller).__name__} (it cannot be weakly referenced, e.g. __slots__ "
+            "without __weakref__): subclass ms.weights.Controller and call self._notify(position) after "
+            "each change"
+        ) from e
+    _watch_class(type(controller))
+    refs.append(weakref.WeakMethod(listener))
 
 
 class OnlineMixer(Controller):
@@ -433,6 +461,7 @@ class OnlineMixer(Controller):
         rank with the same (all-reduced) losses: the datasets then agree on the position.
         """
         k = len(self.names)
+        before = self.state_dict()
         for name, loss in self._check_losses(losses).items():
             i = self.names.index(name)
             a = self.smoothing
@@ -443,7 +472,7 @@ class OnlineMixer(Controller):
         z = eps_prev * self._rewards
         z = np.exp(z - z.max())
         self._p = (1 - k * eps) * z / z.sum() + eps
-        self._notify(position)
+        self._commit(before, position)
         return self.weights
 
     def _eps(self, t: int) -> float:
@@ -522,8 +551,8 @@ class DoReMi(Controller):
         self.reference = np.array([ref.get(n, math.nan) for n in self.names], dtype=np.float64)
         if not (math.isfinite(step_size) and step_size > 0):
             raise ValueError(f"step_size must be a finite number > 0, got {step_size!r}")
-        if not (0.0 <= smoothing <= 1.0):
-            raise ValueError(f"smoothing must be in [0, 1], got {smoothing!r}")
+        if not (0.0 < smoothing <= 1.0):  # 0 would let a weight underflow to 0 and stay there
+            raise ValueError(f"smoothing must be in (0, 1], got {smoothing!r}")
         self.step_size = float(step_size)
         self.smoothing = float(smoothing)
         k = len(self.names)
@@ -536,23 +565,46 @@ class DoReMi(Controller):
     def weights(self) -> dict[str, float]:
         return {n: float(v) for n, v in zip(self.names, self._alpha)}
 
-    def update(self, losses: Mapping[str, float], *, position: int | None = None) -> dict[str, float]:
-        """One step of the reweighting from per-source losses (the sources seen since the last
-        update; a source without a reference loss cannot be reported). The datasets it drives
-        switch at ``position`` (default: the next chunk no worker has started)."""
+    def update(
+        self,
+        losses: Mapping[str, float] | None = None,
+        *,
+        excess: Mapping[str, float] | None = None,
+        position: int | None = None,
+    ) -> dict[str, float]:
+        """One step of the reweighting. ``losses``: per-source mean losses (the sources seen
+        since the last update; each needs a reference loss), clipped as ``max(loss - reference,
+        0)`` per source. The paper clips each token's excess loss before averaging over a
+        source's tokens: compute that in the training loop and pass it as ``excess`` (per-source
+        values >= 0) instead. The datasets it drives switch at ``position`` (default: the next
+        chunk no worker has started); if a dataset refuses the position, the step is undone."""
+        if (losses is None) == (excess is None):
+            raise TypeError(
+                "pass losses= (per-source mean losses) or excess= (per-source clipped excess), not both"
+            )
         lam = np.zeros(len(self.names))
-        for name, loss in self._check_losses(losses).items():
-            i = self.names.index(name)
-            if math.isnan(self.reference[i]):
-                raise ValueError(f"source {name!r} has no reference loss; pass it in reference_losses")
-            lam[i] = max(loss - self.reference[i], 0.0)
+        if excess is not None:
+            for name, value in self._check_losses(excess, "excess").items():
+                if value < 0:
+                    raise ValueError(
+                        f"excess of source {name!r} is {value}; it must be >= 0 (already clipped)"
+                    )
+                lam[self.names.index(name)] = value
+        else:
+            assert losses is not None
+            for name, loss in self._check_losses(losses).items():
+                i = self.names.index(name)
+                if math.isnan(self.reference[i]):
+                    raise ValueError(f"source {name!r} has no reference loss; pass it in reference_losses")
+                lam[i] = max(loss - self.reference[i], 0.0)
+        before = self.state_dict()
         z = np.log(self._alpha) + self.step_size * lam
         z = np.exp(z - z.max())
         k = len(self.names)
         self._alpha = (1.0 - self.smoothing) * z / z.sum() + self.smoothing / k
         self._sum += self._alpha
         self._t += 1
-        self._notify(position)
+        self._commit(before, position)
         return self.weights
 
     def average_weights(self) -> dict[str, float]:
@@ -568,14 +620,26 @@ class DoReMi(Controller):
             raise ValueError(f"DoReMi state is for sources {list(state['names'])}, this one has {self.names}")
         alpha = np.array(state["alpha"], dtype=np.float64)
         total = np.array(state["sum"], dtype=np.float64)
+        t = state["t"]
         k = len(self.names)
-        if (
-            alpha.shape != (k,)
-            or total.shape != (k,)
-            or not (np.all(alpha > 0) and np.all(np.isfinite(total)))
-        ):
-            raise ValueError("corrupt DoReMi state: alpha must be k positive numbers, sum k finite numbers")
-        self._alpha, self._sum, self._t = alpha, total, int(state["t"])
+        ok = (
+            alpha.shape == (k,)
+            and total.shape == (k,)
+            and bool(np.all(alpha > 0))
+            and abs(float(alpha.sum()) - 1.0) < 1e-9
+            and isinstance(t, int)
+            and not isinstance(t, bool)
+            and t >= 0
+            and bool(np.all(np.isfinite(total)))
+            and bool(np.all(total >= 0))
+            and abs(float(total.sum()) - t) <= 1e-6 * max(t, 1)
+        )
+        if not ok:
+            raise ValueError(
+                "corrupt DoReMi state: alpha must be k positive numbers summing to 1, t an int >= 0, "
+                "sum k numbers >= 0 summing to t"
+            )
+        self._alpha, self._sum, self._t = alpha, total, t
 
     def __repr__(self) -> str:
         return f"DoReMi({self.names}, t={self._t})"

@@ -359,7 +359,17 @@ class MixPlan {
   bool has_curve_ = false;
   bool ended_ = false;
   std::int64_t events_at_ = -1;
-  std::vector<PlanLog>* log_ = nullptr;  // set only during simulate()
+  // The log simulate() reads, set only while it runs; a copy of the plan (next_weights makes
+  // one) never shares it.
+  struct LogPtr {
+    std::vector<PlanLog>* p = nullptr;
+    LogPtr() = default;
+    LogPtr(const LogPtr&) {}
+    LogPtr& operator=(const LogPtr&) { return *this; }
+    std::vector<PlanLog>* operator->() const { return p; }
+    bool operator!=(std::nullptr_t) const { return p != nullptr; }
+  };
+  LogPtr log_;
 
  public:
   // A dry run of the next n positions (this plan advances): per window of `window` positions,
@@ -376,13 +386,18 @@ class MixPlan {
     r.weight_sums.assign(r.counts.size(), 0.0);
     r.window_sizes.assign(static_cast<std::size_t>(windows), 0);
     std::vector<PlanLog> log;
-    log_ = &log;
-    std::vector<double> cur = next_weights();
+    std::vector<double> cur = next_weights();  // the start position's events applied (on a copy)
     std::vector<std::int64_t> cnt(sched_.counts());
     constexpr std::int64_t kChunk = 1 << 16;
     std::vector<std::int32_t> src(static_cast<std::size_t>(std::min(n, kChunk)));
     std::vector<std::int64_t> item(src.size());
     std::int64_t pos = start;
+    if (n > 0 && !ended_) r.events.push_back({start, PlanLog::kWeights, -1, cur});  // the weights the run starts with
+    struct Guard {  // the log is unset however simulate() ends
+      LogPtr& ptr;
+      ~Guard() { ptr.p = nullptr; }
+    } guard{log_};
+    log_.p = &log;
     // adds positions [from, to) of window w with the weights in force
     auto add_weights = [&](std::int64_t from, std::int64_t to) {
       while (from < to) {
@@ -393,45 +408,40 @@ class MixPlan {
         from = upto;
       }
     };
-    try {
-      while (pos < start + n && !ended_) {
-        const std::int64_t w = (pos - start) / window;
-        const std::int64_t stop = std::min({start + n, start + (w + 1) * window, pos + kChunk});
-        const std::vector<std::int64_t> tok0 = sched_.tokens_served();
-        const std::int64_t requested = stop - pos;
-        const std::int64_t got = fill(requested, -1, src.data(), item.data());
-        std::int64_t at = pos;
-        for (const PlanLog& e : log) {
-          add_weights(at, std::max(at, e.position));
-          at = std::max(at, e.position);
-          if (e.kind != PlanLog::kEnded) {
-            if (!e.weights.empty()) cur = e.weights;
-          }
-          if (e.kind != PlanLog::kCurveStep && e.kind != PlanLog::kRenormalised) r.events.push_back(e);
+    while (pos < start + n && !ended_) {
+      const std::int64_t w = (pos - start) / window;
+      const std::int64_t stop = std::min({start + n, start + (w + 1) * window, pos + kChunk});
+      const std::vector<std::int64_t> tok0 = sched_.tokens_served();
+      const std::int64_t requested = stop - pos;
+      const std::int64_t got = fill(requested, -1, src.data(), item.data());
+      std::int64_t at = pos;
+      for (const PlanLog& e : log) {
+        add_weights(at, std::max(at, e.position));
+        at = std::max(at, e.position);
+        if (e.kind != PlanLog::kEnded) {
+          if (!e.weights.empty()) cur = e.weights;
         }
-        log.clear();
-        add_weights(at, pos + got);
-        std::int64_t* row = &r.counts[static_cast<std::size_t>(w) * kk];
-        for (std::int64_t i = 0; i < got; ++i) {
-          const auto d = static_cast<std::size_t>(src[static_cast<std::size_t>(i)]);
-          ++row[d];
-          const std::int64_t c = ++cnt[d];
-          if (sizes[d] > 0 && c % sizes[d] == 0) {
-            r.epoch_events.insert(r.epoch_events.end(), {pos + i, static_cast<std::int64_t>(d), c / sizes[d]});
-          }
-        }
-        std::int64_t* trow = &r.tokens[static_cast<std::size_t>(w) * kk];
-        const std::vector<std::int64_t>& tok1 = sched_.tokens_served();
-        for (std::size_t d = 0; d < kk; ++d) trow[d] += tok1[d] - tok0[d];
-        r.window_sizes[static_cast<std::size_t>(w)] += got;
-        pos += got;
-        if (got < requested) break;  // the stream ended
+        const bool start_again = e.kind == PlanLog::kWeights && e.position == start;  // already the first event
+        if (e.kind != PlanLog::kCurveStep && e.kind != PlanLog::kRenormalised && !start_again) r.events.push_back(e);
       }
-    } catch (...) {
-      log_ = nullptr;
-      throw;
+      log.clear();
+      add_weights(at, pos + got);
+      std::int64_t* row = &r.counts[static_cast<std::size_t>(w) * kk];
+      for (std::int64_t i = 0; i < got; ++i) {
+        const auto d = static_cast<std::size_t>(src[static_cast<std::size_t>(i)]);
+        ++row[d];
+        const std::int64_t c = ++cnt[d];
+        if (sizes[d] > 0 && c % sizes[d] == 0) {
+          r.epoch_events.insert(r.epoch_events.end(), {pos + i, static_cast<std::int64_t>(d), c / sizes[d]});
+        }
+      }
+      std::int64_t* trow = &r.tokens[static_cast<std::size_t>(w) * kk];
+      const std::vector<std::int64_t>& tok1 = sched_.tokens_served();
+      for (std::size_t d = 0; d < kk; ++d) trow[d] += tok1[d] - tok0[d];
+      r.window_sizes[static_cast<std::size_t>(w)] += got;
+      pos += got;
+      if (got < requested) break;  // the stream ended
     }
-    log_ = nullptr;
     r.generated = pos - start;
     return r;
   }

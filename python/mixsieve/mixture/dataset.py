@@ -266,7 +266,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             w0 = np.ones(k)
         elif is_controller(weights):
             names = list(getattr(weights, "names", None) or weights.weights)
-            if names != self.names:
+            if sorted(names) != sorted(self.names):
                 raise ValueError(
                     f"the {type(weights).__name__} is for sources {names}, the mixture has {self.names}"
                 )
@@ -862,8 +862,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         vec = p if p is not None else weight_vector(mixer.weights, self.names)
         self.set_weights(vec, position=position, sync=getattr(mixer, "sync", None))
         shared = self._get_shared()
+        state = mixer.state_dict()
         with shared.lock():  # workers put the controller's state into their state dicts
-            shared.write_controller(mixer.state_dict())
+            shared.write_controller(state)
 
     def _get_shared(self) -> SharedControl:
         if self._shared is None:
@@ -941,7 +942,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         out._engine = None
         out._mixer = self._mixer  # the copy follows the same mixer
         if self._mixer is not None:
-            self._mixer.attach(out._on_mixer_update)
+            attach_controller(self._mixer, out._on_mixer_update)
         out._shared = None
         copied = out._get_shared()
         if self._shared is not None:  # the epoch and where passes start, as in the original
@@ -1109,6 +1110,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         state = plan.state()
         changes = state.pop("changes")
         out = self._wrap(state, changes)
+        out.pop("mixer", None)  # this worker's copy of the controller is not the main process's
         if self._mixer is not None and mixer is not None:
             out["mixer"] = mixer
         out["worker"] = worker
@@ -1142,7 +1144,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             raise ValueError(
                 f"{windows:,} windows of {len(self.names)} sources is more than a plan keeps "
                 f"({_MAX_PLAN_CELLS:,} cells, 24 bytes each): choose window >= "
-                f"{-(-n * len(self.names) // _MAX_PLAN_CELLS):,}"
+                f"{-(-n // (_MAX_PLAN_CELLS // len(self.names))):,}"
             )
         # where a new pass starts: the loaded state, or the epoch set_epoch chose
         start = self._epoch_start(int(self._get_shared().header[2])) if self.num_samples else self._loaded
@@ -1233,9 +1235,18 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             last = check_int("last", last, 1, MAX_POSITION)
             _, world = self._rank_world()
             done = int(served.sum()) * world
+            pass_start = self._loaded
+            if self.num_samples:  # the current pass: the epoch set_epoch chose, at most its length
+                epoch = int(self._get_shared().header[2])
+                pass_start = self._epoch_start(epoch)
+                done = min(done, (epoch + 1) * self.num_samples - int(pass_start["position"]))
             skip = max(0, -(-done // window) - last) * window  # whole windows before the last ones
-            plan = self._with_known(self._plan_from(self._loaded))
-            sizes = list(self.sizes)
+            plan = self._with_known(self._plan_from(pass_start))
+            known = plan.state()["lengths"]
+            sizes = [
+                s if s is not None else (int(known[d]) if known[d] >= 0 else None)
+                for d, s in enumerate(self.sizes)
+            ]
             size_arr = np.array([x or -1 for x in sizes], np.int64)
             if skip:
                 plan.simulate(skip, skip, size_arr)  # advance without keeping per-position output

@@ -122,7 +122,8 @@ class MixturePlan:
             other = [e for e in self.events if e.get("source") == name and e["event"] != "cycled"]
             notes = []
             if cycles:
-                notes.append(f"{len(cycles)} passes done (last at {cycles[-1]['position']:,})")
+                done = f"{len(cycles)} pass{'es' if len(cycles) > 1 else ''} done"
+                notes.append(f"{done} (last at {cycles[-1]['position']:,})")
             notes += [f"{e['event']} at {e['position']:,}" for e in other]
             ep = self.epochs[name]
             row = [name, f"{target[d]:.4f}", f"{realised[d]:.4f}"]
@@ -145,11 +146,9 @@ class MixturePlan:
         """Writes a PNG: realised share (solid) against target (dashed) per window, and each
         source's passes over its data. Needs matplotlib (``pip install "mixsieve[plot]"``).
         ``unit``: ``"samples"`` or ``"tokens"`` (default: tokens in token mode)."""
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
+        try:  # a Figure of its own, drawn by the Agg canvas: the user's pyplot backend is untouched
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
         except ImportError as e:
             raise ImportError(
                 'MixturePlan.plot needs matplotlib: pip install "mixsieve[plot]" (or matplotlib)'
@@ -157,7 +156,9 @@ class MixturePlan:
         unit = unit or ("tokens" if self.tokens is not None else "samples")
         shares = self.shares(unit)
         x = self.start + np.cumsum(self.window_sizes)
-        fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
+        fig = Figure(figsize=(9, 6.5))
+        FigureCanvasAgg(fig)
+        top, bottom = fig.subplots(2, 1, sharex=True)
         for d, name in enumerate(self.names):
             (line,) = top.plot(x, shares[:, d], label=name)
             top.plot(x, self.targets[:, d], linestyle="--", color=line.get_color(), linewidth=1)
@@ -175,7 +176,6 @@ class MixturePlan:
         bottom.set_xlabel("position")
         fig.tight_layout()
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         return path
 
     def __repr__(self) -> str:

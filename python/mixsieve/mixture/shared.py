@@ -170,7 +170,13 @@ class SharedControl:
     def write_controller(self, state: dict[str, Any]) -> None:
         """Call with the lock held. A state too large for the block is not shared (workers'
         state dicts then leave it out, and a resume from them keeps the controller as it is)."""
-        data = json.dumps(state, separators=(",", ":")).encode()
+        try:
+            data = json.dumps(state, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                "a weights controller's state_dict() must be JSON-serialisable (it goes into "
+                f"checkpoints): {e}"
+            ) from e
         off, cap = self._controller
         if len(data) > cap:
             self.header[10] = -1
