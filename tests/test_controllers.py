@@ -274,3 +274,49 @@ def test_doremi_excess_smoothing_state_and_refused_positions():
     with pytest.raises(ValueError, match="already been generated"):
         ctl.update({"web": 2.0}, position=3)  # refused: the step is undone
     assert ctl.state_dict()["t"] == 0 and ctl.average_weights() == ctl.weights
+
+
+def test_refused_controller_weights_undo_the_step_and_say_why():
+    class Bad(Plain):
+        def update(self, losses, position=None):
+            self.t += 1
+            self.weights = {**self.weights, "zzz": 3.0}
+
+    ctl = Bad(NAMES)
+    ds = ms.MixtureDataset(sources(), weights=ctl)
+    with pytest.raises(ValueError, match="weights or state after update"):
+        ctl.update({"web": 1.0})
+    assert ctl.t == 0 and "zzz" not in ctl.weights and ds._changes == []
+
+    class NotJson(Plain):
+        def state_dict(self):
+            return {"w": np.zeros(2), "t": self.t}
+
+        def load_state_dict(self, state):
+            self.t = state["t"]
+
+    ctl = NotJson(NAMES)
+    ds = ms.MixtureDataset(sources(), weights=ctl)
+    with pytest.raises(TypeError, match="JSON"):
+        ctl.update({"web": 3.0})
+    assert ds._changes == [] and ctl.t == 0  # refused before the change landed
+
+    class NoState:
+        weights = {n: 1.0 for n in NAMES}
+
+        def update(self, losses):
+            pass
+
+    with pytest.raises(TypeError, match="has no state_dict, load_state_dict"):
+        ms.MixtureDataset(sources(), weights=NoState())
+
+
+def test_doremi_overflow_and_argument_types():
+    ctl = ms.weights.DoReMi(["a", "b", "c"], reference_losses={"a": 1.0, "b": 1.0}, step_size=1e300)
+    with pytest.raises(ValueError, match="overflows"):
+        ctl.update({"a": 1e300, "b": 1e300})
+    assert all(np.isfinite(list(ctl.weights.values())))
+    with pytest.raises(TypeError, match="step_size must be a number"):
+        ms.weights.DoReMi(["a"], reference_losses={"a": 1.0}, step_size="1")
+    with pytest.raises(TypeError, match="smoothing must be a number"):
+        ms.weights.DoReMi(["a"], reference_losses={"a": 1.0}, smoothing="0.1")

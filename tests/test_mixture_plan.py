@@ -242,3 +242,37 @@ def test_stats_windows_follow_set_epoch():
     got = list(ds)
     win = ds.stats(window=100)["windows"]
     assert win.start == 400 and win.counts.tolist() == per_window(got, 100).tolist()
+
+
+def test_a_pass_ends_with_its_epoch_and_small_sources_do_not_flood_events():
+    ds = ms.MixtureDataset({"a": list(range(7)), "b": list(range(50))}, num_samples=100)
+    plan = ds.simulate(300, window=100)
+    assert plan.generated == 100 == len(list(ds)) and plan.events_end()
+    ds = ms.MixtureDataset({"a": list(range(3)), "b": list(range(100_000))})
+    plan = ds.simulate(1_000_000, window=100_000)
+    cycled = [e for e in plan.events if e["event"] == "cycled" and e["source"] == "a"]
+    assert len(cycled) == 1000 and plan.epochs["a"] == pytest.approx(500_000 / 3)
+    assert "166666 passes done" in plan.summary()
+
+
+def test_a_long_dry_run_stops_on_ctrl_c():
+    import os
+    import signal
+    import threading
+    import time
+
+    ds = ms.MixtureDataset({"a": list(range(10)), "b": list(range(1000))})
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        ds.simulate(10**13, window=10**12)
+    assert time.monotonic() - t0 < 30
+
+
+def test_plot_and_shares_refuse_what_they_cannot_draw(tmp_path):
+    plan = ms.MixtureDataset({"a": [1], "b": [2]}).simulate(0)
+    with pytest.raises(ValueError, match="no positions"):
+        plan.plot(str(tmp_path / "x.png"))
+    with pytest.raises(ValueError, match='unit must be "samples" or "tokens"'):
+        plan.shares("bananas")

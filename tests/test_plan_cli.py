@@ -93,7 +93,7 @@ max_epochs = 2
             GOOD
             + "\n[[schedule]] # first\nposition = 10\nweights = { a = 1 }\n\n[[schedule]]\nposition = -5\n"
             "weights = { a = 1 }\n",
-            r"m\.toml:19: \[\[schedule\]\] entry 1 position: must be an integer >= 0",
+            r"m\.toml:19: \[\[schedule\]\] entry 1 position: must be an integer in \[0, ",
         ),
         (
             GOOD
@@ -173,3 +173,18 @@ def test_comments_after_headers_keep_line_numbers(tmp_path):
         planning.ConfigError, match=r"m\.toml:10: \[sources\.b\] documents: must be an integer"
     ):
         planning.load(write(tmp_path, text))
+
+
+def test_budgets_beyond_a_plan_and_plans_that_cannot_spend_them(tmp_path, capsys):
+    huge = GOOD.replace("budget = 5000", "budget = 1_000_000_000_000_000")
+    with pytest.raises(planning.ConfigError, match=r"m\.toml:3: \[mixture\] budget: needs .* positions"):
+        planning.build(planning.load(write(tmp_path, huge)))
+    capped = GOOD.replace("weight = 1\n\n[sources.b]", "weight = 1\nmax_epochs = 1\n\n[sources.b]")
+    planning.main(write(tmp_path, capped), plot=str(tmp_path / "p.png"))
+    err = capsys.readouterr().err
+    assert "before the budget" in err  # 100 + 40 samples, then every source has left
+    per_doc = GOOD.replace("[mixture]\n", '[mixture]\nunit = "tokens"\n').replace(
+        "documents = 100\n", "documents = 100\ntokens = 1_000_000_000_000\n"
+    )
+    with pytest.raises(planning.ConfigError, match=r"tokens: more than 2\*\*31 tokens per document"):
+        planning.load(write(tmp_path, per_doc))

@@ -661,10 +661,17 @@ void bind_mixture(py::module_& m) {
             require_lengths(p);
             const std::vector<std::int64_t> sz(sizes.data(), sizes.data() + sizes.size());
             SimulateResult r;
+            bool interrupted = false;
             {
               py::gil_scoped_release release;
-              r = p.simulate(n, window, sz);
+              // Ctrl-C reaches a long dry run: signals are checked between chunks
+              r = p.simulate(n, window, sz, [&interrupted] {
+                py::gil_scoped_acquire gil;
+                interrupted = PyErr_CheckSignals() != 0;
+                return !interrupted;
+              });
             }
+            if (interrupted) throw py::error_already_set();
             const auto k = static_cast<py::ssize_t>(p.num_sources());
             const auto windows = static_cast<py::ssize_t>(r.window_sizes.size());
             auto matrix = [&](const auto& v) {

@@ -44,6 +44,7 @@ _MIXTURE_KEYS = {"unit", "budget", "window", "seed", "mode", "on_exhausted", "pl
 _SOURCE_KEYS = {"documents", "tokens", "weight", "max_epochs"}
 _POLICY_KEYS = {"kind", "tau", "max_epochs"}
 MAX_DOCUMENTS = 200_000_000  # per source: a stand-in holds 4 bytes per document in token mode
+MAX_POSITIONS = 10_000_000_000  # a plan runs at tens of millions of positions a second
 
 
 class ConfigError(ValueError):
@@ -174,6 +175,8 @@ def load(path: str) -> dict[str, Any]:
             s["tokens"] = r.number(table, spec, "tokens", integer=True, positive=True)
             if s["tokens"] < s["documents"]:
                 raise r.fail(table, "tokens", "must be at least documents (one token per document)")
+            if s["tokens"] // s["documents"] >= 2**31 - 1:
+                raise r.fail(table, "tokens", "more than 2**31 tokens per document on average")
         elif unit == "tokens":
             raise r.fail(table, None, 'unit = "tokens" needs tokens = N for every source')
         for key, integer in (("weight", False), ("max_epochs", False)):
@@ -197,6 +200,9 @@ def load(path: str) -> dict[str, Any]:
         kind = policy.get("kind")
         if kind not in ("temperature", "unimax"):
             raise r.fail("policy", "kind", f'must be "temperature" or "unimax", got {kind!r}')
+        other = "max_epochs" if kind == "temperature" else "tau"
+        if other in policy:
+            raise r.fail("policy", other, f'is not a setting of kind = "{kind}"')
         p: dict[str, Any] = {"kind": kind}
         if kind == "temperature":
             p["tau"] = (
@@ -222,8 +228,8 @@ def load(path: str) -> dict[str, Any]:
         for key in set(point) - {"position", "weights"}:
             raise r.fail("schedule", key, "unknown key (expected position, weights)", i)
         pos = point["position"]
-        if isinstance(pos, bool) or not isinstance(pos, int) or pos < 0:
-            raise r.fail("schedule", "position", f"must be an integer >= 0, got {pos!r}", i)
+        if isinstance(pos, bool) or not isinstance(pos, int) or not 0 <= pos < 2**62:
+            raise r.fail("schedule", "position", f"must be an integer in [0, 2**62), got {pos!r}", i)
         if schedule and pos <= schedule[-1][0]:
             raise r.fail(
                 "schedule", "position", f"must be after the entry before ({schedule[-1][0]}), got {pos}", i
@@ -244,6 +250,7 @@ def load(path: str) -> dict[str, Any]:
     if policy is None and not any(s_["weight"] > 0 for s_ in srcs.values()):
         raise r.fail(f"sources.{next(iter(srcs))}", "weight", "at least one source needs a weight > 0")
     out["_path"] = path
+    out["_text"] = text
     return out
 
 
@@ -264,7 +271,12 @@ def build(cfg: Mapping[str, Any]) -> tuple[Any, int, int]:
     elif policy["kind"] == "temperature":
         base = wts.temperature(size, tau=policy["tau"])
     else:
-        base = wts.unimax(size, budget=cfg["budget"], max_epochs=policy["max_epochs"])
+        try:
+            base = wts.unimax(size, budget=cfg["budget"], max_epochs=policy["max_epochs"])
+        except ValueError as e:
+            path = cfg.get("_path", "the plan file")
+            line = _line_of(cfg.get("_text", ""), "mixture", "budget")
+            raise ConfigError(f"{path}:{line}: [mixture] budget: {e}" if line else f"{path}: {e}") from e
         for n in names:
             caps.setdefault(n, policy["max_epochs"])
     weights: Any = base
@@ -297,6 +309,13 @@ def build(cfg: Mapping[str, Any]) -> tuple[Any, int, int]:
         n_pos = int(math.ceil(cfg["budget"] * float((w / means).sum())))
     else:
         n_pos = int(cfg["budget"])
+    if n_pos > MAX_POSITIONS:
+        path = cfg.get("_path", "the plan file")
+        line = _line_of(cfg.get("_text", ""), "mixture", "budget")
+        raise ConfigError(
+            f"{path}:{line}: [mixture] budget: needs {n_pos:,} positions, more than a plan runs "
+            f"({MAX_POSITIONS:,}): plan a fraction of the budget and scale the shares"
+        )
     window = cfg["window"] or max(1, n_pos // 100)
     return ds, n_pos, window
 
@@ -308,13 +327,19 @@ def main(path: str, plot: str | None = None, window: int | None = None) -> int:
     try:
         ds, n, win = build(cfg)
         plan = ds.simulate(n, window=win)
-        for _ in range(4):  # the first estimate assumed the first weights: rescale to the budget
-            if cfg["unit"] != "tokens" or plan.tokens is None or plan.events_end():
+        for _ in range(6):  # the first estimate assumed the first weights: rescale to the budget
+            if cfg["unit"] != "tokens" or plan.tokens is None:
                 break
             got = int(plan.tokens.sum())
-            if not got or got >= cfg["budget"]:
+            if (
+                not got
+                or abs(got - cfg["budget"]) <= 0.001 * cfg["budget"]
+                or (got < cfg["budget"] and plan.events_end())
+            ):
                 break
-            n = int(math.ceil(n * cfg["budget"] / got)) + 1
+            n = max(1, int(math.ceil(n * cfg["budget"] / got)))
+            if n > MAX_POSITIONS:
+                break
             ds, _, _ = build(cfg)
             plan = ds.simulate(n, window=cfg["window"] or max(1, n // 100))
     except (ValueError, TypeError) as e:
@@ -322,8 +347,16 @@ def main(path: str, plot: str | None = None, window: int | None = None) -> int:
             raise
         raise ConfigError(f"{path}: {e}") from e
     print(plan.summary())
-    if cfg["unit"] == "tokens" and plan.tokens is not None:
-        print(f"tokens planned: {int(plan.tokens.sum()):,} of a budget of {cfg['budget']:,}")
+    unit = cfg["unit"]
+    got = int(plan.tokens.sum()) if unit == "tokens" and plan.tokens is not None else plan.generated
+    print(f"{unit} planned: {got:,} of a budget of {cfg['budget']:,}")
+    if plan.events_end() and got < cfg["budget"]:
+        end = next(e["position"] for e in plan.events if e["event"] == "ended")
+        print(
+            f"warning: the stream ends at position {end:,}, before the budget: every source left "
+            "(caps) or ran out; raise max_epochs or add data",
+            file=sys.stderr,
+        )
     out = plot or cfg["plot"] or os.path.splitext(path)[0] + ".png"
     try:
         plan.plot(out)

@@ -366,17 +366,24 @@ def _watch_class(cls: type) -> None:
             position = _position_of(sig, takes, (self, *args), kwargs)
         else:
             position = kwargs.pop("position", None)
-        out = original(self, *args, **kwargs)
         try:
             refs = _WATCHED.get(self, [])
         except TypeError:
             refs = []
+        import copy as _copy
+
+        before = _copy.deepcopy(self.state_dict()) if refs else None
+        out = original(self, *args, **kwargs)
         alive = []
-        for ref in refs:
-            fn = ref()
-            if fn is not None:
-                fn(None, position)
-                alive.append(ref)
+        try:
+            for ref in refs:
+                fn = ref()
+                if fn is not None:
+                    fn(None, position)
+                    alive.append(ref)
+        except BaseException:
+            self.load_state_dict(before)  # a dataset refused the change: the step is undone
+            raise
         if refs:
             _WATCHED[self] = alive
         return out
@@ -549,6 +556,9 @@ class DoReMi(Controller):
         super().__init__(names, sync=sync)
         ref = self._check_losses(reference_losses, "reference loss")
         self.reference = np.array([ref.get(n, math.nan) for n in self.names], dtype=np.float64)
+        for what, v in (("step_size", step_size), ("smoothing", smoothing)):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise TypeError(f"{what} must be a number, got {v!r}")
         if not (math.isfinite(step_size) and step_size > 0):
             raise ValueError(f"step_size must be a finite number > 0, got {step_size!r}")
         if not (0.0 < smoothing <= 1.0):  # 0 would let a weight underflow to 0 and stay there
@@ -598,7 +608,12 @@ class DoReMi(Controller):
                     raise ValueError(f"source {name!r} has no reference loss; pass it in reference_losses")
                 lam[i] = max(loss - self.reference[i], 0.0)
         before = self.state_dict()
-        z = np.log(self._alpha) + self.step_size * lam
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = np.log(self._alpha) + self.step_size * lam
+        if not np.all(np.isfinite(z)):
+            raise ValueError(
+                f"step_size ({self.step_size}) times the excess losses overflows; use a smaller step_size"
+            )
         z = np.exp(z - z.max())
         k = len(self.names)
         self._alpha = (1.0 - self.smoothing) * z / z.sum() + self.smoothing / k

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <iterator>
 #include <limits>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <utility>
@@ -376,7 +377,13 @@ class MixPlan {
   // the samples and tokens of each source and the sum of its weight in force over the window's
   // positions; events as they happen; a source finishing its e-th pass over sizes[d] items
   // (sizes[d] < 1: unknown). The same choices as fill(), which it calls.
-  SimulateResult simulate(std::int64_t n, std::int64_t window, const std::vector<std::int64_t>& sizes) {
+  // keep_going (if set) is asked between chunks of 65,536 positions; false stops the run (the
+  // caller raises). At most kMaxPassEvents passes per source are listed (a small source that
+  // cycles millions of times would otherwise fill memory with events).
+  static constexpr std::int64_t kMaxPassEvents = 1000;
+
+  SimulateResult simulate(std::int64_t n, std::int64_t window, const std::vector<std::int64_t>& sizes,
+                          const std::function<bool()>& keep_going = {}) {
     SimulateResult r;
     const auto kk = static_cast<std::size_t>(k_);
     const std::int64_t start = position();
@@ -409,6 +416,7 @@ class MixPlan {
       }
     };
     while (pos < start + n && !ended_) {
+      if (keep_going && !keep_going()) break;
       const std::int64_t w = (pos - start) / window;
       const std::int64_t stop = std::min({start + n, start + (w + 1) * window, pos + kChunk});
       const std::vector<std::int64_t> tok0 = sched_.tokens_served();
@@ -431,7 +439,7 @@ class MixPlan {
         const auto d = static_cast<std::size_t>(src[static_cast<std::size_t>(i)]);
         ++row[d];
         const std::int64_t c = ++cnt[d];
-        if (sizes[d] > 0 && c % sizes[d] == 0) {
+        if (sizes[d] > 0 && c % sizes[d] == 0 && c / sizes[d] <= kMaxPassEvents) {
           r.epoch_events.insert(r.epoch_events.end(), {pos + i, static_cast<std::int64_t>(d), c / sizes[d]});
         }
       }

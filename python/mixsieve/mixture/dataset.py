@@ -264,6 +264,17 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
         self._schedule: WeightSchedule | None = None
         if weights is None:
             w0 = np.ones(k)
+        elif hasattr(weights, "update") and hasattr(weights, "weights") and not is_controller(weights):
+            missing = [
+                m
+                for m in ("update", "state_dict", "load_state_dict")
+                if not callable(getattr(weights, m, None))
+            ]
+            raise TypeError(
+                f"{type(weights).__name__} looks like a weights controller but has no "
+                f"{', '.join(missing)}: a controller needs weights, update(...), state_dict() and "
+                "load_state_dict(state)"
+            )
         elif is_controller(weights):
             names = list(getattr(weights, "names", None) or weights.weights)
             if sorted(names) != sorted(self.names):
@@ -859,10 +870,16 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
     def _on_mixer_update(self, p: np.ndarray | None, position: int | None) -> None:
         mixer = self._mixer
         assert mixer is not None
-        vec = p if p is not None else weight_vector(mixer.weights, self.names)
+        try:
+            vec = p if p is not None else weight_vector(mixer.weights, self.names)
+            state = mixer.state_dict()
+            json.dumps(state)  # checked before the change lands: it goes into checkpoints
+        except (TypeError, ValueError) as e:
+            raise type(e)(
+                f"the {type(mixer).__name__}'s weights or state after update() were refused: {e}"
+            ) from e
         self.set_weights(vec, position=position, sync=getattr(mixer, "sync", None))
         shared = self._get_shared()
-        state = mixer.state_dict()
         with shared.lock():  # workers put the controller's state into their state dicts
             shared.write_controller(state)
 
@@ -1146,8 +1163,16 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
                 f"({_MAX_PLAN_CELLS:,} cells, 24 bytes each): choose window >= "
                 f"{-(-n // (_MAX_PLAN_CELLS // len(self.names))):,}"
             )
-        # where a new pass starts: the loaded state, or the epoch set_epoch chose
-        start = self._epoch_start(int(self._get_shared().header[2])) if self.num_samples else self._loaded
+        # where a new pass starts: the loaded state, or the epoch set_epoch chose; a pass ends with
+        # its epoch (num_samples), as iteration does
+        epoch_end = None
+        if self.num_samples:
+            epoch = int(self._get_shared().header[2])
+            start = self._epoch_start(epoch)
+            epoch_end = (epoch + 1) * self.num_samples
+            n = min(n, max(0, epoch_end - int(start["position"])))
+        else:
+            start = self._loaded
         plan = self._with_known(self._plan_from(start))
         lengths = plan.state()["lengths"]
         sizes: list[int | None] = []
@@ -1160,6 +1185,8 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             sizes.append(size)
         before = plan.counts.copy()
         raw = plan.simulate(n, window, np.array([s or -1 for s in sizes], np.int64))
+        if epoch_end is not None and plan.position == epoch_end and not plan.ended:
+            raw["events"].append((epoch_end, 4, -1, []))  # the pass ends with the epoch
         return MixturePlan(
             self.names,
             plan.position - int(raw["generated"]),

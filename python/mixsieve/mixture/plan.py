@@ -93,6 +93,8 @@ class MixturePlan:
 
     def shares(self, unit: str = "samples") -> np.ndarray:
         """Realised shares per window ([windows, sources]) of samples, or of tokens."""
+        if unit not in ("samples", "tokens"):
+            raise ValueError(f'unit must be "samples" or "tokens", got {unit!r}')
         m = self.counts if unit == "samples" else self.tokens
         if m is None:
             raise ValueError('token shares need a MixtureDataset with unit="tokens"')
@@ -122,7 +124,8 @@ class MixturePlan:
             other = [e for e in self.events if e.get("source") == name and e["event"] != "cycled"]
             notes = []
             if cycles:
-                done = f"{len(cycles)} pass{'es' if len(cycles) > 1 else ''} done"
+                ep_done = int(self.epochs[name] or 0)
+                done = f"{ep_done} pass{'es' if ep_done > 1 else ''} done"
                 notes.append(f"{done} (last at {cycles[-1]['position']:,})")
             notes += [f"{e['event']} at {e['position']:,}" for e in other]
             ep = self.epochs[name]
@@ -131,15 +134,15 @@ class MixturePlan:
                 row.append(f"{tok_share[d]:.4f}")
             row += ["-" if ep is None else f"{ep:.2f}", "; ".join(notes) or "-"]
             rows.append(row)
-        changes = sum(1 for e in self.events if e["event"] == "weights")
+        changes = sum(1 for e in self.events if e["event"] == "weights" and e["position"] > self.start)
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
         lines = [
             f"{self.generated:,} positions from {self.start:,} in windows of {self.window:,}; "
-            f"{changes} weight change(s) recorded",
-            "  ".join(h.ljust(w) for h, w in zip(head, widths)),
+            f"{changes} weight change(s) after the start",
+            "  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip(),
             "  ".join("-" * w for w in widths),
         ]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         return "\n".join(lines)
 
     def plot(self, path: str, unit: str | None = None) -> str:
@@ -155,6 +158,8 @@ class MixturePlan:
             ) from e
         unit = unit or ("tokens" if self.tokens is not None else "samples")
         shares = self.shares(unit)
+        if not self.generated:
+            raise ValueError("this plan has no positions to plot (simulate(n) with n > 0)")
         x = self.start + np.cumsum(self.window_sizes)
         fig = Figure(figsize=(9, 6.5))
         FigureCanvasAgg(fig)
@@ -171,7 +176,12 @@ class MixturePlan:
                 top.axvline(ev["position"], color="grey", linewidth=0.6, linestyle=":")
         top.set_ylabel(f"share of {unit}")
         top.set_title("served per window (solid) against the target in force (dashed)", fontsize="medium")
-        top.legend(loc="upper right", fontsize="small")
+        if len(self.names) <= 20:
+            top.legend(loc="upper right", fontsize="small")
+        else:  # a legend of many sources hides the lines: name the 10 largest only
+            largest = np.argsort(-self.counts.sum(axis=0))[:10]
+            handles = [top.lines[2 * d] for d in largest]
+            top.legend(handles, [self.names[d] for d in largest], loc="upper right", fontsize="x-small")
         bottom.set_ylabel("passes over the source")
         bottom.set_xlabel("position")
         fig.tight_layout()
