@@ -19,6 +19,7 @@ import pytest
 from mixsieve import _core
 from mixture_sources import LOADER_WARNINGS, as_list
 from oracles import chi2_gof, chi2_z, token_excess, token_interleave
+from test_mixture_schedule import random_schedule  # changes every 1..gap positions, with zeros
 
 torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader  # noqa: E402
@@ -44,19 +45,6 @@ def token_plan(lens, changes, shuffle=False, exact=True, caps=None, on_exhausted
     for p, w in changes[1:]:
         plan.add_change(p, np.asarray(w, np.float64))
     return plan
-
-
-def random_changes(rng, k, n, gap, zeros):
-    changes, pos = [], 0
-    while pos < n:
-        w = rng.dirichlet(np.full(k, rng.uniform(0.1, 3.0)))
-        if zeros and rng.random() < 0.3:
-            w[rng.integers(0, k, size=max(1, k // 2))] = 0.0
-            if not w.sum() > 0:
-                w[int(rng.integers(0, k))] = 1.0
-        changes.append((pos, w.tolist()))
-        pos += int(rng.integers(1, gap + 1))
-    return changes
 
 
 def weights_at_fn(changes, n):
@@ -92,7 +80,7 @@ def test_every_path_equals_the_float_restatement(path, forced_path):
     for trial, k in enumerate([1, 2, 3, 7, 11, 17, 40, 130]):
         n = 1200
         lens = random_lengths(rng, k)
-        changes = random_changes(rng, k, n, gap=[4, 50, 400, 5000][trial % 4], zeros=trial % 2 == 1)
+        changes = random_schedule(rng, k, n, gap=[4, 50, 400, 5000][trial % 4], zeros=trial % 2 == 1)
         plan = token_plan(lens, changes)
         src, item = plan.fill(n)
         assert src.tolist() == token_interleave(k, changes, n, lens), (path, k)
@@ -131,7 +119,7 @@ def test_bound_across_weight_changes_in_exact_rationals():
         k = int(rng.integers(2, 16))
         lens = random_lengths(rng, k)
         n = 1200
-        changes = random_changes(rng, k, n, gap=[n - 1, 300, 40, 5][trial % 4], zeros=trial % 2 == 0)
+        changes = random_schedule(rng, k, n, gap=[n - 1, 300, 40, 5][trial % 4], zeros=trial % 2 == 0)
         plan = token_plan(lens, changes)
         src, item = plan.fill(n)
         lengths = plan.item_lengths(src, item).tolist()
@@ -153,7 +141,7 @@ def test_unit_lengths_keep_the_sample_bound():
 def test_kernel_state_restores_bit_for_bit():
     rng = np.random.default_rng(9)
     lens = random_lengths(rng, 6)
-    changes = random_changes(rng, 6, 3000, gap=200, zeros=True)
+    changes = random_schedule(rng, 6, 3000, gap=200, zeros=True)
     whole = token_plan(lens, changes, shuffle=True)
     src_all, item_all = whole.fill(3000)
     part = token_plan(lens, changes, shuffle=True)

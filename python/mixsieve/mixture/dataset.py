@@ -1183,19 +1183,18 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
                 size = self._sources.count_items(d)
                 plan.set_length(d, size)
             sizes.append(size)
+        return self._dry_run(plan, n, window, sizes, epoch_end)
+
+    def _dry_run(
+        self, plan: Any, n: int, window: int, sizes: list[int | None], epoch_end: int | None = None
+    ) -> MixturePlan:
+        """``plan`` advanced ``n`` positions by the native dry run, as a MixturePlan."""
         before = plan.counts.copy()
-        raw = plan.simulate(n, window, np.array([s or -1 for s in sizes], np.int64))
+        raw = plan.simulate(n, window, np.array([x or -1 for x in sizes], np.int64))
         if epoch_end is not None and plan.position == epoch_end and not plan.ended:
             raw["events"].append((epoch_end, 4, -1, []))  # the pass ends with the epoch
-        return MixturePlan(
-            self.names,
-            plan.position - int(raw["generated"]),
-            window,
-            raw,
-            sizes,
-            before,
-            self.unit == "tokens",
-        )
+        start = plan.position - int(raw["generated"])
+        return MixturePlan(self.names, start, window, raw, sizes, before, self.unit == "tokens")
 
     def stats(self, window: int | None = None, last: int = 100) -> dict[str, Any]:
         """Per-source samples served (exactly, by this process; by its DataLoader workers, including
@@ -1274,20 +1273,9 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
                 s if s is not None else (int(known[d]) if known[d] >= 0 else None)
                 for d, s in enumerate(self.sizes)
             ]
-            size_arr = np.array([x or -1 for x in sizes], np.int64)
-            if skip:
-                plan.simulate(skip, skip, size_arr)  # advance without keeping per-position output
-            before = plan.counts.copy()
-            raw = plan.simulate(done - skip, window, size_arr)
-            out["windows"] = MixturePlan(
-                self.names,
-                plan.position - int(raw["generated"]),
-                window,
-                raw,
-                sizes,
-                before,
-                self.unit == "tokens",
-            )
+            if skip:  # advance without keeping per-position output
+                plan.simulate(skip, skip, np.array([x or -1 for x in sizes], np.int64))
+            out["windows"] = self._dry_run(plan, done - skip, window, sizes)
         return out
 
     def __repr__(self) -> str:
