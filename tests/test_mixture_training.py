@@ -671,3 +671,23 @@ def test_served_counts_an_early_break_in_process():
         if i == 100:
             break
     assert sum(ds.stats()["served"].values()) == 101
+
+
+def test_an_epoch_before_the_last_checkpoint_is_refused_not_served_without_its_changes():
+    # after state_dict(consumed_samples=...) drops the changes before the checkpoint, going back
+    # to epoch 0 (whose stream needs them) is refused instead of serving another stream
+    ds = ms.MixtureDataset(
+        {"a": list(range(1000)), "b": list(range(1000))},
+        weights={"a": 1, "b": 1},
+        num_samples=100,
+        chunk_size=8,
+    )
+    ds.set_weights({"a": 1, "b": 0}, position=16)
+    list(ds)
+    ds.set_epoch(1)
+    it = iter(ds)
+    for _ in range(50):
+        next(it)
+    ds.state_dict(consumed_samples=150)
+    with pytest.raises(ValueError, match="checkpoints move forward"):
+        ds.set_epoch(0)

@@ -736,6 +736,11 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             return dict(self._loaded)
         target = epoch * self.num_samples
         if self._loaded["position"] >= target:
+            if self._loaded["position"] < self._history_from:  # changes from there on were dropped
+                raise ValueError(
+                    f"checkpoints move forward: epoch {epoch} starts at {self._loaded['position']}, before "
+                    f"the last checkpoint ({self._history_from}), whose earlier history is no longer kept"
+                )
             return dict(self._loaded)
         start = self._nearest_state(target)
         if start["position"] < self._history_from:
