@@ -13,7 +13,7 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from mixsieve.sources import ParquetSource  # noqa: E402
+from mixsieve.sources import ArrowSource, ParquetSource  # noqa: E402
 
 
 def write(tmp_path, sizes=(5, 0, 7, 3), group=2, name="part"):
@@ -190,7 +190,7 @@ def test_unpickling_after_the_row_count_changed_is_refused(tmp_path):
     write(tmp_path, sizes=(4,))
     blob = pickle.dumps(ParquetSource(tmp_path))
     write(tmp_path, sizes=(5,))
-    with pytest.raises(ValueError, match="5 rows, 4 when"):
+    with pytest.raises(ValueError, match="changed .size or modification time.|5 rows, 4 when"):
         pickle.loads(blob)
 
 
@@ -234,3 +234,29 @@ def test_mixture_with_spawned_workers_serves_the_rows_it_serves_in_process(tmp_p
         mixture(), batch_size=4, num_workers=2, multiprocessing_context="spawn", collate_fn=list
     )
     assert [x for batch in loader for x in batch] == here
+
+
+def test_a_file_changed_under_a_pickled_or_open_source_is_named(tmp_path):
+    import os
+    import pickle
+    import time
+
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"x": list(range(100))}), path, row_group_size=10)
+    src = ParquetSource(path)
+    blob = pickle.dumps(src)
+    time.sleep(0.01)
+    pq.write_table(pa.table({"x": list(range(100, 200))}), path, row_group_size=10)  # same rows, new bytes
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    with pytest.raises(ValueError, match="changed"):
+        pickle.loads(blob)
+    with open(path, "r+b") as fh:  # truncated under the open source
+        fh.truncate(40)
+    with pytest.raises(ValueError, match="cannot be read|changed"):
+        src[55]
+
+
+def test_bool_indices_are_refused():
+    src = ArrowSource(pa.table({"x": [1, 2, 3]}))
+    with pytest.raises(TypeError, match="bool"):
+        src[True]

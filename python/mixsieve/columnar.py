@@ -205,6 +205,7 @@ class ParquetSource:
         self._cached = 0
         self._layout()
         self._n = int(self._ends[-1]) if self._ends.size else 0
+        self._stamps = [_file_stamp(p) for p in self.paths]
 
     def _layout(self) -> None:
         """Row groups of all files in order: where each ends (cumulative rows), its file and number."""
@@ -251,8 +252,15 @@ class ParquetSource:
         if table is not None:
             self._cache.move_to_end(g)
             return table
-        pf = self._file(int(self._group_file[g]))
-        table = pf.read_row_group(int(self._group_index[g]), columns=self.columns)
+        f = int(self._group_file[g])
+        pf = self._file(f)
+        try:
+            table = pf.read_row_group(int(self._group_index[g]), columns=self.columns)
+        except (OSError, ValueError) as e:  # pyarrow's errors derive from these
+            raise ValueError(
+                f"{self.paths[f]}: row group {int(self._group_index[g])} cannot be read ({e}); was the file "
+                "changed after the ParquetSource opened it?"
+            ) from e
         self._cache[g] = table
         self._cached += table.nbytes
         while self._cached > self.cache_bytes and len(self._cache) > 1:
@@ -309,7 +317,13 @@ class ParquetSource:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"paths": self.paths, "columns": self.columns, "cache_bytes": self.cache_bytes, "n": self._n}
+        return {
+            "paths": self.paths,
+            "columns": self.columns,
+            "cache_bytes": self.cache_bytes,
+            "n": self._n,
+            "stamps": self._stamps,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.paths = state["paths"]
@@ -319,6 +333,13 @@ class ParquetSource:
         self._handles = OrderedDict()
         self._cache = OrderedDict()
         self._cached = 0
+        stamps = [_file_stamp(p) for p in self.paths]
+        if stamps != [tuple(x) for x in state.get("stamps", stamps)]:
+            changed = next(p for p, a, b in zip(self.paths, stamps, state["stamps"]) if a != tuple(b))
+            raise ValueError(
+                f"{changed} changed (size or modification time) since the ParquetSource was made"
+            )
+        self._stamps = stamps
         self._layout()
         self._n = int(self._ends[-1]) if self._ends.size else 0
         if self._n != state["n"]:
@@ -329,3 +350,8 @@ class ParquetSource:
 
 
 _OPEN_FILES = 64  # Parquet files a process keeps open
+
+
+def _file_stamp(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns

@@ -638,6 +638,8 @@ def _check_documents(path: str, documents: np.ndarray, seqs: int) -> None:
 
 def _position(i: Any, n: int, what: str) -> int:
     """``i`` as a position in ``range(n)`` (negative counts from the end)."""
+    if isinstance(i, (bool, np.bool_)):
+        raise TypeError(f"{what} indices must be integers, not bool")
     try:
         k = operator.index(i)
     except TypeError:
