@@ -260,3 +260,13 @@ def test_bool_indices_are_refused():
     src = ArrowSource(pa.table({"x": [1, 2, 3]}))
     with pytest.raises(TypeError, match="bool"):
         src[True]
+
+
+def test_files_with_other_columns_are_refused_unless_columns_are_chosen(tmp_path):
+    pq.write_table(pa.table({"text": ["a"], "n": [1]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"other": [2]}), tmp_path / "b.parquet")
+    with pytest.raises(ValueError, match="rows of one source should look alike"):
+        ParquetSource(tmp_path)
+    pq.write_table(pa.table({"text": ["b"], "n": [2], "extra": [0]}), tmp_path / "b.parquet")
+    src = ParquetSource(tmp_path, columns=["text", "n"])
+    assert [src[i] for i in range(2)] == [{"text": "a", "n": 1}, {"text": "b", "n": 2}]

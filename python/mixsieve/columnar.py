@@ -212,9 +212,17 @@ class ParquetSource:
         counts: list[int] = []
         files: list[int] = []
         groups: list[int] = []
+        first: list[str] | None = None
         for f in range(len(self.paths)):
             pf = self._file(f)
             _missing(self.columns, pf.schema_arrow.names, self.paths[f])
+            names = list(pf.schema_arrow.names)
+            if self.columns is None and first is not None and names != first:
+                raise ValueError(
+                    f"{self.paths[f]} has the columns {names}, {self.paths[0]} has {first}: rows of one "
+                    "source should look alike; pass columns=[...] to serve the columns they share"
+                )
+            first = names if first is None else first
             meta = pf.metadata
             for g in range(meta.num_row_groups):
                 counts.append(meta.row_group(g).num_rows)
