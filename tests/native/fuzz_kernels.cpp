@@ -252,6 +252,24 @@ void check_token_plan(std::mt19937_64& rng) {
     MixSchedule::forced_path() = -1;
     return;
   }
+  // a dry run on a copy must count, window by window, what fill gives the plan itself
+  {
+    MixPlan dry(plan), real(plan);
+    const std::int64_t n = 1 + static_cast<std::int64_t>(rng() % 3000), window = 1 + static_cast<std::int64_t>(rng() % 500);
+    std::vector<std::int64_t> sizes(static_cast<std::size_t>(k));
+    for (int d = 0; d < k; ++d) sizes[static_cast<std::size_t>(d)] = static_cast<std::int64_t>(tables[static_cast<std::size_t>(d)].size);
+    const SimulateResult r = dry.simulate(n, window, sizes);
+    std::vector<std::int32_t> s(static_cast<std::size_t>(n));
+    std::vector<std::int64_t> it(static_cast<std::size_t>(n));
+    const std::int64_t got = real.fill(n, -1, s.data(), it.data());
+    if (got != r.generated) std::abort();
+    std::vector<std::int64_t> counts(r.counts.size(), 0);
+    for (std::int64_t i = 0; i < got; ++i) {
+      ++counts[static_cast<std::size_t>(i / window) * static_cast<std::size_t>(k) + static_cast<std::size_t>(s[static_cast<std::size_t>(i)])];
+    }
+    if (counts != r.counts) std::abort();
+    if (dry.kernel().tokens_served() != real.kernel().tokens_served()) std::abort();
+  }
   std::vector<std::int32_t> src(900);
   std::vector<std::int64_t> item(900);
   std::vector<std::int64_t> tokens(static_cast<std::size_t>(k), 0);
