@@ -244,18 +244,29 @@ def _sweep_shared(directory: str) -> None:
     for name in names:
         path = os.path.join(directory, name)
         try:
-            if now - os.stat(path).st_mtime < 60:
-                continue
-            fd = os.open(path, os.O_RDONLY)
+            young = now - os.stat(path).st_mtime < 60
         except OSError:
             continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue  # in use
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        if not young:
+            remove_if_unlocked(path, path)
+
+
+def remove_if_unlocked(lock_path: str, *paths: str) -> None:
+    """Removes ``paths`` if nobody holds a ``flock`` on ``lock_path`` (its owner is gone)."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)  # held: its owner (or a forked child of it) is alive
+        return
+    try:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    finally:
         os.close(fd)
 
 

@@ -32,6 +32,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..sources import remove_if_unlocked
+
 MAX_WORKERS = 64
 RING = 4096  # weight changes the ring holds
 # n_changes, frontier, epoch, freeze, base_seq, base_len, base_gen, slots, block, loader batch,
@@ -295,24 +297,8 @@ def sweep(root: str) -> None:
         return
     for name in names:
         live = os.path.join(root, name)
-        block = live[: -len(".live")]
-        try:
-            fd = os.open(live, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)  # held: its owner (or a forked child of it) is alive
-            continue
-        try:
-            for path in (block, live):  # a temporary .live of a creator that died also goes
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-        finally:
-            os.close(fd)
+        # a temporary .live of a creator that died also goes
+        remove_if_unlocked(live, live[: -len(".live")], live)
 
 
 def _remove(path: str, live_fd: int, owner_pid: int) -> None:
