@@ -283,9 +283,6 @@ void plan_restore(MixPlan& p, const py::dict& st) {
     const I64 t = st["tokens"].cast<I64>(), sg = st["segment_tokens"].cast<I64>();
     check_length(t, k, "tokens");
     check_length(sg, k, "segment_tokens");
-    const I64 cn = st["counts"].cast<I64>(), sc = st["segment_counts"].cast<I64>();
-    check_length(cn, k, "counts");
-    check_length(sc, k, "segment_counts");
     std::int64_t sum = 0;
     for (int d = 0; d < k; ++d) {
       tok[static_cast<std::size_t>(d)] = t.data()[d];
@@ -300,7 +297,7 @@ void plan_restore(MixPlan& p, const py::dict& st) {
         const __int128 lo = static_cast<__int128>(n) * lens.table.lo, hi = static_cast<__int128>(n) * lens.table.hi;
         return got >= lo && got <= hi;
       };
-      if (!within(cn.data()[d], t.data()[d]) || !within(sc.data()[d], sg.data()[d])) {
+      if (!within(counts.data()[d], t.data()[d]) || !within(seg_counts.data()[d], sg.data()[d])) {
         throw py::value_error("tokens[" + std::to_string(d) + "] / segment_tokens[" + std::to_string(d) +
                               "] are not what its counts of items of lengths " + std::to_string(lens.table.lo) + ".." +
                               std::to_string(lens.table.hi) + " can hold");

@@ -340,7 +340,7 @@ class MixtureDataset(_Base):  # type: ignore[misc,valid-type,type-arg,unused-ign
             if not slots.size or int(slots.sum()) <= 0:
                 raise ValueError(f"source {name!r} has no tokens (its item lengths sum to 0)")
             # one int32 copy in a shared file that DataLoader workers map (a pickle carries its path)
-            path, mapped, lock = share_array(slots.astype(np.int32), "lengths")
+            path, mapped, lock = share_array(slots, "lengths")
             if path is not None:
                 weakref.finalize(self, release_shared, path, lock, os.getpid())
             token_table = _core.TokenTable(mapped)
@@ -1297,7 +1297,7 @@ def _state_of(plan: Any) -> dict[str, Any]:
 
 
 def _item_lengths(name: str, src: Any, given: Any) -> np.ndarray:
-    """Source ``name``'s item lengths in tokens as an int64 array of len(src), from ``lengths``
+    """Source ``name``'s item lengths in tokens as an int32 array of len(src), from ``lengths``
     (an array or a column name) or from the source itself."""
     n = len(src)
     where = f"lengths[{name!r}]"
@@ -1341,4 +1341,4 @@ def _item_lengths(name: str, src: Any, given: Any) -> np.ndarray:
     if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= 2**31):
         bad = int(np.flatnonzero((arr < 0) | (arr >= 2**31))[0])
         raise ValueError(f"{where}[{bad}] = {int(arr[bad])}: a length must be in [0, 2**31)")
-    return arr.astype(np.int64, copy=False)
+    return arr.astype(np.int32, copy=False)  # checked to fit: the native table holds int32
