@@ -784,13 +784,7 @@ class MixSchedule {
       item[i] = counts_[d]++;
       ++seg_counts_[d];
       ++position_;
-      if (tokens_) {
-        const auto len = static_cast<std::int64_t>(next_len_[d]);
-        tok_[d] += len;
-        seg_tok_[d] += len;
-        total_tok_ += len;
-        next_len_[d] = static_cast<double>(tlen_[static_cast<std::size_t>(d)].next(counts_[d]));
-      }
+      if (tokens_) serve_tokens(d);
     }
     return i;
   }
@@ -825,16 +819,22 @@ class MixSchedule {
   }
 
   // Gives position i to d (caps already checked) and updates its release and deadline in rel/due.
-  void take_tokens(int d, std::int32_t* src, std::int64_t* item, std::int64_t i, double* rel, double* due) {
-    src[i] = d;
-    item[i] = counts_[d]++;
-    ++seg_counts_[d];
+  // Counts the tokens of the item d was just given (its count already moved on) and reads the
+  // length of its next one.
+  void serve_tokens(int d) {
     const auto len = static_cast<std::int64_t>(next_len_[d]);
     tok_[d] += len;
     seg_tok_[d] += len;
     total_tok_ += len;
-    const auto next = static_cast<double>(tlen_[static_cast<std::size_t>(d)].next(counts_[d]));
-    next_len_[d] = next;
+    next_len_[d] = static_cast<double>(tlen_[static_cast<std::size_t>(d)].next(counts_[d]));
+  }
+
+  void take_tokens(int d, std::int32_t* src, std::int64_t* item, std::int64_t i, double* rel, double* due) {
+    src[i] = d;
+    item[i] = counts_[d]++;
+    ++seg_counts_[d];
+    serve_tokens(d);
+    const double next = next_len_[d];
     const double c = base_[d] + static_cast<double>(seg_tok_[d]);
     rel[d] = c * inv_w_[d];
     due[d] = (c + next) * inv_w_[d];
