@@ -429,6 +429,23 @@ def exp3_step(p, rewards, t, losses, smoothing):
     return [(1 - k * e) * x / sum(z) + e for x in z], rewards
 
 
+def _segment_shares(weights):
+    """A segment's normalised weights and their inverses, as the kernel computes them: the sum
+    in order, each weight divided by it, and a share whose inverse overflows counted as 0."""
+    total = 0.0
+    for x in weights:
+        total += x
+    w, inv = [], []
+    for x in weights:
+        v = x / total
+        iv = 1.0 / v if v > 0 else 0.0
+        if iv == math.inf:
+            v = iv = 0.0
+        w.append(v)
+        inv.append(iv)
+    return w, inv
+
+
 def carry_interleave(k, changes, n):
     """The exact schedule with weight changes, restated in Python floats (the same IEEE
     operations as the kernel, so the choices must agree exactly): each change (position,
@@ -451,20 +468,10 @@ def carry_interleave(k, changes, n):
             new = changes[ci][1]  # the last change at a position wins
             ci += 1
         if new is not None:
-            total = 0.0
-            for x in new:
-                total += x
             length = float(position - seg_start)
             for d in range(k):
                 base[d] = base[d] + float(seg[d]) - w[d] * length
-            w, inv = [], []
-            for x in new:
-                v = x / total
-                iv = 1.0 / v if v > 0 else 0.0
-                if iv == inf:
-                    v = iv = 0.0
-                w.append(v)
-                inv.append(iv)
+            w, inv = _segment_shares(new)
             seg = [0] * k
             seg_start = position
         m = float(position - seg_start + 1)
@@ -789,20 +796,10 @@ def token_interleave(k, changes, n, lengths):
             new = changes[ci][1]
             ci += 1
         if new is not None:
-            s = 0.0
-            for x in new:
-                s += x
             length = float(total - seg_start)
             for d in range(k):
                 base[d] = base[d] + float(seg[d]) - w[d] * length
-            w, inv = [], []
-            for x in new:
-                v = x / s
-                iv = 1.0 / v if v > 0 else 0.0
-                if iv == inf:
-                    v = iv = 0.0
-                w.append(v)
-                inv.append(iv)
+            w, inv = _segment_shares(new)
             seg = [0] * k
             seg_start = total
         m = float(total - seg_start)

@@ -17,15 +17,6 @@ from oracles import carry_interleave, integral_targets
 PATHS = [0, 3] + [p for p in (1, 2) if _core._mix_simd_level() >= p]
 
 
-@pytest.fixture
-def forced_path():
-    def force(path):
-        _core._mix_force_path(path)
-
-    yield force
-    _core._mix_force_path(-1)
-
-
 def random_schedule(rng, k, n, gap, zeros):
     """(position, weights) changes: the first at 0, then one every 1..gap positions; with
     ``zeros`` some sources get weight zero for a while."""

@@ -30,12 +30,6 @@ pytestmark = [pytest.mark.filterwarnings(w) for w in LOADER_WARNINGS]
 PATHS = [0] + [p for p in (1, 2) if _core._mix_simd_level() >= p]
 
 
-@pytest.fixture
-def forced_path():
-    yield _core._mix_force_path
-    _core._mix_force_path(-1)
-
-
 def token_plan(lens, changes, shuffle=False, exact=True, caps=None, on_exhausted=0, seed=0):
     k = len(lens)
     plan = _core.MixPlan(k, exact, seed, on_exhausted, np.full(k, -1, np.int64) if caps is None else caps)
