@@ -491,20 +491,6 @@ class OnlineMixer(Controller):
     def state_dict(self) -> dict[str, Any]:
         return {"names": self.names, "t": self._t, "rewards": self._rewards.tolist(), "p": self._p.tolist()}
 
-    def state_vector(self) -> np.ndarray:
-        """The state as one float64 vector ``[t, p..., rewards...]`` (for shared memory)."""
-        return np.concatenate(([float(self._t)], self._p, self._rewards))
-
-    def state_from_vector(self, v: np.ndarray) -> dict[str, Any]:
-        """A :meth:`state_dict` from a :meth:`state_vector`."""
-        k = len(self.names)
-        return {
-            "names": self.names,
-            "t": int(v[0]),
-            "rewards": v[1 + k :].tolist(),
-            "p": v[1 : 1 + k].tolist(),
-        }
-
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if list(state["names"]) != self.names:
             raise ValueError(
