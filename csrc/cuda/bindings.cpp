@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "bind.hpp"
 #include "mixup_cuda.hpp"
 
 namespace py = pybind11;
@@ -64,7 +65,8 @@ void check_table(std::int64_t vocab, std::int64_t dim) {
 }  // namespace
 
 PYBIND11_MODULE(_core_cuda, m) {
-  m.doc() = "mixsieve CUDA kernels (per-token mixup); raw device pointers, launched on a given stream";
+  m.doc() = "mixsieve CUDA kernels (per-token mixup, MinHash, weighted and soft-cap sampling); raw device pointers, "
+            "launched on a given stream";
 
   m.def(
       "mixup_lambda",
@@ -183,6 +185,10 @@ PYBIND11_MODULE(_core_cuda, m) {
       "Two-target cross-entropy over positions [r0, r0 + n), as mixsieve._core.mixup_ce (lse: [n, 2], the row "
       "max and log sum exp(z - max)). A position with an ok "
       "target id outside [0, V) or a lambda outside [0, 1] gets a NaN loss and lse and a NaN gradient row.");
+
+  mixsieve::cuda_bind::bind_minhash(m);
+  mixsieve::cuda_bind::bind_sampling(m);
+  mixsieve::cuda_bind::bind_soft_cap(m);
 
   m.def(
       "device_count",

@@ -1,6 +1,6 @@
 # Type stubs for the optional native module mixsieve._core_cuda (csrc/cuda/bindings.cpp): the
-# per-token mixup kernels on CUDA. Pointers are device data_ptr()s (0 for None), cuda_stream is
-# torch.cuda.current_stream().cuda_stream; dtype codes 0 f32, 1 f64, 2 bf16, 3 f16.
+# CUDA kernels (per-token mixup, MinHash signatures, weighted A-Res and soft-cap sampling).
+# Pointers are device data_ptr()s (0 for None), cuda_stream is torch.cuda.current_stream().cuda_stream; dtype codes 0 f32, 1 f64, 2 bf16, 3 f16.
 from typing import Any
 
 def mixup_lambda(
@@ -23,3 +23,15 @@ def mixup_ce(
 ) -> None: ...  # fmt: skip
 def device_count() -> tuple[int, str]: ...
 def build_info() -> dict[str, Any]: ...
+
+# --- MinHash signatures (csrc/cuda/bind_minhash.cpp) ---
+
+# --- end MinHash ---
+
+# --- weighted_sample, A-Res (csrc/cuda/bind_sampling.cpp) ---
+
+# --- end weighted_sample ---
+
+# --- soft-cap sampling (csrc/cuda/bind_soft_cap.cpp) ---
+
+# --- end soft-cap ---

@@ -16,6 +16,7 @@
 #endif
 
 #include "mixsieve/cpu.hpp"
+#include "mixsieve/portable_math.hpp"
 #include "mixsieve/rng.hpp"
 
 namespace mixsieve {
@@ -45,7 +46,8 @@ class AresKeys {
     return open_unit((std::uint64_t{top(u)} << 32) | (stream_bits(low_key_, u) >> 32));
   }
 
-  double key(std::int64_t id, double w) const { return std::log(uniform(id)) / w; }
+  // log through pm_log (portable_math.hpp): the CUDA sampler computes the same bits.
+  double key(std::int64_t id, double w) const { return pm_log(uniform(id)) / w; }
 
  private:
   std::uint64_t top_key_, low_key_;

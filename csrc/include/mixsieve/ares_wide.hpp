@@ -117,7 +117,7 @@ std::int64_t ares_wide_scan(const W* w, std::size_t n, const std::int64_t* ids, 
         }
         if (!(wi > 0.0)) continue;
         const std::int64_t id = ids ? ids[i] : base + static_cast<std::int64_t>(i);
-        tops[c].offer(wide_key(std::log(keys.uniform(id)), wi, id));
+        tops[c].offer(wide_key(pm_log(keys.uniform(id)), wi, id));
       }
     }
   });

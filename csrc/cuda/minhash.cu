@@ -1,0 +1,1 @@
+// The minhash CUDA kernels (to be written).

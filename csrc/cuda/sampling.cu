@@ -1,0 +1,1 @@
+// The sampling CUDA kernels (to be written).

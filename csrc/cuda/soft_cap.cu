@@ -1,0 +1,1 @@
+// The soft_cap CUDA kernels (to be written).
