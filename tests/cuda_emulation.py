@@ -23,7 +23,9 @@ FLAGS = ["-std=c++20", "-O0", "-pthread", "-Wno-psabi", "-ffp-contract=off", "-D
 INCLUDES = [f"-I{CUDA / 'emulation'}", f"-I{ROOT / 'csrc' / 'include'}", f"-I{CUDA}"]
 # kernel<<<grid, threads, smem, stream>>>(args  ->  emu_launch(&kernel, grid, threads, args
 # (the dynamic shared memory size is not emulated: kernels here use static __shared__ only)
-LAUNCH = re.compile(r"(\w+(?:<[^<>;]*>)?)<<<(.*?), (\w+|static_cast<unsigned>\(\w+\)), [^,<>]+,\s*.*?>>>\(", re.S)
+LAUNCH = re.compile(
+    r"(\w+(?:<[^<>;]*>)?)<<<(.*?), (\w+|static_cast<unsigned>\(\w+\)), [^,<>]+,\s*.*?>>>\(", re.S
+)
 
 
 def rewrite(source: str) -> str:

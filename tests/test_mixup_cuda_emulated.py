@@ -18,5 +18,7 @@ from cuda_emulation import CUDA, build, run
 
 
 def test_cuda_kernels_emulated_on_the_host(tmp_path: Path) -> None:
-    exe = build(tmp_path, ["mixup_embed", "mixup_ce"], CUDA / "emulation" / "check_kernels.cpp", "check_kernels")
+    exe = build(
+        tmp_path, ["mixup_embed", "mixup_ce"], CUDA / "emulation" / "check_kernels.cpp", "check_kernels"
+    )
     run(exe)

@@ -190,14 +190,14 @@ void bind_mixup_checks(py::module_& m) {
         const double* in = x.data();
         double* o = out.mutable_data();
         for (py::ssize_t i = 0; i < x.size(); ++i) {
-          if (fn == "log") o[i] = mx::det_log(in[i]);
-          else if (fn == "exp") o[i] = mx::det_exp(in[i]);
+          if (fn == "log") o[i] = mixsieve::pm_log(in[i]);
+          else if (fn == "exp") o[i] = mixsieve::pm_exp(in[i]);
           else if (fn == "expf") o[i] = mx::fast_expf(static_cast<float>(in[i]));
           else throw py::value_error("fn must be log, exp or expf");
         }
         return out;
       },
-      py::arg("fn"), py::arg("x"), "Test hook: det_log / det_exp (double) or fast_expf (float) elementwise.");
+      py::arg("fn"), py::arg("x"), "Test hook: pm_log / pm_exp (double) or fast_expf (float) elementwise.");
   m.def(
       "_mixup_to_half",
       [](py::array_t<float, py::array::c_style | py::array::forcecast> x, bool bf16) {

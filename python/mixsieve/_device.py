@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 
 def _is_cuda_tensor(x: Any) -> bool:
-    return type(x).__module__.startswith("torch") and getattr(getattr(x, "device", None), "type", "") == "cuda"
+    device = getattr(x, "device", None)
+    return type(x).__module__.startswith("torch") and getattr(device, "type", "") == "cuda"
 
 
 def resolve(device: Any, *inputs: Any) -> torch.device | None:

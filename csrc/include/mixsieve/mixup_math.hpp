@@ -12,21 +12,26 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define MIXSIEVE_HD __host__ __device__ __forceinline__
-#elif defined(__GNUC__)
-#define MIXSIEVE_HD inline __attribute__((always_inline))
-#else
-#define MIXSIEVE_HD inline
-#endif
+#include "mixsieve/hd.hpp"
+#include "mixsieve/portable_math.hpp"
 
 namespace mixsieve {
 namespace mixup {
 
+// The double-precision helpers live in portable_math.hpp (shared with the samplers).
+using mixsieve::dadd;
+using mixsieve::ddiv;
+using mixsieve::dmul;
+using mixsieve::dsqrt;
+using mixsieve::f64_bits;
+using mixsieve::f64_from_bits;
+using mixsieve::pm_exp;
+using mixsieve::pm_log;
+
 // ---------------------------------------------------------------------------------------------
 // Bit casts and the 16-bit float formats (round to nearest even, NaN kept quiet).
 
-MIXSIEVE_HD std::uint32_t f32_bits(float x) {
+MIXSIEVE_HD inline std::uint32_t f32_bits(float x) {
 #if defined(__CUDA_ARCH__)
   return static_cast<std::uint32_t>(__float_as_uint(x));
 #else
@@ -34,7 +39,7 @@ MIXSIEVE_HD std::uint32_t f32_bits(float x) {
 #endif
 }
 
-MIXSIEVE_HD float f32_from_bits(std::uint32_t u) {
+MIXSIEVE_HD inline float f32_from_bits(std::uint32_t u) {
 #if defined(__CUDA_ARCH__)
   return __uint_as_float(u);
 #else
@@ -42,36 +47,17 @@ MIXSIEVE_HD float f32_from_bits(std::uint32_t u) {
 #endif
 }
 
-MIXSIEVE_HD std::uint64_t f64_bits(double x) {
-#if defined(__CUDA_ARCH__)
-  return static_cast<std::uint64_t>(__double_as_longlong(x));
-#else
-  std::uint64_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  return u;
-#endif
-}
 
-MIXSIEVE_HD double f64_from_bits(std::uint64_t u) {
-#if defined(__CUDA_ARCH__)
-  return __longlong_as_double(static_cast<long long>(u));
-#else
-  double x;
-  std::memcpy(&x, &u, sizeof(x));
-  return x;
-#endif
-}
+MIXSIEVE_HD inline float bf16_to_f32(std::uint16_t h) { return f32_from_bits(static_cast<std::uint32_t>(h) << 16); }
 
-MIXSIEVE_HD float bf16_to_f32(std::uint16_t h) { return f32_from_bits(static_cast<std::uint32_t>(h) << 16); }
-
-MIXSIEVE_HD std::uint16_t f32_to_bf16(float x) {
+MIXSIEVE_HD inline std::uint16_t f32_to_bf16(float x) {
   const std::uint32_t u = f32_bits(x);
   if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<std::uint16_t>((u >> 16) | 0x0040u);  // NaN
   const std::uint32_t rounded = u + 0x7FFFu + ((u >> 16) & 1u);
   return static_cast<std::uint16_t>(rounded >> 16);
 }
 
-MIXSIEVE_HD float f16_to_f32(std::uint16_t h) {
+MIXSIEVE_HD inline float f16_to_f32(std::uint16_t h) {
   const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
   const std::uint32_t exp = (h >> 10) & 0x1Fu;
   std::uint32_t mant = h & 0x3FFu;
@@ -83,7 +69,7 @@ MIXSIEVE_HD float f16_to_f32(std::uint16_t h) {
   return sign ? -v : v;
 }
 
-MIXSIEVE_HD std::uint16_t f32_to_f16(float x) {
+MIXSIEVE_HD inline std::uint16_t f32_to_f16(float x) {
   const std::uint32_t u = f32_bits(x);
   const std::uint16_t sign = static_cast<std::uint16_t>((u >> 16) & 0x8000u);
   const std::uint32_t a = u & 0x7FFFFFFFu;
@@ -142,113 +128,11 @@ struct Elem<f16_t> {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Deterministic double-precision log and exp for the lambda sampler. They use only +, -, *, /
-// and bit manipulation, each rounded once (no fused multiply-add: the CUDA side uses the _rn
-// intrinsics, the host side is compiled for baseline x86-64, which has no FMA), so the host and
-// the device give the same bits where libm and CUDA's log/exp can differ in the last one.
-
-MIXSIEVE_HD double dmul(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-MIXSIEVE_HD double dadd(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-MIXSIEVE_HD double ddiv(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __ddiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
-MIXSIEVE_HD double dsqrt(double a) {
-#if defined(__CUDA_ARCH__)
-  return __dsqrt_rn(a);
-#else
-  return __builtin_sqrt(a);  // IEEE correctly rounded, like __dsqrt_rn
-#endif
-}
-
-// Natural log of a finite x > 0 (callers never pass anything else), within 2 ulps.
-// x = 2^k * m with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(s), s = (m-1)/(m+1), |s| < 0.172,
-// summed as the atanh series to s^23 (the next term is below 2^-60 of the result).
-MIXSIEVE_HD double det_log(double x) {
-  std::uint64_t u = f64_bits(x);
-  int k = 0;
-  if ((u >> 52) == 0) {  // subnormal: scale into the normal range first
-    x = dmul(x, 18014398509481984.0);  // 2^54
-    u = f64_bits(x);
-    k = -54;
-  }
-  k += static_cast<int>((u >> 52) & 0x7FF) - 1023;
-  double m = f64_from_bits((u & 0x000FFFFFFFFFFFFFULL) | 0x3FF0000000000000ULL);  // [1, 2)
-  if (m > 1.4142135623730951) {
-    m = dmul(m, 0.5);
-    ++k;
-  }
-  const double s = ddiv(dadd(m, -1.0), dadd(m, 1.0));
-  const double s2 = dmul(s, s);
-  double poly = 1.0 / 23.0;
-  poly = dadd(dmul(poly, s2), 1.0 / 21.0);
-  poly = dadd(dmul(poly, s2), 1.0 / 19.0);
-  poly = dadd(dmul(poly, s2), 1.0 / 17.0);
-  poly = dadd(dmul(poly, s2), 1.0 / 15.0);
-  poly = dadd(dmul(poly, s2), 1.0 / 13.0);
-  poly = dadd(dmul(poly, s2), 1.0 / 11.0);
-  poly = dadd(dmul(poly, s2), 1.0 / 9.0);
-  poly = dadd(dmul(poly, s2), 1.0 / 7.0);
-  poly = dadd(dmul(poly, s2), 1.0 / 5.0);
-  poly = dadd(dmul(poly, s2), 1.0 / 3.0);
-  // log m = 2s + 2s^3 * poly
-  const double log_m = dadd(dmul(2.0, s), dmul(dmul(2.0, dmul(s, s2)), poly));
-  // k * ln 2 in two parts (the high part has 32 significant bits, so k * hi is exact)
-  const double ln2_hi = 6.93147180369123816490e-01;
-  const double ln2_lo = 1.90821492927058770002e-10;
-  const double kd = static_cast<double>(k);
-  return dadd(dmul(kd, ln2_hi), dadd(log_m, dmul(kd, ln2_lo)));
-}
-
-// e^x within 2 ulps; 0 below -745.2, +inf above 709.78.
-MIXSIEVE_HD double det_exp(double x) {
-  if (x != x) return x;
-  if (x < -745.2) return 0.0;
-  if (x > 709.78) return f64_from_bits(0x7FF0000000000000ULL);
-  // k = round(x / ln 2); r = x - k ln 2 in [-0.347, 0.347]
-  const double t = dmul(x, 1.4426950408889634);
-  const double kd = t >= 0 ? static_cast<double>(static_cast<long long>(dadd(t, 0.5)))
-                           : -static_cast<double>(static_cast<long long>(dadd(-t, 0.5)));
-  const double ln2_hi = 6.93147180369123816490e-01;
-  const double ln2_lo = 1.90821492927058770002e-10;
-  const double r = dadd(dadd(x, -dmul(kd, ln2_hi)), -dmul(kd, ln2_lo));
-  // Taylor series to r^14 / 14! (the next term is below 2^-60)
-  double poly = 1.0 / 87178291200.0;  // 1/14!
-  const double inv_fact[14] = {1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
-                               1.0 / 362880.0,     1.0 / 40320.0,     1.0 / 5040.0,     1.0 / 720.0,
-                               1.0 / 120.0,        1.0 / 24.0,        1.0 / 6.0,        0.5,
-                               1.0,                1.0};
-  for (int i = 0; i < 14; ++i) poly = dadd(dmul(poly, r), inv_fact[i]);
-  // scale by 2^k in two steps so that k down to -1075 and up to 1024 stay exact
-  const int k = static_cast<int>(kd);
-  const int k1 = k / 2;
-  const int k2 = k - k1;
-  const double p1 = f64_from_bits(static_cast<std::uint64_t>(1023 + k1) << 52);
-  const double p2 = f64_from_bits(static_cast<std::uint64_t>(1023 + k2) << 52);
-  return dmul(dmul(poly, p1), p2);
-}
-
-// ---------------------------------------------------------------------------------------------
 // Lambda ~ Beta(alpha, alpha), one per element, from a counter-based stream: element i of a
 // draw uses only splitmix64 outputs keyed by (key, i), so the value of an element does not
 // depend on the shape, the thread count or the device.
 
-MIXSIEVE_HD std::uint64_t mix64(std::uint64_t z) {
+MIXSIEVE_HD inline std::uint64_t mix64(std::uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
   return z ^ (z >> 31);
@@ -269,19 +153,19 @@ struct ElementStream {
 };
 
 // A standard normal by Marsaglia's polar method (no trigonometry, so no libm differences).
-MIXSIEVE_HD double normal(ElementStream& rng) {
+MIXSIEVE_HD inline double normal(ElementStream& rng) {
   for (int tries = 0; tries < 1000; ++tries) {
     const double u = dadd(dmul(2.0, rng.open_unit()), -1.0);
     const double v = dadd(dmul(2.0, rng.open_unit()), -1.0);
     const double s = dadd(dmul(u, u), dmul(v, v));
-    if (s < 1.0 && s > 0.0) return dmul(u, dsqrt(ddiv(dmul(-2.0, det_log(s)), s)));
+    if (s < 1.0 && s > 0.0) return dmul(u, dsqrt(ddiv(dmul(-2.0, pm_log(s)), s)));
   }
   return 0.0;  // unreachable in practice: each try is accepted with probability pi/4
 }
 
 // log of a Gamma(a, 1) variate for a >= 1 by Marsaglia and Tsang (2000): d = a - 1/3,
 // c = 1/sqrt(9d), v = (1 + c x)^3, accept when log u < x^2/2 + d - d v + d log v.
-MIXSIEVE_HD double log_gamma_ge1(double a, ElementStream& rng) {
+MIXSIEVE_HD inline double log_gamma_ge1(double a, ElementStream& rng) {
   const double d = dadd(a, -1.0 / 3.0);
   const double c = ddiv(1.0, dsqrt(dmul(9.0, d)));
   for (int tries = 0; tries < 1000; ++tries) {
@@ -290,19 +174,19 @@ MIXSIEVE_HD double log_gamma_ge1(double a, ElementStream& rng) {
     if (v <= 0.0) continue;
     v = dmul(dmul(v, v), v);
     const double u = rng.open_unit();
-    const double log_v = det_log(v);
+    const double log_v = pm_log(v);
     const double bound = dadd(dadd(dmul(0.5, dmul(x, x)), d), dadd(-dmul(d, v), dmul(d, log_v)));
-    if (det_log(u) < bound) return dadd(det_log(d), log_v);
+    if (pm_log(u) < bound) return dadd(pm_log(d), log_v);
   }
-  return det_log(dadd(a, -1.0 / 3.0));  // unreachable in practice (acceptance >= 0.95)
+  return pm_log(dadd(a, -1.0 / 3.0));  // unreachable in practice (acceptance >= 0.95)
 }
 
 // log Gamma(a, 1) for any a > 0: for a < 1, Gamma(a) = Gamma(a + 1) * U^(1/a), in log space so
 // that tiny a (U^(1/a) far below the smallest double) still compares correctly.
-MIXSIEVE_HD double log_gamma(double a, ElementStream& rng) {
+MIXSIEVE_HD inline double log_gamma(double a, ElementStream& rng) {
   if (a >= 1.0) return log_gamma_ge1(a, rng);
   const double g = log_gamma_ge1(dadd(a, 1.0), rng);
-  return dadd(g, ddiv(det_log(rng.open_unit()), a));
+  return dadd(g, ddiv(pm_log(rng.open_unit()), a));
 }
 
 // Below this alpha, Beta(alpha, alpha) is a fair coin on {0, 1} to within float resolution.
@@ -310,7 +194,7 @@ constexpr double kBernoulliAlpha = 1e-3;
 
 // Lambda of element `index` of the draw keyed by `key` (see lambda_key): Beta(alpha, alpha),
 // rounded to float and clamped into [0, 1]; with `dominant`, max(lambda, 1 - lambda).
-MIXSIEVE_HD float sample_lambda(std::uint64_t key, std::uint64_t index, double alpha, bool dominant) {
+MIXSIEVE_HD inline float sample_lambda(std::uint64_t key, std::uint64_t index, double alpha, bool dominant) {
   ElementStream rng{mix64(key + (index + 1) * 0xD1B54A32D192ED03ULL)};
   float lam;
   if (alpha <= kBernoulliAlpha) {
@@ -322,10 +206,10 @@ MIXSIEVE_HD float sample_lambda(std::uint64_t key, std::uint64_t index, double a
     const double diff = dadd(ly, -lx);
     double l;
     if (diff > 0) {
-      const double e = det_exp(-diff);  // in [0, 1): lambda = e / (1 + e)
+      const double e = pm_exp(-diff);  // in [0, 1): lambda = e / (1 + e)
       l = ddiv(e, dadd(1.0, e));
     } else {
-      l = ddiv(1.0, dadd(1.0, det_exp(diff)));
+      l = ddiv(1.0, dadd(1.0, pm_exp(diff)));
     }
     lam = static_cast<float>(l);
   }
@@ -335,7 +219,7 @@ MIXSIEVE_HD float sample_lambda(std::uint64_t key, std::uint64_t index, double a
 }
 
 // The key of a lambda draw: the user's seed and a stream number (e.g. the batch index).
-MIXSIEVE_HD std::uint64_t lambda_key(std::uint64_t seed, std::uint64_t stream) {
+MIXSIEVE_HD inline std::uint64_t lambda_key(std::uint64_t seed, std::uint64_t stream) {
   return mix64(mix64(seed ^ 0x6D69787570ULL) + mix64(stream + 0x9E3779B97F4A7C15ULL));
 }
 
@@ -351,7 +235,7 @@ struct TokenMix {
 
 // Union: both valid -> lambda; only a -> 1; only b -> 0; neither -> dropped.
 // a-only (SeqMix): a invalid -> dropped; b invalid -> 1.
-MIXSIEVE_HD TokenMix effective_lambda(float lam, bool va, bool vb, Policy policy) {
+MIXSIEVE_HD inline TokenMix effective_lambda(float lam, bool va, bool vb, Policy policy) {
   if (va && vb) return {lam, true};
   if (va) return {1.0f, true};
   if (vb && policy == Policy::Union) return {0.0f, true};
@@ -386,7 +270,7 @@ struct TargetMix {
 
 // omega from the effective lambda of the target token; a target that is padding or equals
 // ignore_index is dropped and the other gets all the weight; both dropped -> position dropped.
-MIXSIEVE_HD TargetMix target_weight(float omega, bool a_ok, bool b_ok) {
+MIXSIEVE_HD inline TargetMix target_weight(float omega, bool a_ok, bool b_ok) {
   if (a_ok && b_ok) return {omega, true};
   if (a_ok) return {1.0f, true};
   if (b_ok) return {0.0f, true};
@@ -400,7 +284,7 @@ MIXSIEVE_HD TargetMix target_weight(float omega, bool a_ok, bool b_ok) {
 // which is lse - (1 - eps)(omega z_a + (1 - omega) z_b) - eps mean(z). A term whose weight is
 // 0 is left out, so an unused target or, with eps = 0, a -inf logit adds no 0 * inf.
 template <class M>
-MIXSIEVE_HD M token_loss(M m, M log_sum, M za, M zb, M mean_z, M omega, M eps) {
+MIXSIEVE_HD inline M token_loss(M m, M log_sum, M za, M zb, M mean_z, M omega, M eps) {
   M nll = 0;
   if (omega != M(0)) nll += omega * (m - za);
   if (omega != M(1)) nll += (M(1) - omega) * (m - zb);
@@ -413,7 +297,7 @@ MIXSIEVE_HD M token_loss(M m, M log_sum, M za, M zb, M mean_z, M omega, M eps) {
 //   g (p_v - (1 - eps)(omega [v = a] + (1 - omega) [v = b]) - eps / V),
 // with p_v = exp((z_v - m) - log_sum) (see token_loss).
 template <class M>
-MIXSIEVE_HD M logit_grad(M p, bool is_a, bool is_b, M omega, M eps, M eps_over_v, M g) {
+MIXSIEVE_HD inline M logit_grad(M p, bool is_a, bool is_b, M omega, M eps, M eps_over_v, M g) {
   M target = eps_over_v;
   if (is_a) target += (M(1) - eps) * omega;
   if (is_b) target += (M(1) - eps) * (M(1) - omega);
@@ -424,7 +308,7 @@ MIXSIEVE_HD M logit_grad(M p, bool is_a, bool is_b, M omega, M eps, M eps_over_v
 // do the same operations: t = x log2(e) + 1.5 * 2^23 (adding 1.5 * 2^23 rounds to an integer n),
 // r = x - n ln 2 in two parts, and e^r as a degree-7 polynomial.
 template <class F>
-MIXSIEVE_HD F expf_poly(F xc, F& t) {
+MIXSIEVE_HD inline F expf_poly(F xc, F& t) {
   t = xc * 1.44269504088896341f + 12582912.0f;
   const F n = t - 12582912.0f;
   const F r = (xc - n * 0.693145751953125f) - n * 1.42860682030941723e-06f;
@@ -441,7 +325,7 @@ MIXSIEVE_HD F expf_poly(F xc, F& t) {
 // e^x in float for the softmax: a degree-7 polynomial after reduction by ln 2 (about 2 ulp),
 // written with selects only, so that loops over it vectorise; 0 below -86.5 (and for -inf),
 // +inf above 88.7. NaN gives an unspecified value: callers detect NaN rows themselves.
-MIXSIEVE_HD float fast_expf(float x) {
+MIXSIEVE_HD inline float fast_expf(float x) {
   const float hi = 88.7f, lo = -86.5f;
   float xc = x < lo ? lo : x;
   xc = xc > hi ? hi : xc;
@@ -458,12 +342,12 @@ MIXSIEVE_HD float fast_expf(float x) {
 
 // The softmax probability of logit z in a row with max m and log_sum = log sum exp(z_v - m):
 // exp((z - m) - log_sum), with fast_expf in float and exp in double.
-MIXSIEVE_HD float softmax_p(float z, float m, float log_sum) { return fast_expf((z - m) - log_sum); }
-MIXSIEVE_HD double softmax_p(double z, double m, double log_sum) { return exp((z - m) - log_sum); }
+MIXSIEVE_HD inline float softmax_p(float z, float m, float log_sum) { return fast_expf((z - m) - log_sum); }
+MIXSIEVE_HD inline double softmax_p(double z, double m, double log_sum) { return exp((z - m) - log_sum); }
 
 // One element of the mixed embedding: keep * (lam E[a] + (1 - lam) E[b]).
 template <class M>
-MIXSIEVE_HD M mix_element(M ea, M eb, M lam) {
+MIXSIEVE_HD inline M mix_element(M ea, M eb, M lam) {
   return lam * ea + (M(1) - lam) * eb;
 }
 

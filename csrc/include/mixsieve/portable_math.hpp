@@ -1,21 +1,14 @@
-// log and exp written out in basic IEEE-754 double operations (+, -, *, /, comparisons, bit
-// casts), so that the CPU and the GPU compute them to the same bits. libm and CUDA's libdevice
-// each round log and exp their own way (both within an ulp or so, not always to the same
-// double), which would let a key log(u) / w, and with it a sample, differ between the two
-// backends. Every sampler whose output must match across backends (A-Res keys, soft-cap race
-// keys and weights) calls these instead.
+// Double-precision log and exp written out in basic IEEE-754 operations (+, -, *, /, bit casts),
+// each rounded once, so that the CPU and the GPU compute them to the same bits. libm and CUDA's
+// math library each round log and exp their own way (both within an ulp or so, not always to
+// the same double), which would let a lambda (mixup), a key log(u) / w (A-Res) or a race
+// weight (soft-cap) differ between the two backends. Every kernel whose output must match
+// across backends calls these.
 //
-// Identity needs each operation rounded once: the translation units that use them are built
-// without contraction of a * b + c into fused multiply-adds (-ffp-contract=off on the host,
-// --fmad=false for nvcc; see CMakeLists.txt). Accuracy: within 2 ulp of the true value for
-// every normal input (tests/test_portable_math.py checks 10^6 inputs against Python's math
-// module and a 60-digit decimal reference), which is all a random key needs.
-//
-// pm_log: x = 2^e * m with m in [sqrt(2)/2, sqrt(2)), then log(m) = 2 atanh(s), s = (m-1)/(m+1),
-// |s| < 0.1716, as 2s + s * R(s^2) with R the atanh Taylor series to the s^24 term (truncation
-// below 2^-60), and e * log(2) added in two parts (Cody and Waite), hi exact in the product.
-// pm_exp: x = k log(2) + r, |r| <= log(2)/2, exp(r) by its Taylor series to r^13 (truncation
-// below 2^-57), scaled by 2^k in exact steps (two for results that are subnormal).
+// No fused multiply-add: on the device the _rn intrinsics forbid contraction; on the host the
+// kernels are compiled with -ffp-contract=off for baseline x86-64 (CMakeLists.txt).
+// Accuracy: within 2 ulp for every finite input (tests/test_portable_math.py checks 10^6
+// inputs against a 40-digit decimal reference).
 #pragma once
 
 #include <cstdint>
@@ -25,96 +18,120 @@
 
 namespace mixsieve {
 
-namespace pm_detail {
-
-MIXSIEVE_HD inline std::uint64_t bits_of(double x) {
-  std::uint64_t b;
-  std::memcpy(&b, &x, sizeof(b));
-  return b;
+MIXSIEVE_HD inline std::uint64_t f64_bits(double x) {
+#if defined(__CUDA_ARCH__)
+  return static_cast<std::uint64_t>(__double_as_longlong(x));
+#else
+  std::uint64_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  return u;
+#endif
 }
-MIXSIEVE_HD inline double from_bits(std::uint64_t b) {
+
+MIXSIEVE_HD inline double f64_from_bits(std::uint64_t u) {
+#if defined(__CUDA_ARCH__)
+  return __longlong_as_double(static_cast<long long>(u));
+#else
   double x;
-  std::memcpy(&x, &b, sizeof(x));
+  std::memcpy(&x, &u, sizeof(x));
   return x;
+#endif
 }
-// 2^e for -1022 <= e <= 1023, exactly.
-MIXSIEVE_HD inline double inf() { return from_bits(0x7FF0000000000000ULL); }
-MIXSIEVE_HD inline double nan() { return from_bits(0x7FF8000000000000ULL); }
-MIXSIEVE_HD inline double pow2(int e) { return from_bits(static_cast<std::uint64_t>(e + 1023) << 52); }
 
-// log(2) = kLn2Hi + kLn2Lo; kLn2Hi has 21 significant bits, so e * kLn2Hi is exact for |e| < 2^32.
-constexpr double kLn2Hi = 0x1.62e42p-1;
-constexpr double kLn2Lo = 0x1.fdf473de6af28p-22;
-constexpr double kInvLn2 = 0x1.71547652b82fep+0;
-constexpr double kSqrt2 = 0x1.6a09e667f3bcdp+0;
+MIXSIEVE_HD inline double dmul(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+MIXSIEVE_HD inline double dadd(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+MIXSIEVE_HD inline double ddiv(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __ddiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+MIXSIEVE_HD inline double dsqrt(double a) {
+#if defined(__CUDA_ARCH__)
+  return __dsqrt_rn(a);
+#else
+  return __builtin_sqrt(a);  // IEEE correctly rounded, like __dsqrt_rn
+#endif
+}
 
-}  // namespace pm_detail
-
-// The natural logarithm: -inf for 0, NaN for negative numbers and NaN, +inf for +inf.
+// Natural log of a finite x > 0 (callers never pass anything else), within 2 ulps.
+// x = 2^k * m with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(s), s = (m-1)/(m+1), |s| < 0.172,
+// summed as the atanh series to s^23 (the next term is below 2^-60 of the result).
 MIXSIEVE_HD inline double pm_log(double x) {
-  using namespace pm_detail;
-  if (!(x > 0.0)) return x == 0.0 ? -inf() : nan();
-  if (x == inf()) return x;
-  std::uint64_t b = bits_of(x);
-  int e = static_cast<int>(b >> 52) - 1023;
-  if (e == -1023) {  // subnormal: scale by 2^54 first (exact)
-    b = bits_of(x * 0x1p54);
-    e = static_cast<int>(b >> 52) - 1023 - 54;
+  std::uint64_t u = f64_bits(x);
+  int k = 0;
+  if ((u >> 52) == 0) {  // subnormal: scale into the normal range first
+    x = dmul(x, 18014398509481984.0);  // 2^54
+    u = f64_bits(x);
+    k = -54;
   }
-  double m = from_bits((b & 0x000FFFFFFFFFFFFFULL) | 0x3FF0000000000000ULL);  // [1, 2)
-  if (m > kSqrt2) {
-    m *= 0.5;  // exact
-    ++e;
+  k += static_cast<int>((u >> 52) & 0x7FF) - 1023;
+  double m = f64_from_bits((u & 0x000FFFFFFFFFFFFFULL) | 0x3FF0000000000000ULL);  // [1, 2)
+  if (m > 1.4142135623730951) {
+    m = dmul(m, 0.5);
+    ++k;
   }
-  const double f = m - 1.0;  // exact (Sterbenz)
-  const double s = f / (2.0 + f);
-  const double z = s * s;
-  // R(z) = sum_{j >= 1} 2 z^j / (2j + 1), j <= 12
-  double r = 0x1.47ae147ae147bp-4;  // 2/25
-  r = r * z + 0x1.642c8590b2164p-4;  // 2/23
-  r = r * z + 0x1.8618618618618p-4;  // 2/21
-  r = r * z + 0x1.af286bca1af28p-4;  // 2/19
-  r = r * z + 0x1.e1e1e1e1e1e1ep-4;  // 2/17
-  r = r * z + 0x1.1111111111111p-3;  // 2/15
-  r = r * z + 0x1.3b13b13b13b14p-3;  // 2/13
-  r = r * z + 0x1.745d1745d1746p-3;  // 2/11
-  r = r * z + 0x1.c71c71c71c71cp-3;  // 2/9
-  r = r * z + 0x1.2492492492492p-2;  // 2/7
-  r = r * z + 0x1.999999999999ap-2;  // 2/5
-  r = r * z + 0x1.5555555555555p-1;  // 2/3
-  r = r * z;
-  const double de = static_cast<double>(e);
-  return de * kLn2Hi + ((2.0 * s + s * r) + de * kLn2Lo);
+  const double s = ddiv(dadd(m, -1.0), dadd(m, 1.0));
+  const double s2 = dmul(s, s);
+  double poly = 1.0 / 23.0;
+  poly = dadd(dmul(poly, s2), 1.0 / 21.0);
+  poly = dadd(dmul(poly, s2), 1.0 / 19.0);
+  poly = dadd(dmul(poly, s2), 1.0 / 17.0);
+  poly = dadd(dmul(poly, s2), 1.0 / 15.0);
+  poly = dadd(dmul(poly, s2), 1.0 / 13.0);
+  poly = dadd(dmul(poly, s2), 1.0 / 11.0);
+  poly = dadd(dmul(poly, s2), 1.0 / 9.0);
+  poly = dadd(dmul(poly, s2), 1.0 / 7.0);
+  poly = dadd(dmul(poly, s2), 1.0 / 5.0);
+  poly = dadd(dmul(poly, s2), 1.0 / 3.0);
+  // log m = 2s + 2s^3 * poly
+  const double log_m = dadd(dmul(2.0, s), dmul(dmul(2.0, dmul(s, s2)), poly));
+  // k * ln 2 in two parts (the high part has 32 significant bits, so k * hi is exact)
+  const double ln2_hi = 6.93147180369123816490e-01;
+  const double ln2_lo = 1.90821492927058770002e-10;
+  const double kd = static_cast<double>(k);
+  return dadd(dmul(kd, ln2_hi), dadd(log_m, dmul(kd, ln2_lo)));
 }
 
-// e^x: 0 below -745.14, +inf above 709.79, NaN for NaN.
+// e^x within 2 ulps; 0 below -745.2, +inf above 709.78.
 MIXSIEVE_HD inline double pm_exp(double x) {
-  using namespace pm_detail;
   if (x != x) return x;
-  if (x > 709.782712893384) return inf();
-  if (x < -745.1332191019412) return 0.0;
-  // k = nearest integer to x / log(2), found by truncation of a value kept positive
-  const double t = x * kInvLn2;
-  int k = static_cast<int>(t >= 0.0 ? t + 0.5 : t - 0.5);
-  const double dk = static_cast<double>(k);
-  const double r = (x - dk * kLn2Hi) - dk * kLn2Lo;
-  double p = 0x1.6124613a86d09p-33;  // 1/13!
-  p = p * r + 0x1.1eed8eff8d898p-29;  // 1/12!
-  p = p * r + 0x1.ae64567f544e4p-26;  // 1/11!
-  p = p * r + 0x1.27e4fb7789f5cp-22;  // 1/10!
-  p = p * r + 0x1.71de3a556c734p-19;  // 1/9!
-  p = p * r + 0x1.a01a01a01a01ap-16;  // 1/8!
-  p = p * r + 0x1.a01a01a01a01ap-13;  // 1/7!
-  p = p * r + 0x1.6c16c16c16c17p-10;  // 1/6!
-  p = p * r + 0x1.1111111111111p-7;   // 1/5!
-  p = p * r + 0x1.5555555555555p-5;   // 1/4!
-  p = p * r + 0x1.5555555555555p-3;   // 1/3!
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;  // e^r, in (0.70, 1.42)
-  if (k > 1023) return p * 2.0 * pow2(k - 1);
-  if (k >= -1022) return p * pow2(k);
-  return p * pow2(k + 54) * 0x1p-54;  // subnormal: one rounding, in the last step
+  if (x < -745.2) return 0.0;
+  if (x > 709.78) return f64_from_bits(0x7FF0000000000000ULL);
+  // k = round(x / ln 2); r = x - k ln 2 in [-0.347, 0.347]
+  const double t = dmul(x, 1.4426950408889634);
+  const double kd = t >= 0 ? static_cast<double>(static_cast<long long>(dadd(t, 0.5)))
+                           : -static_cast<double>(static_cast<long long>(dadd(-t, 0.5)));
+  const double ln2_hi = 6.93147180369123816490e-01;
+  const double ln2_lo = 1.90821492927058770002e-10;
+  const double r = dadd(dadd(x, -dmul(kd, ln2_hi)), -dmul(kd, ln2_lo));
+  // Taylor series to r^14 / 14! (the next term is below 2^-60)
+  double poly = 1.0 / 87178291200.0;  // 1/14!
+  const double inv_fact[14] = {1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
+                               1.0 / 362880.0,     1.0 / 40320.0,     1.0 / 5040.0,     1.0 / 720.0,
+                               1.0 / 120.0,        1.0 / 24.0,        1.0 / 6.0,        0.5,
+                               1.0,                1.0};
+  for (int i = 0; i < 14; ++i) poly = dadd(dmul(poly, r), inv_fact[i]);
+  // scale by 2^k in two steps so that k down to -1075 and up to 1024 stay exact
+  const int k = static_cast<int>(kd);
+  const int k1 = k / 2;
+  const int k2 = k - k1;
+  const double p1 = f64_from_bits(static_cast<std::uint64_t>(1023 + k1) << 52);
+  const double p2 = f64_from_bits(static_cast<std::uint64_t>(1023 + k2) << 52);
+  return dmul(dmul(poly, p1), p2);
 }
 
 }  // namespace mixsieve
