@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# The GPU check of the per-token mixup kernels, in one go, on a CUDA machine (made for an H200:
-# 16 cores, no network): build mixsieve with its CUDA module, run the gpu tests, run the GPU
+# The GPU check of every CUDA kernel, in one go, on a CUDA machine (made for an H100/H200: 16
+# cores, no network): build mixsieve with its CUDA module, run the gpu tests, run the GPU
 # benchmarks, and leave everything under $OUT (default bench/results/gpu_check/):
 #   gpu_check.log          this script's log (every step's output)
-#   summary.json           exit status and seconds of each step, versions, the targets
+#   summary.json           exit status and seconds of each step, and every benchmark target
 #   pytest_gpu.xml         the test report
-#   mixup_gpu.json         bench/bench_mixup_gpu.py's results
+#   minhash_gpu.json       bench/bench_gpu_minhash.py: signatures GB/s vs CPU, NeMo's rate, torch
+#   sampling_gpu.json      bench/bench_gpu_sampling.py: weighted_sample 10^8 vs CPU, torch.topk
+#   soft_cap_gpu.json      bench/bench_gpu_soft_cap.py: soft-cap 10^8 vs FLYT numpy, torch
+#   mixup_gpu.json         bench/bench_mixup_gpu.py: the per-token mixup kernels
 #
 # Assumes: nvcc (CUDA 12.x or 13.x, whose runtime the driver supports: the module links the
 # static runtime of the toolkit it is built with), cmake >= 3.18 with ninja or make, a C++17
 # compiler, and $PYTHON (default python3) with torch built with CUDA, numpy, pytest,
 # scikit-build-core and pybind11. Missing Python packages are installed from a local wheel
 # folder when WHEELHOUSE names one (no index is ever contacted). Steps are time-limited so
-# that the whole script ends within 9 minutes (210 + 30 + 150 + 150 s at most).
-# Usage: bash bench/gpu_check.sh [extra bench_mixup_gpu.py flags, e.g. --hbm-tbps 3.35]
+# that the whole script ends within 9.5 minutes (150 + 20 + 120 + 80 + 60 + 80 + 60 s at most);
+# each benchmark writes its JSON as it goes, so a step that runs out of time keeps what it measured.
+# Usage: bash bench/gpu_check.sh [--hbm-tbps 3.35]   (the flag goes to bench_mixup_gpu.py)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-bench/results/gpu_check}"
@@ -50,27 +54,32 @@ for mod in torch numpy pytest scikit_build_core pybind11; do
 done
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())" 2>&1 | tee -a "$LOG"
 
+STEPS="build import tests bench_minhash bench_sampling bench_soft_cap bench_mixup"
+
 # 1. build: the CUDA module is required (MIXSIEVE_CUDA=ON fails the build without nvcc)
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
-step build 210 $PY -m pip install -v --no-build-isolation --no-deps --no-index . \
+step build 150 $PY -m pip install -v --no-build-isolation --no-deps --no-index . \
   -Ccmake.define.MIXSIEVE_CUDA=ON
-step import 30 $PY -c "
+step import 20 $PY -c "
 import mixsieve.info as i; from mixsieve.mixup import _cuda
 print(i.build_info()['cuda']); ok, why = _cuda.available(); print(ok, why); raise SystemExit(0 if ok else 1)"
 
-# 2. the tests (the whole file: the gpu ones and the backend's any-machine checks)
-step tests 150 $PY -m pytest tests/test_mixup_gpu.py -p no:cacheprovider -q -rfEs \
-  --junitxml="$OUT_DIR/pytest_gpu.xml"
+# 2. the tests (the whole files: the gpu ones and the backends' any-machine checks)
+step tests 120 $PY -m pytest tests/test_mixup_gpu.py tests/test_gpu_minhash.py tests/test_gpu_sampling.py \
+  tests/test_gpu_soft_cap.py -p no:cacheprovider -q -rfEs --junitxml="$OUT_DIR/pytest_gpu.xml"
 
-# 3. the benchmarks (writes after every dtype, so a timeout keeps what was measured)
-step bench 150 $PY bench/bench_mixup_gpu.py --out "$OUT_DIR/mixup_gpu.json" "$@"
+# 3. the benchmarks
+step bench_minhash 80 $PY bench/bench_gpu_minhash.py --out "$OUT_DIR/minhash_gpu.json"
+step bench_sampling 60 $PY bench/bench_gpu_sampling.py --out "$OUT_DIR/sampling_gpu.json"
+step bench_soft_cap 80 $PY bench/bench_gpu_soft_cap.py --out "$OUT_DIR/soft_cap_gpu.json"
+step bench_mixup 60 $PY bench/bench_mixup_gpu.py --out "$OUT_DIR/mixup_gpu.json" "$@"
 
 # summary
 {
   echo "{"
   echo "  \"steps\": {"
   first=1
-  for name in build import tests bench; do
+  for name in $STEPS; do
     [ -n "${RC[$name]+x}" ] || continue
     [ $first -eq 1 ] || echo ","
     first=0
@@ -82,11 +91,22 @@ step bench 150 $PY bench/bench_mixup_gpu.py --out "$OUT_DIR/mixup_gpu.json" "$@"
   echo "}"
 } >"$OUT_DIR/summary.json"
 log "summary: $(tr -d '\n' <"$OUT_DIR/summary.json")"
-[ -f "$OUT_DIR/mixup_gpu.json" ] && $PY -c "
-import json; r = json.load(open('$OUT_DIR/mixup_gpu.json'))
-for t in r.get('targets', []): print(f\"  {t['case']:<22} {t['target']:<48} {t['value']} (need {t['need']}): {'met' if t['met'] else 'NOT met'}\")
-" | tee -a "$LOG"
-for name in build import tests bench; do
+$PY - "$OUT_DIR" <<'PYEOF' | tee -a "$LOG"
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+summary = json.loads((out / "summary.json").read_text())
+summary["targets"] = []
+for name in ("minhash_gpu", "sampling_gpu", "soft_cap_gpu", "mixup_gpu"):
+    path = out / f"{name}.json"
+    if not path.exists():
+        print(f"  {name}: no results")
+        continue
+    for t in json.loads(path.read_text()).get("targets", []):
+        summary["targets"].append({"bench": name, **t})
+        print(f"  {t['case']:<28} {t['target']:<52} {t['value']} (need {t['need']}): {'met' if t['met'] else 'NOT met'}")
+(out / "summary.json").write_text(json.dumps(summary, indent=2))
+PYEOF
+for name in $STEPS; do
   [ "${RC[$name]:-1}" -eq 0 ] || exit 1
 done
 exit 0

@@ -102,6 +102,9 @@ def test_available_says_what_is_missing() -> None:
 def test_build_info_reports_cuda() -> None:
     cuda = build_info()["cuda"]
     assert cuda.startswith("yes (architectures") or cuda == "no (built without a CUDA compiler)", cuda
+    if cuda.startswith("yes"):  # every kernel family of the module is named
+        for kernel in ("mixup", "minhash", "weighted_sample", "soft_cap"):
+            assert kernel in cuda, cuda
 
 
 def test_native_argument_checks_need_no_device() -> None:

@@ -204,6 +204,7 @@ PYBIND11_MODULE(_core_cuda, m) {
     d["cuda_runtime"] = mc::runtime_version();  // compiled-in (static) runtime, e.g. 13000
     d["cuda_driver"] = mc::driver_version();    // 0 without a driver
     d["architectures"] = MIXSIEVE_CUDA_ARCHITECTURES;
+    d["kernels"] = "mixup (embedding, cross-entropy, lambdas), minhash signatures, weighted_sample (ares), soft_cap";
     return d;
   });
 }

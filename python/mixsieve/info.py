@@ -41,7 +41,8 @@ def cuda_info() -> str:
         devices = "no device: no CUDA driver"
     else:
         devices = f"no device: {error}"
-    return f"yes (architectures {native['architectures']}, CUDA runtime {version}; {devices})"
+    kernels = native.get("kernels", "mixup")
+    return f"yes (architectures {native['architectures']}, CUDA runtime {version}; {devices}; kernels: {kernels})"
 
 
 def main() -> None:
