@@ -1,6 +1,7 @@
 # Type stubs for the optional native module mixsieve._core_cuda (csrc/cuda/bindings.cpp): the
 # CUDA kernels (per-token mixup, MinHash signatures, weighted A-Res and soft-cap sampling).
-# Pointers are device data_ptr()s (0 for None), cuda_stream is torch.cuda.current_stream().cuda_stream; dtype codes 0 f32, 1 f64, 2 bf16, 3 f16.
+# Pointers are device data_ptr()s (0 for None), cuda_stream is
+# torch.cuda.current_stream().cuda_stream; dtype codes 0 f32, 1 f64, 2 bf16, 3 f16.
 from typing import Any
 
 def mixup_lambda(

@@ -42,7 +42,8 @@ def cuda_info() -> str:
     else:
         devices = f"no device: {error}"
     kernels = native.get("kernels", "mixup")
-    return f"yes (architectures {native['architectures']}, CUDA runtime {version}; {devices}; kernels: {kernels})"
+    arch = native["architectures"]
+    return f"yes (architectures {arch}, CUDA runtime {version}; {devices}; kernels: {kernels})"
 
 
 def main() -> None:
