@@ -216,12 +216,14 @@ void ties() {
 
 void exact_tie() {
   // Item i has weight 1 and key L_i; item j gets the weight near L_j / L_i that makes its
-  // key exactly L_i. Both beat every other key (those weights are tiny).
+  // key exactly L_i. Both beat every other key (those weights are tiny). i lies in tile 1 and
+  // j in tile 3 (1024 items a tile): with the emulation's 3 blocks, block 0 gathers tile 3
+  // before block 1 gathers tile 1, so the candidates arrive with j first.
   const AresKeys keys(21);
-  std::vector<double> t(1500, 1e-3);
+  std::vector<double> t(4500, 1e-30);  // keys below -1e14
   bool found = false;
-  for (i64 i = 100; i < 140 && !found; ++i) {
-    const i64 j = i + 700;
+  for (i64 i = 1100; i < 1140 && !found; ++i) {
+    const i64 j = i + 2000;
     const double ki = keys.key(i, 1.0);
     double wj = keys.key(j, 1.0) / ki;
     for (int step = 0; step < 4 && !found; ++step, wj = std::nextafter(wj, 0.0)) {
