@@ -254,10 +254,15 @@ unsigned blocks_for(i64 items, i64 per_block, i64 cap = kMaxBlocks) {
   return static_cast<unsigned>(b < 1 ? 1 : (b < cap ? b : cap));
 }
 
-// Device buffers from cudaMallocAsync on the stream, returned to it when the call ends.
+// Slices of the caller's workspace, in order, each rounded up to 256 bytes; when the
+// workspace runs out (a retry, or a size the estimate did not foresee), buffers from
+// cudaMallocAsync on the stream, returned to it when the call ends.
+constexpr std::size_t slot(std::size_t bytes) { return (bytes + 16 + 255) / 256 * 256; }
+
 class Scratch {
  public:
-  explicit Scratch(cudaStream_t s) : s_(s) {}
+  Scratch(cudaStream_t s, void* workspace, std::size_t bytes)
+      : s_(s), next_(static_cast<unsigned char*>(workspace)), left_(workspace ? bytes : 0) {}
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   ~Scratch() {
@@ -265,16 +270,28 @@ class Scratch {
   }
   template <class T>
   cudaError_t get(T** p, std::size_t count) {
+    const std::size_t bytes = slot(count * sizeof(T));
+    if (bytes <= left_) {
+      *p = reinterpret_cast<T*>(next_);
+      next_ += bytes;
+      left_ -= bytes;
+      return cudaSuccess;
+    }
     void* q = nullptr;
-    const cudaError_t err = cudaMallocAsync(&q, count * sizeof(T) + 16, s_);
+    const cudaError_t err = cudaMallocAsync(&q, bytes, s_);
     if (err != cudaSuccess) return err;
     owned_.push_back(q);
+    allocated_ += bytes;
     *p = static_cast<T*>(q);
     return cudaSuccess;
   }
+  std::size_t allocated() const { return allocated_; }
 
  private:
   cudaStream_t s_;
+  unsigned char* next_;
+  std::size_t left_;
+  std::size_t allocated_ = 0;
   std::vector<void*> owned_;
 };
 
@@ -313,6 +330,47 @@ Plan plan_for(i64 n, i64 k, const AresTuning& tune) {
   return p;
 }
 
+int id_bits_for(i64 n) {
+  int bits = 1;
+  while (bits < 63 && (i64(1) << bits) < n) ++bits;
+  return bits;
+}
+
+// cub's scratch bytes for a sort of m pairs (nothing is sorted: a null workspace only asks).
+template <class K, class V>
+cudaError_t sort_bytes(i64 m, int end_bit, std::size_t* bytes) {
+  *bytes = 0;
+  return cub::DeviceRadixSort::SortPairs(nullptr, *bytes, static_cast<const K*>(nullptr), static_cast<K*>(nullptr),
+                                         static_cast<const V*>(nullptr), static_cast<V*>(nullptr),
+                                         static_cast<int>(m), 0, end_bit, cudaStream_t{});
+}
+
+// What run() takes from the workspace when its first scan suffices: the slots in its order.
+cudaError_t usual_bytes(i64 n, i64 k, const AresTuning& tune, std::size_t* total) {
+  *total = slot(sizeof(Counters));
+  if (n == 0 || k == 0) return cudaSuccess;
+  const Plan plan = plan_for(n, k, tune);
+  std::size_t t = 0;
+  if (plan.dense) {
+    if (n > std::numeric_limits<int>::max()) return cudaSuccess;
+    cudaError_t err = sort_bytes<u64, i64>(n, 64, &t);
+    *total += 4 * slot(static_cast<std::size_t>(n) * 8) + slot(t);
+    return err;
+  }
+  if (plan.runs > 0 && !tune.use_floor) {
+    const i64 m = plan.runs * kRun;
+    cudaError_t err = sort_bytes<u32, u32>(m, 32, &t);
+    if (err != cudaSuccess) return err;
+    *total += 3 * slot(static_cast<std::size_t>(m) * 4) + slot(t);
+  }
+  const auto cap = static_cast<std::size_t>(plan.capacity);
+  std::size_t t1 = 0, t2 = 0;
+  cudaError_t err = sort_bytes<u64, u64>(plan.capacity, id_bits_for(n), &t1);
+  if (err == cudaSuccess) err = sort_bytes<u64, i64>(plan.capacity, 64, &t2);
+  *total += 4 * slot(cap * 8) + slot(std::max(t1, t2));
+  return err;
+}
+
 cudaError_t read_counters(Counters* c, Counters* host, cudaStream_t s) {
   cudaError_t err = cudaMemcpyAsync(host, c, sizeof(Counters), cudaMemcpyDeviceToHost, s);
   if (err == cudaSuccess) err = cudaStreamSynchronize(s);
@@ -327,9 +385,14 @@ cudaError_t read_counters(Counters* c, Counters* host, cudaStream_t s) {
 
 template <class W>
 const char* run(const W* w, i64 n, i64 k, std::uint64_t seed, i64* ids_out, double* keys_out, cudaStream_t s,
-                AresResult* r, const AresTuning& tune) {
+                void* workspace, std::size_t workspace_bytes, AresResult* r, const AresTuning& tune) {
   const AresKeys keys(seed);
-  Scratch scratch(s);
+  Scratch scratch(s, workspace, workspace_bytes);
+  struct Report {  // what came from cudaMallocAsync, whichever way run() returns
+    const Scratch& from;
+    AresResult* to;
+    ~Report() { to->allocated = from.allocated(); }
+  } report{scratch, r};
   Counters* c = nullptr;
   MIXSIEVE_TRY(scratch.get(&c, 1));
   Plan plan = plan_for(n, k, tune);
@@ -444,8 +507,7 @@ const char* run(const W* w, i64 n, i64 k, std::uint64_t seed, i64* ids_out, doub
   MIXSIEVE_TRY(scratch.get(&a, static_cast<std::size_t>(m)));
   MIXSIEVE_TRY(scratch.get(&b, static_cast<std::size_t>(m)));
   const int mi = static_cast<int>(m);
-  int id_bits = 1;
-  while (id_bits < 63 && (i64(1) << id_bits) < n) ++id_bits;
+  const int id_bits = id_bits_for(n);
   std::size_t bytes = 0, more = 0;
   // Sparse: by id (candidates arrived in any order), then stably by key. Dense: by key only
   // (already in id order). Ids are >= 0, so as unsigned keys they keep their order.
@@ -489,9 +551,16 @@ const char* run(const W* w, i64 n, i64 k, std::uint64_t seed, i64* ids_out, doub
 
 }  // namespace
 
+const char* ares_workspace_bytes(std::int64_t n, std::int64_t k, std::size_t* bytes, const AresTuning* tuning) {
+  *bytes = 0;
+  if (n < 0 || k < 0) return "n and k must be >= 0";
+  const cudaError_t err = usual_bytes(n, k, tuning ? *tuning : AresTuning{}, bytes);
+  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+}
+
 const char* ares_sample(const void* w, bool f32, std::int64_t n, std::int64_t k, std::uint64_t seed,
-                        std::int64_t* ids_out, double* keys_out, void* stream, AresResult* result,
-                        const AresTuning* tuning) {
+                        std::int64_t* ids_out, double* keys_out, void* workspace, std::size_t workspace_bytes,
+                        void* stream, AresResult* result, const AresTuning* tuning) {
   *result = AresResult{};
   if (n < 0 || k < 0) return "n and k must be >= 0";
   if (n == 0) {
@@ -500,8 +569,12 @@ const char* ares_sample(const void* w, bool f32, std::int64_t n, std::int64_t k,
   }
   const AresTuning tune = tuning ? *tuning : AresTuning{};
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
-  if (f32) return run(static_cast<const float*>(w), n, k, seed, ids_out, keys_out, s, result, tune);
-  return run(static_cast<const double*>(w), n, k, seed, ids_out, keys_out, s, result, tune);
+  if (f32) {
+    return run(static_cast<const float*>(w), n, k, seed, ids_out, keys_out, s, workspace, workspace_bytes, result,
+               tune);
+  }
+  return run(static_cast<const double*>(w), n, k, seed, ids_out, keys_out, s, workspace, workspace_bytes, result,
+             tune);
 }
 
 }  // namespace sampling_cuda

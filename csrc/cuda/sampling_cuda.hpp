@@ -8,9 +8,10 @@
 // weights are valid, how many are positive and how many candidates the scan kept before it
 // can size the sort. It waits for the stream once after the scan (twice when the scan is
 // redone, see AresRun), then enqueues the sort and the output and returns without waiting for
-// them. Temporary buffers come from cudaMallocAsync on the stream and go back on it.
+// them.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace mixsieve {
@@ -35,6 +36,7 @@ struct AresResult {
   int scans = 0;
   bool dense = false;
   std::int64_t candidates = 0;
+  std::size_t allocated = 0;  // bytes that did not fit in the workspace (cudaMallocAsync)
 };
 
 // Test hooks: force the paths that random weights almost never take.
@@ -46,12 +48,21 @@ struct AresTuning {
   std::int64_t min_candidates = 0;  // > 0: instead of 16384, the fewest candidates a floor aims at
 };
 
+// Bytes of device workspace that ares_sample takes when its first scan suffices (the usual
+// case), for these n, k and tuning; nothing is launched. Needs the device current (cub asks
+// it about its limits).
+const char* ares_workspace_bytes(std::int64_t n, std::int64_t k, std::size_t* bytes,
+                                 const AresTuning* tuning = nullptr);
+
 // The k items with the largest keys pm_log(u_id) / w_id (AresKeys(seed)), best first, ties by
 // lower id: ids_out[k] (int64) and keys_out[k] (float64, may be null). w: n float32 (f32) or
-// float64 weights. Returns nullptr or the CUDA error message; *result says how it ended.
+// float64 weights. Temporary buffers come from `workspace` (ares_workspace_bytes of them:
+// e.g. a torch tensor, which torch's allocator caches between calls), and from
+// cudaMallocAsync on the stream for what does not fit (any part, with workspace == nullptr).
+// Returns nullptr or the CUDA error message; *result says how it ended.
 const char* ares_sample(const void* w, bool f32, std::int64_t n, std::int64_t k, std::uint64_t seed,
-                        std::int64_t* ids_out, double* keys_out, void* stream, AresResult* result,
-                        const AresTuning* tuning = nullptr);
+                        std::int64_t* ids_out, double* keys_out, void* workspace, std::size_t workspace_bytes,
+                        void* stream, AresResult* result, const AresTuning* tuning = nullptr);
 
 }  // namespace sampling_cuda
 }  // namespace mixsieve

@@ -59,14 +59,29 @@ struct Gpu {
   std::vector<double> keys;
 };
 
+// Every other call gets the workspace ares_workspace_bytes asks for; a one-scan call must
+// then allocate nothing. The others allocate everything.
+static bool with_workspace = false;
+
 template <class W>
 Gpu gpu_sample(const std::vector<W>& w, i64 k, std::uint64_t seed, const sc::AresTuning& tune) {
   Gpu g;
   g.ids.assign(static_cast<std::size_t>(k), -7);
   g.keys.assign(static_cast<std::size_t>(k), 7.0);
-  const char* err = sc::ares_sample(w.data(), sizeof(W) == 4, static_cast<i64>(w.size()), k, seed, g.ids.data(),
-                                    g.keys.data(), nullptr, &g.r, &tune);
+  const i64 n = static_cast<i64>(w.size());
+  with_workspace = !with_workspace;
+  std::size_t bytes = 0;
+  const char* err = with_workspace ? sc::ares_workspace_bytes(n, k, &bytes, &tune) : nullptr;
+  CHECK(err == nullptr, "workspace bytes: %s", err ? err : "");
+  std::vector<unsigned char> ws(bytes);
+  err = sc::ares_sample(w.data(), sizeof(W) == 4, n, k, seed, g.ids.data(), g.keys.data(),
+                        with_workspace ? ws.data() : nullptr, bytes, nullptr, &g.r, &tune);
   CHECK(err == nullptr, "CUDA error %s", err ? err : "");
+  if (with_workspace && g.r.scans <= 1 && g.r.status == sc::AresStatus::Done) {
+    CHECK(g.r.allocated == 0, "n=%lld k=%lld: %zu bytes allocated beside a workspace of %zu", (long long)n,
+          (long long)k, g.r.allocated, bytes);
+  }
+  if (!with_workspace && g.r.scans >= 1) CHECK(g.r.allocated > 0, "nothing allocated without a workspace");
   return g;
 }
 
