@@ -7,7 +7,7 @@
 //
 // The scheme, for n weights and a sample of k:
 //   1. a floor from a strided sample of whole 256-item runs (as ares_estimate_floor): about
-//      max(1.25 k, 16384) keys of the whole array are expected above it;
+//      max(1.25 k, 16384) keys of the whole array are expected above it (plan_for);
 //   2. one pass over the weights that validates them (the first bad index, by atomicMin),
 //      counts the positive ones, and keeps the items whose key reaches the floor: the bound
 //      u - 1 >= log(u) from the top 32 bits of u rules out almost every item before its
@@ -131,10 +131,12 @@ __global__ void __launch_bounds__(kThreads)
     if (!kDense) __syncthreads();  // s_count is 0, the last tile's copies are done
     const i64 first = tile * kTile + tid;
     W v[kUnroll];
+#pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const i64 i = first + static_cast<i64>(u) * kThreads;
       v[u] = i < n ? w[i] : W(0);
     }
+#pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const i64 i = first + static_cast<i64>(u) * kThreads;
       if (i >= n) break;
