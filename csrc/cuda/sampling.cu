@@ -327,6 +327,7 @@ Plan plan_for(i64 n, i64 k, const AresTuning& tune) {
   p.stride = stride;
   const double sampled = static_cast<double>(p.runs * kRun);
   p.q = p.runs > 0 ? std::max<i64>(1, static_cast<i64>(std::ceil(target * sampled / nd))) : 0;
+  if (p.q > p.runs * kRun) p.runs = p.q = 0;  // (forced, tiny n) the floor would be -inf anyway
   p.capacity = std::min<i64>(n, static_cast<i64>(2.0 * target) + 65536);
   if (tune.capacity > 0) p.capacity = tune.capacity;
   return p;

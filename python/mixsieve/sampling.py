@@ -215,7 +215,8 @@ def _cuda_weights(weights: Any, dev: Any) -> Any:
                 f"weights must hold real numbers: float16, float32 or float64 (either byte order), ints or "
                 f"bools, got dtype {t.dtype}"
             )
-        t = t.to(torch.float64)  # float16, bfloat16, ints and bools (as numpy converts them)
+        # float16, bfloat16, ints and bools, as numpy converts them (and an empty complex tensor)
+        t = (t.real if t.dtype.is_complex else t).to(torch.float64)
     if t.dim() != 1:
         raise ValueError(f"weights must be 1-D, got shape {tuple(t.shape)}")
     return t.to(dev).contiguous()

@@ -184,6 +184,12 @@ void random_weights() {
     single += r.scans == 1;
   }
   CHECK(single == 6, "%s: only %d of 6 floored samples took one scan", dt, single);
+  // A floor aimed at more candidates than there are items: no sample, floor -inf, every
+  // positive weight a candidate (the rank asked for lies beyond the sample).
+  const auto few = lognormal<W>(1100, 12, 0.2);
+  const sc::AresResult r = compare("target above n", few, 800, 1, floored(2000));
+  CHECK(!r.dense && r.scans == 1 && r.candidates == positives(few), "%s target above n: dense %d scans %d cand %lld",
+        dt, (int)r.dense, r.scans, (long long)r.candidates);
 }
 
 template <class W>
