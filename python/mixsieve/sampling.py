@@ -154,9 +154,10 @@ def weighted_sample(
         ``ValueError``) a CUDA tensor is read in place, numpy and CPU tensors are uploaded
         once, and the results are torch tensors on the device: the same ids, in the same
         order, with the same keys as on the CPU, bit for bit (docs/gpu.md). Weights whose
-        keys leave the double range (beyond ~1e300 or spanning more than the double range,
-        see the module docstring) are sampled by the CPU path from a host copy, with the
-        result copied back: exact either way. Raises ``RuntimeError`` naming what is missing
+        keys leave the double range (weights above ~1e292, where ``log(u) / w`` can
+        underflow, or spanning more than the double range; see the module docstring) are
+        sampled by the CPU path from a host copy, with the result copied back: exact either
+        way. Raises ``RuntimeError`` naming what is missing
         when CUDA cannot run here.
 
     Returns
