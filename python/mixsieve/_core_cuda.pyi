@@ -30,6 +30,16 @@ def build_info() -> dict[str, Any]: ...
 # --- end MinHash ---
 
 # --- weighted_sample, A-Res (csrc/cuda/bind_sampling.cpp) ---
+# mode (1: no floor, 2: floored), use_floor/floor, capacity, min_candidates force paths (tests).
+def ares_workspace_bytes(
+    n: int, k: int, mode: int = 0, use_floor: bool = False, floor: float = 0.0, capacity: int = 0,
+    min_candidates: int = 0,
+) -> int: ...  # fmt: skip
+def ares_sample(
+    weights: int, f32: bool, n: int, k: int, seed: int, ids_out: int, keys_out: int, workspace: int,
+    workspace_bytes: int, cuda_stream: int, mode: int = 0, use_floor: bool = False, floor: float = 0.0,
+    capacity: int = 0, min_candidates: int = 0,
+) -> dict[str, Any]: ...  # fmt: skip  # done, positive, scans, dense, candidates, allocated
 
 # --- end weighted_sample ---
 

@@ -45,11 +45,12 @@ first offending index.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 
-from . import _checks, _core
+from . import _checks, _core, _device
 
 _METHODS = {"ares": 0, "expj": 1, "pps": 2}
 # Version 2 added the power-of-two exponent (expj, pps), the weight outside the certain set
@@ -119,18 +120,20 @@ def weighted_sample(
     method: str = "ares",
     return_keys: bool = False,
     threads: int | None = None,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    device: Any = None,
+) -> Any:
     """Draw ``k`` indices from ``weights`` in one pass.
 
     Parameters
     ----------
-    weights : 1-D array-like of float (numpy float32/float64 or a CPU torch tensor: no copy)
+    weights : 1-D array-like of float (numpy float32/float64 or a torch tensor: no copy)
         Non-negative, finite; zero weights are never chosen. float16, the other byte order, ints and bools are
         converted to float64 (or native float32); other dtypes raise TypeError.
     k : int
         Sample size. Without replacement, at most the number of positive weights.
     seed : int
-        0 <= seed < 2**64. The same seed and weights give the same sample for any thread count.
+        0 <= seed < 2**64. The same seed and weights give the same sample for any thread count
+        and on either device.
     replace : bool
         ``True``: ``k`` independent draws with probability ``w_i / sum(w)``, in draw order,
         written straight into the result. Memory: 8 bytes per draw (16 with
@@ -143,11 +146,25 @@ def weighted_sample(
         so -0.0, subnormal or -inf for weights that push the key out of range, while the order
         stays exact), the inclusion probability for pps, NaN with replacement.
     threads : int or None
-        Threads for ``"ares"`` (None: all cores). The result does not depend on it.
+        Threads for ``"ares"`` on the CPU (None: all cores). The result does not depend on it.
+    device : None, "cpu", "cuda", "cuda:N" or torch.device
+        Where to sample. ``None`` follows ``weights``: a CUDA torch tensor samples on its
+        device, anything else on the CPU. ``"cpu"`` copies a CUDA tensor to the host first.
+        On CUDA (``method="ares"``, ``replace=False`` only; anything else raises
+        ``ValueError``) a CUDA tensor is read in place, numpy and CPU tensors are uploaded
+        once, and the results are torch tensors on the device: the same ids, in the same
+        order, with the same keys as on the CPU, bit for bit (docs/gpu.md). Weights whose
+        keys leave the double range (weights above ~1e292, where ``log(u) / w`` can
+        underflow, or spanning more than the double range; see the module docstring) are
+        sampled by the CPU path from a host copy, with the result copied back: exact either
+        way. Raises ``RuntimeError`` naming what is missing
+        when CUDA cannot run here.
 
     Returns
     -------
     np.ndarray of int64, shape (k,): ares/expj in draw order (largest key first), pps by id.
+    A torch int64 tensor on the device when sampling on CUDA. With ``return_keys``, the pair
+    ``(ids, keys)`` (float64).
 
     Examples
     --------
@@ -159,13 +176,93 @@ def weighted_sample(
     False
     >>> ms.weighted_sample(np.array([1e-320, 1.0, 1e308]), 3, seed=0).tolist()  # the whole range
     [2, 1, 0]
+
+    On a GPU (a CUDA tensor selects it; ``device="cuda"`` uploads numpy weights)::
+
+        w = torch.rand(10**8, device="cuda", dtype=torch.float64)
+        ids = ms.weighted_sample(w, 10**5, seed=3)  # int64 tensor on the GPU
+        assert ids.tolist() == ms.weighted_sample(w.cpu(), 10**5, seed=3).tolist()
     """
-    w = _as_weights(weights)
+    dev = _device.resolve(device, weights)
+    if dev is not None:
+        return _weighted_sample_cuda(weights, k, seed, replace, method, return_keys, threads, dev)
+    w = _as_weights(_device.to_host(weights))
     k = _check_count("k", k, 0)
     m = _check_method(method)
     ids, keys = _core.weighted_sample(
         w, k, _check_seed(seed), bool(replace), m, _threads(threads), bool(return_keys)
     )
+    return (ids, keys) if return_keys else ids
+
+
+# Keyword arguments of _core_cuda.ares_sample that force its paths (tests only).
+_CUDA_TUNING: dict[str, Any] = {}
+
+
+def _cuda_weights(weights: Any, dev: Any) -> Any:
+    """``weights`` as a 1-D contiguous float32/float64 tensor on ``dev``, converted as
+    ``_as_weights`` converts host arrays (16-bit floats, ints and bools to float64)."""
+    import torch
+
+    if not _device._is_cuda_tensor(weights):
+        host = _as_weights(weights)
+        with warnings.catch_warnings():  # a read-only array is only read (copied to the device)
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(host).to(dev)
+    t = weights.detach()
+    if t.dtype not in (torch.float32, torch.float64):
+        if t.dtype.is_complex and t.numel():
+            raise TypeError(
+                f"weights must hold real numbers: float16, float32 or float64 (either byte order), ints or "
+                f"bools, got dtype {t.dtype}"
+            )
+        # float16, bfloat16, ints and bools, as numpy converts them (and an empty complex tensor)
+        t = (t.real if t.dtype.is_complex else t).to(torch.float64)
+    if t.dim() != 1:
+        raise ValueError(f"weights must be 1-D, got shape {tuple(t.shape)}")
+    return t.to(dev).contiguous()
+
+
+def _weighted_sample_cuda(
+    weights: Any,
+    k: int,
+    seed: int,
+    replace: bool,
+    method: str,
+    return_keys: bool,
+    threads: int | None,
+    dev: Any,
+) -> Any:
+    """weighted_sample on CUDA device ``dev`` (see its docstring)."""
+    import torch
+
+    w = _cuda_weights(weights, dev)
+    k = _check_count("k", k, 0)
+    _check_method(method)
+    seed = _check_seed(seed)
+    nthreads = _threads(threads)
+    if replace or method != "ares":
+        raise ValueError(
+            "on CUDA, weighted_sample runs method='ares' without replacement only, got "
+            f"method={method!r}, replace={bool(replace)}; pass device='cpu' for the others"
+        )
+    ids = torch.empty(k, dtype=torch.int64, device=dev)
+    keys = torch.empty(k, dtype=torch.float64, device=dev) if return_keys else None
+    native = _device.native()
+    with torch.cuda.device(dev):
+        # scratch from torch's caching allocator, which keeps it for the next call
+        ws_bytes = native.ares_workspace_bytes(w.numel(), k, **_CUDA_TUNING)
+        ws = torch.empty(ws_bytes, dtype=torch.uint8, device=dev)
+        info = native.ares_sample(
+            _device.ptr(w), w.dtype == torch.float32, w.numel(), k, seed, _device.ptr(ids), _device.ptr(keys),
+            _device.ptr(ws), ws_bytes, _device.stream(dev), **_CUDA_TUNING,
+        )  # fmt: skip
+    if not info["done"]:
+        # Keys out of the double range (or more weights than one device sort takes): the
+        # CPU's exact wide keys, on a host copy.
+        host_ids, host_keys = _core.weighted_sample(w.cpu().numpy(), k, seed, False, 0, nthreads, return_keys)
+        ids = torch.from_numpy(host_ids).to(dev)
+        keys = torch.from_numpy(host_keys).to(dev) if return_keys else None
     return (ids, keys) if return_keys else ids
 
 

@@ -1,5 +1,7 @@
 // A-Res keys log(u_id) / w_id with u_id a pure function of (seed, item id), and the first
 // pass of a scan: which items of a block may beat a threshold, decided without a logarithm.
+// AresKeys and the per-item bounds are MIXSIEVE_HD: the CUDA sampler (csrc/cuda/sampling.cu)
+// computes its keys with them, so both backends give the same bits.
 #pragma once
 
 #include <algorithm>
@@ -10,12 +12,15 @@
 #include <cstring>
 #include <limits>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// The vector first pass is host code for x86-64 only; nvcc compiles this header for the
+// device side of the CUDA sampler and needs none of it.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
 #include <immintrin.h>
 #define MIXSIEVE_ARES_X86 1
 #endif
 
 #include "mixsieve/cpu.hpp"
+#include "mixsieve/hd.hpp"
 #include "mixsieve/portable_math.hpp"
 #include "mixsieve/rng.hpp"
 
@@ -28,26 +33,26 @@ namespace mixsieve {
 // needs only the top bits: u_id < (top + 1) * 2^-32.
 class AresKeys {
  public:
-  explicit AresKeys(std::uint64_t seed)
+  MIXSIEVE_HD explicit AresKeys(std::uint64_t seed)
       : top_key_(stream_key(seed, Stream::AresKey, 0)), low_key_(stream_key(seed, Stream::AresKey, 1)) {}
 
   // The counter of the SplitMix64 output that holds the top bits of id (and of id ^ 8).
-  static constexpr std::uint64_t pair_counter(std::uint64_t id) { return ((id >> 4) << 3) | (id & 7); }
+  MIXSIEVE_HD static constexpr std::uint64_t pair_counter(std::uint64_t id) { return ((id >> 4) << 3) | (id & 7); }
 
-  std::uint64_t top_key() const { return top_key_; }
+  MIXSIEVE_HD std::uint64_t top_key() const { return top_key_; }
 
-  std::uint32_t top(std::uint64_t id) const {
+  MIXSIEVE_HD std::uint32_t top(std::uint64_t id) const {
     const std::uint64_t h = stream_bits(top_key_, pair_counter(id));
     return static_cast<std::uint32_t>((id & 8) ? h : h >> 32);
   }
 
-  double uniform(std::int64_t id) const {
+  MIXSIEVE_HD double uniform(std::int64_t id) const {
     const auto u = static_cast<std::uint64_t>(id);
     return open_unit((std::uint64_t{top(u)} << 32) | (stream_bits(low_key_, u) >> 32));
   }
 
   // log through pm_log (portable_math.hpp): the CUDA sampler computes the same bits.
-  double key(std::int64_t id, double w) const { return pm_log(uniform(id)) / w; }
+  MIXSIEVE_HD double key(std::int64_t id, double w) const { return pm_log(uniform(id)) / w; }
 
  private:
   std::uint64_t top_key_, low_key_;
@@ -55,7 +60,7 @@ class AresKeys {
 
 // (top + 1) * 2^-32 - 1, exactly: an upper bound on u - 1 >= log(u) for every u with these
 // top bits. Computed as (1 + top * 2^-32) - (2 - 2^-32), the form the vector kernels use.
-inline double ares_excess(std::uint32_t top) {
+MIXSIEVE_HD inline double ares_excess(std::uint32_t top) {
   const std::uint64_t bits = (std::uint64_t{top} << 20) | 0x3FF0000000000000ULL;
   double one_m;
   std::memcpy(&one_m, &bits, sizeof(one_m));
@@ -64,7 +69,7 @@ inline double ares_excess(std::uint32_t top) {
 
 // The threshold the first pass compares against: a hair below t, so that rounding in t * w,
 // the logarithm and the division can never reject an item whose computed key reaches t.
-inline double ares_pass_threshold(double t) { return t * (1.0 + 0x1p-40); }
+MIXSIEVE_HD inline double ares_pass_threshold(double t) { return t * (1.0 + 0x1p-40); }
 
 // What the first pass learned about a block of up to 256 items. Marks need no separate test
 // for w > 0: with tf <= 0, a weight that is zero, negative or NaN makes tf * w >= 0 or NaN,
@@ -76,7 +81,7 @@ struct FirstPass {
 
 namespace ares_detail {
 
-inline bool valid_weight(double w) { return w >= 0.0 && w <= std::numeric_limits<double>::max(); }
+MIXSIEVE_HD inline bool valid_weight(double w) { return w >= 0.0 && w <= std::numeric_limits<double>::max(); }
 
 // The reference: any ids, any count, any alignment. tf = ares_pass_threshold(t). Whole
 // groups of 16 aligned ids hash once per pair, as the vector kernels do.
