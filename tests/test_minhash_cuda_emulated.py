@@ -113,6 +113,7 @@ def emulated_cuda(built: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> An
     monkeypatch.setattr(_device, "stream", lambda dev: 0)
     monkeypatch.setattr(torch.cuda, "device", lambda dev: contextlib.nullcontext())
     monkeypatch.setattr(_minhash_cuda, "_pinned", lambda n: torch.empty(n, dtype=torch.uint8))
+    monkeypatch.setattr(_minhash_cuda, "_upload", lambda pinned, dev: pinned.clone())
     monkeypatch.setattr(_minhash_cuda, "_TABLES", {})
     return torch
 

@@ -12,8 +12,9 @@ byte buffer and n + 1 int64 offsets:
 Either way the offsets are checked on the host first (a copy of n + 1 integers). Work goes in
 chunks of at most ``CHUNK_BYTES`` of text (a longer document is a chunk of its own), so device
 memory stays bounded: about 7 bytes per byte of the chunk's text (the text, its normalised copy,
-word or character offsets, scan scratch) plus the outputs. Chunks are enqueued on torch's
-current stream without waiting; packing the next chunk overlaps the kernels of the last one.
+word or character offsets, scan scratch) plus the outputs. Kernels are enqueued on torch's
+current stream without waiting, uploads on a side stream: packing the next chunk on the host
+and uploading it overlap the kernels of the last one.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ CHUNK_BYTES = 256 << 20  # text per kernel call
 MAX_DOCUMENT_BYTES = 2**31 - 1  # positions inside one normalised document are 32-bit
 
 _TABLES: dict[int, Any] = {}  # device index -> the Unicode tables on that device
+_COPY_STREAMS: dict[int, Any] = {}  # device index -> the stream uploads run on
 _UNITS = {"word": 0, "char": 1}
 
 
@@ -113,6 +115,22 @@ def _pinned(nbytes: int) -> Any:
     return _torch().empty(nbytes, dtype=_torch().uint8, pin_memory=True)
 
 
+def _upload(pinned: Any, dev: torch.device) -> Any:
+    """A device copy of ``pinned``, made on a side stream so that it overlaps the kernels already
+    queued on the current stream, which waits for it. (torch keeps the pinned block from reuse
+    until the copy has run, and the device block until the current stream's work has.)"""
+    torch = _torch()
+    index = int(dev.index or 0)
+    if index not in _COPY_STREAMS:
+        _COPY_STREAMS[index] = torch.cuda.Stream(dev)
+    side, main = _COPY_STREAMS[index], torch.cuda.current_stream(dev)
+    with torch.cuda.stream(side):
+        buf = pinned.to(dev, non_blocking=True)
+    main.wait_stream(side)
+    buf.record_stream(main)
+    return buf
+
+
 def _tables(dev: torch.device) -> Any:
     index = int(dev.index or 0)
     if index not in _TABLES:
@@ -181,8 +199,7 @@ class _Source:
         self.pack.pack(i, j, pinned.data_ptr(), text, self.threads)
         host = pinned.numpy()
         host[at:].view(np.int64)[:] = self.offsets[i : j + 1] - self.offsets[i]
-        # non_blocking: torch keeps the pinned block from reuse until the copy has run
-        buf = pinned.to(self.dev, non_blocking=True)
+        buf = _upload(pinned, self.dev)
         return buf, _device.ptr(buf), text, _device.ptr(buf) + at, pinned
 
 
