@@ -27,6 +27,22 @@ def build_info() -> dict[str, Any]: ...
 
 # --- MinHash signatures (csrc/cuda/bind_minhash.cpp) ---
 
+class TextPack:
+    """Documents of a list of str/bytes or an Arrow string array, copied out in ranges."""
+
+    def __init__(self, texts: Any) -> None: ...
+    def __len__(self) -> int: ...
+    def offsets(self) -> Any: ...  # np.ndarray int64 [n + 1]
+    def pack(self, begin: int, end: int, dst: int, capacity: int, threads: int = 0) -> int: ...
+
+def minhash_unicode_tables() -> bytes: ...
+def minhash_workspace_bytes(n: int, text_bytes: int, unit: int) -> int: ...
+def minhash_signatures(
+    width: int, num_perm: int, ngram: int, unit: int, seed: int, a: int, b: int, unicode: int, data: int,
+    data_bytes: int, offsets: int, n: int, text_bytes: int, out: int, digests: int, workspace: int,
+    workspace_bytes: int, cuda_stream: int,
+) -> None: ...  # fmt: skip
+
 # --- end MinHash ---
 
 # --- weighted_sample, A-Res (csrc/cuda/bind_sampling.cpp) ---

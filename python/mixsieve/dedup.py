@@ -14,11 +14,11 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Literal, Union, overload
 
 import numpy as np
 
-from . import _core
+from . import _core, _device, _minhash_cuda
 
 Text = Union[str, bytes]
 _UNITS = {"word": 0, "char": 1}
@@ -116,24 +116,62 @@ class MinHasher:
         self.dtype = _check_dtype(dtype)
         cls = _core.MinHasher32 if _DTYPES[self.dtype] == 32 else _core.MinHasher64
         self._core: _core.MinHasher32 = cls(self.num_perm, self.ngram, _UNITS[unit], self.seed)
+        self._device_params: dict[int, Any] = {}  # CUDA device index -> the permutations there
 
-    def signatures(self, texts: Sequence[Text], threads: int | None = None) -> np.ndarray:
-        """Signatures of many documents, computed on ``threads`` cores (None: all) without the GIL.
+    @overload
+    def signatures(
+        self, texts: Sequence[Text], threads: int | None = None, *, device: Literal["cpu"] | None = None
+    ) -> np.ndarray: ...
+    @overload
+    def signatures(self, texts: Any, threads: int | None = None, *, device: Any = None) -> Any: ...
+    def signatures(self, texts: Any, threads: int | None = None, *, device: Any = None) -> Any:
+        """Signatures of many documents, computed on ``threads`` cores (None: all) without the GIL,
+        or on a CUDA device.
 
         Parameters
         ----------
-        texts : sequence of str or bytes, or an Arrow string array
+        texts : sequence of str or bytes, an Arrow string array, or a ``(data, offsets)`` tensor pair
             One document per item. Arrow ``string``/``large_string`` arrays (anything with
             ``__arrow_c_array__``, e.g. ``pyarrow.Array``, or a ``pyarrow.ChunkedArray``) are read
-            in place, without copying the text; nulls count as empty documents.
+            in place, without copying the text; nulls count as empty documents. A pair of torch
+            tensors ``(data, offsets)``, uint8 ``[bytes]`` and int64 ``[n + 1]`` (the Arrow
+            layout: document i is ``data[offsets[i]:offsets[i + 1]]``), is read where it is: on a
+            CUDA device without a copy (``ValueError`` if the offsets decrease or leave ``data``).
         threads : int or None
-            Worker threads; the output does not depend on it.
+            Worker threads (on CUDA: threads copying host text into the upload buffer); the
+            output does not depend on it.
+        device : None, "cpu", "cuda", "cuda:N" or torch.device (keyword-only)
+            Where to compute. None follows the input: CUDA tensors run on their device, anything
+            else on the CPU. On CUDA, texts from the host are uploaded once (in chunks of at
+            most 256 MiB of text) and normalised, shingled and hashed on the device; the result
+            is the same bytes as on the CPU. ``RuntimeError`` (naming what is missing) if CUDA
+            is asked for and cannot run.
 
         Returns
         -------
-        np.ndarray of shape (len(texts), num_perm) and this hasher's dtype.
+        np.ndarray of shape (len(texts), num_perm) and this hasher's dtype; on CUDA a torch
+        tensor of that shape (torch.uint32 or torch.uint64) on the device.
+
+        Examples
+        --------
+        >>> import mixsieve as ms
+        >>> h = ms.MinHasher(num_perm=4, ngram=2)
+        >>> h.signatures(["a b c", "A b, c!"], device="cpu").tolist() == h.signatures(["a b c"] * 2).tolist()
+        True
+
+        On a GPU (``h.signatures(docs, device="cuda").cpu().numpy()`` equals ``h.signatures(docs)``):
+
+        >>> sigs = h.signatures(["a b c"], device="cuda")  # doctest: +SKIP
+        >>> sigs.dtype, sigs.device.type  # doctest: +SKIP
+        (torch.uint32, 'cuda')
         """
         nthreads = _threads(threads)
+        pair = _minhash_cuda.is_tensor_pair(texts)
+        dev = _device.resolve(device, *(texts if pair else ()))
+        if dev is not None:
+            return _minhash_cuda.signatures(self, texts, dev, nthreads)[0]
+        if pair:
+            texts = _minhash_cuda.host_texts(texts)
         parts = [self._core.signatures(c, nthreads) for c in _arrow_chunks(texts)]
         if len(parts) == 1:
             out: np.ndarray = parts[0]  # no copy
@@ -679,6 +717,7 @@ def dedup(
     match_empty: bool = False,
     dtype: Any = np.uint32,
     progress: bool | None = None,
+    device: Any = None,
 ) -> DedupResult:
     """Find near-duplicate clusters and keep one document (the lowest index) per cluster.
 
@@ -735,13 +774,19 @@ def dedup(
 
     Parameters
     ----------
-    texts : sequence of str or bytes, or an Arrow string array (see :meth:`MinHasher.signatures`)
+    texts : sequence of str or bytes, an Arrow string array, or a ``(data, offsets)`` tensor pair
+        See :meth:`MinHasher.signatures`.
     threshold, num_perm, ngram, unit, seed, dtype
         As for :class:`MinHasher` and :class:`LSHIndex`.
     threads : int or None
         Threads for the signatures (None: all cores).
     progress : bool or None
         Progress on stderr; None shows it for large inputs when stderr is a terminal.
+    device : None, "cpu", "cuda", "cuda:N" or torch.device (keyword-only)
+        Where the signatures and the digests of ``exact`` are computed (see
+        :meth:`MinHasher.signatures`); they come back to the host and the clustering runs there
+        as always. The result is identical on every device: ``dedup(docs, device="cuda")``
+        equals ``dedup(docs)``.
 
     Examples
     --------
@@ -759,11 +804,15 @@ def dedup(
         )
     b, r = resolve_bands(threshold, num_perm, bands, rows)
     _threads(threads)  # validate early, before any work
+    pair = _minhash_cuda.is_tensor_pair(texts)
+    dev = _device.resolve(device, *(texts if pair else ()))
+    if pair and dev is None:
+        texts, pair = _minhash_cuda.host_texts(texts), False
     if isinstance(texts, (str, bytes)):
         raise TypeError("texts must be a sequence of documents, not a single str/bytes (wrap it in a list)")
     if not (hasattr(texts, "__len__") and hasattr(texts, "__getitem__")):
         raise TypeError(f"texts must be a list (or Arrow string array) of str, got {type(texts).__name__}")
-    n = len(texts)
+    n = _minhash_cuda.pair_length(texts) if pair else len(texts)
     if progress is None:
         progress = n >= _PROGRESS_MIN_DOCS and sys.stderr.isatty()
     t0 = time.perf_counter()
@@ -772,7 +821,17 @@ def dedup(
     bar = _Progress(n, bool(progress))
     nbytes, step = 0, _SIGNATURE_CHUNK
     nthreads = _threads(threads)
-    if n <= step and not progress:
+    if dev is not None:
+        sigs, digests = _minhash_cuda.signatures(
+            hasher,
+            texts,
+            dev,
+            nthreads,
+            digests=True,
+            to_host=True,
+            progress=bar.update if progress else None,
+        )
+    elif n <= step and not progress:
         sigs, digests = hasher._signatures_digests(texts, nthreads)
     else:
         sigs = np.empty((n, num_perm), hasher.dtype)

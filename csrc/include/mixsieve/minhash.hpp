@@ -18,14 +18,33 @@
 #endif
 
 #include "mixsieve/cpu.hpp"
+#include "mixsieve/hd.hpp"
 #include "mixsieve/normalize.hpp"
 #include "mixsieve/rng.hpp"
 #include "mixsieve/xxh64.hpp"
 
 namespace mixsieve {
 
+// The per-shingle arithmetic of a signature, shared with the CUDA kernels (csrc/cuda/minhash.cu).
+
 // 32-bit slot input: fold the 64-bit shingle hash so both halves count.
-inline std::uint32_t fold32(std::uint64_t h) { return static_cast<std::uint32_t>(h ^ (h >> 32)); }
+MIXSIEVE_HD inline std::uint32_t fold32(std::uint64_t h) { return static_cast<std::uint32_t>(h ^ (h >> 32)); }
+
+// A shingle's hash as the input x of the slot permutations: fold32'd for 32-bit slots.
+template <class T>
+MIXSIEVE_HD inline T slot_input(std::uint64_t h) {
+  if constexpr (sizeof(T) == 4) {
+    return fold32(h);
+  } else {
+    return h;
+  }
+}
+
+// The slot value of input x under pi(x) = a * x + b (mod 2^width).
+template <class T>
+MIXSIEVE_HD inline T permuted(T a, T x, T b) {
+  return static_cast<T>(a * x + b);
+}
 
 namespace minhash_detail {
 
@@ -34,7 +53,7 @@ void permute_min_scalar(const T* x, std::size_t n, const T* a, const T* b, std::
   for (std::size_t i = 0; i < n; ++i) {
     const T xi = x[i];
     for (std::size_t j = 0; j < k; ++j) {
-      const T v = static_cast<T>(a[j] * xi + b[j]);
+      const T v = permuted(a[j], xi, b[j]);
       sig[j] = v < sig[j] ? v : sig[j];
     }
   }
@@ -114,15 +133,6 @@ MIXSIEVE_MH512 void permute_min_u64_avx512(const std::uint64_t* x, std::size_t n
 using Span = std::pair<std::size_t, std::size_t>;
 
 template <class T>
-inline T slot_input(std::uint64_t h) {
-  if constexpr (std::is_same_v<T, std::uint32_t>) {
-    return fold32(h);
-  } else {
-    return h;
-  }
-}
-
-template <class T>
 void hash_bucket_any(const char* text, const Span* spans, std::size_t n, std::uint64_t seed, T* x) {
   for (std::size_t i = 0; i < n; ++i) x[i] = slot_input<T>(xxh64(text + spans[i].first, spans[i].second, seed));
 }
@@ -171,14 +181,43 @@ struct Digest128 {
   bool operator==(const Digest128& o) const { return lo == o.lo && hi == o.hi; }
 };
 
+// The digest's steps, shared by StreamDigest and the CUDA kernels (which digest a whole
+// normalised text at once: digest_text).
+namespace digest_detail {
+inline constexpr std::size_t kBlock = 4096;
+MIXSIEVE_HD inline void start(std::uint64_t h[2]) {
+  h[0] = 0x6D69787369657665ULL;  // "mixsieve"
+  h[1] = 0x6578616374646F63ULL;  // "exactdoc"
+}
+MIXSIEVE_HD inline void block(const char* p, std::uint64_t h[2]) {
+  std::uint64_t out[2];
+  xxh64_pair(p, kBlock, h[0], h[1] ^ 0xA0761D6478BD642FULL, out);
+  h[0] = out[0];
+  h[1] = out[1];
+}
+// The tail (fewer than kBlock bytes) and the total length of the text.
+MIXSIEVE_HD inline void finish(const char* tail, std::size_t fill, std::uint64_t total, const std::uint64_t h[2],
+                               std::uint64_t out[2]) {
+  xxh64_pair(tail, fill, h[0] ^ total, h[1] + total * 0x9E3779B97F4A7C15ULL, out);
+}
+}  // namespace digest_detail
+
+// The digest of `n` bytes of normalised text given at once: out = {lo, hi}.
+MIXSIEVE_HD inline void digest_text(const char* p, std::size_t n, std::uint64_t out[2]) {
+  std::uint64_t h[2];
+  digest_detail::start(h);
+  std::size_t at = 0;
+  for (; n - at >= digest_detail::kBlock; at += digest_detail::kBlock) digest_detail::block(p + at, h);
+  digest_detail::finish(p + at, n - at, n, h, out);
+}
+
 class StreamDigest {
  public:
-  static constexpr std::size_t kBlock = 4096;
+  static constexpr std::size_t kBlock = digest_detail::kBlock;
   void reset() {
     fill_ = 0;
     total_ = 0;
-    h1_ = 0x6D69787369657665ULL;  // "mixsieve"
-    h2_ = 0x6578616374646F63ULL;  // "exactdoc"
+    digest_detail::start(h_);
   }
   void update(const char* p, std::size_t n) {
     total_ += n;
@@ -189,29 +228,23 @@ class StreamDigest {
       p += take;
       n -= take;
       if (fill_ < kBlock) return;
-      block(buf_);
+      digest_detail::block(buf_, h_);
       fill_ = 0;
     }
-    for (; n >= kBlock; p += kBlock, n -= kBlock) block(p);
+    for (; n >= kBlock; p += kBlock, n -= kBlock) digest_detail::block(p, h_);
     if (n > 0) std::memcpy(buf_, p, n);
     fill_ = n;
   }
   Digest128 finish() const {
     std::uint64_t h[2];
-    xxh64_pair(buf_, fill_, h1_ ^ total_, h2_ + total_ * 0x9E3779B97F4A7C15ULL, h);
+    digest_detail::finish(buf_, fill_, total_, h_, h);
     return Digest128{h[0], h[1]};
   }
 
  private:
-  void block(const char* p) {
-    std::uint64_t h[2];
-    xxh64_pair(p, kBlock, h1_, h2_ ^ 0xA0761D6478BD642FULL, h);
-    h1_ = h[0];
-    h2_ = h[1];
-  }
   char buf_[kBlock];
   std::size_t fill_ = 0;
-  std::uint64_t total_ = 0, h1_ = 0, h2_ = 0;
+  std::uint64_t total_ = 0, h_[2] = {0, 0};
 };
 
 // Per-thread scratch space, reused across documents so the hot loop does not allocate.

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "mixsieve/cpu.hpp"
+#include "mixsieve/hd.hpp"
 #include "mixsieve/unicode.hpp"
 
 #if defined(__SSE2__)
@@ -42,23 +43,22 @@ struct Normalized {
   bool started = false;
 };
 
-namespace normalize_detail {
-
-// For ASCII bytes: the lower-cased byte for letters and digits, 0 for separators.
-struct AsciiTable {
-  unsigned char map[128];
-  constexpr AsciiTable() : map() {
-    for (int c = 0; c < 128; ++c) {
-      const bool digit = c >= '0' && c <= '9';
-      const bool lower = c >= 'a' && c <= 'z';
-      const bool upper = c >= 'A' && c <= 'Z';
-      map[c] = static_cast<unsigned char>(upper ? c + 32 : (digit || lower) ? c : 0);
-    }
+// One code point: the step every normalisation takes outside the ASCII fast paths below (the
+// CPU's code-point loop and the CUDA kernels, csrc/cuda/minhash.cu, both call it). Decodes the
+// code point at p (p < end), advances p past it and returns it lower-cased when it belongs to
+// a word, else 0 (a separator: no word character is, or lower-cases to, U+0000).
+MIXSIEVE_HD inline std::uint32_t next_word_char(const unsigned char*& p, const unsigned char* end,
+                                                const UnicodeTables& t) {
+  const unsigned c = *p;
+  if (c < 0x80) {
+    ++p;
+    const unsigned low = c | 0x20u;  // maps A-Z onto a-z
+    if (low - 'a' < 26u) return low;
+    return c - '0' < 10u ? c : 0u;
   }
-};
-inline constexpr AsciiTable kAscii{};
-
-}  // namespace normalize_detail
+  const std::uint32_t cp = decode_utf8(p, end);
+  return is_word_char(cp, t) ? to_lower(cp, t) : 0u;
+}
 
 #if defined(__SSE2__)
 #define MIXSIEVE_HAVE_SSE2_SCAN 1
@@ -208,7 +208,7 @@ inline void normalize_begin(Normalized& out) {
 // previous piece continues). Pieces must be cut where no UTF-8 sequence is split: before a
 // byte that is not a continuation byte, or after three continuation bytes.
 inline void normalize_append(const char* data, std::size_t len, Normalized& out) {
-  using normalize_detail::kAscii;
+  const UnicodeTables& uni = host_unicode_tables();
   // Lower-casing can lengthen a character by at most half (2 -> 3 bytes), and the vector
   // paths store up to 64 bytes past their write position; a text of `len` bytes has at most
   // (len + 1) / 2 words, plus the one left open by the previous piece.
@@ -289,17 +289,8 @@ inline void normalize_append(const char* data, std::size_t len, Normalized& out)
     }
 #endif
     // One code point.
-    bool is_word;
-    std::uint32_t cp;
-    if (*p < 0x80) {
-      cp = kAscii.map[*p++];
-      is_word = cp != 0;
-    } else {
-      cp = decode_utf8(p, end);
-      is_word = is_word_char(cp);
-      if (is_word) cp = to_lower(cp);
-    }
-    if (is_word) {
+    const std::uint32_t cp = next_word_char(p, end, uni);
+    if (cp != 0) {
       if (!in_word) {
         if (started) *w++ = ' ';
         started = true;
@@ -347,7 +338,8 @@ inline void normalize_drop_front(Normalized& out, std::size_t from, std::size_t 
 
 // Where a text of `len` bytes may be cut near `at` (<= len) without splitting a UTF-8
 // sequence: the first position from `at` on before a non-continuation byte, at most 3 bytes on.
-inline std::size_t utf8_cut(const char* data, std::size_t len, std::size_t at) {
+// (The CUDA kernels cut documents into segments by the same rule.)
+MIXSIEVE_HD inline std::size_t utf8_cut(const char* data, std::size_t len, std::size_t at) {
   for (int i = 0; i < 3 && at < len && (static_cast<unsigned char>(data[at]) & 0xC0) == 0x80; ++i) ++at;
   return at;
 }

@@ -1,10 +1,13 @@
 // xxh64: the base hash of every shingle and band key. Written from the public xxHash
-// specification; tests check it bit for bit against the `xxhash` Python package.
+// specification; tests check it bit for bit against the `xxhash` Python package. The CUDA
+// MinHash kernels call these same functions (MIXSIEVE_HD).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+
+#include "mixsieve/hd.hpp"
 
 namespace mixsieve {
 
@@ -16,32 +19,32 @@ inline constexpr std::uint64_t kP3 = 0x165667B19E3779F9ULL;
 inline constexpr std::uint64_t kP4 = 0x85EBCA77C2B2AE63ULL;
 inline constexpr std::uint64_t kP5 = 0x27D4EB2F165667C5ULL;
 
-inline std::uint64_t rotl(std::uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+MIXSIEVE_HD inline std::uint64_t rotl(std::uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
 
 // Unaligned little-endian loads; memcpy compiles to a single mov on x86-64.
-inline std::uint64_t load64(const unsigned char* p) {
+MIXSIEVE_HD inline std::uint64_t load64(const unsigned char* p) {
   std::uint64_t v;
   std::memcpy(&v, p, 8);
   return v;
 }
-inline std::uint32_t load32(const unsigned char* p) {
+MIXSIEVE_HD inline std::uint32_t load32(const unsigned char* p) {
   std::uint32_t v;
   std::memcpy(&v, p, 4);
   return v;
 }
 
-inline std::uint64_t round(std::uint64_t acc, std::uint64_t input) {
+MIXSIEVE_HD inline std::uint64_t round(std::uint64_t acc, std::uint64_t input) {
   acc += input * kP2;
   acc = rotl(acc, 31);
   return acc * kP1;
 }
 
-inline std::uint64_t merge_round(std::uint64_t acc, std::uint64_t val) {
+MIXSIEVE_HD inline std::uint64_t merge_round(std::uint64_t acc, std::uint64_t val) {
   acc ^= round(0, val);
   return acc * kP1 + kP4;
 }
 
-inline std::uint64_t avalanche(std::uint64_t h) {
+MIXSIEVE_HD inline std::uint64_t avalanche(std::uint64_t h) {
   h ^= h >> 33;
   h *= kP2;
   h ^= h >> 29;
@@ -53,7 +56,7 @@ inline std::uint64_t avalanche(std::uint64_t h) {
 }  // namespace xxh64_detail
 
 // The 64-bit xxHash of `len` bytes at `data` with `seed`.
-__attribute__((always_inline)) inline std::uint64_t xxh64(const void* data, std::size_t len, std::uint64_t seed) {
+MIXSIEVE_HD inline std::uint64_t xxh64(const void* data, std::size_t len, std::uint64_t seed) {
   using namespace xxh64_detail;
   const auto* p = static_cast<const unsigned char*>(data);
   const unsigned char* const end = p + len;
@@ -101,7 +104,7 @@ __attribute__((always_inline)) inline std::uint64_t xxh64(const void* data, std:
 // xxh64 of the same bytes under two seeds, in one pass: out[0] = xxh64(data, len, seed0),
 // out[1] = xxh64(data, len, seed1). The two chains are independent, so the processor overlaps
 // them: about the cost of one call, not two.
-inline void xxh64_pair(const void* data, std::size_t len, std::uint64_t seed0, std::uint64_t seed1,
+MIXSIEVE_HD inline void xxh64_pair(const void* data, std::size_t len, std::uint64_t seed0, std::uint64_t seed1,
                        std::uint64_t out[2]) {
   using namespace xxh64_detail;
   const auto* p = static_cast<const unsigned char*>(data);
@@ -159,7 +162,7 @@ inline void xxh64_pair(const void* data, std::size_t len, std::uint64_t seed0, s
 // xxh64 of exactly N bytes: the same function with the length known at compile time, so its
 // loops unroll and its length branches fold away (for callers that group inputs by length).
 template <std::size_t N>
-inline std::uint64_t xxh64_fixed(const void* data, std::uint64_t seed) {
+MIXSIEVE_HD inline std::uint64_t xxh64_fixed(const void* data, std::uint64_t seed) {
   return xxh64(data, N, seed);
 }
 
