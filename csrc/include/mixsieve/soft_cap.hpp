@@ -175,10 +175,17 @@ struct SoftCapPicks {
 //   SoftCapPicks pick(std::size_t b, std::int64_t done, double decay)  counts the b smallest
 //       (key, id), writes them to picks[done, done + b) in key order, multiplies their
 //       weights by decay
+// `trace`, when set, sees every scalar a backend returns, in order (tests compare the
+// backends' sequences bit for bit).
+using SoftCapTrace = std::function<void(const char* what, double value)>;
+
 template <class Backend>
 void soft_cap_drive(std::size_t n, std::int64_t total, double penalty, std::int64_t batch_size, std::uint64_t seed,
-                    Backend& be, const std::function<bool()>& interrupted) {
+                    Backend& be, const std::function<bool()>& interrupted, const SoftCapTrace& trace = nullptr) {
   using namespace soft_cap_detail;
+  auto note = [&](const char* what, double value) {
+    if (trace) trace(what, value);
+  };
   const std::size_t bad = be.first_bad_score();
   if (bad < n) {
     throw std::invalid_argument("scores[" + std::to_string(bad) + "] = " + std::to_string(be.score(bad)) +
@@ -187,6 +194,8 @@ void soft_cap_drive(std::size_t n, std::int64_t total, double penalty, std::int6
   const std::size_t b_max = static_cast<std::size_t>(std::min<std::int64_t>(batch_size, total));
   auto weigh = [&] {
     const SoftCapWeighing w = be.weigh(penalty);
+    note("weigh positive", static_cast<double>(w.positive));
+    note("weigh total", w.total);
     if (w.positive < b_max) {
       throw std::invalid_argument("a batch needs " + std::to_string(b_max) + " distinct items but only " +
                                   std::to_string(w.positive) +
@@ -229,6 +238,7 @@ void soft_cap_drive(std::size_t n, std::int64_t total, double penalty, std::int6
     double known_weight = last_weight;  // an upper bound: weights only shrink between (re)weighings
     if (batch == 0 || !(guess > 0.0) || !std::isfinite(guess)) {
       const double weight = be.total_weight();
+      note("total weight", weight);
       guess = 1.25 * static_cast<double>(b) / weight;  // about 1.25 b points expected
       known_weight = weight;
     }
@@ -245,6 +255,8 @@ void soft_cap_drive(std::size_t n, std::int64_t total, double penalty, std::int6
         break;
       }
       const SoftCapRound r = be.race_round(round_key(seed, batch, round), lo, hi);
+      note("round found", static_cast<double>(r.found));
+      note("round weight", r.weight);
       if (round == 0) {
         last_weight = r.weight;
         known_weight = last_weight;
@@ -256,12 +268,17 @@ void soft_cap_drive(std::size_t n, std::int64_t total, double penalty, std::int6
     if (direct) {
       last_weight = be.total_weight();
       const std::size_t found = be.direct(direct_key(seed, batch));
+      note("direct weight", last_weight);
+      note("direct found", static_cast<double>(found));
       if (found < b) {
         throw std::invalid_argument("a batch needs " + std::to_string(b) + " distinct items but only " +
                                     std::to_string(found) + " have a weight > 0 left");
       }
     }
     const SoftCapPicks p = be.pick(b, done, decay);
+    note("cut", p.cut);
+    note("removed", p.removed);
+    note("noise", p.noise);
     removed = p.removed;
     noise += p.noise;
     // Picked weights only shrink, so keys rise: aim a little above this batch's cut.
