@@ -197,31 +197,56 @@ __global__ void weigh_blocks(const S* scores, const i64* counts, u64 n, const Sc
   if (threadIdx.x == 0) part_positive[blockIdx.x] = positive;
 }
 
-// One thread per segment: the running sums of its block sums (the CPU walk's `acc` after each
-// block), and the segment's weight.
-__global__ void segment_sums(const double* bsum, u64 blocks, u64 segments, double* cum, double* segw) {
-  for (u64 sg = thread_index(); sg < segments; sg += thread_stride()) {
-    const u64 end = blocks < (sg + 1) * kSegmentBlocks ? blocks : (sg + 1) * kSegmentBlocks;
-    double acc = 0.0;
-    for (u64 blk = sg * kSegmentBlocks; blk < end; ++blk) cum[blk] = acc = acc + bsum[blk];
-    segw[sg] = acc;
+// A block of kLanes threads adds v[0, count) in order, (((0 + v[0]) + v[1]) + ...): 32 values
+// are loaded at a time and every lane adds all of them, so that every lane holds the
+// sequential sums (the CPU's). `cum`, when given, receives each running sum; `clear`, when
+// given (v itself), zeroes what was read. Returns the sum (in every lane).
+__device__ double ordered_sum(const double* v, u64 count, double* cum, double* clear) {
+  __shared__ double chunk[kLanes];
+  const unsigned lane = threadIdx.x;
+  double acc = 0.0;
+  for (u64 k0 = 0; k0 < count; k0 += kLanes) {
+    const u64 m = count - k0 < kLanes ? count - k0 : kLanes;
+    if (lane < m) {
+      chunk[lane] = v[k0 + lane];
+      if (clear) clear[k0 + lane] = 0.0;
+    }
+    __syncthreads();
+    double mine = 0.0;
+    for (unsigned k = 0; k < m; ++k) {
+      acc = acc + chunk[k];
+      if (k == lane) mine = acc;
+    }
+    if (cum && lane < m) cum[k0 + lane] = mine;
+    __syncthreads();
   }
+  return acc;
 }
 
-// One thread: values in order (the segment weights into the total weight, ...).
+// A block per segment: the running sums of its block sums (the CPU walk's `acc` after each
+// block) and the segment's weight.
+__global__ void segment_sums(const double* bsum, u64 blocks, double* cum, double* segw) {
+  const u64 first = static_cast<u64>(blockIdx.x) * kSegmentBlocks;
+  const u64 nb = blocks - first < kSegmentBlocks ? blocks - first : kSegmentBlocks;
+  const double w = ordered_sum(bsum + first, nb, cum + first, nullptr);
+  if (threadIdx.x == 0) segw[blockIdx.x] = w;
+}
+
+// One block: values in order (the segment weights into the total weight, ...).
 __global__ void sum_in_order(const double* v, u64 count, double* out) {
-  double s = 0.0;
-  for (u64 k = 0; k < count; ++k) s += v[k];
-  *out = s;
+  const double s = ordered_sum(v, count, nullptr, nullptr);
+  if (threadIdx.x == 0) *out = s;
 }
 
 // ---- race points ----
 
 // One warp (block of kLanes threads) per segment. kWrite = false counts the points of each
-// segment (stopping past max_points); kWrite = true writes them from seg_offset[sg] on.
+// segment (stopping past max_points, and flagging it); kWrite = true writes them from
+// seg_offset[sg] on.
 template <bool kWrite>
 __global__ void race_points(const double* cum, u64 blocks, u64 key, double lo, double rate, u64 max_points,
-                            u64* seg_count, const u64* seg_offset, u64* pt_blk, double* pt_x, double* pt_tau) {
+                            u64* seg_count, u64* overflow, const u64* seg_offset, u64* pt_blk, double* pt_x,
+                            double* pt_tau) {
   __shared__ double spacing[kLanes];
   const u64 sg = blockIdx.x;
   const unsigned lane = threadIdx.x;
@@ -265,19 +290,15 @@ __global__ void race_points(const double* cum, u64 blocks, u64 key, double lo, d
     next = run;
     if (inside < kLanes || count > max_points) break;  // the same decision in every lane
   }
-  if (!kWrite && lane == 0) seg_count[sg] = count;
+  if (!kWrite && lane == 0) {
+    seg_count[sg] = count;
+    if (count > max_points) *overflow = 1;  // the host refuses the round
+  }
 }
 
-// One thread: where each segment's points start, their number, any segment past the limit.
-__global__ void point_offsets(const u64* seg_count, u64 segments, u64 max_points, u64* seg_offset, Scalars* sc) {
-  u64 at = 0, over = 0;
-  for (u64 sg = 0; sg < segments; ++sg) {
-    seg_offset[sg] = at;
-    at += seg_count[sg];
-    over |= seg_count[sg] > max_points;
-  }
-  sc->points = at;
-  sc->overflow = over;
+// One thread: the number of points of the round.
+__global__ void point_total(const u64* seg_count, const u64* seg_offset, u64 segments, Scalars* sc) {
+  sc->points = seg_offset[segments - 1] + seg_count[segments - 1];
 }
 
 // The item of each point (-1: none), as CpuSoftCap::race_points' phase 2.
@@ -381,20 +402,16 @@ __global__ void scale_blocks(const u64* pick_id, u64 b, double* pref, u64 n, dou
   }
 }
 
-// One thread per segment: its blocks' removed weight and noise in block order (blocks without
-// picks hold 0, which adds nothing), zeroed for the next batch.
-__global__ void segment_picks(double* blk_removed, double* blk_noise, u64 blocks, u64 segments, double* seg_removed,
+// A block per segment: its blocks' removed weight and noise in block order (blocks without
+// picks hold 0, which adds nothing: the CPU adds only those with picks), zeroed for the next
+// batch.
+__global__ void segment_picks(double* blk_removed, double* blk_noise, u64 blocks, double* seg_removed,
                               double* seg_noise) {
-  for (u64 sg = thread_index(); sg < segments; sg += thread_stride()) {
-    const u64 end = blocks < (sg + 1) * kSegmentBlocks ? blocks : (sg + 1) * kSegmentBlocks;
-    double removed = 0.0, noise = 0.0;
-    for (u64 blk = sg * kSegmentBlocks; blk < end; ++blk) {
-      if (blk_removed[blk] != 0.0) removed += blk_removed[blk], blk_removed[blk] = 0.0;
-      if (blk_noise[blk] != 0.0) noise += blk_noise[blk], blk_noise[blk] = 0.0;
-    }
-    seg_removed[sg] = removed;
-    seg_noise[sg] = noise;
-  }
+  const u64 first = static_cast<u64>(blockIdx.x) * kSegmentBlocks;
+  const u64 nb = blocks - first < kSegmentBlocks ? blocks - first : kSegmentBlocks;
+  const double removed = ordered_sum(blk_removed + first, nb, nullptr, blk_removed + first);
+  const double noise = ordered_sum(blk_noise + first, nb, nullptr, blk_noise + first);
+  if (threadIdx.x == 0) seg_removed[blockIdx.x] = removed, seg_noise[blockIdx.x] = noise;
 }
 
 // ---- the backend ----
@@ -534,9 +551,11 @@ class CudaSoftCap {
   SoftCapRound race_round(u64 key, double lo, double hi) {
     const double rate = hi - lo;
     const unsigned segs = static_cast<unsigned>(segments_);
-    race_points<false><<<segs, kLanes, 0, s_>>>(cum_, blocks_, key, lo, rate, max_points_, seg_count_, nullptr,
-                                                nullptr, nullptr, nullptr);
-    point_offsets<<<1, 1, 0, s_>>>(seg_count_, segments_, max_points_, seg_offset_, sc_);
+    check(cudaMemsetAsync(&sc_->overflow, 0, sizeof(u64), s_), "cudaMemsetAsync");
+    race_points<false><<<segs, kLanes, 0, s_>>>(cum_, blocks_, key, lo, rate, max_points_, seg_count_,
+                                                &sc_->overflow, nullptr, nullptr, nullptr, nullptr);
+    exclusive_sum(seg_count_, seg_offset_, segments_);
+    point_total<<<1, 1, 0, s_>>>(seg_count_, seg_offset_, segments_, sc_);
     fetch();
     if (host_.overflow) throw std::runtime_error(too_many_points());
     const u64 points = host_.points;
@@ -550,8 +569,8 @@ class CudaSoftCap {
       slot_.ensure(arena_, points, s_);
       cand_key_.ensure(arena_, have_ + points, s_, have_);
       cand_id_.ensure(arena_, have_ + points, s_, have_);
-      race_points<true><<<segs, kLanes, 0, s_>>>(cum_, blocks_, key, lo, rate, max_points_, nullptr, seg_offset_,
-                                                 pt_blk_.p, pt_x_.p, pt_tau_.p);
+      race_points<true><<<segs, kLanes, 0, s_>>>(cum_, blocks_, key, lo, rate, max_points_, nullptr, nullptr,
+                                                 seg_offset_, pt_blk_.p, pt_x_.p, pt_tau_.p);
       const unsigned g = grid_for(points);
       point_items<<<g, kThreads, 0, s_>>>(pref_, n_, pt_blk_.p, pt_x_.p, points, pt_id_.p);
       point_runs<<<g, kThreads, 0, s_>>>(pt_id_.p, pt_tau_.p, points, flags_, run_tau_.p, is_new_.p);
@@ -609,10 +628,10 @@ class CudaSoftCap {
     sort(sorted_id, by_id, sorted_id, scratch, b, id_bits_);
     scale_blocks<<<grid_for(b), kThreads, 0, s_>>>(by_id, b, pref_, n_, bsum_, bref_, decay, blk_removed_,
                                                    blk_noise_);
-    segment_picks<<<grid_for(segments_), kThreads, 0, s_>>>(blk_removed_, blk_noise_, blocks_, segments_,
-                                                            seg_removed_, seg_noise_);
-    sum_in_order<<<1, 1, 0, s_>>>(seg_removed_, segments_, &sc_->removed);
-    sum_in_order<<<1, 1, 0, s_>>>(seg_noise_, segments_, &sc_->noise);
+    segment_picks<<<static_cast<unsigned>(segments_), kLanes, 0, s_>>>(blk_removed_, blk_noise_, blocks_,
+                                                                       seg_removed_, seg_noise_);
+    sum_in_order<<<1, kLanes, 0, s_>>>(seg_removed_, segments_, &sc_->removed);
+    sum_in_order<<<1, kLanes, 0, s_>>>(seg_noise_, segments_, &sc_->noise);
     refresh_sums();
     fetch();
     total_ = host_.total;
@@ -628,15 +647,16 @@ class CudaSoftCap {
   }
 
   void refresh_sums() {
-    segment_sums<<<grid_for(segments_), kThreads, 0, s_>>>(bsum_, blocks_, segments_, cum_, segw_);
-    sum_in_order<<<1, 1, 0, s_>>>(segw_, segments_, &sc_->total);
+    if (segments_) segment_sums<<<static_cast<unsigned>(segments_), kLanes, 0, s_>>>(bsum_, blocks_, cum_, segw_);
+    sum_in_order<<<1, kLanes, 0, s_>>>(segw_, segments_, &sc_->total);
   }
 
   void exclusive_sum(const u64* in, u64* out, u64 count) {
     std::size_t bytes = 0;
-    check(cub::DeviceScan::ExclusiveSum(nullptr, bytes, in, out, static_cast<int>(count), s_), "cub scan");
-    temp_.ensure(arena_, bytes, s_);
-    check(cub::DeviceScan::ExclusiveSum(temp_.p, bytes, in, out, static_cast<int>(count), s_), "cub scan");
+    const auto items = static_cast<std::int64_t>(count);  // 64-bit offsets: points may pass 2^31
+    check(cub::DeviceScan::ExclusiveSum(nullptr, bytes, in, out, items, s_), "cub scan");
+    temp_.ensure(arena_, bytes ? bytes : 1, s_);
+    check(cub::DeviceScan::ExclusiveSum(static_cast<void*>(temp_.p), bytes, in, out, items, s_), "cub scan");
   }
 
   // A stable radix sort of (keys, values) on the low `bits` bits of the keys.
@@ -645,7 +665,7 @@ class CudaSoftCap {
     check(cub::DeviceRadixSort::SortPairs(nullptr, bytes, keys_in, keys_out, vals_in, vals_out,
                                           static_cast<int>(count), 0, bits, s_),
           "cub sort");
-    temp_.ensure(arena_, bytes, s_);
+    temp_.ensure(arena_, bytes ? bytes : 1, s_);
     check(cub::DeviceRadixSort::SortPairs(static_cast<void*>(temp_.p), bytes, keys_in, keys_out, vals_in, vals_out,
                                           static_cast<int>(count), 0, bits, s_),
           "cub sort");
