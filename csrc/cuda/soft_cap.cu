@@ -2,9 +2,10 @@
 // a device backend. Every step that decides a bit of the output follows the CPU backend
 // (CpuSoftCap) operation for operation, through the same MIXSIEVE_HD functions:
 //   weights       one thread per block of 16 items: the prefix sums in item order;
-//   sums          one thread per segment: its block sums in block order (the segment's
+//   sums          one warp per segment: its block sums in block order (the segment's
 //                 running sums `cum`, which the CPU's walk recomputes as `acc`), then one
-//                 thread: the segment sums in segment order;
+//                 warp: the segment sums in segment order (32 values loaded at a time, every
+//                 lane adding them in order: ordered_sum);
 //   race points   one warp per segment: the lanes draw 32 spacings at once (a logarithm each),
 //                 every lane adds them to the running position in the same order, so each
 //                 lane holds exactly the CPU's `next`; a point's block is the first whose
@@ -26,9 +27,9 @@
 // once after the score scan (and once more to read the first non-finite score); after each
 // (re)weighing (the positive count and total weight: is there a batch to draw, the first band);
 // twice per round (the number of race points, to size the buffers; then the distinct items
-// found, to stop or widen the band); twice on the direct path (the count; the buffers);
-// once per batch after the picks (the cut for the next band, the weight removed and the
-// noise bound for the reweighing test, the total weight). Some 4-6 waits a batch: the GPU
+// found, to stop or widen the band); once on the direct path (the count, to size the
+// buffers); once per batch after the picks (the cut for the next band, the weight removed and
+// the noise bound for the reweighing test, the total weight). Some 3-5 waits a batch: the GPU
 // pays off from some 10^5 items a batch.
 #include <cub/device/device_radix_sort.cuh>
 
@@ -584,7 +585,7 @@ class CudaSoftCap {
     return {static_cast<std::size_t>(have_), total_};
   }
 
-  // Waits 3 and 4: the count, then the keys into buffers of that size.
+  // Wait 3 (instead of the rounds' waits): the count, to size the buffers of the keys.
   std::size_t direct(u64 key) {
     if (have_) clear_flags<<<grid_for(have_), kThreads, 0, s_>>>(cand_id_.p, have_, flags_);
     is_new_.ensure(arena_, n_, s_);
