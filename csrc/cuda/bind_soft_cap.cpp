@@ -1,10 +1,56 @@
-// mixsieve._core_cuda: the soft_cap kernels (see bind.hpp).
+// mixsieve._core_cuda: soft_cap_sample on CUDA (see bind.hpp). Takes device pointers (ints)
+// and torch's stream; checks sizes and parameters here (ValueError naming the argument), the
+// scores on the device. Unlike the mixup calls it returns only when the results are written:
+// the batch loop runs on the host and waits for the stream (soft_cap_cuda.hpp).
+#include <Python.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+
 #include "bind.hpp"
+#include "mixsieve/soft_cap.hpp"
+#include "soft_cap_cuda.hpp"
+
+namespace py = pybind11;
 
 namespace mixsieve {
 namespace cuda_bind {
 
-void bind_soft_cap(pybind11::module_& m) { (void)m; }
+void bind_soft_cap(py::module_& m) {
+  m.def(
+      "soft_cap_sample",
+      [](std::uintptr_t scores, bool f32, std::int64_t n, std::int64_t total, double penalty, std::int64_t batch_size,
+         std::uint64_t seed, std::uintptr_t counts, std::uintptr_t picks, std::uintptr_t cuda_stream) {
+        if (n < 0) throw py::value_error("n must be >= 0, got " + std::to_string(n));
+        if (n >= (std::int64_t{1} << 31)) {
+          throw py::value_error("soft_cap_sample on CUDA takes fewer than 2**31 scores, got " + std::to_string(n));
+        }
+        if (n > 0 && (!scores || !counts)) throw py::value_error("scores and counts must be given");
+        soft_cap_check(penalty, batch_size, total);  // std::invalid_argument: ValueError
+        // Ctrl-C: between batches (about every 100 ms) the loop briefly takes the GIL back to
+        // run Python's signal handlers; an exception they raise (KeyboardInterrupt) stops it.
+        auto interrupted = [] {
+          py::gil_scoped_acquire acquire;
+          return PyErr_CheckSignals() != 0;
+        };
+        try {
+          py::gil_scoped_release release;
+          soft_cap_cuda::sample(reinterpret_cast<const void*>(scores), f32, static_cast<std::size_t>(n), total,
+                                penalty, batch_size, seed, reinterpret_cast<std::int64_t*>(counts),
+                                reinterpret_cast<std::int64_t*>(picks), reinterpret_cast<void*>(cuda_stream),
+                                interrupted);
+        } catch (const SoftCapInterrupted&) {
+          throw py::error_already_set();  // the error the signal handler set, with the GIL held
+        }
+      },
+      py::arg("scores"), py::arg("f32"), py::arg("n"), py::arg("total"), py::arg("penalty"), py::arg("batch_size"),
+      py::arg("seed"), py::arg("counts"), py::arg("picks"), py::arg("cuda_stream"),
+      "Soft-cap sampling on the device: scores (n float32 if f32, else float64) -> counts (int64 [n], "
+      "overwritten) and, if picks != 0, the picks in pick order (int64 [total]); the same bytes as "
+      "mixsieve._core.soft_cap_sample for the same seed. Returns when they are written (waits for cuda_stream). "
+      "ValueError with the CPU's messages for bad parameters and scores.");
+}
 
 }  // namespace cuda_bind
 }  // namespace mixsieve

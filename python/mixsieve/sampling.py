@@ -481,18 +481,22 @@ def soft_cap_sample(
     seed: int,
     return_indices: bool = False,
     threads: int | None = None,
-) -> np.ndarray:
+    device: Any = None,
+) -> Any:
     """FLYT's Soft Cap Sampling: repeat examples by score without over-representing any.
 
     Builds a training multiset of ``total`` picks in batches of ``batch_size``: each batch is
     a without-replacement sample from ``softmax(scores - penalty * counts)``, so every pick
     multiplies that example's weight by ``exp(-penalty)``. Implemented exactly as the b
-    smallest exponential-race keys per batch (random numbers keyed by (seed, batch, item)),
-    on all cores; the same seed gives the same output for any thread count.
+    smallest exponential-race keys per batch, generated as Poisson points over the cumulative
+    weight of fixed segments of 65,536 examples (random numbers keyed by seed, batch, band and
+    segment), on all cores. The same seed gives the same output for any thread count, and on
+    CUDA the same output as on the CPU, byte for byte. Outputs for a given seed differ from
+    mixsieve 0.1.0's (see docs/sampling.md).
 
     Parameters
     ----------
-    scores : 1-D float array (numpy or CPU torch)
+    scores : 1-D float array (numpy, or a torch tensor on the CPU or a CUDA device)
         Per-example logits, finite. Adding a constant changes nothing.
     total : int
         Number of picks, >= 0.
@@ -503,10 +507,18 @@ def soft_cap_sample(
         exceeds the number of batches.
     return_indices : bool
         Return the picked indices in pick order (length ``total``) instead of the counts.
+    threads : int, optional
+        CPU threads (default: all cores); ignored on CUDA.
+    device : None, "cpu", "cuda", "cuda:N" or torch.device
+        Where to run. None follows ``scores``: a CUDA tensor runs on its device, anything else
+        on the CPU. "cpu" copies a CUDA tensor to the host. On CUDA, float32/float64 tensors
+        on the device are read in place, anything else is converted like on the CPU and
+        uploaded once; fewer than 2**31 examples.
 
     Returns
     -------
-    np.ndarray of int64: counts per example (summing to ``total``), or the picked indices.
+    int64 counts per example (summing to ``total``), or the picked indices: an ``np.ndarray``
+    on the CPU, a ``torch.Tensor`` on the CUDA device.
 
     Examples
     --------
@@ -514,20 +526,43 @@ def soft_cap_sample(
     >>> c = ms.soft_cap_sample(np.array([2.0, 1.0, 0.0, -5.0]), 8, penalty=0.5, batch_size=2, seed=0)
     >>> int(c.sum()), bool(c.max() <= 4)
     (8, True)
+
+    On a GPU (scores already there; the counts come back as a tensor on it, equal to the CPU's):
+
+    >>> import torch  # doctest: +SKIP
+    >>> s = torch.randn(10**7, device="cuda", dtype=torch.float64)  # doctest: +SKIP
+    >>> c = ms.soft_cap_sample(s, 10**7, penalty=0.15, batch_size=10**5, seed=0)  # doctest: +SKIP
+    >>> bool((c.cpu().numpy() == ms.soft_cap_sample(s.cpu().numpy(), 10**7, penalty=0.15,
+    ...     batch_size=10**5, seed=0)).all())  # doctest: +SKIP
+    True
     """
-    s = _as_weights(scores, "scores")
+    from . import _device
+
+    dev = _device.resolve(device, scores)
+    s: Any  # a numpy array for the CPU, a torch tensor on the device for CUDA
+    if dev is None:
+        s = _as_weights(_device.to_host(scores), "scores")
+    else:
+        from . import _soft_cap_cuda
+
+        s = _soft_cap_cuda.device_scores(scores, dev)
+    n = int(s.shape[0])
     total = _check_count("total", total, 0)
     batch_size = _check_count("batch_size", batch_size, 1)
     if isinstance(penalty, bool) or not isinstance(penalty, (int, float, np.floating)):
         raise TypeError(f"penalty must be a float, got {type(penalty).__name__}")
     if not (penalty > 0 and math.isfinite(penalty)):
         raise ValueError(f"penalty must be a finite number > 0, got {penalty!r}")
-    if total > 0 and batch_size > s.shape[0] and total > s.shape[0]:
+    if total > 0 and batch_size > n and total > n:
         raise ValueError(
-            f"batch_size={batch_size} exceeds the {s.shape[0]} examples: a batch samples without replacement"
+            f"batch_size={batch_size} exceeds the {n} examples: a batch samples without replacement"
         )
+    seed = _check_seed(seed)
+    nthreads = _threads(threads)
+    if dev is not None:
+        return _soft_cap_cuda.sample(s, total, float(penalty), batch_size, seed, bool(return_indices), dev)
     counts, picks = _core.soft_cap_sample(
-        s, total, float(penalty), batch_size, _check_seed(seed), _threads(threads), bool(return_indices)
+        s, total, float(penalty), batch_size, seed, nthreads, bool(return_indices)
     )
     out: np.ndarray = picks if return_indices else counts
     return out
