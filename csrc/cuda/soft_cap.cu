@@ -144,7 +144,7 @@ __global__ void finish_reduce(const T* part, unsigned count, T init, T* out, Op 
 template <class S>
 __global__ void scan_scores(const S* scores, u64 n, u64* part_bad, double* part_top) {
   u64 bad = n;
-  double top = -pm_detail::inf();
+  double top = -pm_inf();
   for (u64 i = thread_index(); i < n; i += thread_stride()) {
     const double v = static_cast<double>(scores[i]);
     if (!is_finite(v) && i < bad) bad = i;
@@ -167,7 +167,7 @@ __global__ void max_adjusted(const S* scores, const i64* counts, u64 n, const Sc
                              double* part) {
   const double top = sc->top;
   const i64 least = sc->least;
-  double m = -pm_detail::inf();
+  double m = -pm_inf();
   for (u64 i = thread_index(); i < n; i += thread_stride()) {
     m = MaxF64()(m, adjusted_score(static_cast<double>(scores[i]), top, counts[i], least, penalty));
   }
@@ -512,7 +512,7 @@ class CudaSoftCap {
     const unsigned g = grid_for(n_);
     scan_scores<S><<<g, kThreads, 0, s_>>>(scores_, n_, part_u64_, part_f64_);
     finish_reduce<u64, MinU64><<<1, kThreads, 0, s_>>>(part_u64_, g, n_, &sc_->bad, MinU64());
-    finish_reduce<double, MaxF64><<<1, kThreads, 0, s_>>>(part_f64_, g, -pm_detail::inf(), &sc_->top, MaxF64());
+    finish_reduce<double, MaxF64><<<1, kThreads, 0, s_>>>(part_f64_, g, -pm_inf(), &sc_->top, MaxF64());
     fetch();
     return static_cast<std::size_t>(host_.bad);
   }
@@ -531,7 +531,7 @@ class CudaSoftCap {
     min_count<<<g, kThreads, 0, s_>>>(counts_, n_, part_i64);
     finish_reduce<i64, MinI64><<<1, kThreads, 0, s_>>>(part_i64, g, static_cast<i64>(INT64_MAX), &sc_->least, MinI64());
     max_adjusted<S><<<g, kThreads, 0, s_>>>(scores_, counts_, n_, sc_, penalty, part_f64_);
-    finish_reduce<double, MaxF64><<<1, kThreads, 0, s_>>>(part_f64_, g, -pm_detail::inf(), &sc_->offset, MaxF64());
+    finish_reduce<double, MaxF64><<<1, kThreads, 0, s_>>>(part_f64_, g, -pm_inf(), &sc_->offset, MaxF64());
     const unsigned gb = grid_for(blocks_);
     weigh_blocks<S><<<gb, kThreads, 0, s_>>>(scores_, counts_, n_, sc_, penalty, pref_, bsum_, bref_, part_u64_);
     finish_reduce<u64, SumU64><<<1, kThreads, 0, s_>>>(part_u64_, gb, u64{0}, &sc_->positive, SumU64());

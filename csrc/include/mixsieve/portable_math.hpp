@@ -38,6 +38,9 @@ MIXSIEVE_HD inline double f64_from_bits(std::uint64_t u) {
 #endif
 }
 
+// +infinity, as a bit pattern (HUGE_VAL is not a device constant everywhere).
+MIXSIEVE_HD inline double pm_inf() { return f64_from_bits(0x7FF0000000000000ULL); }
+
 MIXSIEVE_HD inline double dmul(double a, double b) {
 #if defined(__CUDA_ARCH__)
   return __dmul_rn(a, b);
