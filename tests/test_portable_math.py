@@ -67,3 +67,8 @@ def test_edges(fn: str, x: float, want: float) -> None:
 
 def test_nan_stays_nan() -> None:
     assert math.isnan(_core._mixup_math("exp", np.array([math.nan]))[0])
+
+
+def test_log_outside_its_domain() -> None:
+    got = _core._mixup_math("log", np.array([0.0, -0.0, -1.0, math.nan, math.inf]))
+    assert got[0] == got[1] == -math.inf and math.isnan(got[2]) and math.isnan(got[3]) and got[4] == math.inf

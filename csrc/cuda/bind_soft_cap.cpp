@@ -28,6 +28,11 @@ void bind_soft_cap(py::module_& m) {
         }
         if (n > 0 && (!scores || !counts)) throw py::value_error("scores and counts must be given");
         soft_cap_check(penalty, batch_size, total);  // std::invalid_argument: ValueError
+        if (total > 0 && n == 0) throw py::value_error("total > 0 picks need at least one score");
+        if (total > 0 && batch_size > n && total > n) {
+          throw py::value_error("batch_size=" + std::to_string(batch_size) + " exceeds the " + std::to_string(n) +
+                                " examples: a batch samples without replacement");
+        }
         // Ctrl-C: between batches (about every 100 ms) the loop briefly takes the GIL back to
         // run Python's signal handlers; an exception they raise (KeyboardInterrupt) stops it.
         auto interrupted = [] {

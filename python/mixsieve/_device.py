@@ -13,6 +13,7 @@ that device, with no copy through the host.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def resolve(device: Any, *inputs: Any) -> torch.device | None:
     kind = getattr(device, "type", None)  # a torch.device
     if kind is None:
         if not isinstance(device, str) or not (
-            device in ("cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
+            device in ("cpu", "cuda") or re.fullmatch(r"cuda:(0|[1-9][0-9]{0,5})", device, re.ASCII)
         ):
             raise ValueError(
                 f"device must be None, 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}"

@@ -61,6 +61,14 @@ def _threads(threads: int | None) -> int:
     return _check_int("threads", threads, 1)
 
 
+def _positional(texts: Any) -> Any:
+    """pandas Series/Index read by position (the native readers index with ``texts[i]``,
+    which a Series answers by label): their values as an object array; anything else as is."""
+    if type(texts).__module__.startswith("pandas") and hasattr(texts, "to_numpy"):
+        return texts.to_numpy(dtype=object)
+    return texts
+
+
 def _arrow_chunks(texts: Any) -> list[Any]:
     """The pieces to hash in one native call each: a pyarrow.ChunkedArray's chunks, else the
     texts themselves."""
@@ -166,6 +174,7 @@ class MinHasher:
         (torch.uint32, 'cuda')
         """
         nthreads = _threads(threads)
+        texts = _positional(texts)
         pair = _minhash_cuda.is_tensor_pair(texts)
         dev = _device.resolve(device, *(texts if pair else ()))
         if dev is not None:
@@ -804,6 +813,7 @@ def dedup(
         )
     b, r = resolve_bands(threshold, num_perm, bands, rows)
     _threads(threads)  # validate early, before any work
+    texts = _positional(texts)
     pair = _minhash_cuda.is_tensor_pair(texts)
     dev = _device.resolve(device, *(texts if pair else ()))
     if pair and dev is None:

@@ -65,7 +65,10 @@ def _as_weights(weights: Any, name: str = "weights") -> np.ndarray:
     if type(weights).__module__.startswith("torch"):
         if weights.device.type != "cpu":
             raise ValueError(f"{name} must be on the CPU, got a tensor on {weights.device}")
-        weights = weights.detach().numpy()
+        weights = weights.detach()
+        if not weights.dtype.is_complex and weights.dtype.is_floating_point and weights.element_size() < 4:
+            weights = weights.double()  # bfloat16 and float8 have no numpy dtype; the conversion is exact
+        weights = weights.numpy()
     arr = np.asarray(weights)
     if arr.dtype not in (np.float32, np.float64):
         if arr.dtype.kind == "f" and arr.dtype.itemsize in (4, 8):  # the other byte order
@@ -236,7 +239,6 @@ def _weighted_sample_cuda(
     """weighted_sample on CUDA device ``dev`` (see its docstring)."""
     import torch
 
-    w = _cuda_weights(weights, dev)
     k = _check_count("k", k, 0)
     _check_method(method)
     seed = _check_seed(seed)
@@ -246,6 +248,7 @@ def _weighted_sample_cuda(
             "on CUDA, weighted_sample runs method='ares' without replacement only, got "
             f"method={method!r}, replace={bool(replace)}; pass device='cpu' for the others"
         )
+    w = _cuda_weights(weights, dev)  # after every check: a refused call uploads nothing
     ids = torch.empty(k, dtype=torch.int64, device=dev)
     keys = torch.empty(k, dtype=torch.float64, device=dev) if return_keys else None
     native = _device.native()
@@ -539,6 +542,17 @@ def soft_cap_sample(
     from . import _device
 
     dev = _device.resolve(device, scores)
+    # the scalars first: a bad one must not cost an upload of the scores
+    total = _check_count("total", total, 0)
+    batch_size = _check_count("batch_size", batch_size, 1)
+    if isinstance(penalty, bool) or not isinstance(penalty, (int, float, np.integer, np.floating)):
+        raise TypeError(f"penalty must be a float, got {type(penalty).__name__}")
+    try:
+        penalty = float(penalty)
+    except OverflowError:
+        raise ValueError(f"penalty must be a finite number > 0, got {penalty!r}") from None
+    if not (penalty > 0 and math.isfinite(penalty)):
+        raise ValueError(f"penalty must be a finite number > 0, got {penalty!r}")
     s: Any  # a numpy array for the CPU, a torch tensor on the device for CUDA
     if dev is None:
         s = _as_weights(_device.to_host(scores), "scores")
@@ -547,12 +561,6 @@ def soft_cap_sample(
 
         s = _soft_cap_cuda.device_scores(scores, dev)
     n = int(s.shape[0])
-    total = _check_count("total", total, 0)
-    batch_size = _check_count("batch_size", batch_size, 1)
-    if isinstance(penalty, bool) or not isinstance(penalty, (int, float, np.floating)):
-        raise TypeError(f"penalty must be a float, got {type(penalty).__name__}")
-    if not (penalty > 0 and math.isfinite(penalty)):
-        raise ValueError(f"penalty must be a finite number > 0, got {penalty!r}")
     if total > 0 and batch_size > n and total > n:
         raise ValueError(
             f"batch_size={batch_size} exceeds the {n} examples: a batch samples without replacement"

@@ -70,10 +70,13 @@ MIXSIEVE_HD inline double dsqrt(double a) {
 #endif
 }
 
-// Natural log of a finite x > 0 (callers never pass anything else), within 2 ulps.
+// Natural log, within 2 ulps for finite x > 0 (what the kernels pass); -inf for 0, NaN for
+// negative numbers and NaN, +inf for +inf.
 // x = 2^k * m with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(s), s = (m-1)/(m+1), |s| < 0.172,
 // summed as the atanh series to s^23 (the next term is below 2^-60 of the result).
 MIXSIEVE_HD inline double pm_log(double x) {
+  if (!(x > 0.0)) return x == 0.0 ? -pm_inf() : f64_from_bits(0x7FF8000000000000ULL);
+  if (x == pm_inf()) return x;
   std::uint64_t u = f64_bits(x);
   int k = 0;
   if ((u >> 52) == 0) {  // subnormal: scale into the normal range first
