@@ -16,7 +16,7 @@ namespace minhash_cuda {
 inline constexpr std::int64_t kMaxDocumentBytes = (std::int64_t{1} << 31) - 1;
 // Most documents and bytes one call takes (the scans count items in int).
 inline constexpr std::int64_t kMaxDocuments = std::int64_t{1} << 30;
-inline constexpr std::int64_t kMaxCallBytes = std::int64_t{1} << 38;
+inline constexpr std::int64_t kMaxCallBytes = std::int64_t{1} << 36;  // segment counts stay below 2^31
 
 // The documents of one call. Document i is data[offsets[i], offsets[i + 1]). The caller
 // checks (on the host) that the offsets do not decrease, lie in [0, data_bytes] and that

@@ -321,6 +321,8 @@ Plan plan_for(i64 n, i64 k, const AresTuning& tune) {
   // one run every `stride` items: runs r * stride + [0, kRun) all lie below n
   const i64 stride = std::max<i64>(2, static_cast<i64>(nd / sampled_want)) * kRun;
   p.runs = n / stride;
+  // the sample's sort counts in int (cub): beyond that many sampled keys, no floor
+  if (p.runs > std::numeric_limits<int>::max() / kRun) return p;
   if (p.runs == 0 && forced && n >= kRun) p.runs = 1;
   if (p.runs == 0 && !forced) return p;
   p.dense = false;

@@ -56,7 +56,7 @@ def resolve(device: Any, *inputs: Any) -> torch.device | None:
         return None
     if kind != "cuda":
         raise ValueError(f"mixsieve runs on 'cpu' or 'cuda', got device {device!r}")
-    _require_cuda()
+    _require_cuda(device)
     import torch
 
     dev = torch.device(device)
@@ -67,12 +67,12 @@ def resolve(device: Any, *inputs: Any) -> torch.device | None:
     return dev
 
 
-def _require_cuda() -> None:
+def _require_cuda(device: Any) -> None:
     from .mixup import _cuda
 
     ok, why = _cuda.available()
     if not ok:
-        raise RuntimeError(f"device='cuda' cannot run here: {why}")
+        raise RuntimeError(f"device={str(device)!r} cannot run here: {why} (device='cpu' runs on the CPU)")
 
 
 def native() -> Any:

@@ -233,6 +233,11 @@ def signatures(
     width = 32 if hasher.dtype == np.uint32 else 64
     k = hasher.num_perm
     unit = _UNITS[hasher.unit]
+    if not hasattr(torch, "uint32"):  # the unsigned tensor types came with torch 2.3
+        raise RuntimeError(
+            f"MinHash signatures on CUDA need torch >= 2.3 (uint32/uint64 tensors), this is torch "
+            f"{torch.__version__}; upgrade torch or pass device='cpu'"
+        )
     tdtype = torch.uint32 if width == 32 else torch.uint64
     with torch.cuda.device(dev), unfilled_allocations():
         parts = sources(texts, dev, threads)
