@@ -440,7 +440,7 @@ void check_samplers(std::mt19937_64& rng) {
     if (!(w[i] > 0.0)) continue;
     const auto id = static_cast<std::int64_t>(i);
     const double key = keys.key(id, w[i]);
-    const WideKey wk = wide_key(std::log(keys.uniform(id)), w[i], id);
+    const WideKey wk = wide_key(pm_log(keys.uniform(id)), w[i], id);
     if (!(wk.frac >= 0.5 && wk.frac < 1.0)) std::abort();
     if (normal_key(key)) {
       const WideKey d = wide_from_double(key, id);
