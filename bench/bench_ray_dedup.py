@@ -39,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 NUM_PERM, NGRAM, THRESHOLD = 128, 5, 0.8
+SCHEME = "affine32"  # datasketch 2 default (uint32 hash values), which MinHash.bulk uses
 
 
 def make_corpus(n: int) -> list[str]:
@@ -89,7 +90,8 @@ def datasketch_pipeline(ds: Any) -> int:
         for text in batch["text"].to_pylist():
             w = text.lower().split()
             shingles.append([" ".join(w[i : i + NGRAM]).encode() for i in range(max(len(w) - NGRAM + 1, 1))])
-        hashes = [m.hashvalues for m in MinHash.bulk(shingles, num_perm=NUM_PERM)]
+        sketches = MinHash.bulk(shingles, num_perm=NUM_PERM)
+        hashes = [m.hashvalues for m in sketches]
         import pyarrow as pa
 
         return pa.table({"pos": batch["pos"], "sig": pa.array([h.tobytes() for h in hashes], pa.binary())})
@@ -109,7 +111,7 @@ def datasketch_pipeline(ds: Any) -> int:
         return x
 
     for i in order.tolist():
-        m = MinHash(num_perm=NUM_PERM, hashvalues=np.frombuffer(sigs[i], dtype=np.uint64))
+        m = MinHash(num_perm=NUM_PERM, hashvalues=np.frombuffer(sigs[i], dtype=np.uint32), scheme=SCHEME)
         for j in lsh.query(m):
             a, b = find(int(pos[i])), find(int(j))
             if a != b:
@@ -121,6 +123,7 @@ def datasketch_pipeline(ds: Any) -> int:
     def keep(batch: Any, removed: Any) -> Any:
         import pyarrow as pa
 
+        removed = ray.get(removed)  # map_batches passes an ObjectRef in fn_kwargs as it is
         return batch.filter(pa.array(~np.isin(batch["pos"].to_numpy(), removed)))
 
     return int(ds.map_batches(keep, batch_format="pyarrow", fn_kwargs={"removed": removed_ref}).count())
