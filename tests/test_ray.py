@@ -23,7 +23,11 @@ pytest.importorskip("ray.data")
 import mixsieve.ray as msr  # noqa: E402
 
 # Ray warns about its own deprecated settings when a DataContext is created
-pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+pytestmark = [
+    pytest.mark.ray,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:Use 'expr' instead of 'fn':UserWarning"),
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -33,6 +37,16 @@ def runtime() -> Iterator[None]:
     ctx.enable_progress_bars = False
     yield
     ray.shutdown()
+
+
+def in_order(ds: Any) -> list[dict[str, Any]]:
+    """The rows of ds in dataset order (Ray Data's default gives them as tasks finish)."""
+    options = ds.context.execution_options
+    before, options.preserve_order = options.preserve_order, True
+    try:
+        return ds.take_all()
+    finally:
+        options.preserve_order = before
 
 
 def planted_corpus(n_base: int = 1500, seed: int = 5) -> list[str]:
@@ -112,6 +126,47 @@ def test_dedup_of_an_empty_dataset_and_of_unique_rows() -> None:
     ds = ray.data.from_items(rows(["one two", "three four"]))
     kept, removed = msr.dedup(ds, ngram=1)
     assert kept.count() == 2 and removed.count() == 0
+    empty = ray.data.from_items(rows(["a b", "c d"])).filter(lambda r: False)
+    kept, removed, result = msr.dedup(empty, ngram=1, return_result=True)
+    assert kept.count() == 0 and removed.count() == 0 and result.keep.size == 0
+    # zero-row blocks among others, and a single reducer
+    mixed = ray.data.from_items(rows(planted_corpus(60)), override_num_blocks=8).filter(
+        lambda r: r["id"] % 7 != 3
+    )
+    texts = [r["text"] for r in in_order(mixed)]
+    _, _, result = msr.dedup(mixed, partitions=1, return_result=True)
+    np.testing.assert_array_equal(result.keep, ms.dedup(texts).keep)
+
+
+def test_dataset_order_is_the_files_order_whatever_finishes_first(tmp_path: Any) -> None:
+    # the first file is much larger (slowest to read): positions must still follow the files
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = planted_corpus(600, seed=3)
+    texts[0] = texts[-1] = texts[-2] = "the same words in the first and the last files " * 3
+    cuts = [0, len(texts) - 30, len(texts) - 20, len(texts) - 10, len(texts)]
+    for f, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
+        pq.write_table(
+            pa.table({"id": list(range(a, b)), "text": texts[a:b]}), tmp_path / f"part-{f}.parquet"
+        )
+    ds = ray.data.read_parquet(str(tmp_path)).map_batches(lambda b: b, batch_format="pyarrow")
+    kept, removed, result = msr.dedup(ds, id_column="id", return_result=True)
+    want = ms.dedup(texts)
+    np.testing.assert_array_equal(result.keep, want.keep)
+    assert 0 in {r["id"] for r in kept.take_all()}
+    w = np.array([len(t) for t in texts], dtype=np.float64)
+    scored = ds.map_batches(
+        lambda b: b.append_column("w", pa.compute.utf8_length(b["text"])), batch_format="pyarrow"
+    )
+    got = msr.weighted_sample(scored, weight_column="w", k=50, seed=5)
+    np.testing.assert_array_equal(got, ms.weighted_sample(w, 50, seed=5))
+
+
+def test_columns_mixsieve_adds_must_not_exist() -> None:
+    ds = ray.data.from_items([{"text": "a b", "exact": 1}])
+    with pytest.raises(ValueError, match="already has a column 'exact'"):
+        msr.dedup(ds)
 
 
 def test_errors_name_what_to_fix() -> None:

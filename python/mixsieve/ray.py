@@ -13,9 +13,10 @@ Examples
 How dedup runs (every step is a Ray task or a Ray Data ``map_batches``; only the last two
 steps' inputs ever reach the driver):
 
-1. **Positions.** Rows are numbered in dataset order (block by block), so that "the lowest
-   position of a cluster is kept" means what it means for :func:`mixsieve.dedup` on the
-   documents concatenated in that order.
+1. **Positions.** Rows are numbered in dataset order (block by block, with Ray Data's
+   ``preserve_order`` set for this one execution: otherwise blocks arrive in the order their
+   tasks finish), so that "the lowest position of a cluster is kept" means what it means for
+   :func:`mixsieve.dedup` on the documents concatenated in that order. ``ds`` is executed once.
 2. **Signatures** in ``map_batches`` over Arrow batches (``batch_format="pyarrow"``): the C++
    MinHash kernel reads the Arrow string array in place (no Python loop per document) and the
    batch's band keys are computed next to it. The result stays in Ray's object store.
@@ -31,13 +32,18 @@ steps' inputs ever reach the driver):
    union-find). A document that shares no bucket is alone in all of its buckets in the
    single-machine run too, so it changes no candidate list and no bucket cap there: running the
    clustering on the others, in position order, gives exactly the single-machine clusters,
-   comparison counts and capped count, whatever the caps did.
+   comparison counts and capped count, whatever the caps did. (One theoretical exception:
+   the single-machine run's table of identical signatures is keyed by a 64-bit hash of the
+   signature, so a document outside the buckets whose signature's hash collides with a
+   member's could change a lookup there; at a 2^-64 chance per pair this does not happen.)
 5. **Filtering** in ``map_batches``: the removed positions (with what each duplicates and the
    estimated Jaccard) are broadcast, and each batch keeps or drops its rows.
 
-Where the limit is: step 4 holds the signatures of the documents that share a bucket with
-another one (``num_perm * 4`` bytes each: 512 bytes at 128 permutations, so about 2 billion
-such documents per TB of driver memory) and the clustering's tables for them. Everything else
+Where the limit is: step 4 holds, for each document that shares a bucket with another one, its
+signature (``num_perm * 4`` bytes: 512 at 128 permutations), its digest and position, a copy
+made while sorting, and the clustering's tables (about 28 bytes per band): some 1.5 KB per
+such document at 128 permutations, so roughly 600 million of them per TB of driver memory
+(and at most 2^32 - 2, the clustering's row limit). Everything else
 is spread over the cluster. Beyond that size the clustering would need a distributed
 connected-components step over the verified edges, which this module does not have.
 """
@@ -67,11 +73,13 @@ def _ray() -> Any:
     except ImportError as e:
         raise ImportError(f"{_INSTALL} ({e})") from e
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init()  # what Ray Data would start on its own: the local machine, or RAY_ADDRESS
     return ray
 
 
-def _check_dataset(ds: Any, columns: dict[str, tuple[str | None, str]]) -> None:
+def _check_dataset(
+    ds: Any, columns: dict[str, tuple[str | None, str]], extra_columns: tuple[str, ...] = ()
+) -> None:
     """ds is a Ray Dataset holding each named column with the kind of values it must have
     ("string" or "number"), checked on the schema before any work starts."""
     ray = _ray()
@@ -98,8 +106,11 @@ def _check_dataset(ds: Any, columns: dict[str, tuple[str | None, str]]) -> None:
             )
             if kind != "any" and not ok:
                 raise TypeError(f"{arg}={col!r} must hold {kind}s, got Arrow type {t}")
-    if _POS in names:
-        raise ValueError(f"the dataset already has a column {_POS!r}, which mixsieve.ray uses internally")
+    for reserved in (_POS, *extra_columns):
+        if reserved in names:
+            raise ValueError(
+                f"the dataset already has a column {reserved!r}, which mixsieve.ray adds; rename it"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,7 +131,15 @@ def _positioned(ds: Any) -> tuple[Any, int]:
     """The dataset with an int64 column of row positions (dataset order) and the row count.
     Executes the dataset once; its blocks stay in the object store."""
     ray = _ray()
-    refs = ds.to_arrow_refs()
+    # "Dataset order" must be the order of the dataset, not the order in which Ray's read tasks
+    # happen to finish (Ray Data's default): preserve it for this one execution.
+    options = ds.context.execution_options  # each dataset keeps its own copy of the context
+    before = options.preserve_order
+    options.preserve_order = True
+    try:
+        refs = ds.to_arrow_refs()
+    finally:
+        options.preserve_order = before
     counts = ray.get([ray.remote(_rows).remote(r) for r in refs])
     starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
     numbered = [ray.remote(_number).remote(r, int(s)) for r, s in zip(refs, starts[:-1])]
@@ -173,6 +192,9 @@ def _fixed(col: Any, dtype: Any, width: int) -> np.ndarray:
 
 def _split(block: Any, bands: int, partitions: int) -> Any:
     """A block's (band key, position) pairs, cut into one part per reducer by key."""
+    if block.num_rows == 0 or "keys" not in block.column_names:  # Ray skips the map on empty blocks
+        empty = (np.empty(0, np.uint64), np.empty(0, np.int64))
+        return empty if partitions == 1 else tuple(empty for _ in range(partitions))
     keys = _fixed(block.column("keys"), np.uint64, bands)
     pos = block.column(_POS).to_numpy()
     # one 64-bit value per (band, key): a collision between bands only adds a document to the
@@ -219,10 +241,22 @@ def _bucket_members(sig_refs: list[Any], bands: int, partitions: int) -> np.ndar
 # Step 4: fetch the members' signatures
 
 
+def _in_sorted(pos: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
+    """Which of pos are in sorted_values (sorted, unique): a binary search per row, not a sort
+    of sorted_values per batch as np.isin would do."""
+    at = np.searchsorted(sorted_values, pos)
+    hit = at < sorted_values.size
+    hit[hit] = sorted_values[at[hit]] == pos[hit]
+    return hit
+
+
 def _take(block: Any, wanted: np.ndarray) -> Any:
     import pyarrow as pa
 
-    return block.filter(pa.array(np.isin(block.column(_POS).to_numpy(), wanted, assume_unique=True)))
+    if block.num_rows == 0 or "sig" not in block.column_names:
+        return None
+    keep = [c for c in (_POS, "sig", "digest", "id") if c in block.column_names]
+    return block.select(keep).filter(pa.array(_in_sorted(block.column(_POS).to_numpy(), wanted)))
 
 
 def _fetch(sig_refs: list[Any], members: np.ndarray, num_perm: int, dtype: Any) -> dict[str, Any]:
@@ -230,7 +264,9 @@ def _fetch(sig_refs: list[Any], members: np.ndarray, num_perm: int, dtype: Any) 
     import pyarrow as pa
 
     members_ref = ray.put(members)
-    parts = ray.get([ray.remote(_take).remote(r, members_ref) for r in sig_refs])
+    parts = [
+        t for t in ray.get([ray.remote(_take).remote(r, members_ref) for r in sig_refs]) if t is not None
+    ]
 
     table = pa.concat_tables(parts) if parts else None
     if table is None or table.num_rows == 0:
@@ -264,8 +300,7 @@ def _keep_batch(batch: Any, *, removed: Any) -> Any:
 
     removed = _removed_table(removed)
 
-    pos = batch.column(_POS).to_numpy()
-    drop = np.isin(pos, removed["pos"], assume_unique=True)
+    drop = _in_sorted(batch.column(_POS).to_numpy(), removed["pos"])
     return batch.filter(pa.array(~drop)).drop_columns([_POS])
 
 
@@ -352,7 +387,6 @@ def dedup(
     >>> [r["id"] for r in kept.take_all()], removed.take_all()[0]["duplicate_of"]  # doctest: +SKIP
     ([0, 2], 0)
     """
-    ray = _ray()
     hasher = MinHasher(num_perm, ngram, unit, seed, dtype=dtype)  # validates the parameters
     threshold = _check_threshold(threshold)
     if (bands is None) != (rows is None):
@@ -360,15 +394,26 @@ def dedup(
             f"bands and rows go together: give both or neither (got bands={bands!r}, rows={rows!r})"
         )
     b, r = resolve_bands(threshold, num_perm, bands, rows)
-    _check_dataset(ds, {"text_column": (text_column, "string"), "id_column": (id_column, "any")})
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if partitions is None:
-        partitions = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+    if partitions is not None and (
+        isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1
+    ):
         raise ValueError(f"partitions must be an int >= 1, got {partitions!r}")
+    ray = _ray()
+    _check_dataset(ds, {"text_column": (text_column, "string"), "id_column": (id_column, "any")},
+                   ("duplicate_of", "similarity", "exact"))  # fmt: skip
 
     numbered, n = _positioned(ds)
+    if partitions is None:
+        # one reducer per CPU, but no more than one per ~256 MB of (key, position) pairs, so that
+        # a small dataset on a large cluster is not cut into blocks x CPUs tiny objects
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        partitions = max(1, min(cpus, -(-n * b * 16 // (1 << 28))))
+    if n == 0:
+        return (ds, ds, DedupResult(keep=np.zeros(0, bool), cluster=np.zeros(0, np.int64),
+                duplicate_of=np.zeros(0, np.int64), similarity=np.zeros(0, np.float32), bands=b, rows=r)) \
+            if return_result else (ds, ds)  # fmt: skip
     params = {"num_perm": hasher.num_perm, "ngram": hasher.ngram, "unit": hasher.unit, "seed": hasher.seed,
               "dtype": hasher.dtype}  # fmt: skip
     sig_ds = numbered.map_batches(
@@ -443,12 +488,12 @@ def _reservoir_batch(batch: Any, *, weight_column: str, k: int, seed: int) -> An
     if w.null_count:
         raise ValueError(f"weight_column={weight_column!r} has {w.null_count} null weights in a batch")
     res = WeightedReservoir(k, seed=seed)
-    res.add(w.to_numpy(), ids=batch.column(_POS).to_numpy())
+    res.add(w.to_numpy(), ids=batch.column(_POS).to_numpy(), threads=1)  # one task per CPU
     return pa.table({"state": [json.dumps(res.state_dict())]})
 
 
 def weighted_sample(ds: ray.data.Dataset, *, weight_column: str, k: int, seed: int,
-                    batch_size: int = 65536) -> np.ndarray:  # fmt: skip
+                    batch_size: int | None = None) -> np.ndarray:  # fmt: skip
     """An exact A-Res weighted sample of ``k`` rows, without replacement: the positions (in
     dataset order) that :func:`mixsieve.weighted_sample` returns for the concatenated weights.
 
@@ -464,13 +509,15 @@ def weighted_sample(ds: ray.data.Dataset, *, weight_column: str, k: int, seed: i
         Non-negative finite numbers (ints or floats); rows of weight 0 are never chosen.
     k, seed
         As for :func:`mixsieve.weighted_sample`.
-    batch_size : int
-        Rows per ``map_batches`` call (each returns a reservoir of at most k items).
+    batch_size : int or None
+        Rows per ``map_batches`` call (None: a whole block). Each call returns a reservoir of
+        at most k items, so batches much larger than k keep what reaches the driver small.
 
     Returns
     -------
-    np.ndarray of int64: positions in draw order (largest key first). Select the rows with
-    e.g. ``ds.filter(expr=...)`` on a position column, or keep ``ds`` materialised.
+    np.ndarray of int64: positions in draw order (largest key first). A position counts rows in
+    dataset order (the order of ``ds.iter_rows()`` with Ray Data's ``preserve_order`` set),
+    whatever order Ray's tasks finish in.
 
     Examples
     --------
@@ -481,13 +528,16 @@ def weighted_sample(ds: ray.data.Dataset, *, weight_column: str, k: int, seed: i
     ...  == ms.weighted_sample(w, 5, seed=0)).all()                      # doctest: +SKIP
     True
     """
+    _ray()
     _check_dataset(ds, {"weight_column": (weight_column, "number")})
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"k must be an int >= 0, got {k!r}")
     WeightedReservoir(int(k), seed=seed)  # validates seed
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    numbered, _ = _positioned(ds)
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
+    numbered, _ = _positioned(ds.select_columns([weight_column]))  # only the weights travel
     states = numbered.map_batches(
         _reservoir_batch, batch_format="pyarrow", batch_size=batch_size,
         fn_kwargs={"weight_column": weight_column, "k": int(k), "seed": int(seed)},
