@@ -20,5 +20,6 @@ inline unsigned thread_count(int threads) {
 void bind_sampling(py::module_& m);
 void bind_mixture(py::module_& m);
 void bind_mixup(py::module_& m);
+void bind_lsh_parts(py::module_& m);
 
 }  // namespace mixsieve_bind

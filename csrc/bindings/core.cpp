@@ -371,6 +371,7 @@ PYBIND11_MODULE(_core, m) {
   mixsieve_bind::bind_sampling(m);
   mixsieve_bind::bind_mixture(m);
   mixsieve_bind::bind_mixup(m);
+  mixsieve_bind::bind_lsh_parts(m);
   bind_width<std::uint32_t>(m, "MinHasher32", "LSHIndex32");
   bind_width<std::uint64_t>(m, "MinHasher64", "LSHIndex64");
 

@@ -139,6 +139,17 @@ struct LSHParams {
   bool match_empty = false;  // documents without shingles match each other only if asked
 };
 
+// The band keys of one signature: band b (rows b*r .. b*r + r - 1) hashed with xxh64 seeded by b.
+// Documents share a bucket when they have the same key in the same band. mixsieve.ray groups
+// these keys across a cluster, so they are part of the clustering's definition.
+template <class T>
+inline void lsh_band_keys(const T* sig, int bands, int rows, std::uint64_t* out) {
+  const std::size_t r = static_cast<std::size_t>(rows);
+  for (int b = 0; b < bands; ++b) {
+    out[b] = xxh64(sig + static_cast<std::size_t>(b) * r, r * sizeof(T), static_cast<std::uint64_t>(b));
+  }
+}
+
 template <class T>
 class LSHIndex {
   static_assert(std::is_same_v<T, std::uint32_t> || std::is_same_v<T, std::uint64_t>);
@@ -600,12 +611,7 @@ class LSHIndex {
 
   std::size_t k() const { return static_cast<std::size_t>(p_.num_perm); }
 
-  void band_keys(const T* sig, std::uint64_t* out) const {
-    const std::size_t r = static_cast<std::size_t>(p_.rows);
-    for (int b = 0; b < p_.bands; ++b) {
-      out[b] = xxh64(sig + static_cast<std::size_t>(b) * r, r * sizeof(T), static_cast<std::uint64_t>(b));
-    }
-  }
+  void band_keys(const T* sig, std::uint64_t* out) const { lsh_band_keys(sig, p_.bands, p_.rows, out); }
 
   // Sorted, distinct positions sharing at least one band key; at most `limit` (the most
   // recently stored) from each bucket.

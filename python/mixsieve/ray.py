@@ -1,0 +1,555 @@
+"""mixsieve on Ray Data: near-duplicate removal and exact weighted samples of datasets that
+outgrow one machine, with the same kernels and the same answers as on one machine.
+
+``pip install "mixsieve[ray]"``; ``ray`` is imported when a function here is first called.
+
+Examples
+--------
+>>> import ray, mixsieve.ray as msr                                        # doctest: +SKIP
+>>> ds = ray.data.read_json(paths)                                        # doctest: +SKIP
+>>> kept, removed = msr.dedup(ds, text_column="text", id_column="id", threshold=0.8)  # doctest: +SKIP
+>>> sample = msr.weighted_sample(ds, weight_column="score", k=100_000, seed=0)  # doctest: +SKIP
+
+How dedup runs (every step is a Ray task or a Ray Data ``map_batches``; only the last two
+steps' inputs ever reach the driver):
+
+1. **Positions.** Rows are numbered in dataset order (block by block, with Ray Data's
+   ``preserve_order`` set for this one execution: otherwise blocks arrive in the order their
+   tasks finish), so that "the lowest position of a cluster is kept" means what it means for
+   :func:`mixsieve.dedup` on the documents concatenated in that order. ``ds`` is executed once.
+2. **Signatures** in ``map_batches`` over Arrow batches (``batch_format="pyarrow"``): the C++
+   MinHash kernel reads the Arrow string array in place (no Python loop per document) and the
+   batch's band keys are computed next to it. The result stays in Ray's object store.
+3. **Grouping by band key**: a map-reduce shuffle written with Ray tasks. Each block sends
+   (band key, position) pairs, 16 bytes per band per document, to one of ``partitions``
+   reducers chosen by key; each reducer sorts its keys and returns the positions that share a
+   bucket with another document. Ray Data's own ``groupby`` would do the same, but it shuffles
+   every row into hundreds of partitions and took tens of seconds for a thousand rows on two
+   cores; a fixed, small number of reducers keeps the overhead per call at a few tasks.
+4. **Clustering** on the driver: the signatures (``num_perm * 4`` bytes each) of the documents
+   that share a bucket with another document, and only those, are fetched and clustered by the
+   C++ LSH clustering that :func:`mixsieve.dedup` runs (verification against ``threshold``,
+   union-find). A document that shares no bucket is alone in all of its buckets in the
+   single-machine run too, so it changes no candidate list and no bucket cap there: running the
+   clustering on the others, in position order, gives exactly the single-machine clusters,
+   comparison counts and capped count, whatever the caps did. (One theoretical exception:
+   the single-machine run's table of identical signatures is keyed by a 64-bit hash of the
+   signature, so a document outside the buckets whose signature's hash collides with a
+   member's could change a lookup there; at a 2^-64 chance per pair this does not happen.)
+5. **Filtering** in ``map_batches``: the removed positions (with what each duplicates and the
+   estimated Jaccard) are broadcast, and each batch keeps or drops its rows.
+
+Where the limit is: step 4 holds, for each document that shares a bucket with another one, its
+signature (``num_perm * 4`` bytes: 512 at 128 permutations), its digest and position, a copy
+made while sorting, and the clustering's tables (about 28 bytes per band): some 1.5 KB per
+such document at 128 permutations, so roughly 600 million of them per TB of driver memory
+(and at most 2^32 - 2, the clustering's row limit). Everything else
+is spread over the cluster. Beyond that size the clustering would need a distributed
+connected-components step over the verified edges, which this module does not have.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import _core
+from .dedup import DedupResult, MinHasher, _check_threshold, _exact_duplicates, resolve_bands
+from .sampling import WeightedReservoir
+
+if TYPE_CHECKING:
+    import ray.data
+
+_POS = "__mixsieve_pos"
+_INSTALL = 'mixsieve.ray needs Ray Data: pip install "mixsieve[ray]" (or pip install "ray[data]")'
+
+
+def _ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"{_INSTALL} ({e})") from e
+    if not ray.is_initialized():
+        ray.init()  # what Ray Data would start on its own: the local machine, or RAY_ADDRESS
+    return ray
+
+
+def _check_dataset(
+    ds: Any, columns: dict[str, tuple[str | None, str]], extra_columns: tuple[str, ...] = ()
+) -> None:
+    """ds is a Ray Dataset holding each named column with the kind of values it must have
+    ("string" or "number"), checked on the schema before any work starts."""
+    ray = _ray()
+    import pyarrow as pa
+
+    if not isinstance(ds, ray.data.Dataset):
+        raise TypeError(f"ds must be a ray.data.Dataset, got {type(ds).__name__}")
+    schema = ds.schema()
+    names = list(schema.names) if schema is not None else []
+    base = getattr(schema, "base_schema", None)
+    for arg, (col, kind) in columns.items():
+        if col is None:
+            continue
+        if not isinstance(col, str):
+            raise TypeError(f"{arg} must be a column name (str), got {type(col).__name__}")
+        if col not in names:
+            raise ValueError(f"{arg}={col!r} is not a column of the dataset; its columns are {names}")
+        if isinstance(base, pa.Schema):  # Arrow-backed blocks: check the type now
+            t = base.field(col).type
+            ok = (
+                (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t))
+                if kind == "string"
+                else (pa.types.is_floating(t) or pa.types.is_integer(t))
+            )
+            if kind != "any" and not ok:
+                raise TypeError(f"{arg}={col!r} must hold {kind}s, got Arrow type {t}")
+    for reserved in (_POS, *extra_columns):
+        if reserved in names:
+            raise ValueError(
+                f"the dataset already has a column {reserved!r}, which mixsieve.ray adds; rename it"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 1: positions in dataset order
+
+
+def _rows(block: Any) -> int:
+    return int(block.num_rows)
+
+
+def _number(block: Any, start: int) -> Any:
+    import pyarrow as pa
+
+    return block.append_column(_POS, pa.array(np.arange(start, start + block.num_rows, dtype=np.int64)))
+
+
+def _positioned(ds: Any) -> tuple[Any, int]:
+    """The dataset with an int64 column of row positions (dataset order) and the row count.
+    Executes the dataset once; its blocks stay in the object store."""
+    ray = _ray()
+    # "Dataset order" must be the order of the dataset, not the order in which Ray's read tasks
+    # happen to finish (Ray Data's default): preserve it for this one execution.
+    options = ds.context.execution_options  # each dataset keeps its own copy of the context
+    before = options.preserve_order
+    options.preserve_order = True
+    try:
+        refs = ds.to_arrow_refs()
+    finally:
+        options.preserve_order = before
+    counts = ray.get([ray.remote(_rows).remote(r) for r in refs])
+    starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+    numbered = [ray.remote(_number).remote(r, int(s)) for r, s in zip(refs, starts[:-1])]
+    return (ray.data.from_arrow_refs(numbered) if numbered else ds), int(starts[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 2: signatures and band keys
+
+
+def _signature_batch(batch: Any, *, text_column: str, id_column: str | None, hasher: dict[str, Any],
+                     bands: int, rows: int) -> Any:  # fmt: skip
+    import pyarrow as pa
+
+    h = MinHasher(hasher["num_perm"], hasher["ngram"], hasher["unit"], hasher["seed"], dtype=hasher["dtype"])
+    texts = batch.column(text_column)
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        raise TypeError(f"text_column={text_column!r} must hold strings, got Arrow type {texts.type}")
+    sigs, digests = h._signatures_digests(texts, 1)  # one thread: Ray runs one task per CPU
+    keys = _core.band_keys(sigs, bands, rows)
+    width = sigs.shape[1] * sigs.itemsize
+    out = {
+        _POS: batch.column(_POS),
+        "sig": pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(sigs), [None, pa.py_buffer(sigs)]),
+        "digest": pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(16), len(sigs), [None, pa.py_buffer(digests)]
+        ),
+        "keys": pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(8 * bands), len(sigs), [None, pa.py_buffer(keys)]
+        ),
+    }
+    if id_column is not None:
+        out["id"] = batch.column(id_column)
+    return pa.table(out)
+
+
+def _fixed(col: Any, dtype: Any, width: int) -> np.ndarray:
+    """A FixedSizeBinary Arrow column as a [rows, width] numpy array of dtype (a copy)."""
+    col = col.combine_chunks() if hasattr(col, "combine_chunks") else col
+    raw = np.frombuffer(col.buffers()[1], dtype=np.uint8)
+    size = col.type.byte_width
+    raw = raw[col.offset * size : (col.offset + len(col)) * size]
+    out: np.ndarray = raw.view(dtype).reshape(len(col), width).copy()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 3: the shuffle of band keys
+
+
+def _split(block: Any, bands: int, partitions: int) -> Any:
+    """A block's (band key, position) pairs, cut into one part per reducer by key."""
+    if block.num_rows == 0 or "keys" not in block.column_names:  # Ray skips the map on empty blocks
+        empty = (np.empty(0, np.uint64), np.empty(0, np.int64))
+        return empty if partitions == 1 else tuple(empty for _ in range(partitions))
+    keys = _fixed(block.column("keys"), np.uint64, bands)
+    pos = block.column(_POS).to_numpy()
+    # one 64-bit value per (band, key): a collision between bands only adds a document to the
+    # candidates, which the clustering then treats exactly as the single-machine run does
+    band = np.arange(bands, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    flat = (keys ^ band).ravel()
+    owner = np.repeat(pos, bands)
+    part = (flat % np.uint64(partitions)).astype(np.int64)
+    order = np.argsort(part, kind="stable")
+    bounds = np.searchsorted(part[order], np.arange(partitions + 1))
+    parts = [(flat[order[a:b]], owner[order[a:b]]) for a, b in zip(bounds[:-1], bounds[1:])]
+    return parts[0] if partitions == 1 else tuple(parts)
+
+
+def _shared(*parts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The positions, among one reducer's pairs, whose key another position has too."""
+    keys = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.uint64)
+    pos = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.int64)
+    order = np.argsort(keys, kind="stable")
+    keys, pos = keys[order], pos[order]
+    same = keys[1:] == keys[:-1]
+    member = np.zeros(keys.size, dtype=bool)
+    member[1:] |= same
+    member[:-1] |= same
+    out: np.ndarray = np.unique(pos[member])
+    return out
+
+
+def _bucket_members(sig_refs: list[Any], bands: int, partitions: int) -> np.ndarray:
+    """Sorted positions of the documents that share a band bucket with another document."""
+    ray = _ray()
+    split = ray.remote(_split).options(num_returns=partitions)
+    # one object per (block, reducer): each reducer reads only its share of every block
+    split_refs = [split.remote(r, bands, partitions) for r in sig_refs]
+    if partitions == 1:
+        split_refs = [[s] for s in split_refs]
+    shared = ray.remote(_shared)
+    found = ray.get([shared.remote(*[s[p] for s in split_refs]) for p in range(partitions)])
+    out: np.ndarray = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 4: fetch the members' signatures
+
+
+def _in_sorted(pos: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
+    """Which of pos are in sorted_values (sorted, unique): a binary search per row, not a sort
+    of sorted_values per batch as np.isin would do."""
+    at = np.searchsorted(sorted_values, pos)
+    hit = at < sorted_values.size
+    hit[hit] = sorted_values[at[hit]] == pos[hit]
+    return hit
+
+
+def _take(block: Any, wanted: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    if block.num_rows == 0 or "sig" not in block.column_names:
+        return None
+    keep = [c for c in (_POS, "sig", "digest", "id") if c in block.column_names]
+    return block.select(keep).filter(pa.array(_in_sorted(block.column(_POS).to_numpy(), wanted)))
+
+
+def _fetch(sig_refs: list[Any], members: np.ndarray, num_perm: int, dtype: Any) -> dict[str, Any]:
+    ray = _ray()
+    import pyarrow as pa
+
+    members_ref = ray.put(members)
+    parts = [
+        t for t in ray.get([ray.remote(_take).remote(r, members_ref) for r in sig_refs]) if t is not None
+    ]
+
+    table = pa.concat_tables(parts) if parts else None
+    if table is None or table.num_rows == 0:
+        return {"pos": np.empty(0, np.int64), "sigs": np.empty((0, num_perm), dtype),
+                "digests": np.empty((0, 2), np.uint64), "ids": None}  # fmt: skip
+    order = np.argsort(table.column(_POS).to_numpy(), kind="stable")
+    table = table.take(pa.array(order))
+    return {
+        "pos": table.column(_POS).to_numpy(),
+        "sigs": _fixed(table.column("sig"), dtype, num_perm),
+        "digests": _fixed(table.column("digest"), np.uint64, 2),
+        "ids": table.column("id") if "id" in table.column_names else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 5: the filters
+
+
+def _removed_table(removed: Any) -> dict[str, Any]:
+    """The broadcast table of removed rows (an ObjectRef: read from the local object store,
+    numpy arrays without a copy)."""
+    import ray
+
+    out: dict[str, Any] = ray.get(removed) if isinstance(removed, ray.ObjectRef) else removed
+    return out
+
+
+def _keep_batch(batch: Any, *, removed: Any) -> Any:
+    import pyarrow as pa
+
+    removed = _removed_table(removed)
+
+    drop = _in_sorted(batch.column(_POS).to_numpy(), removed["pos"])
+    return batch.filter(pa.array(~drop)).drop_columns([_POS])
+
+
+def _removed_batch(batch: Any, *, removed: Any) -> Any:
+    import pyarrow as pa
+
+    removed = _removed_table(removed)
+
+    pos = batch.column(_POS).to_numpy()
+    removed_pos = removed["pos"]
+    at = np.searchsorted(removed_pos, pos)
+    mask = at < removed_pos.size
+    mask[mask] = removed_pos[at[mask]] == pos[mask]
+    rows = at[mask]
+    out = batch.filter(pa.array(mask)).drop_columns([_POS])
+    dup_of = removed["duplicate_of"]
+    dup_of = dup_of.take(pa.array(rows)) if isinstance(dup_of, pa.Array) else pa.array(dup_of[rows])
+    out = out.append_column("duplicate_of", dup_of.cast(removed["duplicate_of_type"]))
+    out = out.append_column("similarity", pa.array(removed["similarity"][rows], type=pa.float32()))
+    return out.append_column("exact", pa.array(removed["exact"][rows], type=pa.bool_()))
+
+
+def dedup(
+    ds: ray.data.Dataset,
+    *,
+    text_column: str = "text",
+    id_column: str | None = None,
+    threshold: float = 0.8,
+    num_perm: int = 128,
+    ngram: int = 5,
+    seed: int = 1,
+    unit: str = "word",
+    bands: int | None = None,
+    rows: int | None = None,
+    verify: bool = True,
+    match_empty: bool = False,
+    dtype: Any = np.uint32,
+    partitions: int | None = None,
+    batch_size: int = 4096,
+    return_result: bool = False,
+) -> tuple[ray.data.Dataset, ray.data.Dataset] | tuple[ray.data.Dataset, ray.data.Dataset, DedupResult]:
+    """Remove near-duplicate rows of a Ray Dataset: the rows :func:`mixsieve.dedup` keeps.
+
+    The kept rows are exactly those :func:`mixsieve.dedup` keeps on the texts of ``ds``
+    concatenated in dataset order (the lowest position of each cluster), with the same
+    normalisation, shingles, signatures, band keys, verification and bucket caps, whatever the
+    number of blocks or workers. See the module docstring for the steps and what is shuffled.
+
+    Parameters
+    ----------
+    ds : ray.data.Dataset
+        Any dataset with a string column ``text_column``.
+    text_column : str
+        The documents (Arrow ``string`` or ``large_string``; nulls are empty documents).
+    id_column : str or None
+        A column naming each row; ``removed``'s ``duplicate_of`` then holds the id of the row
+        each removed row duplicates, otherwise its position in dataset order.
+    threshold, num_perm, ngram, seed, unit, bands, rows, verify, match_empty, dtype
+        As for :func:`mixsieve.dedup`.
+    partitions : int or None
+        Reducers of the band-key shuffle (None: the cluster's CPU count, at least 1).
+    batch_size : int
+        Rows per ``map_batches`` call.
+    return_result : bool
+        Also return the :class:`mixsieve.DedupResult` over positions (what
+        ``mixsieve.dedup`` returns for the concatenated texts; ``seconds`` is empty).
+
+    Returns
+    -------
+    (kept, removed) : two Ray Datasets
+        ``kept``: the rows kept, with ``ds``'s columns. ``removed``: the rows removed, with
+        ``ds``'s columns plus ``duplicate_of`` (id or position of an earlier row it was
+        verified to duplicate; null, or -1 without ``id_column``, for a row that joined its
+        cluster only through later rows, whose ``duplicate_of`` is -1 in
+        :func:`mixsieve.dedup` too), ``similarity`` (the estimated Jaccard of that pair, float32) and
+        ``exact`` (the normalised texts are equal). Both are lazy: they run when consumed.
+
+    Examples
+    --------
+    >>> import ray, mixsieve.ray as msr                                   # doctest: +SKIP
+    >>> ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(
+    ...     ["one two three four five six", "One two three four five six!", "else"])])  # doctest: +SKIP
+    >>> kept, removed = msr.dedup(ds, id_column="id", ngram=2)           # doctest: +SKIP
+    >>> [r["id"] for r in kept.take_all()], removed.take_all()[0]["duplicate_of"]  # doctest: +SKIP
+    ([0, 2], 0)
+    """
+    hasher = MinHasher(num_perm, ngram, unit, seed, dtype=dtype)  # validates the parameters
+    threshold = _check_threshold(threshold)
+    if (bands is None) != (rows is None):
+        raise ValueError(
+            f"bands and rows go together: give both or neither (got bands={bands!r}, rows={rows!r})"
+        )
+    b, r = resolve_bands(threshold, num_perm, bands, rows)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if partitions is not None and (
+        isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1
+    ):
+        raise ValueError(f"partitions must be an int >= 1, got {partitions!r}")
+    ray = _ray()
+    _check_dataset(ds, {"text_column": (text_column, "string"), "id_column": (id_column, "any")},
+                   ("duplicate_of", "similarity", "exact"))  # fmt: skip
+
+    numbered, n = _positioned(ds)
+    if partitions is None:
+        # one reducer per CPU, but no more than one per ~256 MB of (key, position) pairs, so that
+        # a small dataset on a large cluster is not cut into blocks x CPUs tiny objects
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        partitions = max(1, min(cpus, -(-n * b * 16 // (1 << 28))))
+    if n == 0:
+        return (ds, ds, DedupResult(keep=np.zeros(0, bool), cluster=np.zeros(0, np.int64),
+                duplicate_of=np.zeros(0, np.int64), similarity=np.zeros(0, np.float32), bands=b, rows=r)) \
+            if return_result else (ds, ds)  # fmt: skip
+    params = {"num_perm": hasher.num_perm, "ngram": hasher.ngram, "unit": hasher.unit, "seed": hasher.seed,
+              "dtype": hasher.dtype}  # fmt: skip
+    sig_ds = numbered.map_batches(
+        _signature_batch, batch_format="pyarrow", batch_size=batch_size, zero_copy_batch=True,
+        fn_kwargs={"text_column": text_column, "id_column": id_column, "hasher": params, "bands": b,
+                   "rows": r},
+    ).materialize()  # fmt: skip
+    sig_refs = sig_ds.to_arrow_refs()
+    members = _bucket_members(sig_refs, b, partitions)
+    got = _fetch(sig_refs, members, hasher.num_perm, hasher.dtype)
+
+    # The single-machine clustering on the members, in position order (module docstring, step 4).
+    cluster, dup, sim, comparisons, capped = _core.cluster_signatures(
+        got["sigs"], b, r, threshold, bool(verify), bool(match_empty)
+    )
+    pos = got["pos"]
+    exact_sub = _exact_duplicates(got["digests"], got["sigs"], bool(match_empty))
+    removed_at = np.flatnonzero(cluster != np.arange(pos.size))
+    dup_at = dup[removed_at]
+    has_dup = dup_at >= 0  # -1: joined its cluster only through later rows (as in mixsieve.dedup)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if id_column is not None and got["ids"] is not None:
+        ids = got["ids"]
+        taken = ids.take(pa.array(np.where(has_dup, dup_at, 0)))
+        dup_of = pc.if_else(pa.array(has_dup), taken, pa.nulls(len(taken), ids.type))
+        dup_of = dup_of.combine_chunks() if hasattr(dup_of, "combine_chunks") else dup_of
+        dup_type = ids.type
+    else:
+        dup_of = np.where(has_dup, pos[np.maximum(dup_at, 0)], -1)
+        dup_type = pa.int64()
+    removed = {
+        "pos": pos[removed_at],
+        "duplicate_of": dup_of,
+        "duplicate_of_type": dup_type,
+        "similarity": sim[removed_at],
+        "exact": exact_sub[removed_at],
+    }
+    removed_ref = ray.put(removed)
+    kept_ds = numbered.map_batches(_keep_batch, batch_format="pyarrow", batch_size=batch_size,
+                                   fn_kwargs={"removed": removed_ref})  # fmt: skip
+    removed_ds = numbered.map_batches(_removed_batch, batch_format="pyarrow", batch_size=batch_size,
+                                      fn_kwargs={"removed": removed_ref})  # fmt: skip
+    if not return_result:
+        return kept_ds, removed_ds
+    full_cluster = np.arange(n, dtype=np.int64)
+    full_cluster[pos] = pos[cluster]
+    full_dup = np.full(n, -1, dtype=np.int64)
+    full_dup[pos] = np.where(dup >= 0, pos[np.maximum(dup, 0)], -1)
+    full_sim = np.zeros(n, dtype=np.float32)
+    full_sim[pos] = sim
+    full_exact = np.zeros(n, dtype=bool)
+    full_exact[pos] = exact_sub
+    result = DedupResult(
+        keep=full_cluster == np.arange(n), cluster=full_cluster, duplicate_of=full_dup, similarity=full_sim,
+        bands=b, rows=r, comparisons=int(comparisons), capped=int(capped), exact=full_exact,
+    )  # fmt: skip
+    return kept_ds, removed_ds, result
+
+
+# ---------------------------------------------------------------------------------------------
+# weighted_sample
+
+
+def _reservoir_batch(batch: Any, *, weight_column: str, k: int, seed: int) -> Any:
+    import pyarrow as pa
+
+    w = batch.column(weight_column)
+    if not (pa.types.is_floating(w.type) or pa.types.is_integer(w.type)):
+        raise TypeError(f"weight_column={weight_column!r} must hold numbers, got Arrow type {w.type}")
+    if w.null_count:
+        raise ValueError(f"weight_column={weight_column!r} has {w.null_count} null weights in a batch")
+    res = WeightedReservoir(k, seed=seed)
+    res.add(w.to_numpy(), ids=batch.column(_POS).to_numpy(), threads=1)  # one task per CPU
+    return pa.table({"state": [json.dumps(res.state_dict())]})
+
+
+def weighted_sample(ds: ray.data.Dataset, *, weight_column: str, k: int, seed: int,
+                    batch_size: int | None = None) -> np.ndarray:  # fmt: skip
+    """An exact A-Res weighted sample of ``k`` rows, without replacement: the positions (in
+    dataset order) that :func:`mixsieve.weighted_sample` returns for the concatenated weights.
+
+    Each ``map_batches`` call keeps the ``k`` best keys of its rows in a
+    :class:`mixsieve.WeightedReservoir` keyed by row position (a key is a function of
+    ``(seed, position)`` alone); the driver merges the reservoirs, which is exact. What reaches
+    the driver is O(k) per batch.
+
+    Parameters
+    ----------
+    ds : ray.data.Dataset
+    weight_column : str
+        Non-negative finite numbers (ints or floats); rows of weight 0 are never chosen.
+    k, seed
+        As for :func:`mixsieve.weighted_sample`.
+    batch_size : int or None
+        Rows per ``map_batches`` call (None: a whole block). Each call returns a reservoir of
+        at most k items, so batches much larger than k keep what reaches the driver small.
+
+    Returns
+    -------
+    np.ndarray of int64: positions in draw order (largest key first). A position counts rows in
+    dataset order (the order of ``ds.iter_rows()`` with Ray Data's ``preserve_order`` set),
+    whatever order Ray's tasks finish in.
+
+    Examples
+    --------
+    >>> import ray, numpy as np, mixsieve as ms, mixsieve.ray as msr     # doctest: +SKIP
+    >>> w = np.arange(1.0, 101.0)
+    >>> ds = ray.data.from_items([{"score": x} for x in w])               # doctest: +SKIP
+    >>> (msr.weighted_sample(ds, weight_column="score", k=5, seed=0)
+    ...  == ms.weighted_sample(w, 5, seed=0)).all()                      # doctest: +SKIP
+    True
+    """
+    _ray()
+    _check_dataset(ds, {"weight_column": (weight_column, "number")})
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"k must be an int >= 0, got {k!r}")
+    WeightedReservoir(int(k), seed=seed)  # validates seed
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
+    numbered, _ = _positioned(ds.select_columns([weight_column]))  # only the weights travel
+    states = numbered.map_batches(
+        _reservoir_batch, batch_format="pyarrow", batch_size=batch_size,
+        fn_kwargs={"weight_column": weight_column, "k": int(k), "seed": int(seed)},
+    ).take_all()  # fmt: skip
+    total = WeightedReservoir(int(k), seed=seed)
+    for row in states:
+        part = WeightedReservoir(int(k), seed=seed)
+        part.load_state_dict(json.loads(row["state"]))
+        total.merge(part)
+    out: np.ndarray = total.ids()
+    if out.size < k:
+        raise ValueError(
+            f"k={k} exceeds the {out.size} items with positive weight (sampling without replacement)"
+        )
+    return out
