@@ -14,9 +14,11 @@
 //   items, runs   one thread per point: the item in the block; the first point of each item
 //                 keeps the earliest time of the item's points, unless the item was found in
 //                 an earlier band (a flag per item, cleared after the batch);
-//   selection     stable radix sorts: the candidates by id (only when several bands added
-//                 some), then by key: the order of race_before, so the first b are the CPU's
-//                 picks in the CPU's pick order;
+//   direct keys   one thread per item not flagged (weight > 0): lo + E_i / w_i, appended
+//                 to the bands' candidates in item order (a prefix sum gives the slots);
+//   selection     stable radix sorts: the candidates by id (only when several bands, or bands
+//                 and the direct keys, added some), then by key: the order of race_before, so
+//                 the first b are the CPU's picks in the CPU's pick order;
 //   picks         one thread per block with picks, in item order: the CPU's subtractions;
 //                 the weight removed per block, then per segment in block order, then in
 //                 segment order.
@@ -350,23 +352,25 @@ __global__ void clear_flags(const u64* cand_id, u64 count, unsigned char* found_
 
 // ---- direct keys ----
 
-__global__ void direct_mark(const double* pref, u64 n, u64* positive) {
+// The items that get a direct key: weight > 0, not found by the bands (their flag is set).
+__global__ void direct_mark(const double* pref, u64 n, const unsigned char* found_flag, u64* fresh) {
   for (u64 i = thread_index(); i < n; i += thread_stride()) {
-    positive[i] = item_weight_in_block(pref + i / kBlock * kBlock, i % kBlock) > 0.0;
+    fresh[i] = found_flag[i] == 0 && item_weight_in_block(pref + i / kBlock * kBlock, i % kBlock) > 0.0;
   }
 }
 
-__global__ void direct_count(const u64* positive, const u64* slot, u64 n, Scalars* sc) {
-  sc->found = slot[n - 1] + positive[n - 1];
+__global__ void direct_count(const u64* fresh, const u64* slot, u64 n, u64 have, Scalars* sc) {
+  sc->found = have + slot[n - 1] + fresh[n - 1];
 }
 
-__global__ void direct_keys(const double* pref, u64 n, u64 key, const u64* positive, const u64* slot, u64* cand_key,
-                            u64* cand_id) {
+// Appended after the `have` candidates of the bands, in item order.
+__global__ void direct_keys(const double* pref, u64 n, u64 key, double lo, const u64* fresh, const u64* slot,
+                            u64 have, u64* cand_key, u64* cand_id) {
   for (u64 i = thread_index(); i < n; i += thread_stride()) {
-    if (!positive[i]) continue;
+    if (!fresh[i]) continue;
     const double w = item_weight_in_block(pref + i / kBlock * kBlock, i % kBlock);
-    cand_key[slot[i]] = double_to_bits(direct_race_key(key, i, w));
-    cand_id[slot[i]] = i;
+    cand_key[have + slot[i]] = double_to_bits(direct_race_key(key, i, w, lo));
+    cand_id[have + slot[i]] = i;
   }
 }
 
@@ -585,21 +589,25 @@ class CudaSoftCap {
     return {static_cast<std::size_t>(have_), total_};
   }
 
-  // Wait 3 (instead of the rounds' waits): the count, to size the buffers of the keys.
-  std::size_t direct(u64 key) {
-    if (have_) clear_flags<<<grid_for(have_), kThreads, 0, s_>>>(cand_id_.p, have_, flags_);
+  // One more wait: the count, to size the buffers of the keys. The bands' candidates stay (and
+  // keep their flags, cleared with theirs after the picks); the new keys are one more run in
+  // item order, so that pick() sorts by item before sorting by key when there were bands.
+  std::size_t direct(u64 key, double lo) {
     is_new_.ensure(arena_, n_, s_);
     slot_.ensure(arena_, n_, s_);
     const unsigned g = grid_for(n_);
-    direct_mark<<<g, kThreads, 0, s_>>>(pref_, n_, is_new_.p);
+    direct_mark<<<g, kThreads, 0, s_>>>(pref_, n_, flags_, is_new_.p);
     exclusive_sum(is_new_.p, slot_.p, n_);
-    direct_count<<<1, 1, 0, s_>>>(is_new_.p, slot_.p, n_, sc_);
+    direct_count<<<1, 1, 0, s_>>>(is_new_.p, slot_.p, n_, have_, sc_);
     fetch();
-    have_ = host_.found;
-    bands_ = 1;  // one run in item order
-    cand_key_.ensure(arena_, have_, s_);
-    cand_id_.ensure(arena_, have_, s_);
-    direct_keys<<<g, kThreads, 0, s_>>>(pref_, n_, key, is_new_.p, slot_.p, cand_key_.p, cand_id_.p);
+    const u64 found = host_.found;
+    if (found > have_) {
+      cand_key_.ensure(arena_, found, s_, have_);
+      cand_id_.ensure(arena_, found, s_, have_);
+      direct_keys<<<g, kThreads, 0, s_>>>(pref_, n_, key, lo, is_new_.p, slot_.p, have_, cand_key_.p, cand_id_.p);
+      ++bands_;
+    }
+    have_ = found;
     return static_cast<std::size_t>(have_);
   }
 

@@ -37,7 +37,7 @@ static int failures = 0;
 
 // The paths a run took, seen through the CPU backend.
 struct Paths {
-  long batches = 0, rounds = 0, wide_batches = 0, direct = 0, weighs = 0;
+  long batches = 0, rounds = 0, wide_batches = 0, direct = 0, direct_after_bands = 0, weighs = 0;
 };
 
 template <class B>
@@ -62,9 +62,10 @@ struct Counting {
     if (++batch_rounds == 2) ++p.wide_batches;
     return be.race_round(key, lo, hi);
   }
-  std::size_t direct(std::uint64_t key) {
+  std::size_t direct(std::uint64_t key, double lo) {
     ++p.direct;
-    return be.direct(key);
+    if (lo > 0.0) ++p.direct_after_bands;
+    return be.direct(key, lo);
   }
   mixsieve::SoftCapPicks pick(std::size_t b, i64 done, double decay) { return be.pick(b, done, decay); }
 };
@@ -184,6 +185,21 @@ int main() {
     Paths p;
     compare("direct", std::vector<double>{-15.0, 15.0, 0.0, 5.0, -5.0}, 80, 0.1, 4, 0, &p);
     CHECK(p.direct > 0, "direct: the direct path was not taken");
+  }
+  {  // a light item not found by the bands: direct keys after them (lo > 0), the heavy item's
+     // key kept; penalty past exp's range makes every batch start afresh
+    Paths p;
+    compare("direct after bands, n = 2", std::vector<double>{0.0, std::log(2.62e-4)}, 2 * 40, 1e300, 2, 3, &p);
+    CHECK(p.direct_after_bands > 0 && p.direct_after_bands < p.batches,
+          "direct after bands, n = 2: %ld of %ld batches", p.direct_after_bands, p.batches);
+  }
+  {  // the same on two segments: the bands' candidates in both, merged with the new keys by item
+    Paths p;
+    std::vector<double> s = normal_scores<double>(seg + 3001, 0.3, 12);
+    for (std::size_t i = 0; i < s.size(); i += 997) s[i] = -9.0;  // light items everywhere
+    compare("direct after bands, two segments", s, 2 * (static_cast<i64>(s.size()) - 40), 0.2,
+            static_cast<i64>(s.size()) - 40, 4, &p);
+    CHECK(p.direct_after_bands > 0, "direct after bands, two segments: not taken");
   }
   {  // penalty * counts far past exp's range: reweighing
     const auto s = normal_scores<double>(1000, 1.0, 3);
