@@ -2,14 +2,19 @@
 // on the host against the CPU's soft_cap_sample (mixsieve/soft_cap.hpp): counts and picks must
 // be the same bytes, and errors the same messages. The cases cover several segments of 65,536
 // items with n not a multiple of 16, float32 and float64 scores, bands widened within a
-// batch, the direct path, reweighing (penalty * counts far past exp's range), small n and
+// batch, the direct path (from the first band, and after bands: the candidates found below lo
+// kept, every other item keyed lo + E / w), reweighing (penalty * counts far past exp's
+// range), penalties past 37 on blocks with far-apart weights (block sums must never go below
+// zero: the GPU finds a point's block by binary search over their running sums), small n and
 // total = 0; a counting wrapper around the CPU backend checks that each case takes the path
 // it is meant to. Prints "OK" and exits 0 when everything agrees. Built and run by
 // tests/test_soft_cap_cuda_emulated.py.
 #include <cuda_runtime.h>  // the emulation's
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <stdexcept>
@@ -154,9 +159,40 @@ void compare(const char* name, const std::vector<S>& s, i64 total, double penalt
   i64 sum = 0;
   for (i64 c : want.counts) sum += c;
   CHECK(sum == total, "%s: counts sum to %lld", name, static_cast<long long>(sum));
-  std::printf("%s: n=%zu identical (%zu scalars); batches %ld rounds %ld widened %ld direct %ld weighs %ld\n", name,
-              s.size(), want.trace.size(), paths.batches, paths.rounds, paths.wide_batches, paths.direct,
-              paths.weighs);
+  std::printf(
+      "%s: n=%zu identical (%zu scalars); batches %ld rounds %ld widened %ld direct %ld (after bands %ld) weighs "
+      "%ld\n",
+      name, s.size(), want.trace.size(), paths.batches, paths.rounds, paths.wide_batches, paths.direct,
+      paths.direct_after_bands, paths.weighs);
+}
+
+// Block sums, which the GPU's binary search needs non-decreasing running sums of, never go
+// below zero whatever the weights and factors: random blocks with weights up to 2^-60 apart,
+// items picked in random order with factors from exp(-0.1) to 0 (penalty past 745).
+void check_block_sums_stay_nonnegative() {
+  {  // the smallest case: a light item next to a heavy one that is picked first (penalty 40)
+    double pref[2] = {1e-17, 1e-17 + 1.0};
+    const double decay = mixsieve::pm_exp(-40.0);
+    sc::scale_in_block(pref, 2, 1, decay);
+    sc::scale_in_block(pref, 2, 0, decay);
+    CHECK(pref[1] >= 0.0, "block sum below zero after picks: %g", pref[1]);
+  }
+  std::mt19937_64 r(11);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  long negative = 0;
+  for (int trial = 0; trial < 20000; ++trial) {
+    const std::size_t len = 1 + r() % 16;
+    double pref[16], acc = 0.0;
+    for (std::size_t q = 0; q < len; ++q) pref[q] = acc += std::ldexp(u(r), -static_cast<int>(r() % 61));
+    for (int pick = 0; pick < 24; ++pick) {
+      const double factor = pick % 3 == 0 ? 0.0 : mixsieve::pm_exp(-(0.1 + 60.0 * u(r)));
+      const double before = pref[len - 1];
+      const double delta = sc::scale_in_block(pref, len, r() % len, factor);
+      negative += pref[len - 1] < 0.0 || delta < 0.0 || before - delta != pref[len - 1];
+    }
+  }
+  CHECK(negative == 0, "%ld picks left a block sum below zero (or removed what the block sum did not lose)",
+        negative);
 }
 
 template <class S>
@@ -219,6 +255,14 @@ int main() {
     compare("n = 17", normal_scores<float>(17, 1.0, 6), 40, 0.5, 16, 3);
     compare("total = 0", normal_scores<double>(100, 1.0, 7), 0, 0.5, 3, 2);
     compare("batch > total", normal_scores<double>(100, 1.0, 8), 7, 0.5, 50, 9);
+  }
+  {  // penalties past 37 on blocks of far-apart weights: a pick removes an item's whole rounded
+     // weight, more than its block may hold
+    check_block_sums_stay_nonnegative();
+    std::vector<double> s = normal_scores<double>(3000, 1.0, 13);
+    for (std::size_t i = 0; i < s.size(); ++i) s[i] += i % 16 == 3 ? 12.0 : (i % 16 == 2 ? -27.0 : 0.0);
+    const double penalties[] = {40.0, 45.0};
+    for (int k = 0; k < 2; ++k) compare("penalty past 37, far-apart weights", s, 3000, penalties[k], 150, 6 + k);
   }
   {  // errors: the same messages
     std::vector<double> s = normal_scores<double>(3000, 1.0, 9);

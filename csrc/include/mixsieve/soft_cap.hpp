@@ -106,9 +106,16 @@ MIXSIEVE_HD inline double item_weight_in_block(const double* pref, std::size_t q
 
 // w[q] *= factor (factor < 1) in a block of len prefix sums; returns the weight removed (0 when
 // none: weights only ever shrink, so block sums stay upper bounds). The caller subtracts it
-// from the block's sum.
+// from the block's sum, which mirrors pref[len - 1].
+// An item's weight is a rounded difference of two prefix sums, so once factor rounds 1 - factor
+// to 1 (penalty above ~37) delta can exceed what the block still holds (a light item next to a
+// heavy one that was picked first), and the block sum would go below zero. It is clamped to
+// pref[len - 1] instead: block sums never decrease below 0, so the running sums of a segment's
+// block sums never decrease, which is what lets the GPU find a point's block by binary search
+// where the CPU walks (both give the first block whose running sum exceeds the point).
 MIXSIEVE_HD inline double scale_in_block(double* pref, std::size_t len, std::size_t q, double factor) {
-  const double delta = item_weight_in_block(pref, q) * (1.0 - factor);
+  double delta = item_weight_in_block(pref, q) * (1.0 - factor);
+  if (delta > pref[len - 1]) delta = pref[len - 1];
   if (!(delta > 0.0)) return 0.0;
   for (std::size_t j = q; j < len; ++j) pref[j] -= delta;
   return delta;
