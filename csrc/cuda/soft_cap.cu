@@ -427,27 +427,47 @@ void check(cudaError_t err, const char* what) {
   }
 }
 
-// Device memory of one call, freed on the stream when the call ends (also by an exception).
+// Device memory of one call (from `memory`, or the stream-ordered pool), given back when the
+// call ends (also by an exception).
 class Arena {
  public:
-  explicit Arena(cudaStream_t s) : s_(s) {}
+  Arena(cudaStream_t s, const DeviceMemory& memory) : s_(s), memory_(memory) {}
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;
   ~Arena() {
-    for (void* p : blocks_) cudaFreeAsync(p, s_);
+    for (const Block& b : blocks_) give_back(b.p);
   }
   template <class T>
   T* get(u64 count) {
+    const u64 bytes = (count ? count : 1) * sizeof(T);
+    blocks_.reserve(blocks_.size() + 1);  // no allocation between taking the memory and recording it
     void* p = nullptr;
-    check(cudaMallocAsync(&p, (count ? count : 1) * sizeof(T), s_), "cudaMallocAsync");
-    blocks_.push_back(p);
+    if (memory_.get) {
+      p = memory_.get(bytes);  // its own error (torch's OutOfMemoryError) when it cannot
+      if (!p) throw std::runtime_error("soft_cap_sample (CUDA): the allocator returned no memory");
+    } else {
+      const cudaError_t err = cudaMallocAsync(&p, bytes, s_);
+      if (err == cudaErrorMemoryAllocation) {
+        cudaGetLastError();  // not sticky: clear it
+        throw std::runtime_error(
+            "soft_cap_sample (CUDA): out of device memory: " + std::to_string(bytes) + " bytes more were needed (" +
+            std::to_string(held_) +
+            " held by this call). This call allocates from the CUDA runtime's default pool, which memory "
+            "another allocator keeps cached is not returned to: in a torch process, torch.cuda.empty_cache() "
+            "gives torch's cache back first");
+      }
+      check(err, "cudaMallocAsync");
+    }
+    blocks_.push_back({p, bytes});
+    held_ += bytes;
     return static_cast<T*>(p);
   }
   void release(void* p) {
-    for (auto& q : blocks_) {
-      if (q == p) {
-        cudaFreeAsync(q, s_);
-        q = blocks_.back();
+    for (auto& b : blocks_) {
+      if (b.p == p) {
+        give_back(p);
+        held_ -= b.bytes;
+        b = blocks_.back();
         blocks_.pop_back();
         return;
       }
@@ -455,8 +475,25 @@ class Arena {
   }
 
  private:
+  struct Block {
+    void* p;
+    u64 bytes;
+  };
+  void give_back(void* p) noexcept {
+    if (!memory_.put) {
+      cudaFreeAsync(p, s_);
+      return;
+    }
+    try {
+      memory_.put(p);
+    } catch (...) {  // nothing to do about it here: the memory stays with its owner
+    }
+  }
+
   cudaStream_t s_;
-  std::vector<void*> blocks_;
+  const DeviceMemory& memory_;
+  std::vector<Block> blocks_;
+  u64 held_ = 0;
 };
 
 // A device array that grows (keeping its contents when asked).
@@ -478,13 +515,13 @@ struct Grown {
 template <class S>
 class CudaSoftCap {
  public:
-  CudaSoftCap(const S* scores, u64 n, i64* counts, i64* picks, cudaStream_t s)
+  CudaSoftCap(const S* scores, u64 n, i64* counts, i64* picks, cudaStream_t s, const DeviceMemory& memory)
       : scores_(scores),
         n_(n),
         counts_(counts),
         picks_(picks),
         s_(s),
-        arena_(s),
+        arena_(s, memory),
         blocks_((n + kBlock - 1) / kBlock),
         segments_((blocks_ + kSegmentBlocks - 1) / kSegmentBlocks),
         max_points_(max_race_points(n)) {
@@ -707,11 +744,11 @@ class CudaSoftCap {
 template <class S>
 void run(const S* scores, std::size_t n, std::int64_t total, double penalty, std::int64_t batch_size,
          std::uint64_t seed, std::int64_t* counts, std::int64_t* picks, cudaStream_t s,
-         const std::function<bool()>& interrupted, const SoftCapTrace& trace) {
+         const std::function<bool()>& interrupted, const SoftCapTrace& trace, const DeviceMemory& memory) {
   if (total == 0) {
     check(cudaMemsetAsync(counts, 0, n * sizeof(std::int64_t), s), "cudaMemsetAsync");
   } else {
-    CudaSoftCap<S> be(scores, n, counts, picks, s);
+    CudaSoftCap<S> be(scores, n, counts, picks, s, memory);
     soft_cap_drive(n, total, penalty, batch_size, seed, be, interrupted, trace);
   }
   check(cudaStreamSynchronize(s), "cudaStreamSynchronize");  // the results are written
@@ -721,16 +758,18 @@ void run(const S* scores, std::size_t n, std::int64_t total, double penalty, std
 
 void sample(const void* scores, bool f32, std::size_t n, std::int64_t total, double penalty, std::int64_t batch_size,
             std::uint64_t seed, std::int64_t* counts, std::int64_t* picks, void* stream,
-            const std::function<bool()>& interrupted, const SoftCapTrace& trace) {
+            const std::function<bool()>& interrupted, const SoftCapTrace& trace, const DeviceMemory& memory) {
   soft_cap_check(penalty, batch_size, total);
   if (n >= (std::size_t{1} << 31)) {
     throw std::invalid_argument("soft_cap_sample on CUDA takes fewer than 2^31 scores, got " + std::to_string(n));
   }
   const auto s = static_cast<cudaStream_t>(stream);
   if (f32) {
-    run(static_cast<const float*>(scores), n, total, penalty, batch_size, seed, counts, picks, s, interrupted, trace);
+    run(static_cast<const float*>(scores), n, total, penalty, batch_size, seed, counts, picks, s, interrupted, trace,
+        memory);
   } else {
-    run(static_cast<const double*>(scores), n, total, penalty, batch_size, seed, counts, picks, s, interrupted, trace);
+    run(static_cast<const double*>(scores), n, total, penalty, batch_size, seed, counts, picks, s, interrupted, trace,
+        memory);
   }
 }
 

@@ -7,7 +7,9 @@
 // range), penalties past 37 on blocks with far-apart weights (block sums must never go below
 // zero: the GPU finds a point's block by binary search over their running sums), small n and
 // total = 0; a counting wrapper around the CPU backend checks that each case takes the path
-// it is meant to. Prints "OK" and exits 0 when everything agrees. Built and run by
+// it is meant to. The device buffers come from cudaMallocAsync or from a given allocator
+// (DeviceMemory, as torch's in Python): all of them go back, also when the allocator fails.
+// Prints "OK" and exits 0 when everything agrees. Built and run by
 // tests/test_soft_cap_cuda_emulated.py.
 #include <cuda_runtime.h>  // the emulation's
 
@@ -114,14 +116,15 @@ Result cpu(const std::vector<S>& s, i64 total, double penalty, i64 batch, std::u
 }
 
 template <class S>
-Result gpu(const std::vector<S>& s, i64 total, double penalty, i64 batch, std::uint64_t seed, bool with_picks) {
+Result gpu(const std::vector<S>& s, i64 total, double penalty, i64 batch, std::uint64_t seed, bool with_picks,
+           const mixsieve::soft_cap_cuda::DeviceMemory& memory = {}) {
   Result r;
   r.counts.assign(s.size(), -1);
   r.picks.assign(static_cast<std::size_t>(total), -1);
   try {
     mixsieve::soft_cap_cuda::sample(s.data(), std::is_same_v<S, float>, s.size(), total, penalty, batch, seed,
                                     r.counts.data(), with_picks ? r.picks.data() : nullptr, nullptr, nullptr,
-                                    r.recorder());
+                                    r.recorder(), memory);
   } catch (const std::exception& e) {
     r.error = e.what();
   }
@@ -165,6 +168,38 @@ void compare(const char* name, const std::vector<S>& s, i64 total, double penalt
       name, s.size(), want.trace.size(), paths.batches, paths.rounds, paths.wide_batches, paths.direct,
       paths.direct_after_bands, paths.weighs);
 }
+
+// An allocator standing in for torch's: counts what is out, and fails on its `fail_at`-th call.
+struct CountingMemory {
+  long calls = 0, out = 0, fail_at = -1;
+  std::size_t bytes_out = 0, peak = 0;
+  std::vector<std::pair<void*, std::size_t>> live;
+  mixsieve::soft_cap_cuda::DeviceMemory memory() {
+    return {[this](std::size_t bytes) -> void* {
+              if (++calls == fail_at) throw std::runtime_error("allocator: out of memory");
+              void* p = std::malloc(bytes);
+              live.emplace_back(p, bytes);
+              ++out;
+              bytes_out += bytes;
+              peak = std::max(peak, bytes_out);
+              return p;
+            },
+            [this](void* p) {
+              for (auto& e : live) {
+                if (e.first == p) {
+                  bytes_out -= e.second;
+                  e = live.back();
+                  live.pop_back();
+                  --out;
+                  std::free(p);
+                  return;
+                }
+              }
+              ++failures;
+              std::printf("FAIL: put of a pointer the allocator did not give\n");
+            }};
+  }
+};
 
 // Block sums, which the GPU's binary search needs non-decreasing running sums of, never go
 // below zero whatever the weights and factors: random blocks with weights up to 2^-60 apart,
@@ -263,6 +298,23 @@ int main() {
     for (std::size_t i = 0; i < s.size(); ++i) s[i] += i % 16 == 3 ? 12.0 : (i % 16 == 2 ? -27.0 : 0.0);
     const double penalties[] = {40.0, 45.0};
     for (int k = 0; k < 2; ++k) compare("penalty past 37, far-apart weights", s, 3000, penalties[k], 150, 6 + k);
+  }
+  {  // buffers from a given allocator: the same result, everything given back, also on failure
+    const auto s = normal_scores<double>(seg + 999, 2.0, 14);
+    const Result want = cpu(s, 6000, 0.3, 2000, 5, 1);
+    CountingMemory m;
+    const Result got = gpu(s, 6000, 0.3, 2000, 5, true, m.memory());
+    CHECK(got.error.empty() && got.counts == want.counts && got.picks == want.picks,
+          "allocator: the result differs ('%s')", got.error.c_str());
+    CHECK(m.calls > 10 && m.out == 0, "allocator: %ld calls, %ld blocks not given back", m.calls, m.out);
+    std::printf("allocator: %ld blocks taken (peak %zu bytes), all given back\n", m.calls, m.peak);
+    for (long fail_at : {1L, 5L, m.calls}) {
+      CountingMemory f;
+      f.fail_at = fail_at;
+      const Result bad = gpu(s, 6000, 0.3, 2000, 5, true, f.memory());
+      CHECK(bad.error == "allocator: out of memory" && f.out == 0,
+            "allocator failing at call %ld: error '%s', %ld blocks not given back", fail_at, bad.error.c_str(), f.out);
+    }
   }
   {  // errors: the same messages
     std::vector<double> s = normal_scores<double>(3000, 1.0, 9);
