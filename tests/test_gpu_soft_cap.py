@@ -6,13 +6,16 @@ test_soft_cap_limits.py; here the CUDA path must equal it for the same seed on r
 float64, numpy and torch inputs, the direct path, reweighing (penalty * counts far past exp's
 range), and give the CPU's errors. The tests marked ``gpu`` are skipped without a CUDA device
 or without the CUDA module; the others check, on any machine, the ``device`` argument on the
-CPU and the error that names what CUDA lacks.
+CPU, the error that names what CUDA lacks, and the Python glue (pointers, sizes, flags, the
+device buffers taken from torch's allocator and given back, read-only numpy scores) against
+a stand-in for the native module that runs the CPU kernel.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import warnings
 from typing import Any
 
 import mixsieve as ms
@@ -65,19 +68,29 @@ def test_cuda_without_a_usable_device_names_what_is_missing() -> None:
 
 class HostNative:
     """Stands in for mixsieve._core_cuda: reads and writes through the pointers it is given,
-    running the CPU kernel in between (so the glue's pointers, sizes and flags are checked)."""
+    running the CPU kernel in between (so the glue's pointers, sizes and flags are checked),
+    and takes scratch buffers from the given allocator, writing all of each, then gives them
+    back, as the native call does."""
 
     calls: list[tuple[Any, ...]] = []
 
     def soft_cap_sample(self, scores: int, f32: bool, n: int, total: int, penalty: float, batch_size: int,
-                        seed: int, counts: int, picks: int, cuda_stream: int) -> None:  # fmt: skip
+                        seed: int, counts: int, picks: int, cuda_stream: int, alloc: Any = None,
+                        free: Any = None) -> None:  # fmt: skip
         HostNative.calls.append((f32, n, total, picks != 0))
+        assert alloc is not None and free is not None, "the glue must pass torch's allocator"
+        taken = [(alloc(size), size) for size in (8 * n, 1, 4096)]
+        assert len({ptr for ptr, _ in taken}) == 3
+        for ptr, size in taken:
+            ctypes.memset(ptr, 0xAB, size)
         dtype = np.float32 if f32 else np.float64
         s = np.frombuffer((ctypes.c_char * (n * np.dtype(dtype).itemsize)).from_address(scores), dtype)
         c, p = ms._core.soft_cap_sample(s, total, penalty, batch_size, seed, 1, picks != 0)
         ctypes.memmove(counts, c.ctypes.data, c.nbytes)
         if picks:
             ctypes.memmove(picks, p.ctypes.data, p.nbytes)
+        for ptr, _ in taken:
+            free(ptr)
 
 
 def test_cuda_glue_passes_pointers_sizes_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,6 +112,37 @@ def test_cuda_glue_passes_pointers_sizes_and_flags(monkeypatch: pytest.MonkeyPat
     assert HostNative.calls[6][0] is False  # float16 becomes float64
     with pytest.raises(TypeError, match="real numbers"):
         _soft_cap_cuda.device_scores(torch.zeros(3, dtype=torch.complex64), host)
+
+
+def test_read_only_scores_upload_without_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch.from_numpy warns on a read-only array ("not writable"), an error under the
+    # project's filterwarnings; the upload only reads it. torch warns once per process, so
+    # the warning is re-raised here on every such call, as the first one would.
+    from_numpy = torch.from_numpy
+
+    def warning_from_numpy(a: np.ndarray) -> Any:
+        if not a.flags.writeable:
+            warnings.warn("The given NumPy array is not writable", UserWarning, stacklevel=2)
+        return from_numpy(a)
+
+    monkeypatch.setattr(torch, "from_numpy", warning_from_numpy)
+    for dtype in (np.float64, np.float32):
+        s = np.random.default_rng(2).normal(0, 1, 1000).astype(dtype)
+        s.setflags(write=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            t = _soft_cap_cuda.device_scores(s, torch.device("cpu"))
+        np.testing.assert_array_equal(t.numpy(), s)
+
+
+def test_torch_memory_hands_out_and_takes_back_tensors() -> None:
+    memory = _soft_cap_cuda.TorchMemory(torch.device("cpu"))
+    a, b = memory.alloc(100), memory.alloc(1)
+    assert a != b and sorted(memory.held) == sorted([a, b])
+    assert memory.held[a].numel() == 100 and memory.held[a].dtype == torch.uint8
+    memory.free(a)
+    memory.free(b)
+    assert memory.held == {}
 
 
 # ---- on a GPU ----

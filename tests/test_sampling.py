@@ -1,6 +1,7 @@
 """Weighted sampling and soft-cap sampling against exact references (tests/oracles.py):
-successive-sampling enumeration and integrals, numpy's Generator.choice, PPS targets, and the
-exact SCS count distribution; plus determinism across threads, batches and shard merges.
+successive-sampling enumeration and integrals, numpy's Generator.choice, PPS targets, the
+exact SCS count distribution, and the exact conditional law of every soft-cap pick over
+several segments; plus determinism across threads, batches and shard merges.
 
 Every statistical test fixes its seeds and its threshold in advance: a chi-square or z
 statistic must stay below the value whose tail probability is about 1e-6 (Wilson-Hilferty
@@ -448,6 +449,146 @@ def test_soft_cap_batch_one_large_penalty_is_without_replacement():
     scores = np.array([3.0, 1.0, 0.0, 2.0, -1.0, 0.5])
     c = ms.soft_cap_sample(scores, 6, penalty=1e6, batch_size=1, seed=0)
     assert c.tolist() == [1] * 6
+
+
+def _light_rank_law(heavy: int, w: float) -> np.ndarray:
+    """P(the light item is picked after exactly r of the heavy ones), r = 0..heavy, for one
+    item of weight w among `heavy` of weight 1 all picked (successive sampling): with x = e^-t,
+    w C(H, r) B(w + H - r, r + 1)."""
+    from math import lgamma, log
+
+    r = np.arange(heavy + 1)
+    lg = np.vectorize(lgamma)
+    return np.exp(log(w) + lgamma(heavy + 1) - lg(heavy - r + 1) + lg(w + heavy - r) - lgamma(w + heavy + 1))
+
+
+def test_soft_cap_direct_keys_after_bands_keep_the_pick_order_law():
+    # A batch switches to direct keys when its band would hold more than 4n + 4096 points;
+    # whether it does depends on its own draws. Here b = n: 4095 items of weight 1 and one of
+    # weight 0.05, which the bands find in about half the batches (its key E / 0.05 against a
+    # switch near lo ~ 10; 485 of these 800 batches switch after bands). Redrawing every key at
+    # the switch (the rule's first version) put the light item last in 44% of the batches
+    # instead of the exact 64% (chi-square z = 10.5 here); keeping the candidates and keying the
+    # others lo + E / w is exact. penalty = 1e300 zeroes every picked weight, so each batch
+    # reweighs from the scores: independent replicas of one batch. Threshold fixed in advance:
+    # Wilson-Hilferty z < 4.75 (p ~ 1e-6).
+    heavy, w, light_at, batches = 4095, 0.05, 2077, 800
+    scores = np.zeros(heavy + 1)
+    scores[light_at] = np.log(w)
+    n = heavy + 1
+    picks = ms.soft_cap_sample(
+        scores, n * batches, penalty=1e300, batch_size=n, seed=2027, return_indices=True
+    )
+    picks = picks.reshape(batches, n)
+    assert (np.sort(picks, axis=1) == np.arange(n)).all()
+    rank = np.argmax(picks == light_at, axis=1)  # heavy items picked before it
+    law = _light_rank_law(heavy, w)
+    assert abs(law.sum() - 1.0) < 1e-9
+    # cells: the last place (64%), the others in 6 groups of about equal probability
+    edges = np.searchsorted(np.cumsum(law[:-1]) / law[:-1].sum(), np.arange(1, 6) / 6)
+    cell_of = np.concatenate([np.searchsorted(edges, np.arange(heavy), side="right"), [6]])
+    probs = np.bincount(cell_of, weights=law, minlength=7)
+    observed = np.bincount(cell_of[rank], minlength=7)
+    stat, df = oracles.chi2_gof(observed, probs, batches)
+    assert df == 6 and oracles.chi2_z(stat, df) < Z_CHI2, (observed, probs * batches)
+
+
+def _pick_order_chi2(scores, penalty, batch, picks, cell):
+    """Chi-square of every pick against its exact conditional law, pooled into cells.
+
+    Soft-cap sampling is successive sampling within a batch (each pick takes item i with
+    probability w_i / the weight not yet picked in the batch) from weights
+    w_i = exp(s_i - max s - penalty * count_i), counts updated after each batch. So the one-hot
+    of pick j minus its conditional cell probabilities p_j is a martingale difference, and with
+    d = sum_j (onehot_j - p_j), V = sum_j (diag p_j - p_j p_j^T), d^T V^+ d is chi-square with
+    (cells - 1) degrees of freedom for many picks (martingale CLT). Returns (stat, df)."""
+    scores = np.asarray(scores, float)
+    w0 = np.exp(scores - scores.max())
+    cells = int(cell.max()) + 1
+    total = picks.shape[0]
+    # occurrences of each item before pick j (all in earlier batches: no repeats within one)
+    order = np.argsort(picks, kind="stable")
+    sorted_ids = picks[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_ids)) + 1]
+    run = np.repeat(starts, np.diff(np.r_[starts, total]))
+    occ = np.empty(total, np.int64)
+    occ[order] = np.arange(total) - run
+    v = w0[picks] * np.exp(-penalty * occ)  # each picked item's weight when picked
+    j = np.arange(total)
+    batch_start = j - j % batch
+    base = np.bincount(cell, weights=w0, minlength=cells)
+    probs = np.empty((total, cells))
+    for g in range(cells):
+        x = np.where(cell[picks] == g, v, 0.0)
+        before = np.r_[0.0, np.cumsum(x)[:-1]]  # picked weight of g before pick j
+        # earlier batches' picks keep exp(-penalty) of their weight, this batch's keep none
+        probs[:, g] = base[g] + np.exp(-penalty) * before[batch_start] - before
+    probs = np.maximum(probs, 0.0)
+    probs /= probs.sum(1, keepdims=True)
+    d = np.bincount(cell[picks], minlength=cells) - probs.sum(0)
+    cov = np.diag(probs.sum(0)) - probs.T @ probs
+    stat = float(d @ np.linalg.pinv(cov, rcond=1e-12) @ d)
+    return stat, cells - 1
+
+
+SEGMENT = 65_536
+
+
+def _segment_case(n, mean, heavy_score, rng):
+    """Scores over ceil(n / 65,536) segments, Normal(mean, 1), with heavy items on both sides
+    of every segment boundary (and of a block boundary), and cells for _pick_order_chi2: one
+    per segment for the other items, one per heavy item."""
+    scores = rng.normal(mean, 1.0, n)
+    edges = [k * SEGMENT + d for k in range(1, -(-n // SEGMENT)) for d in (-1, 0)]
+    heavy = [0, 15, 16, *edges, n - 1]
+    scores[heavy] = heavy_score + rng.normal(0.0, 0.5, len(heavy))
+    cell = np.arange(n) // SEGMENT
+    cell[heavy] = cell.max() + 1 + np.arange(len(heavy))
+    return scores, heavy, cell
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["b=1", "b=200", "direct"])
+def test_soft_cap_pick_order_law_across_segments(case):
+    # The rule's unit is a segment of 65,536 items, each its own Poisson process and counter
+    # range. These runs span 3-4 segments, heavy items on both sides of every boundary, and
+    # check every pick against its exact conditional law (_pick_order_chi2), on three paths:
+    #   b = 1, 120,000 batches, penalty 0.01: each batch's first band is 3.1x the last cut, and
+    #     a quarter of the batches widen it (by 4x, up to 11 bands);
+    #   b = 200, 500 runs of one batch: the heavy items soak up most of the first band's 250
+    #     points, so every batch widens its band twice;
+    #   b = n (all picked: the order is what is random), 300 light items of weight ~0.1 spread
+    #     out: every batch switches to direct keys after 5 bands, keeping what they found.
+    # (Path counts from a counting wrapper around the CPU backend, as in
+    # csrc/cuda/emulation/check_soft_cap.cpp.) Threshold fixed in advance: Wilson-Hilferty
+    # z < 4.75 (p ~ 1e-6) each.
+    rng = np.random.default_rng(31)
+    if case == "b=1":
+        scores, _, cell = _segment_case(3 * SEGMENT + 4321, -4.0, 5.5, rng)
+        batch, penalty = 1, 0.01
+        picks = ms.soft_cap_sample(
+            scores, 120_000, penalty=penalty, batch_size=1, seed=99, return_indices=True
+        )
+    elif case == "b=200":
+        scores, _, cell = _segment_case(3 * SEGMENT + 4321, -4.0, 8.0, rng)
+        batch, penalty = 200, 0.0  # every run starts from the scores: the law of a first batch
+        picks = np.concatenate(
+            [ms.soft_cap_sample(scores, 200, penalty=0.1, batch_size=200, seed=s, return_indices=True)
+             for s in range(500)]
+        )  # fmt: skip
+    else:
+        scores, heavy, cell = _segment_case(2 * SEGMENT + 4321, 0.0, 3.0, rng)
+        lights = rng.choice(np.setdiff1d(np.arange(len(scores)), heavy), 300, replace=False)
+        scores[lights] = -2.3
+        cell[lights] = cell.max() + 1
+        # penalty 1e300 zeroes every picked weight and b = n picks them all: each batch
+        # reweighs from the scores (law: penalty 0)
+        batch, penalty = len(scores), 0.0
+        picks = ms.soft_cap_sample(
+            scores, 8 * batch, penalty=1e300, batch_size=batch, seed=99, return_indices=True
+        )
+    stat, df = _pick_order_chi2(scores, penalty, batch, picks, cell)
+    assert oracles.chi2_z(stat, df) < Z_CHI2, (stat, df)
 
 
 # ---- bad input ----

@@ -14,9 +14,11 @@
 //   items, runs   one thread per point: the item in the block; the first point of each item
 //                 keeps the earliest time of the item's points, unless the item was found in
 //                 an earlier band (a flag per item, cleared after the batch);
-//   selection     stable radix sorts: the candidates by id (only when several bands added
-//                 some), then by key: the order of race_before, so the first b are the CPU's
-//                 picks in the CPU's pick order;
+//   direct keys   one thread per item not flagged (weight > 0): lo + E_i / w_i, appended
+//                 to the bands' candidates in item order (a prefix sum gives the slots);
+//   selection     stable radix sorts: the candidates by id (only when several bands, or bands
+//                 and the direct keys, added some), then by key: the order of race_before, so
+//                 the first b are the CPU's picks in the CPU's pick order;
 //   picks         one thread per block with picks, in item order: the CPU's subtractions;
 //                 the weight removed per block, then per segment in block order, then in
 //                 segment order.
@@ -350,23 +352,25 @@ __global__ void clear_flags(const u64* cand_id, u64 count, unsigned char* found_
 
 // ---- direct keys ----
 
-__global__ void direct_mark(const double* pref, u64 n, u64* positive) {
+// The items that get a direct key: weight > 0, not found by the bands (their flag is set).
+__global__ void direct_mark(const double* pref, u64 n, const unsigned char* found_flag, u64* fresh) {
   for (u64 i = thread_index(); i < n; i += thread_stride()) {
-    positive[i] = item_weight_in_block(pref + i / kBlock * kBlock, i % kBlock) > 0.0;
+    fresh[i] = found_flag[i] == 0 && item_weight_in_block(pref + i / kBlock * kBlock, i % kBlock) > 0.0;
   }
 }
 
-__global__ void direct_count(const u64* positive, const u64* slot, u64 n, Scalars* sc) {
-  sc->found = slot[n - 1] + positive[n - 1];
+__global__ void direct_count(const u64* fresh, const u64* slot, u64 n, u64 have, Scalars* sc) {
+  sc->found = have + slot[n - 1] + fresh[n - 1];
 }
 
-__global__ void direct_keys(const double* pref, u64 n, u64 key, const u64* positive, const u64* slot, u64* cand_key,
-                            u64* cand_id) {
+// Appended after the `have` candidates of the bands, in item order.
+__global__ void direct_keys(const double* pref, u64 n, u64 key, double lo, const u64* fresh, const u64* slot,
+                            u64 have, u64* cand_key, u64* cand_id) {
   for (u64 i = thread_index(); i < n; i += thread_stride()) {
-    if (!positive[i]) continue;
+    if (!fresh[i]) continue;
     const double w = item_weight_in_block(pref + i / kBlock * kBlock, i % kBlock);
-    cand_key[slot[i]] = double_to_bits(direct_race_key(key, i, w));
-    cand_id[slot[i]] = i;
+    cand_key[have + slot[i]] = double_to_bits(direct_race_key(key, i, w, lo));
+    cand_id[have + slot[i]] = i;
   }
 }
 
@@ -423,27 +427,47 @@ void check(cudaError_t err, const char* what) {
   }
 }
 
-// Device memory of one call, freed on the stream when the call ends (also by an exception).
+// Device memory of one call (from `memory`, or the stream-ordered pool), given back when the
+// call ends (also by an exception).
 class Arena {
  public:
-  explicit Arena(cudaStream_t s) : s_(s) {}
+  Arena(cudaStream_t s, const DeviceMemory& memory) : s_(s), memory_(memory) {}
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;
   ~Arena() {
-    for (void* p : blocks_) cudaFreeAsync(p, s_);
+    for (const Block& b : blocks_) give_back(b.p);
   }
   template <class T>
   T* get(u64 count) {
+    const u64 bytes = (count ? count : 1) * sizeof(T);
+    blocks_.reserve(blocks_.size() + 1);  // no allocation between taking the memory and recording it
     void* p = nullptr;
-    check(cudaMallocAsync(&p, (count ? count : 1) * sizeof(T), s_), "cudaMallocAsync");
-    blocks_.push_back(p);
+    if (memory_.get) {
+      p = memory_.get(bytes);  // its own error (torch's OutOfMemoryError) when it cannot
+      if (!p) throw std::runtime_error("soft_cap_sample (CUDA): the allocator returned no memory");
+    } else {
+      const cudaError_t err = cudaMallocAsync(&p, bytes, s_);
+      if (err == cudaErrorMemoryAllocation) {
+        cudaGetLastError();  // not sticky: clear it
+        throw std::runtime_error(
+            "soft_cap_sample (CUDA): out of device memory: " + std::to_string(bytes) + " bytes more were needed (" +
+            std::to_string(held_) +
+            " held by this call). This call allocates from the CUDA runtime's default pool, which memory "
+            "another allocator keeps cached is not returned to: in a torch process, torch.cuda.empty_cache() "
+            "gives torch's cache back first");
+      }
+      check(err, "cudaMallocAsync");
+    }
+    blocks_.push_back({p, bytes});
+    held_ += bytes;
     return static_cast<T*>(p);
   }
   void release(void* p) {
-    for (auto& q : blocks_) {
-      if (q == p) {
-        cudaFreeAsync(q, s_);
-        q = blocks_.back();
+    for (auto& b : blocks_) {
+      if (b.p == p) {
+        give_back(p);
+        held_ -= b.bytes;
+        b = blocks_.back();
         blocks_.pop_back();
         return;
       }
@@ -451,8 +475,25 @@ class Arena {
   }
 
  private:
+  struct Block {
+    void* p;
+    u64 bytes;
+  };
+  void give_back(void* p) noexcept {
+    if (!memory_.put) {
+      cudaFreeAsync(p, s_);
+      return;
+    }
+    try {
+      memory_.put(p);
+    } catch (...) {  // nothing to do about it here: the memory stays with its owner
+    }
+  }
+
   cudaStream_t s_;
-  std::vector<void*> blocks_;
+  const DeviceMemory& memory_;
+  std::vector<Block> blocks_;
+  u64 held_ = 0;
 };
 
 // A device array that grows (keeping its contents when asked).
@@ -474,13 +515,13 @@ struct Grown {
 template <class S>
 class CudaSoftCap {
  public:
-  CudaSoftCap(const S* scores, u64 n, i64* counts, i64* picks, cudaStream_t s)
+  CudaSoftCap(const S* scores, u64 n, i64* counts, i64* picks, cudaStream_t s, const DeviceMemory& memory)
       : scores_(scores),
         n_(n),
         counts_(counts),
         picks_(picks),
         s_(s),
-        arena_(s),
+        arena_(s, memory),
         blocks_((n + kBlock - 1) / kBlock),
         segments_((blocks_ + kSegmentBlocks - 1) / kSegmentBlocks),
         max_points_(max_race_points(n)) {
@@ -585,21 +626,25 @@ class CudaSoftCap {
     return {static_cast<std::size_t>(have_), total_};
   }
 
-  // Wait 3 (instead of the rounds' waits): the count, to size the buffers of the keys.
-  std::size_t direct(u64 key) {
-    if (have_) clear_flags<<<grid_for(have_), kThreads, 0, s_>>>(cand_id_.p, have_, flags_);
+  // One more wait: the count, to size the buffers of the keys. The bands' candidates stay (and
+  // keep their flags, cleared with theirs after the picks); the new keys are one more run in
+  // item order, so that pick() sorts by item before sorting by key when there were bands.
+  std::size_t direct(u64 key, double lo) {
     is_new_.ensure(arena_, n_, s_);
     slot_.ensure(arena_, n_, s_);
     const unsigned g = grid_for(n_);
-    direct_mark<<<g, kThreads, 0, s_>>>(pref_, n_, is_new_.p);
+    direct_mark<<<g, kThreads, 0, s_>>>(pref_, n_, flags_, is_new_.p);
     exclusive_sum(is_new_.p, slot_.p, n_);
-    direct_count<<<1, 1, 0, s_>>>(is_new_.p, slot_.p, n_, sc_);
+    direct_count<<<1, 1, 0, s_>>>(is_new_.p, slot_.p, n_, have_, sc_);
     fetch();
-    have_ = host_.found;
-    bands_ = 1;  // one run in item order
-    cand_key_.ensure(arena_, have_, s_);
-    cand_id_.ensure(arena_, have_, s_);
-    direct_keys<<<g, kThreads, 0, s_>>>(pref_, n_, key, is_new_.p, slot_.p, cand_key_.p, cand_id_.p);
+    const u64 found = host_.found;
+    if (found > have_) {
+      cand_key_.ensure(arena_, found, s_, have_);
+      cand_id_.ensure(arena_, found, s_, have_);
+      direct_keys<<<g, kThreads, 0, s_>>>(pref_, n_, key, lo, is_new_.p, slot_.p, have_, cand_key_.p, cand_id_.p);
+      ++bands_;
+    }
+    have_ = found;
     return static_cast<std::size_t>(have_);
   }
 
@@ -699,11 +744,11 @@ class CudaSoftCap {
 template <class S>
 void run(const S* scores, std::size_t n, std::int64_t total, double penalty, std::int64_t batch_size,
          std::uint64_t seed, std::int64_t* counts, std::int64_t* picks, cudaStream_t s,
-         const std::function<bool()>& interrupted, const SoftCapTrace& trace) {
+         const std::function<bool()>& interrupted, const SoftCapTrace& trace, const DeviceMemory& memory) {
   if (total == 0) {
     check(cudaMemsetAsync(counts, 0, n * sizeof(std::int64_t), s), "cudaMemsetAsync");
   } else {
-    CudaSoftCap<S> be(scores, n, counts, picks, s);
+    CudaSoftCap<S> be(scores, n, counts, picks, s, memory);
     soft_cap_drive(n, total, penalty, batch_size, seed, be, interrupted, trace);
   }
   check(cudaStreamSynchronize(s), "cudaStreamSynchronize");  // the results are written
@@ -713,16 +758,18 @@ void run(const S* scores, std::size_t n, std::int64_t total, double penalty, std
 
 void sample(const void* scores, bool f32, std::size_t n, std::int64_t total, double penalty, std::int64_t batch_size,
             std::uint64_t seed, std::int64_t* counts, std::int64_t* picks, void* stream,
-            const std::function<bool()>& interrupted, const SoftCapTrace& trace) {
+            const std::function<bool()>& interrupted, const SoftCapTrace& trace, const DeviceMemory& memory) {
   soft_cap_check(penalty, batch_size, total);
   if (n >= (std::size_t{1} << 31)) {
     throw std::invalid_argument("soft_cap_sample on CUDA takes fewer than 2^31 scores, got " + std::to_string(n));
   }
   const auto s = static_cast<cudaStream_t>(stream);
   if (f32) {
-    run(static_cast<const float*>(scores), n, total, penalty, batch_size, seed, counts, picks, s, interrupted, trace);
+    run(static_cast<const float*>(scores), n, total, penalty, batch_size, seed, counts, picks, s, interrupted, trace,
+        memory);
   } else {
-    run(static_cast<const double*>(scores), n, total, penalty, batch_size, seed, counts, picks, s, interrupted, trace);
+    run(static_cast<const double*>(scores), n, total, penalty, batch_size, seed, counts, picks, s, interrupted, trace,
+        memory);
   }
 }
 

@@ -62,9 +62,10 @@ def ares_sample(
 # --- soft-cap sampling (csrc/cuda/bind_soft_cap.cpp) ---
 # scores: n float32 (f32) or float64 on the device; counts: int64 [n]; picks: int64 [total] or 0.
 # Returns when they are written (the batch loop waits for cuda_stream); ValueError as the CPU's.
+# alloc(nbytes) -> device pointer and free(pointer), given together, supply its scratch buffers.
 def soft_cap_sample(
     scores: int, f32: bool, n: int, total: int, penalty: float, batch_size: int, seed: int,
-    counts: int, picks: int, cuda_stream: int,
+    counts: int, picks: int, cuda_stream: int, alloc: Any = None, free: Any = None,
 ) -> None: ...  # fmt: skip
 
 # --- end soft-cap ---

@@ -1,11 +1,13 @@
 // What the soft-cap kernels (../soft_cap.cu) need from the CUDA runtime and cub beyond
 // cuda_runtime.h and the radix-sort stand-in: copies, stream waits and an exclusive scan, on
-// host memory (emulated device memory is host memory). Included by soft_cap.cu under
+// host memory (emulated device memory is host memory), and the out-of-memory code. Included by soft_cap.cu under
 // MIXSIEVE_CUDA_EMULATION only.
 #pragma once
 
 #include <cstddef>
 #include <cstring>
+
+constexpr cudaError_t cudaErrorMemoryAllocation = 2;  // the runtime's code; the emulated malloc never fails
 
 enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cudaMemcpyDeviceToDevice = 3 };
 

@@ -3,7 +3,10 @@
 // the b smallest exponential-race keys E_i / w_i (w_i = exp(s_i - max s), E_i ~ Exp(1)); every
 // picked item's weight is then multiplied by exp(-penalty). The keys below a threshold are
 // generated directly as a Poisson process over the cumulative weight (race_points), so a
-// batch costs O(n / 16 + b), not O(n).
+// batch costs O(n / 16 + b), not O(n). The threshold grows band by band until b items are
+// found; when a band would hold more than 4n + 4096 points, the items not found below the
+// band's start lo get their keys directly, lo + E_i / w_i (the exponential's memorylessness
+// makes that their exact law given what the bands showed), and the batch costs O(n).
 //
 // The rule, which the CPU (CpuSoftCap below) and the CUDA backend (csrc/cuda/soft_cap.cu)
 // both follow to the bit, is written so that its sequential parts are short and many:
@@ -103,9 +106,16 @@ MIXSIEVE_HD inline double item_weight_in_block(const double* pref, std::size_t q
 
 // w[q] *= factor (factor < 1) in a block of len prefix sums; returns the weight removed (0 when
 // none: weights only ever shrink, so block sums stay upper bounds). The caller subtracts it
-// from the block's sum.
+// from the block's sum, which mirrors pref[len - 1].
+// An item's weight is a rounded difference of two prefix sums, so once factor rounds 1 - factor
+// to 1 (penalty above ~37) delta can exceed what the block still holds (a light item next to a
+// heavy one that was picked first), and the block sum would go below zero. It is clamped to
+// pref[len - 1] instead: block sums never decrease below 0, so the running sums of a segment's
+// block sums never decrease, which is what lets the GPU find a point's block by binary search
+// where the CPU walks (both give the first block whose running sum exceeds the point).
 MIXSIEVE_HD inline double scale_in_block(double* pref, std::size_t len, std::size_t q, double factor) {
-  const double delta = item_weight_in_block(pref, q) * (1.0 - factor);
+  double delta = item_weight_in_block(pref, q) * (1.0 - factor);
+  if (delta > pref[len - 1]) delta = pref[len - 1];
   if (!(delta > 0.0)) return 0.0;
   for (std::size_t j = q; j < len; ++j) pref[j] -= delta;
   return delta;
@@ -120,9 +130,11 @@ MIXSIEVE_HD inline double adjusted_score(double s, double top, std::int64_t coun
 }
 MIXSIEVE_HD inline double item_weight(double adjusted, double offset) { return pm_exp(adjusted - offset); }
 
-// The direct path's key of item i (weight w > 0): E_i / w with E_i keyed by the item.
-MIXSIEVE_HD inline double direct_race_key(std::uint64_t key, std::uint64_t i, double w) {
-  return -pm_log(open_unit(stream_bits(key, i))) / w;
+// The direct path's key of item i (weight w > 0) not found below lo: lo + E_i / w, E_i keyed by
+// the item. Given that its key is not below lo, that is its exact conditional law (the
+// exponential distribution forgets lo); lo = 0 gives E_i / w bit for bit.
+MIXSIEVE_HD inline double direct_race_key(std::uint64_t key, std::uint64_t i, double w, double lo) {
+  return lo + -pm_log(open_unit(stream_bits(key, i))) / w;
 }
 
 // How much further than hi the next band of a batch reaches: as far as the items found so far
@@ -170,8 +182,10 @@ struct SoftCapPicks {
 //   SoftCapRound race_round(std::uint64_t key, double lo, double hi)  adds the items whose
 //       first arrival lies in the band [lo, hi) to the batch's candidates (earlier ones keep
 //       their key)
-//   std::size_t direct(std::uint64_t key)  replaces the candidates by every item with weight
-//       > 0, keyed directly
+//   std::size_t direct(std::uint64_t key, double lo)  keeps the candidates (every item whose key
+//       is below lo) and adds every other item with weight > 0, keyed lo + E_i / w_i (the
+//       candidates so far are exact; the others' keys, given that they are not below lo, are
+//       lo plus a fresh exponential race); returns the number of candidates
 //   SoftCapPicks pick(std::size_t b, std::int64_t done, double decay)  counts the b smallest
 //       (key, id), writes them to picks[done, done + b) in key order, multiplies their
 //       weights by decay
@@ -207,8 +221,10 @@ void soft_cap_drive(std::size_t n, std::int64_t total, double penalty, std::int6
   double reference_weight = weigh();  // total weight after the last (re)weighing
   const double decay = pm_exp(-penalty);
   // When a band would hold far more points than there are items (b close to the number of
-  // items with weights far apart: the last item needed is a light one), every item gets its
-  // key directly instead, in O(n): the same exponential race, another random stream.
+  // items with weights far apart: the last item needed is a light one), every item not found
+  // yet gets its key directly instead, in O(n): the same exponential race, continued past lo
+  // on another random stream. The candidates found below lo are kept: whether a batch switches
+  // depends on its own draws, and redrawing every key after a switch would bias the picks.
   const double direct_limit = 4.0 * static_cast<double>(n) + 4096.0;
   double guess = 0.0;
   double last_weight = reference_weight;  // total weight at the start of the last batch
@@ -267,7 +283,7 @@ void soft_cap_drive(std::size_t n, std::int64_t total, double penalty, std::int6
     }
     if (direct) {
       last_weight = be.total_weight();
-      const std::size_t found = be.direct(direct_key(seed, batch));
+      const std::size_t found = be.direct(direct_key(seed, batch), lo);
       note("direct weight", last_weight);
       note("direct found", static_cast<double>(found));
       if (found < b) {
@@ -417,17 +433,25 @@ class CpuSoftCap {
     return {found, sum_in_order(seg_weight_)};
   }
 
-  std::size_t direct(std::uint64_t key) {
+  std::size_t direct(std::uint64_t key, double lo) {
     parallel_for(segments_, batch_threads_, 1, [&](std::size_t s0, std::size_t s1) {
       for (std::size_t sg = s0; sg < s1; ++sg) {
-        std::vector<RaceKey>& cand = seg_cand_[sg];
-        cand.clear();
+        // the candidates (by item) and the new keys, merged by item
+        const std::vector<RaceKey>& cand = seg_cand_[sg];
+        std::vector<RaceKey>& out = seg_tmp_[sg];
+        out.clear();
+        std::size_t a = 0;
         const std::size_t end = std::min(n_, (sg + 1) * kSegmentBlocks * kBlock);
         for (std::size_t i = sg * kSegmentBlocks * kBlock; i < end; ++i) {
+          if (a < cand.size() && cand[a].id == static_cast<std::int64_t>(i)) {
+            out.push_back(cand[a++]);
+            continue;
+          }
           const double wi = item_weight_in_block(pref_.data() + i / kBlock * kBlock, i % kBlock);
           if (!(wi > 0.0)) continue;
-          cand.push_back({direct_race_key(key, i, wi), static_cast<std::int64_t>(i)});
+          out.push_back({direct_race_key(key, i, wi, lo), static_cast<std::int64_t>(i)});
         }
+        seg_cand_[sg].swap(out);
       }
     });
     std::size_t found = 0;
