@@ -276,12 +276,12 @@ def test_dedup_on_cuda_equals_the_cpu() -> None:
     vocab = textgen.vocab(rng)
     docs = [textgen.random_words_doc(rng, vocab, rng.randint(20, 400)) for _ in range(1500)]
     for i in range(0, 1500, 7):
-        docs.append(textgen.perturb_words(rng, docs[i], 0.05, vocab))  # near-duplicates
+        docs.append(textgen.perturb_words(rng, docs[i], 0.02, vocab))  # near-duplicates
     docs += docs[:40] + ["", "!!", "One"]  # exact copies, empty documents
     for kw in ({}, {"unit": "char", "dtype": np.uint64, "ngram": 4}, {"match_empty": True, "num_perm": 64}):
         cpu = ms.dedup(docs, threshold=0.7, **kw)
         got = ms.dedup(docs, threshold=0.7, device="cuda", **kw)
-        assert got.num_removed > 200
+        assert got.num_removed > 200 and got.num_exact >= 56  # (220, 255, 214 removed)
         for name in ("keep", "cluster", "duplicate_of", "similarity", "exact"):
             np.testing.assert_array_equal(getattr(got, name), getattr(cpu, name), err_msg=name)
         assert (got.comparisons, got.capped, got.bands, got.rows) == (

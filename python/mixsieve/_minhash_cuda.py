@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from .dedup import MinHasher
 
-CHUNK_BYTES = 256 << 20  # text per kernel call
+CHUNK_BYTES = 64 << 20  # text per kernel call: small enough for uploads to overlap kernels
 MAX_DOCUMENT_BYTES = 2**31 - 1  # positions inside one normalised document are 32-bit
 
 _TABLES: dict[int, Any] = {}  # device index -> the Unicode tables on that device

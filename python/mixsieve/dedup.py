@@ -151,7 +151,7 @@ class MinHasher:
         device : None, "cpu", "cuda", "cuda:N" or torch.device (keyword-only)
             Where to compute. None follows the input: CUDA tensors run on their device, anything
             else on the CPU. On CUDA, texts from the host are uploaded once (in chunks of at
-            most 256 MiB of text) and normalised, shingled and hashed on the device; the result
+            most 64 MiB of text) and normalised, shingled and hashed on the device; the result
             is the same bytes as on the CPU. ``RuntimeError`` (naming what is missing) if CUDA
             is asked for and cannot run.
 
