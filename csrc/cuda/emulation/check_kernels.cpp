@@ -7,6 +7,7 @@
 //   non-finite logits: the same NaN / inf pattern; bad ids and lambdas: NaN rows.
 // Prints "OK" and exits 0 when everything agrees. Built and run by
 // tests/test_mixup_cuda_emulated.py.
+#include "check.h"
 #include <cuda_runtime.h>  // the emulation's
 
 #include <cmath>
@@ -21,16 +22,6 @@ namespace mx = mixsieve::mixup;
 namespace mc = mixsieve::mixup::cuda;
 using i64 = std::int64_t;
 
-static int failures = 0;
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      ++failures;                                          \
-      std::printf("FAIL line %d: ", __LINE__);             \
-      std::printf(__VA_ARGS__);                            \
-      std::printf("\n");                                   \
-    }                                                      \
-  } while (0)
 
 struct Batch {
   i64 B, T1, V;

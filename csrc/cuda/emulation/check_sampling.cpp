@@ -9,6 +9,7 @@
 //   keys out of the double range: NeedsHost exactly when the CPU needs wide keys.
 // Prints "OK" and exits 0 when everything agrees. Built and run by
 // tests/test_sampling_cuda_emulated.py.
+#include "check.h"
 #include <cuda_runtime.h>  // the emulation's
 
 #include <cmath>
@@ -27,17 +28,7 @@ using mixsieve::AresKeys;
 using mixsieve::Keyed;
 using i64 = std::int64_t;
 
-static int failures = 0;
 static int cases = 0;
-#define CHECK(cond, ...)                       \
-  do {                                         \
-    if (!(cond)) {                             \
-      ++failures;                              \
-      std::printf("FAIL line %d: ", __LINE__); \
-      std::printf(__VA_ARGS__);                \
-      std::printf("\n");                       \
-    }                                          \
-  } while (0)
 
 std::uint64_t bits(double x) {
   std::uint64_t b;

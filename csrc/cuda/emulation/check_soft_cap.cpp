@@ -11,6 +11,7 @@
 // (DeviceMemory, as torch's in Python): all of them go back, also when the allocator fails.
 // Prints "OK" and exits 0 when everything agrees. Built and run by
 // tests/test_soft_cap_cuda_emulated.py.
+#include "check.h"
 #include <cuda_runtime.h>  // the emulation's
 
 #include <algorithm>
@@ -31,16 +32,6 @@
 using i64 = std::int64_t;
 namespace sc = mixsieve::soft_cap_detail;
 
-static int failures = 0;
-#define CHECK(cond, ...)                       \
-  do {                                         \
-    if (!(cond)) {                             \
-      ++failures;                              \
-      std::printf("FAIL line %d: ", __LINE__); \
-      std::printf(__VA_ARGS__);                \
-      std::printf("\n");                       \
-    }                                          \
-  } while (0)
 
 // The paths a run took, seen through the CPU backend.
 struct Paths {
