@@ -152,8 +152,8 @@ def child(method: str, docs: int, blocks: int) -> None:
 
         k_ds, r_ds = msr.dedup(ds, text_column="text", id_column="pos", threshold=THRESHOLD,
                                num_perm=NUM_PERM, ngram=NGRAM)  # fmt: skip
-        kept = k_ds.count()
-        r_ds.count()
+        kept = k_ds.materialize().count()
+        r_ds.materialize()
     else:
         kept = datasketch_pipeline(ds)
     seconds = time.perf_counter() - t0

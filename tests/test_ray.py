@@ -67,9 +67,10 @@ def rows(texts: list[str], ids: list[Any] | None = None) -> list[dict[str, Any]]
     return [{"id": i, "text": t, "other": len(t)} for i, t in zip(ids, texts)]
 
 
-def assert_same_as_single_process(texts: list[str], blocks: int, **kw: Any) -> None:
+def assert_same_as_single_process(texts: list[str], blocks: int, partitions: int | None = None,
+                                  **kw: Any) -> None:  # fmt: skip
     ds = ray.data.from_items(rows(texts), override_num_blocks=blocks)
-    kept, removed, result = msr.dedup(ds, id_column="id", return_result=True, **kw)
+    kept, removed, result = msr.dedup(ds, id_column="id", return_result=True, partitions=partitions, **kw)
     want = ms.dedup(texts, **kw)
     assert want.num_removed > 0
     np.testing.assert_array_equal(result.keep, want.keep)
@@ -93,6 +94,8 @@ def assert_same_as_single_process(texts: list[str], blocks: int, **kw: Any) -> N
 @pytest.mark.parametrize("blocks", [1, 4, 16])
 def test_dedup_equals_single_process(blocks: int) -> None:
     assert_same_as_single_process(planted_corpus(), blocks, threshold=0.8, ngram=5)
+    # several reducers (a small dataset gets one by default)
+    assert_same_as_single_process(planted_corpus(), blocks, partitions=3, threshold=0.8, ngram=5)
 
 
 def test_dedup_with_capped_buckets_and_other_settings() -> None:
@@ -106,8 +109,8 @@ def test_dedup_with_capped_buckets_and_other_settings() -> None:
     rng.shuffle(texts)
     want = ms.dedup(texts, threshold=0.7, ngram=3, unit="word", seed=4)
     assert want.capped > 0
-    for blocks in (3, 16):
-        assert_same_as_single_process(texts, blocks, threshold=0.7, ngram=3, unit="word", seed=4)
+    for blocks, partitions in ((3, None), (16, 5)):
+        assert_same_as_single_process(texts, blocks, partitions, threshold=0.7, ngram=3, unit="word", seed=4)
     assert_same_as_single_process(texts, 5, threshold=0.9, ngram=4, unit="char", match_empty=True,
                                   dtype=np.uint64, num_perm=64)  # fmt: skip
 
@@ -161,6 +164,33 @@ def test_dataset_order_is_the_files_order_whatever_finishes_first(tmp_path: Any)
     )
     got = msr.weighted_sample(scored, weight_column="w", k=50, seed=5)
     np.testing.assert_array_equal(got, ms.weighted_sample(w, 50, seed=5))
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 7])
+def test_shuffle_sends_every_pair_to_its_keys_reducer_sorted(partitions: int) -> None:
+    # one block's (band key, row) pairs: each reducer gets exactly the keys it owns, sorted
+    # (the reducer only merges sorted runs), named by (block, row in block)
+    import pyarrow as pa
+
+    rng = np.random.default_rng(3)
+    bands, n = 5, 300
+    keys = rng.integers(0, 50, size=(n, bands), dtype=np.uint64)  # repeats within and across rows
+    block = pa.table({"text": ["x"] * n, msr._KEYS: msr._fixed_column(keys, 8 * bands)})
+    out = msr._split(block, 6, bands, partitions)
+    parts = [out] if partitions == 1 else list(out)
+    assert len(parts) == partitions
+    band = np.arange(bands, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    want = sorted(zip((keys ^ band).ravel().tolist(), np.repeat((6 << 40) + np.arange(n), bands).tolist()))
+    got = []
+    for p, (k, rows) in enumerate(parts):
+        assert (k % np.uint64(partitions) == p).all()
+        assert (k[1:] >= k[:-1]).all()
+        got += list(zip(k.tolist(), rows.tolist()))
+    assert sorted(got) == want
+    # a reducer finds the rows that share a key with another row, across blocks
+    other = msr._split(block.slice(0, 10), 7, bands, partitions)
+    shared = np.concatenate([msr._shared(a, b) for a, b in zip(parts, [other] if partitions == 1 else other)])
+    assert set(shared.tolist()) >= {(7 << 40) + i for i in range(10)} | {(6 << 40) + i for i in range(10)}
 
 
 def test_columns_mixsieve_adds_must_not_exist() -> None:

@@ -13,22 +13,24 @@ Examples
 How dedup runs (every step is a Ray task or a Ray Data ``map_batches``; only the last two
 steps' inputs ever reach the driver):
 
-1. **Positions.** Rows are numbered in dataset order (block by block, with Ray Data's
-   ``preserve_order`` set for this one execution: otherwise blocks arrive in the order their
-   tasks finish), so that "the lowest position of a cluster is kept" means what it means for
-   :func:`mixsieve.dedup` on the documents concatenated in that order. ``ds`` is executed once.
-2. **Signatures** in ``map_batches`` over Arrow batches (``batch_format="pyarrow"``): the C++
-   MinHash kernel reads the Arrow string array in place (no Python loop per document) and the
-   batch's band keys are computed next to it. The result stays in Ray's object store.
-3. **Grouping by band key**: a map-reduce shuffle written with Ray tasks. Each block sends
-   (band key, position) pairs, 16 bytes per band per document, to one of ``partitions``
-   reducers chosen by key; each reducer sorts its keys and returns the positions that share a
-   bucket with another document. Ray Data's own ``groupby`` would do the same, but it shuffles
-   every row into hundreds of partitions and took tens of seconds for a thousand rows on two
-   cores; a fixed, small number of reducers keeps the overhead per call at a few tasks.
-4. **Clustering** on the driver: the signatures (``num_perm * 4`` bytes each) of the documents
-   that share a bucket with another document, and only those, are fetched and clustered by the
-   C++ LSH clustering that :func:`mixsieve.dedup` runs (verification against ``threshold``,
+1. **Signatures** in ``map_batches`` over Arrow batches (``batch_format="pyarrow"``): the C++
+   MinHash kernel reads the Arrow string array in place (no Python loop per document) and
+   appends each row's signature, digest and band keys to it. ``ds`` is executed once, with Ray
+   Data's ``preserve_order`` set for that execution (otherwise blocks arrive in the order
+   their tasks finish), and the result stays in Ray's object store: blocks in dataset order,
+   so that "the lowest position of a cluster is kept" means what it means for
+   :func:`mixsieve.dedup` on the documents concatenated in that order.
+2. **Grouping by band key**: a map-reduce shuffle written with Ray tasks. Each block sends
+   (band key, row) pairs, 16 bytes per band per document, to one of ``partitions`` reducers
+   chosen by key (a row is named by its block and its place in it, which sort in dataset
+   order); each reducer sorts its keys and returns the rows that share a bucket with another
+   document. Ray Data's own ``groupby`` would do the same, but it shuffles every row into
+   hundreds of partitions and took tens of seconds for a thousand rows on two cores; a fixed,
+   small number of reducers keeps the overhead per call at a few tasks.
+3. **Fetching**: one task per block returns its row count and the signatures (``num_perm * 4``
+   bytes each) of its rows found in step 2, and only those; the row counts give positions.
+4. **Clustering** on the driver: the fetched signatures are clustered by the C++ LSH
+   clustering that :func:`mixsieve.dedup` runs (verification against ``threshold``,
    union-find). A document that shares no bucket is alone in all of its buckets in the
    single-machine run too, so it changes no candidate list and no bucket cap there: running the
    clustering on the others, in position order, gives exactly the single-machine clusters,
@@ -36,16 +38,16 @@ steps' inputs ever reach the driver):
    the single-machine run's table of identical signatures is keyed by a 64-bit hash of the
    signature, so a document outside the buckets whose signature's hash collides with a
    member's could change a lookup there; at a 2^-64 chance per pair this does not happen.)
-5. **Filtering** in ``map_batches``: the removed positions (with what each duplicates and the
-   estimated Jaccard) are broadcast, and each batch keeps or drops its rows.
+5. **Filtering**: the removed positions (with what each duplicates and the estimated Jaccard)
+   are broadcast, and one task per block of step 1 splits it into kept and removed rows.
 
 Where the limit is: step 4 holds, for each document that shares a bucket with another one, its
-signature (``num_perm * 4`` bytes: 512 at 128 permutations), its digest and position, a copy
-made while sorting, and the clustering's tables (about 28 bytes per band): some 1.5 KB per
-such document at 128 permutations, so roughly 600 million of them per TB of driver memory
-(and at most 2^32 - 2, the clustering's row limit). Everything else
-is spread over the cluster. Beyond that size the clustering would need a distributed
-connected-components step over the verified edges, which this module does not have.
+signature (``num_perm * 4`` bytes: 512 at 128 permutations) twice (as fetched, and as the
+numpy array the clustering reads), its digest, id and position, and the clustering's tables
+(about 28 bytes per band): some 1.5 KB per such document at 128 permutations, so roughly 600
+million of them per TB of driver memory (and at most 2^32 - 2, the clustering's row limit).
+Everything else is spread over the cluster. Beyond that size the clustering would need a
+distributed connected-components step over the verified edges, which this module does not have.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ if TYPE_CHECKING:
     import ray.data
 
 _POS = "__mixsieve_pos"
+_SIG, _DIGEST, _KEYS = "__mixsieve_sig", "__mixsieve_digest", "__mixsieve_keys"
+_ADDED = (_SIG, _DIGEST, _KEYS)  # the columns dedup's step 1 adds
 _INSTALL = 'mixsieve.ray needs Ray Data: pip install "mixsieve[ray]" (or pip install "ray[data]")'
 
 
@@ -106,7 +110,7 @@ def _check_dataset(
             )
             if kind != "any" and not ok:
                 raise TypeError(f"{arg}={col!r} must hold {kind}s, got Arrow type {t}")
-    for reserved in (_POS, *extra_columns):
+    for reserved in (_POS, *_ADDED, *extra_columns):
         if reserved in names:
             raise ValueError(
                 f"the dataset already has a column {reserved!r}, which mixsieve.ray adds; rename it"
@@ -114,7 +118,194 @@ def _check_dataset(
 
 
 # ---------------------------------------------------------------------------------------------
-# Step 1: positions in dataset order
+# Step 1: signatures and band keys, in dataset order
+
+
+def _ordered_refs(ds: Any) -> tuple[list[Any], int]:
+    """Execute ds; its blocks' ObjectRefs in dataset order, and its row count."""
+    # "Dataset order" must be the order of the dataset, not the order in which Ray's tasks
+    # happen to finish (Ray Data's default): preserve it for this one execution.
+    options = ds.context.execution_options  # each dataset keeps its own copy of the context
+    before = options.preserve_order
+    options.preserve_order = True
+    try:
+        done = ds.materialize()
+    finally:
+        options.preserve_order = before
+    return done.to_arrow_refs(), int(done.count())  # the count is read from block metadata
+
+
+def _fixed_column(values: np.ndarray, width: int) -> Any:
+    """A [rows, ...] numpy array as a FixedSizeBinary Arrow array of `width` bytes per row."""
+    import pyarrow as pa
+
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(values), [None, pa.py_buffer(values)])
+
+
+def _signature_batch(batch: Any, *, text_column: str, hasher: dict[str, Any], bands: int, rows: int) -> Any:
+    """The batch with its signatures, digests and band keys appended (as FixedSizeBinary)."""
+    import pyarrow as pa
+
+    h = MinHasher(hasher["num_perm"], hasher["ngram"], hasher["unit"], hasher["seed"], dtype=hasher["dtype"])
+    texts = batch.column(text_column)
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        raise TypeError(f"text_column={text_column!r} must hold strings, got Arrow type {texts.type}")
+    sigs, digests = h._signatures_digests(texts, 1)  # one thread: Ray runs one task per CPU
+    keys = _core.band_keys(sigs, bands, rows)
+    batch = batch.append_column(_SIG, _fixed_column(sigs, sigs.shape[1] * sigs.itemsize))
+    batch = batch.append_column(_DIGEST, _fixed_column(digests, 16))
+    return batch.append_column(_KEYS, _fixed_column(keys, 8 * bands))
+
+
+def _fixed(col: Any, dtype: Any, width: int) -> np.ndarray:
+    """A FixedSizeBinary Arrow column as a [rows, width] numpy array of dtype (a copy)."""
+    col = col.combine_chunks() if hasattr(col, "combine_chunks") else col
+    raw = np.frombuffer(col.buffers()[1], dtype=np.uint8)
+    size = col.type.byte_width
+    raw = raw[col.offset * size : (col.offset + len(col)) * size]
+    out: np.ndarray = raw.view(dtype).reshape(len(col), width).copy()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 2: the shuffle of band keys
+
+# A row is named by (block, row in block), packed into one int64 that sorts in dataset order:
+# positions need every earlier block's row count, which the shuffle does not wait for.
+_ROW_BITS = 40
+
+
+def _split(block: Any, index: int, bands: int, partitions: int) -> Any:
+    """A block's (band key, packed row) pairs, cut into one part per reducer by key."""
+    if block.num_rows == 0 or _KEYS not in block.column_names:  # Ray skips the map on empty blocks
+        empty = (np.empty(0, np.uint64), np.empty(0, np.int64))
+        return empty if partitions == 1 else tuple(empty for _ in range(partitions))
+    keys = _fixed(block.column(_KEYS), np.uint64, bands)
+    rows = (np.int64(index) << _ROW_BITS) + np.arange(block.num_rows, dtype=np.int64)
+    # one 64-bit value per (band, key): a collision between bands only adds a document to the
+    # candidates, which the clustering then treats exactly as the single-machine run does
+    band = np.arange(bands, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    flat = (keys ^ band).ravel()
+    owner = np.repeat(rows, bands)
+    if partitions == 1:
+        order = np.argsort(flat)  # sorted runs: the reducer merges them instead of sorting
+        return flat[order], owner[order]
+    part = (flat % np.uint64(partitions)).astype(np.uint16 if partitions <= 1 << 16 else np.int64)
+    order = np.lexsort((flat, part))  # by reducer, then by key within each reducer's part
+    bounds = np.searchsorted(part[order], np.arange(partitions + 1))
+    parts = [(flat[order[a:b]], owner[order[a:b]]) for a, b in zip(bounds[:-1], bounds[1:])]
+    return tuple(parts)
+
+
+def _shared(*parts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The packed rows, among one reducer's pairs, whose key another row has too."""
+    keys = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.uint64)
+    rows = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.int64)
+    # each part arrives sorted by key, so this stable sort (a merge sort that finds the runs)
+    # only merges them
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    same = keys[1:] == keys[:-1]
+    member = np.zeros(keys.size, dtype=bool)
+    member[1:] |= same
+    member[:-1] |= same
+    out: np.ndarray = np.unique(rows[order[member]])
+    return out
+
+
+def _bucket_members(refs: list[Any], bands: int, partitions: int) -> np.ndarray:
+    """Sorted packed rows of the documents that share a band bucket with another document."""
+    ray = _ray()
+    split = ray.remote(_split).options(num_returns=partitions)
+    # one object per (block, reducer): each reducer reads only its share of every block
+    split_refs = [split.remote(r, i, bands, partitions) for i, r in enumerate(refs)]
+    if partitions == 1:
+        split_refs = [[s] for s in split_refs]
+    shared = ray.remote(_shared)
+    found = ray.get([shared.remote(*[s[p] for s in split_refs]) for p in range(partitions)])
+    out: np.ndarray = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 3: fetch the members' signatures (and every block's row count)
+
+
+def _in_sorted(pos: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
+    """Which of pos are in sorted_values (sorted, unique): a binary search per row, not a sort
+    of sorted_values per batch as np.isin would do."""
+    at = np.searchsorted(sorted_values, pos)
+    hit = at < sorted_values.size
+    hit[hit] = sorted_values[at[hit]] == pos[hit]
+    return hit
+
+
+def _take(block: Any, wanted: np.ndarray, id_column: str | None) -> tuple[int, Any]:
+    """The block's row count, and the signature, digest (and id) of its rows `wanted` (sorted
+    row numbers within the block), in row order."""
+    import pyarrow as pa
+
+    if wanted.size == 0 or _SIG not in block.column_names:
+        return int(block.num_rows), None
+    cols = [_SIG, _DIGEST] + ([id_column] if id_column is not None else [])
+    return int(block.num_rows), block.select(cols).take(pa.array(wanted))
+
+
+def _fetch(refs: list[Any], members: np.ndarray, num_perm: int, dtype: Any,
+           id_column: str | None) -> dict[str, Any]:  # fmt: skip
+    """Row counts per block, and the members' positions, signatures, digests and ids, sorted by
+    position."""
+    ray = _ray()
+    import pyarrow as pa
+
+    block = members >> _ROW_BITS
+    cuts = np.searchsorted(block, np.arange(len(refs) + 1))
+    local = members & ((1 << _ROW_BITS) - 1)
+    take = ray.remote(_take)
+    got = ray.get([take.remote(r, local[cuts[i] : cuts[i + 1]], id_column) for i, r in enumerate(refs)])
+    counts = np.array([c for c, _ in got], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    parts = [t for _, t in got if t is not None]
+    out: dict[str, Any] = {"starts": starts, "pos": starts[block] + local}
+    if not parts:
+        out.update(sigs=np.empty((0, num_perm), dtype), digests=np.empty((0, 2), np.uint64), ids=None)
+        return out
+    table = pa.concat_tables(parts)  # blocks in order, rows in order: sorted by position
+    out.update(
+        sigs=_fixed(table.column(_SIG), dtype, num_perm),
+        digests=_fixed(table.column(_DIGEST), np.uint64, 2),
+        ids=table.column(id_column) if id_column is not None else None,
+    )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 5: the filters
+
+
+def _filter(block: Any, start: int, removed: dict[str, Any]) -> tuple[Any, Any]:
+    """The block's kept rows, and its removed rows with what each duplicates (`start`: the
+    position of its first row), both without the columns step 1 added."""
+    import pyarrow as pa
+
+    block = block.drop_columns([c for c in _ADDED if c in block.column_names])
+    pos = np.arange(start, start + block.num_rows, dtype=np.int64)
+    removed_pos = removed["pos"]
+    at = np.searchsorted(removed_pos, pos)
+    mask = at < removed_pos.size
+    mask[mask] = removed_pos[at[mask]] == pos[mask]
+    rows = at[mask]
+    kept = block.filter(pa.array(~mask))
+    out = block.filter(pa.array(mask))
+    dup_of = removed["duplicate_of"]
+    dup_of = dup_of.take(pa.array(rows)) if isinstance(dup_of, pa.Array) else pa.array(dup_of[rows])
+    out = out.append_column("duplicate_of", dup_of.cast(removed["duplicate_of_type"]))
+    out = out.append_column("similarity", pa.array(removed["similarity"][rows], type=pa.float32()))
+    return kept, out.append_column("exact", pa.array(removed["exact"][rows], type=pa.bool_()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Positions in dataset order (weighted_sample)
 
 
 def _rows(block: Any) -> int:
@@ -131,196 +322,11 @@ def _positioned(ds: Any) -> tuple[Any, int]:
     """The dataset with an int64 column of row positions (dataset order) and the row count.
     Executes the dataset once; its blocks stay in the object store."""
     ray = _ray()
-    # "Dataset order" must be the order of the dataset, not the order in which Ray's read tasks
-    # happen to finish (Ray Data's default): preserve it for this one execution.
-    options = ds.context.execution_options  # each dataset keeps its own copy of the context
-    before = options.preserve_order
-    options.preserve_order = True
-    try:
-        refs = ds.to_arrow_refs()
-    finally:
-        options.preserve_order = before
+    refs, _ = _ordered_refs(ds)
     counts = ray.get([ray.remote(_rows).remote(r) for r in refs])
     starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
     numbered = [ray.remote(_number).remote(r, int(s)) for r, s in zip(refs, starts[:-1])]
     return (ray.data.from_arrow_refs(numbered) if numbered else ds), int(starts[-1])
-
-
-# ---------------------------------------------------------------------------------------------
-# Step 2: signatures and band keys
-
-
-def _signature_batch(batch: Any, *, text_column: str, id_column: str | None, hasher: dict[str, Any],
-                     bands: int, rows: int) -> Any:  # fmt: skip
-    import pyarrow as pa
-
-    h = MinHasher(hasher["num_perm"], hasher["ngram"], hasher["unit"], hasher["seed"], dtype=hasher["dtype"])
-    texts = batch.column(text_column)
-    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
-        raise TypeError(f"text_column={text_column!r} must hold strings, got Arrow type {texts.type}")
-    sigs, digests = h._signatures_digests(texts, 1)  # one thread: Ray runs one task per CPU
-    keys = _core.band_keys(sigs, bands, rows)
-    width = sigs.shape[1] * sigs.itemsize
-    out = {
-        _POS: batch.column(_POS),
-        "sig": pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(sigs), [None, pa.py_buffer(sigs)]),
-        "digest": pa.FixedSizeBinaryArray.from_buffers(
-            pa.binary(16), len(sigs), [None, pa.py_buffer(digests)]
-        ),
-        "keys": pa.FixedSizeBinaryArray.from_buffers(
-            pa.binary(8 * bands), len(sigs), [None, pa.py_buffer(keys)]
-        ),
-    }
-    if id_column is not None:
-        out["id"] = batch.column(id_column)
-    return pa.table(out)
-
-
-def _fixed(col: Any, dtype: Any, width: int) -> np.ndarray:
-    """A FixedSizeBinary Arrow column as a [rows, width] numpy array of dtype (a copy)."""
-    col = col.combine_chunks() if hasattr(col, "combine_chunks") else col
-    raw = np.frombuffer(col.buffers()[1], dtype=np.uint8)
-    size = col.type.byte_width
-    raw = raw[col.offset * size : (col.offset + len(col)) * size]
-    out: np.ndarray = raw.view(dtype).reshape(len(col), width).copy()
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Step 3: the shuffle of band keys
-
-
-def _split(block: Any, bands: int, partitions: int) -> Any:
-    """A block's (band key, position) pairs, cut into one part per reducer by key."""
-    if block.num_rows == 0 or "keys" not in block.column_names:  # Ray skips the map on empty blocks
-        empty = (np.empty(0, np.uint64), np.empty(0, np.int64))
-        return empty if partitions == 1 else tuple(empty for _ in range(partitions))
-    keys = _fixed(block.column("keys"), np.uint64, bands)
-    pos = block.column(_POS).to_numpy()
-    # one 64-bit value per (band, key): a collision between bands only adds a document to the
-    # candidates, which the clustering then treats exactly as the single-machine run does
-    band = np.arange(bands, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    flat = (keys ^ band).ravel()
-    owner = np.repeat(pos, bands)
-    part = (flat % np.uint64(partitions)).astype(np.int64)
-    order = np.argsort(part, kind="stable")
-    bounds = np.searchsorted(part[order], np.arange(partitions + 1))
-    parts = [(flat[order[a:b]], owner[order[a:b]]) for a, b in zip(bounds[:-1], bounds[1:])]
-    return parts[0] if partitions == 1 else tuple(parts)
-
-
-def _shared(*parts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """The positions, among one reducer's pairs, whose key another position has too."""
-    keys = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.uint64)
-    pos = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.int64)
-    order = np.argsort(keys, kind="stable")
-    keys, pos = keys[order], pos[order]
-    same = keys[1:] == keys[:-1]
-    member = np.zeros(keys.size, dtype=bool)
-    member[1:] |= same
-    member[:-1] |= same
-    out: np.ndarray = np.unique(pos[member])
-    return out
-
-
-def _bucket_members(sig_refs: list[Any], bands: int, partitions: int) -> np.ndarray:
-    """Sorted positions of the documents that share a band bucket with another document."""
-    ray = _ray()
-    split = ray.remote(_split).options(num_returns=partitions)
-    # one object per (block, reducer): each reducer reads only its share of every block
-    split_refs = [split.remote(r, bands, partitions) for r in sig_refs]
-    if partitions == 1:
-        split_refs = [[s] for s in split_refs]
-    shared = ray.remote(_shared)
-    found = ray.get([shared.remote(*[s[p] for s in split_refs]) for p in range(partitions)])
-    out: np.ndarray = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Step 4: fetch the members' signatures
-
-
-def _in_sorted(pos: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
-    """Which of pos are in sorted_values (sorted, unique): a binary search per row, not a sort
-    of sorted_values per batch as np.isin would do."""
-    at = np.searchsorted(sorted_values, pos)
-    hit = at < sorted_values.size
-    hit[hit] = sorted_values[at[hit]] == pos[hit]
-    return hit
-
-
-def _take(block: Any, wanted: np.ndarray) -> Any:
-    import pyarrow as pa
-
-    if block.num_rows == 0 or "sig" not in block.column_names:
-        return None
-    keep = [c for c in (_POS, "sig", "digest", "id") if c in block.column_names]
-    return block.select(keep).filter(pa.array(_in_sorted(block.column(_POS).to_numpy(), wanted)))
-
-
-def _fetch(sig_refs: list[Any], members: np.ndarray, num_perm: int, dtype: Any) -> dict[str, Any]:
-    ray = _ray()
-    import pyarrow as pa
-
-    members_ref = ray.put(members)
-    parts = [
-        t for t in ray.get([ray.remote(_take).remote(r, members_ref) for r in sig_refs]) if t is not None
-    ]
-
-    table = pa.concat_tables(parts) if parts else None
-    if table is None or table.num_rows == 0:
-        return {"pos": np.empty(0, np.int64), "sigs": np.empty((0, num_perm), dtype),
-                "digests": np.empty((0, 2), np.uint64), "ids": None}  # fmt: skip
-    order = np.argsort(table.column(_POS).to_numpy(), kind="stable")
-    table = table.take(pa.array(order))
-    return {
-        "pos": table.column(_POS).to_numpy(),
-        "sigs": _fixed(table.column("sig"), dtype, num_perm),
-        "digests": _fixed(table.column("digest"), np.uint64, 2),
-        "ids": table.column("id") if "id" in table.column_names else None,
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Step 5: the filters
-
-
-def _removed_table(removed: Any) -> dict[str, Any]:
-    """The broadcast table of removed rows (an ObjectRef: read from the local object store,
-    numpy arrays without a copy)."""
-    import ray
-
-    out: dict[str, Any] = ray.get(removed) if isinstance(removed, ray.ObjectRef) else removed
-    return out
-
-
-def _keep_batch(batch: Any, *, removed: Any) -> Any:
-    import pyarrow as pa
-
-    removed = _removed_table(removed)
-
-    drop = _in_sorted(batch.column(_POS).to_numpy(), removed["pos"])
-    return batch.filter(pa.array(~drop)).drop_columns([_POS])
-
-
-def _removed_batch(batch: Any, *, removed: Any) -> Any:
-    import pyarrow as pa
-
-    removed = _removed_table(removed)
-
-    pos = batch.column(_POS).to_numpy()
-    removed_pos = removed["pos"]
-    at = np.searchsorted(removed_pos, pos)
-    mask = at < removed_pos.size
-    mask[mask] = removed_pos[at[mask]] == pos[mask]
-    rows = at[mask]
-    out = batch.filter(pa.array(mask)).drop_columns([_POS])
-    dup_of = removed["duplicate_of"]
-    dup_of = dup_of.take(pa.array(rows)) if isinstance(dup_of, pa.Array) else pa.array(dup_of[rows])
-    out = out.append_column("duplicate_of", dup_of.cast(removed["duplicate_of_type"]))
-    out = out.append_column("similarity", pa.array(removed["similarity"][rows], type=pa.float32()))
-    return out.append_column("exact", pa.array(removed["exact"][rows], type=pa.bool_()))
 
 
 def dedup(
@@ -376,7 +382,9 @@ def dedup(
         verified to duplicate; null, or -1 without ``id_column``, for a row that joined its
         cluster only through later rows, whose ``duplicate_of`` is -1 in
         :func:`mixsieve.dedup` too), ``similarity`` (the estimated Jaccard of that pair, float32) and
-        ``exact`` (the normalised texts are equal). Both are lazy: they run when consumed.
+        ``exact`` (the normalised texts are equal). Both are computed when ``dedup`` returns:
+        their blocks are in Ray's object store (spilled to disk by Ray when it fills), one
+        block of each per block of step 1, in dataset order.
 
     Examples
     --------
@@ -404,26 +412,22 @@ def dedup(
     _check_dataset(ds, {"text_column": (text_column, "string"), "id_column": (id_column, "any")},
                    ("duplicate_of", "similarity", "exact"))  # fmt: skip
 
-    numbered, n = _positioned(ds)
-    if partitions is None:
-        # one reducer per CPU, but no more than one per ~256 MB of (key, position) pairs, so that
-        # a small dataset on a large cluster is not cut into blocks x CPUs tiny objects
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        partitions = max(1, min(cpus, -(-n * b * 16 // (1 << 28))))
-    if n == 0:
-        return (ds, ds, DedupResult(keep=np.zeros(0, bool), cluster=np.zeros(0, np.int64),
-                duplicate_of=np.zeros(0, np.int64), similarity=np.zeros(0, np.float32), bands=b, rows=r)) \
-            if return_result else (ds, ds)  # fmt: skip
     params = {"num_perm": hasher.num_perm, "ngram": hasher.ngram, "unit": hasher.unit, "seed": hasher.seed,
               "dtype": hasher.dtype}  # fmt: skip
-    sig_ds = numbered.map_batches(
+    source: Any = ds
+    sig_ds = source.map_batches(
         _signature_batch, batch_format="pyarrow", batch_size=batch_size, zero_copy_batch=True,
-        fn_kwargs={"text_column": text_column, "id_column": id_column, "hasher": params, "bands": b,
-                   "rows": r},
-    ).materialize()  # fmt: skip
-    sig_refs = sig_ds.to_arrow_refs()
-    members = _bucket_members(sig_refs, b, partitions)
-    got = _fetch(sig_refs, members, hasher.num_perm, hasher.dtype)
+        fn_kwargs={"text_column": text_column, "hasher": params, "bands": b, "rows": r},
+    )  # fmt: skip
+    refs, n = _ordered_refs(sig_ds)  # ds runs once; its rows and signatures stay in the object store
+    if partitions is None:
+        # one reducer per CPU, but no more than one per ~256 MB of (key, row) pairs, so that a
+        # small dataset on a large cluster is not cut into blocks x CPUs tiny objects
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        partitions = max(1, min(cpus, -(-n * b * 16 // (1 << 28))))
+    members = _bucket_members(refs, b, partitions)
+    got = _fetch(refs, members, hasher.num_perm, hasher.dtype, id_column)
+    starts = got["starts"]
 
     # The single-machine clustering on the members, in position order (module docstring, step 4).
     cluster, dup, sim, comparisons, capped = _core.cluster_signatures(
@@ -454,10 +458,10 @@ def dedup(
         "exact": exact_sub[removed_at],
     }
     removed_ref = ray.put(removed)
-    kept_ds = numbered.map_batches(_keep_batch, batch_format="pyarrow", batch_size=batch_size,
-                                   fn_kwargs={"removed": removed_ref})  # fmt: skip
-    removed_ds = numbered.map_batches(_removed_batch, batch_format="pyarrow", batch_size=batch_size,
-                                      fn_kwargs={"removed": removed_ref})  # fmt: skip
+    filtered = ray.remote(_filter).options(num_returns=2)
+    outs = [filtered.remote(ref, int(s), removed_ref) for ref, s in zip(refs, starts[:-1])]
+    kept_ds = ray.data.from_arrow_refs([k for k, _ in outs]) if outs else ds
+    removed_ds = ray.data.from_arrow_refs([x for _, x in outs]) if outs else ds
     if not return_result:
         return kept_ds, removed_ds
     full_cluster = np.arange(n, dtype=np.int64)
