@@ -64,7 +64,6 @@ from .sampling import WeightedReservoir
 if TYPE_CHECKING:
     import ray.data
 
-_POS = "__mixsieve_pos"
 _SIG, _DIGEST, _KEYS = "__mixsieve_sig", "__mixsieve_digest", "__mixsieve_keys"
 _ADDED = (_SIG, _DIGEST, _KEYS)  # the columns dedup's step 1 adds
 _INSTALL = 'mixsieve.ray needs Ray Data: pip install "mixsieve[ray]" (or pip install "ray[data]")'
@@ -110,7 +109,7 @@ def _check_dataset(
             )
             if kind != "any" and not ok:
                 raise TypeError(f"{arg}={col!r} must hold {kind}s, got Arrow type {t}")
-    for reserved in (_POS, *_ADDED, *extra_columns):
+    for reserved in (*_ADDED, *extra_columns):
         if reserved in names:
             raise ValueError(
                 f"the dataset already has a column {reserved!r}, which mixsieve.ray adds; rename it"
@@ -304,31 +303,6 @@ def _filter(block: Any, start: int, removed: dict[str, Any]) -> tuple[Any, Any]:
     return kept, out.append_column("exact", pa.array(removed["exact"][rows], type=pa.bool_()))
 
 
-# ---------------------------------------------------------------------------------------------
-# Positions in dataset order (weighted_sample)
-
-
-def _rows(block: Any) -> int:
-    return int(block.num_rows)
-
-
-def _number(block: Any, start: int) -> Any:
-    import pyarrow as pa
-
-    return block.append_column(_POS, pa.array(np.arange(start, start + block.num_rows, dtype=np.int64)))
-
-
-def _positioned(ds: Any) -> tuple[Any, int]:
-    """The dataset with an int64 column of row positions (dataset order) and the row count.
-    Executes the dataset once; its blocks stay in the object store."""
-    ray = _ray()
-    refs, _ = _ordered_refs(ds)
-    counts = ray.get([ray.remote(_rows).remote(r) for r in refs])
-    starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
-    numbered = [ray.remote(_number).remote(r, int(s)) for r, s in zip(refs, starts[:-1])]
-    return (ray.data.from_arrow_refs(numbered) if numbered else ds), int(starts[-1])
-
-
 def dedup(
     ds: ray.data.Dataset,
     *,
@@ -483,17 +457,29 @@ def dedup(
 # weighted_sample
 
 
-def _reservoir_batch(batch: Any, *, weight_column: str, k: int, seed: int) -> Any:
+def _rows(block: Any) -> int:
+    return int(block.num_rows)
+
+
+def _block_reservoir(block: Any, start: int, weight_column: str, k: int, seed: int,
+                     batch_size: int | None) -> str:  # fmt: skip
+    """The state of a reservoir of the block's rows, keyed by position (``start``: the
+    position of its first row), fed ``batch_size`` rows at a time."""
     import pyarrow as pa
 
-    w = batch.column(weight_column)
+    res = WeightedReservoir(k, seed=seed)
+    if block.num_rows == 0 or weight_column not in block.column_names:  # an empty block
+        return json.dumps(res.state_dict())
+    w = block.column(weight_column)
     if not (pa.types.is_floating(w.type) or pa.types.is_integer(w.type)):
         raise TypeError(f"weight_column={weight_column!r} must hold numbers, got Arrow type {w.type}")
     if w.null_count:
-        raise ValueError(f"weight_column={weight_column!r} has {w.null_count} null weights in a batch")
-    res = WeightedReservoir(k, seed=seed)
-    res.add(w.to_numpy(), ids=batch.column(_POS).to_numpy(), threads=1)  # one task per CPU
-    return pa.table({"state": [json.dumps(res.state_dict())]})
+        raise ValueError(f"weight_column={weight_column!r} has {w.null_count} null weights in a block")
+    step = batch_size or block.num_rows
+    for a in range(0, block.num_rows, step):
+        part = w.slice(a, step).to_numpy()
+        res.add(part, ids=np.arange(start + a, start + a + part.size, dtype=np.int64), threads=1)
+    return json.dumps(res.state_dict())
 
 
 def weighted_sample(ds: ray.data.Dataset, *, weight_column: str, k: int, seed: int,
@@ -501,10 +487,11 @@ def weighted_sample(ds: ray.data.Dataset, *, weight_column: str, k: int, seed: i
     """An exact A-Res weighted sample of ``k`` rows, without replacement: the positions (in
     dataset order) that :func:`mixsieve.weighted_sample` returns for the concatenated weights.
 
-    Each ``map_batches`` call keeps the ``k`` best keys of its rows in a
+    ``ds`` is executed once (only ``weight_column`` is kept, in dataset order); then one Ray
+    task per block keeps the ``k`` best keys of its rows in a
     :class:`mixsieve.WeightedReservoir` keyed by row position (a key is a function of
-    ``(seed, position)`` alone); the driver merges the reservoirs, which is exact. What reaches
-    the driver is O(k) per batch.
+    ``(seed, position)`` alone), and the driver merges the reservoirs, which is exact. What
+    reaches the driver is O(k) per block.
 
     Parameters
     ----------
@@ -514,8 +501,8 @@ def weighted_sample(ds: ray.data.Dataset, *, weight_column: str, k: int, seed: i
     k, seed
         As for :func:`mixsieve.weighted_sample`.
     batch_size : int or None
-        Rows per ``map_batches`` call (None: a whole block). Each call returns a reservoir of
-        at most k items, so batches much larger than k keep what reaches the driver small.
+        Rows a task converts and feeds to its reservoir at a time (None: the whole block); it
+        bounds a task's temporary memory, not the result.
 
     Returns
     -------
@@ -541,15 +528,18 @@ def weighted_sample(ds: ray.data.Dataset, *, weight_column: str, k: int, seed: i
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
         raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
-    numbered, _ = _positioned(ds.select_columns([weight_column]))  # only the weights travel
-    states = numbered.map_batches(
-        _reservoir_batch, batch_format="pyarrow", batch_size=batch_size,
-        fn_kwargs={"weight_column": weight_column, "k": int(k), "seed": int(seed)},
-    ).take_all()  # fmt: skip
+    ray = _ray()
+    # only the weights travel; one execution of ds, in dataset order; then a task per block
+    refs, _ = _ordered_refs(ds.select_columns([weight_column]))
+    counts = ray.get([ray.remote(_rows).remote(r) for r in refs])
+    starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+    reservoir = ray.remote(_block_reservoir)
+    states = ray.get([reservoir.remote(r, int(s), weight_column, int(k), int(seed), batch_size)
+                      for r, s in zip(refs, starts[:-1])])  # fmt: skip
     total = WeightedReservoir(int(k), seed=seed)
-    for row in states:
+    for state in states:
         part = WeightedReservoir(int(k), seed=seed)
-        part.load_state_dict(json.loads(row["state"]))
+        part.load_state_dict(json.loads(state))
         total.merge(part)
     out: np.ndarray = total.ids()
     if out.size < k:
