@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import textgen
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 import mixsieve.ray as msr  # noqa: E402
+import pyarrow as pa  # noqa: E402  (ray.data needs it)
 
 # Ray warns about its own deprecated settings when a DataContext is created
 pytestmark = [
@@ -126,12 +128,18 @@ def test_duplicate_of_reports_ids_or_positions() -> None:
 
 
 def test_dedup_of_an_empty_dataset_and_of_unique_rows() -> None:
-    ds = ray.data.from_items(rows(["one two", "three four"]))
-    kept, removed = msr.dedup(ds, ngram=1)
+    ds = ray.data.from_items(rows(["one two", "three four"], ids=["p", "q"]))
+    kept, removed = msr.dedup(ds, id_column="id", ngram=1)
     assert kept.count() == 2 and removed.count() == 0
-    empty = ray.data.from_items(rows(["a b", "c d"])).filter(lambda r: False)
-    kept, removed, result = msr.dedup(empty, ngram=1, return_result=True)
-    assert kept.count() == 0 and removed.count() == 0 and result.keep.size == 0
+    # nothing removed: duplicate_of still has the id column's type
+    assert removed.schema().base_schema.field("duplicate_of").type == pa.string()
+    for empty in (ray.data.from_items(rows(["a b", "c d"])).filter(lambda r: False),
+                  ray.data.from_items(rows(["a b", "c d"])).limit(0)):  # fmt: skip
+        kept, removed, result = msr.dedup(empty, ngram=1, return_result=True)
+        assert kept.count() == 0 and removed.count() == 0 and result.keep.size == 0
+        # an empty result has the columns a non-empty one has
+        assert kept.schema().names == ["id", "text", "other"]
+        assert removed.schema().names == ["id", "text", "other", "duplicate_of", "similarity", "exact"]
     # zero-row blocks among others, and a single reducer
     mixed = ray.data.from_items(rows(planted_corpus(60)), override_num_blocks=8).filter(
         lambda r: r["id"] % 7 != 3
@@ -170,8 +178,6 @@ def test_dataset_order_is_the_files_order_whatever_finishes_first(tmp_path: Any)
 def test_shuffle_sends_every_pair_to_its_keys_reducer_sorted(partitions: int) -> None:
     # one block's (band key, row) pairs: each reducer gets exactly the keys it owns, sorted
     # (the reducer only merges sorted runs), named by (block, row in block)
-    import pyarrow as pa
-
     rng = np.random.default_rng(3)
     bands, n = 5, 300
     keys = rng.integers(0, 50, size=(n, bands), dtype=np.uint64)  # repeats within and across rows
@@ -199,8 +205,35 @@ def test_columns_mixsieve_adds_must_not_exist() -> None:
         msr.dedup(ds)
 
 
+def test_ids_of_extension_types_and_texts_that_are_all_null() -> None:
+    import uuid
+
+    texts = planted_corpus(80)
+    ids = [uuid.UUID(int=i + 1) for i in range(len(texts))]
+    ds = ray.data.from_items(rows(texts, ids=ids), override_num_blocks=3)
+    kept, removed = msr.dedup(ds, id_column="id")
+    want = ms.dedup(texts)
+    assert want.num_removed > 0
+    assert sorted(r["id"] for r in kept.take_all()) == [ids[i] for i in np.flatnonzero(want.keep)]
+    got = {r["id"]: r["duplicate_of"] for r in removed.take_all()}
+    assert got == {ids[i]: ids[want.duplicate_of[i]] for i in np.flatnonzero(~want.keep)}
+    # a text column Ray types as null (every text missing) holds empty documents
+    nulls = ray.data.from_items([{"text": None} for _ in range(5)])
+    _, _, result = msr.dedup(nulls, match_empty=True, return_result=True)
+    np.testing.assert_array_equal(
+        result.keep, ms.dedup(pa.array([None] * 5, pa.string()), match_empty=True).keep
+    )
+    assert result.keep.sum() == 1
+
+
 def test_errors_name_what_to_fix() -> None:
     ds = ray.data.from_items(rows(["a b c"]))
+    with pytest.raises(TypeError, match="text_column must be a column name"):
+        msr.dedup(ds, text_column=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="partitions must be None or an int >= 1"):
+        msr.dedup(ds, partitions=0)
+    kept, _ = msr.dedup(ds, partitions=np.int64(2), batch_size=np.int64(7))
+    assert kept.count() == 1
     with pytest.raises(ValueError, match="text_column='body' is not a column"):
         msr.dedup(ds, text_column="body")
     with pytest.raises(TypeError, match="text_column='other' must hold strings, got Arrow type int64"):
@@ -234,6 +267,17 @@ def test_weighted_sample_whole_double_range_and_errors() -> None:
     bad = ray.data.from_items([{"score": 1.0}, {"score": -1.0}])
     with pytest.raises(Exception, match="negative|must be"):
         msr.weighted_sample(bad, weight_column="score", k=1, seed=0)
+    # errors name the row by its position in the dataset, as ms.weighted_sample does
+    w = np.ones(1000)
+    w[777] = np.nan
+    with pytest.raises(ValueError) as want:
+        ms.weighted_sample(w, 3, seed=0)
+    nan = ray.data.from_numpy(w).rename_columns({"data": "score"}).repartition(4)
+    with pytest.raises(Exception, match=re.escape(str(want.value))):
+        msr.weighted_sample(nan, weight_column="score", k=3, seed=0, batch_size=100)
+    with_null = ray.data.from_items([{"score": 1.0}] * 5 + [{"score": None}] + [{"score": 2.0}] * 3)
+    with pytest.raises(Exception, match="is null at position 5"):
+        msr.weighted_sample(with_null, weight_column="score", k=1, seed=0)
 
 
 def test_missing_ray_says_how_to_install(tmp_path: Any) -> None:

@@ -15,10 +15,11 @@ steps' inputs ever reach the driver):
 
 1. **Signatures** in ``map_batches`` over Arrow batches (``batch_format="pyarrow"``): the C++
    MinHash kernel reads the Arrow string array in place (no Python loop per document) and
-   appends each row's signature, digest and band keys to it. ``ds`` is executed once, with Ray
-   Data's ``preserve_order`` set for that execution (otherwise blocks arrive in the order
-   their tasks finish), and the result stays in Ray's object store: blocks in dataset order,
-   so that "the lowest position of a cluster is kept" means what it means for
+   appends each row's signature, digest and band keys to it. ``ds`` is executed once (when
+   Ray cannot tell a lazy dataset's schema, ``ds.schema()`` also runs its first block for the
+   argument checks), with Ray Data's ``preserve_order`` set for that execution (otherwise
+   blocks arrive in the order their tasks finish), and the result stays in Ray's object
+   store: blocks in dataset order, so that "the lowest position of a cluster is kept" means what it means for
    :func:`mixsieve.dedup` on the documents concatenated in that order.
 2. **Grouping by band key**: a map-reduce shuffle written with Ray tasks. Each block sends
    (band key, row) pairs, 16 bytes per band per document, to one of ``partitions`` reducers
@@ -53,6 +54,7 @@ distributed connected-components step over the verified edges, which this module
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -80,11 +82,35 @@ def _ray() -> Any:
     return ray
 
 
+def _remote(fn: Any) -> Any:
+    """``ray.remote(fn)``, made once per process: each new RemoteFunction is exported to the
+    cluster again on first use."""
+    made = _REMOTE.get(fn)
+    if made is None:
+        made = _REMOTE[fn] = _ray().remote(fn)
+    return made
+
+
+_REMOTE: dict[Any, Any] = {}
+
+
+def _int_arg(name: str, value: Any, *, none_ok: bool = False) -> int | None:
+    """value as an int >= 1 (numpy ints too), or None where allowed."""
+    if value is None and none_ok:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        what = "None or an int >= 1" if none_ok else "an int >= 1"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
 def _check_dataset(
     ds: Any, columns: dict[str, tuple[str | None, str]], extra_columns: tuple[str, ...] = ()
-) -> None:
+) -> Any:
     """ds is a Ray Dataset holding each named column with the kind of values it must have
-    ("string" or "number"), checked on the schema before any work starts."""
+    ("string" or "number"), checked on the schema before any work starts, and none of the
+    columns the caller adds (extra_columns). Returns the Arrow schema, or None when Ray does
+    not know it as one (pandas blocks)."""
     ray = _ray()
     import pyarrow as pa
 
@@ -109,11 +135,12 @@ def _check_dataset(
             )
             if kind != "any" and not ok:
                 raise TypeError(f"{arg}={col!r} must hold {kind}s, got Arrow type {t}")
-    for reserved in (*_ADDED, *extra_columns):
+    for reserved in extra_columns:
         if reserved in names:
             raise ValueError(
                 f"the dataset already has a column {reserved!r}, which mixsieve.ray adds; rename it"
             )
+    return base if isinstance(base, pa.Schema) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +174,8 @@ def _signature_batch(batch: Any, *, text_column: str, hasher: dict[str, Any], ba
 
     h = MinHasher(hasher["num_perm"], hasher["ngram"], hasher["unit"], hasher["seed"], dtype=hasher["dtype"])
     texts = batch.column(text_column)
+    if pa.types.is_null(texts.type):  # a batch of nulls only: empty documents
+        texts = texts.cast(pa.string())
     if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
         raise TypeError(f"text_column={text_column!r} must hold strings, got Arrow type {texts.type}")
     sigs, digests = h._signatures_digests(texts, 1)  # one thread: Ray runs one task per CPU
@@ -215,12 +244,12 @@ def _shared(*parts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 def _bucket_members(refs: list[Any], bands: int, partitions: int) -> np.ndarray:
     """Sorted packed rows of the documents that share a band bucket with another document."""
     ray = _ray()
-    split = ray.remote(_split).options(num_returns=partitions)
+    split = _remote(_split).options(num_returns=partitions)
     # one object per (block, reducer): each reducer reads only its share of every block
     split_refs = [split.remote(r, i, bands, partitions) for i, r in enumerate(refs)]
     if partitions == 1:
         split_refs = [[s] for s in split_refs]
-    shared = ray.remote(_shared)
+    shared = _remote(_shared)
     found = ray.get([shared.remote(*[s[p] for s in split_refs]) for p in range(partitions)])
     out: np.ndarray = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
     return out
@@ -260,7 +289,7 @@ def _fetch(refs: list[Any], members: np.ndarray, num_perm: int, dtype: Any,
     block = members >> _ROW_BITS
     cuts = np.searchsorted(block, np.arange(len(refs) + 1))
     local = members & ((1 << _ROW_BITS) - 1)
-    take = ray.remote(_take)
+    take = _remote(_take)
     got = ray.get([take.remote(r, local[cuts[i] : cuts[i + 1]], id_column) for i, r in enumerate(refs)])
     counts = np.array([c for c, _ in got], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -282,11 +311,15 @@ def _fetch(refs: list[Any], members: np.ndarray, num_perm: int, dtype: Any,
 # Step 5: the filters
 
 
-def _filter(block: Any, start: int, removed: dict[str, Any]) -> tuple[Any, Any]:
+def _filter(block: Any, start: int, removed: dict[str, Any], kept_schema: Any,
+            removed_schema: Any) -> tuple[Any, Any]:  # fmt: skip
     """The block's kept rows, and its removed rows with what each duplicates (`start`: the
-    position of its first row), both without the columns step 1 added."""
+    position of its first row), both without the columns step 1 added. An empty block gives
+    empty tables of the two schemas, where they are known."""
     import pyarrow as pa
 
+    if block.num_rows == 0 and kept_schema is not None:
+        return kept_schema.empty_table(), removed_schema.empty_table()
     block = block.drop_columns([c for c in _ADDED if c in block.column_names])
     pos = np.arange(start, start + block.num_rows, dtype=np.int64)
     removed_pos = removed["pos"]
@@ -298,7 +331,9 @@ def _filter(block: Any, start: int, removed: dict[str, Any]) -> tuple[Any, Any]:
     out = block.filter(pa.array(mask))
     dup_of = removed["duplicate_of"]
     dup_of = dup_of.take(pa.array(rows)) if isinstance(dup_of, pa.Array) else pa.array(dup_of[rows])
-    out = out.append_column("duplicate_of", dup_of.cast(removed["duplicate_of_type"]))
+    if dup_of.type != removed["duplicate_of_type"]:
+        dup_of = dup_of.cast(removed["duplicate_of_type"])
+    out = out.append_column("duplicate_of", dup_of)
     out = out.append_column("similarity", pa.array(removed["similarity"][rows], type=pa.float32()))
     return kept, out.append_column("exact", pa.array(removed["exact"][rows], type=pa.bool_()))
 
@@ -319,7 +354,7 @@ def dedup(
     match_empty: bool = False,
     dtype: Any = np.uint32,
     partitions: int | None = None,
-    batch_size: int = 4096,
+    batch_size: int | None = 4096,
     return_result: bool = False,
 ) -> tuple[ray.data.Dataset, ray.data.Dataset] | tuple[ray.data.Dataset, ray.data.Dataset, DedupResult]:
     """Remove near-duplicate rows of a Ray Dataset: the rows :func:`mixsieve.dedup` keeps.
@@ -343,7 +378,9 @@ def dedup(
     partitions : int or None
         Reducers of the band-key shuffle (None: the cluster's CPU count, at least 1).
     batch_size : int
-        Rows per ``map_batches`` call.
+        Rows per ``map_batches`` call of step 1 (None: whole blocks). Small blocks are
+        gathered into batches of this size, so it also sets how many blocks the later steps
+        run over.
     return_result : bool
         Also return the :class:`mixsieve.DedupResult` over positions (what
         ``mixsieve.dedup`` returns for the concatenated texts; ``seconds`` is empty).
@@ -376,15 +413,13 @@ def dedup(
             f"bands and rows go together: give both or neither (got bands={bands!r}, rows={rows!r})"
         )
     b, r = resolve_bands(threshold, num_perm, bands, rows)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if partitions is not None and (
-        isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1
-    ):
-        raise ValueError(f"partitions must be an int >= 1, got {partitions!r}")
+    batch_size = _int_arg("batch_size", batch_size, none_ok=True)
+    partitions = _int_arg("partitions", partitions, none_ok=True)
+    if not isinstance(text_column, str):
+        raise TypeError(f"text_column must be a column name (str), got {type(text_column).__name__}")
     ray = _ray()
-    _check_dataset(ds, {"text_column": (text_column, "string"), "id_column": (id_column, "any")},
-                   ("duplicate_of", "similarity", "exact"))  # fmt: skip
+    schema = _check_dataset(ds, {"text_column": (text_column, "string"), "id_column": (id_column, "any")},
+                            (*_ADDED, "duplicate_of", "similarity", "exact"))  # fmt: skip
 
     params = {"num_perm": hasher.num_perm, "ngram": hasher.ngram, "unit": hasher.unit, "seed": hasher.seed,
               "dtype": hasher.dtype}  # fmt: skip
@@ -413,14 +448,17 @@ def dedup(
     dup_at = dup[removed_at]
     has_dup = dup_at >= 0  # -1: joined its cluster only through later rows (as in mixsieve.dedup)
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if id_column is not None and got["ids"] is not None:
         ids = got["ids"]
-        taken = ids.take(pa.array(np.where(has_dup, dup_at, 0)))
-        dup_of = pc.if_else(pa.array(has_dup), taken, pa.nulls(len(taken), ids.type))
-        dup_of = dup_of.combine_chunks() if hasattr(dup_of, "combine_chunks") else dup_of
+        # a null index takes a null: no compute kernel, so extension types (uuid, tensors) work
+        dup_of = ids.take(pa.array(np.where(has_dup, dup_at, 0), mask=~has_dup))
+        if isinstance(dup_of, pa.ChunkedArray):
+            dup_of = pa.concat_arrays(dup_of.chunks) if dup_of.num_chunks else pa.array([], ids.type)
         dup_type = ids.type
+    elif id_column is not None and schema is not None:  # no member: nothing is removed
+        dup_type = schema.field(id_column).type
+        dup_of = pa.array([], dup_type)
     else:
         dup_of = np.where(has_dup, pos[np.maximum(dup_at, 0)], -1)
         dup_type = pa.int64()
@@ -432,8 +470,19 @@ def dedup(
         "exact": exact_sub[removed_at],
     }
     removed_ref = ray.put(removed)
-    filtered = ray.remote(_filter).options(num_returns=2)
-    outs = [filtered.remote(ref, int(s), removed_ref) for ref, s in zip(refs, starts[:-1])]
+    # The output schemas, so that empty blocks (which Ray may leave without columns) and an
+    # empty result still have the dataset's columns
+    kept_schema: Any = None
+    removed_schema: Any = None
+    if schema is not None:
+        kept_schema = pa.schema([f for f in schema if f.name not in _ADDED])
+        removed_schema = kept_schema.append(pa.field("duplicate_of", dup_type)).append(
+            pa.field("similarity", pa.float32())).append(pa.field("exact", pa.bool_()))  # fmt: skip
+    filtered = _remote(_filter).options(num_returns=2)
+    outs = [filtered.remote(ref, int(s), removed_ref, kept_schema, removed_schema)
+            for ref, s in zip(refs, starts[:-1])]  # fmt: skip
+    if not outs and schema is not None:
+        outs = [(ray.put(kept_schema.empty_table()), ray.put(removed_schema.empty_table()))]
     kept_ds = ray.data.from_arrow_refs([k for k, _ in outs]) if outs else ds
     removed_ds = ray.data.from_arrow_refs([x for _, x in outs]) if outs else ds
     if not return_result:
@@ -474,12 +523,24 @@ def _block_reservoir(block: Any, start: int, weight_column: str, k: int, seed: i
     if not (pa.types.is_floating(w.type) or pa.types.is_integer(w.type)):
         raise TypeError(f"weight_column={weight_column!r} must hold numbers, got Arrow type {w.type}")
     if w.null_count:
-        raise ValueError(f"weight_column={weight_column!r} has {w.null_count} null weights in a block")
+        first = start + int(np.flatnonzero(w.is_null().to_numpy(zero_copy_only=False))[0])
+        raise ValueError(f"weight_column={weight_column!r} is null at position {first} (dataset "
+                         f"order; {w.null_count} nulls in its block); weights must be numbers")  # fmt: skip
     step = batch_size or block.num_rows
     for a in range(0, block.num_rows, step):
         part = w.slice(a, step).to_numpy()
-        res.add(part, ids=np.arange(start + a, start + a + part.size, dtype=np.int64), threads=1)
+        try:
+            res.add(part, ids=np.arange(start + a, start + a + part.size, dtype=np.int64), threads=1)
+        except ValueError as e:  # "weights[i] = ...": name the row by its position in ds
+            at = re.match(r"weights\[(\d+)\]", str(e))
+            if at is None:
+                raise
+            raise ValueError(f"weights[{start + a + int(at.group(1))}]{str(e)[at.end() :]}") from None
     return json.dumps(res.state_dict())
+
+
+def _identity(batch: Any) -> Any:
+    return batch
 
 
 def weighted_sample(ds: ray.data.Dataset, *, weight_column: str, k: int, seed: int,
@@ -519,21 +580,22 @@ def weighted_sample(ds: ray.data.Dataset, *, weight_column: str, k: int, seed: i
     ...  == ms.weighted_sample(w, 5, seed=0)).all()                      # doctest: +SKIP
     True
     """
-    _ray()
-    _check_dataset(ds, {"weight_column": (weight_column, "number")})
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"k must be an int >= 0, got {k!r}")
     WeightedReservoir(int(k), seed=seed)  # validates seed
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
+    batch_size = _int_arg("batch_size", batch_size, none_ok=True)
+    if not isinstance(weight_column, str):
+        raise TypeError(f"weight_column must be a column name (str), got {type(weight_column).__name__}")
     ray = _ray()
-    # only the weights travel; one execution of ds, in dataset order; then a task per block
-    refs, _ = _ordered_refs(ds.select_columns([weight_column]))
-    counts = ray.get([ray.remote(_rows).remote(r) for r in refs])
+    _check_dataset(ds, {"weight_column": (weight_column, "number")})
+    # only the weights travel; one execution of ds, in dataset order, gathering small blocks
+    # into blocks of at least 2^16 rows; then a task per block
+    source: Any = ds
+    refs, _ = _ordered_refs(source.select_columns([weight_column]).map_batches(
+        _identity, batch_format="pyarrow", batch_size=1 << 16, zero_copy_batch=True))  # fmt: skip
+    counts = ray.get([_remote(_rows).remote(r) for r in refs])
     starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
-    reservoir = ray.remote(_block_reservoir)
+    reservoir = _remote(_block_reservoir)
     states = ray.get([reservoir.remote(r, int(s), weight_column, int(k), int(seed), batch_size)
                       for r, s in zip(refs, starts[:-1])])  # fmt: skip
     total = WeightedReservoir(int(k), seed=seed)
