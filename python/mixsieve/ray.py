@@ -19,8 +19,8 @@ steps' inputs ever reach the driver):
    Ray cannot tell a lazy dataset's schema, ``ds.schema()`` also runs its first block for the
    argument checks), with Ray Data's ``preserve_order`` set for that execution (otherwise
    blocks arrive in the order their tasks finish), and the result stays in Ray's object
-   store: blocks in dataset order, so that "the lowest position of a cluster is kept" means what it means for
-   :func:`mixsieve.dedup` on the documents concatenated in that order.
+   store: blocks in dataset order, so that "the lowest position of a cluster is kept" means
+   what it means for :func:`mixsieve.dedup` on the documents concatenated in that order.
 2. **Grouping by band key**: a map-reduce shuffle written with Ray tasks. Each block sends
    (band key, row) pairs, 16 bytes per band per document, to one of ``partitions`` reducers
    chosen by key (a row is named by its block and its place in it, which sort in dataset
