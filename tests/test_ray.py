@@ -70,9 +70,15 @@ def rows(texts: list[str], ids: list[Any] | None = None) -> list[dict[str, Any]]
 
 
 def assert_same_as_single_process(texts: list[str], blocks: int, partitions: int | None = None,
-                                  **kw: Any) -> None:  # fmt: skip
-    ds = ray.data.from_items(rows(texts), override_num_blocks=blocks)
-    kept, removed, result = msr.dedup(ds, id_column="id", return_result=True, partitions=partitions, **kw)
+                                  batch_size: int | None = None, **kw: Any) -> None:  # fmt: skip
+    # ids that are not positions, so that the rows' order and the ids' alignment are checked
+    ids = [int(i) for i in np.random.default_rng(len(texts)).permutation(len(texts)) * 3 + 5]
+    ds = ray.data.from_items(rows(texts, ids=ids), override_num_blocks=blocks)
+    # batch_size=None: step 1 maps whole blocks, so the later steps run over `blocks` blocks
+    # (the default, 4096 rows, would gather these small blocks into one)
+    kept, removed, result = msr.dedup(ds, id_column="id", return_result=True, partitions=partitions,
+                                      batch_size=batch_size, **kw)  # fmt: skip
+    assert kept.num_blocks() == blocks or batch_size is not None
     want = ms.dedup(texts, **kw)
     assert want.num_removed > 0
     np.testing.assert_array_equal(result.keep, want.keep)
@@ -81,14 +87,18 @@ def assert_same_as_single_process(texts: list[str], blocks: int, partitions: int
     np.testing.assert_array_equal(result.similarity, want.similarity)
     np.testing.assert_array_equal(result.exact, want.exact)
     assert (result.comparisons, result.capped) == (want.comparisons, want.capped)
+    # both outputs come in dataset order, with the dataset's columns and nothing added
     kept_rows = kept.take_all()
-    assert sorted(r["id"] for r in kept_rows) == np.flatnonzero(want.keep).tolist()
-    assert set(kept_rows[0]) == {"id", "text", "other"}  # the dataset's columns, nothing added
-    got = {r["id"]: r for r in removed.take_all()}
-    assert sorted(got) == np.flatnonzero(~want.keep).tolist()
-    for i, r in got.items():
+    assert [r["id"] for r in kept_rows] == [ids[i] for i in np.flatnonzero(want.keep)]
+    assert [r["text"] for r in kept_rows] == [texts[i] for i in np.flatnonzero(want.keep)]
+    assert all(set(r) == {"id", "text", "other"} for r in kept_rows)
+    removed_rows = removed.take_all()
+    gone = np.flatnonzero(~want.keep)
+    assert [r["id"] for r in removed_rows] == [ids[i] for i in gone]
+    for i, r in zip(gone, removed_rows):
         assert r["text"] == texts[i]
-        assert (-1 if r["duplicate_of"] is None else r["duplicate_of"]) == want.duplicate_of[i]
+        d = want.duplicate_of[i]
+        assert r["duplicate_of"] == (None if d < 0 else ids[d])
         assert r["similarity"] == pytest.approx(float(want.similarity[i]), abs=0)
         assert r["exact"] == bool(want.exact[i])
 
@@ -96,8 +106,10 @@ def assert_same_as_single_process(texts: list[str], blocks: int, partitions: int
 @pytest.mark.parametrize("blocks", [1, 4, 16])
 def test_dedup_equals_single_process(blocks: int) -> None:
     assert_same_as_single_process(planted_corpus(), blocks, threshold=0.8, ngram=5)
-    # several reducers (a small dataset gets one by default)
-    assert_same_as_single_process(planted_corpus(), blocks, partitions=3, threshold=0.8, ngram=5)
+    # several reducers (a small dataset gets one by default), and blocks cut into batches
+    assert_same_as_single_process(
+        planted_corpus(), blocks, partitions=3, batch_size=37, threshold=0.8, ngram=5
+    )
 
 
 def test_dedup_with_capped_buckets_and_other_settings() -> None:
@@ -193,10 +205,19 @@ def test_shuffle_sends_every_pair_to_its_keys_reducer_sorted(partitions: int) ->
         assert (k[1:] >= k[:-1]).all()
         got += list(zip(k.tolist(), rows.tolist()))
     assert sorted(got) == want
-    # a reducer finds the rows that share a key with another row, across blocks
-    other = msr._split(block.slice(0, 10), 7, bands, partitions)
+    # the reducers find exactly the rows whose key another pair has too, across blocks
+    other_keys = rng.integers(0, 400, size=(40, bands), dtype=np.uint64)
+    other_block = pa.table({msr._KEYS: msr._fixed_column(other_keys, 8 * bands)})
+    other = msr._split(other_block, 7, bands, partitions)
     shared = np.concatenate([msr._shared(a, b) for a, b in zip(parts, [other] if partitions == 1 else other)])
-    assert set(shared.tolist()) >= {(7 << 40) + i for i in range(10)} | {(6 << 40) + i for i in range(10)}
+    pairs = want + sorted(zip((other_keys ^ band).ravel().tolist(),
+                              np.repeat((7 << 40) + np.arange(40), bands).tolist()))  # fmt: skip
+    count: dict[int, int] = {}
+    for k, _ in pairs:
+        count[k] = count.get(k, 0) + 1
+    brute = sorted({r for k, r in pairs if count[k] > 1})
+    assert sorted(set(shared.tolist())) == brute
+    assert any(r >> 40 == 7 for r in brute) and len(brute) < n + 40  # some, not all
 
 
 def test_columns_mixsieve_adds_must_not_exist() -> None:

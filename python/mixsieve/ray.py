@@ -29,7 +29,8 @@ steps' inputs ever reach the driver):
    hundreds of partitions and took tens of seconds for a thousand rows on two cores; a fixed,
    small number of reducers keeps the overhead per call at a few tasks.
 3. **Fetching**: one task per block returns its row count and the signatures (``num_perm * 4``
-   bytes each) of its rows found in step 2, and only those; the row counts give positions.
+   bytes each), digests (16 bytes) and ids of its rows found in step 2, and only those; the
+   row counts give positions.
 4. **Clustering** on the driver: the fetched signatures are clustered by the C++ LSH
    clustering that :func:`mixsieve.dedup` runs (verification against ``threshold``,
    union-find). A document that shares no bucket is alone in all of its buckets in the
@@ -43,8 +44,8 @@ steps' inputs ever reach the driver):
    are broadcast, and one task per block of step 1 splits it into kept and removed rows.
 
 Where the limit is: step 4 holds, for each document that shares a bucket with another one, its
-signature (``num_perm * 4`` bytes: 512 at 128 permutations) twice (as fetched, and as the
-numpy array the clustering reads), its digest, id and position, and the clustering's tables
+signature (``num_perm * 4`` bytes: 512 at 128 permutations) up to three times (as fetched,
+joined, and as the numpy array the clustering reads), its digest, id and position, and the clustering's tables
 (about 28 bytes per band): some 1.5 KB per such document at 128 permutations, so roughly 600
 million of them per TB of driver memory (and at most 2^32 - 2, the clustering's row limit).
 Everything else is spread over the cluster. Beyond that size the clustering would need a
@@ -208,6 +209,8 @@ def _split(block: Any, index: int, bands: int, partitions: int) -> Any:
     if block.num_rows == 0 or _KEYS not in block.column_names:  # Ray skips the map on empty blocks
         empty = (np.empty(0, np.uint64), np.empty(0, np.int64))
         return empty if partitions == 1 else tuple(empty for _ in range(partitions))
+    if block.num_rows >= 1 << _ROW_BITS:
+        raise ValueError(f"a block of {block.num_rows} rows: at most 2^{_ROW_BITS} - 1 rows per block")
     keys = _fixed(block.column(_KEYS), np.uint64, bands)
     rows = (np.int64(index) << _ROW_BITS) + np.arange(block.num_rows, dtype=np.int64)
     # one 64-bit value per (band, key): a collision between bands only adds a document to the
@@ -376,8 +379,9 @@ def dedup(
     threshold, num_perm, ngram, seed, unit, bands, rows, verify, match_empty, dtype
         As for :func:`mixsieve.dedup`.
     partitions : int or None
-        Reducers of the band-key shuffle (None: the cluster's CPU count, at least 1).
-    batch_size : int
+        Reducers of the band-key shuffle (None: one per CPU of the cluster, but no more than
+        one per ~256 MB of (key, row) pairs, so a small dataset gets one).
+    batch_size : int or None
         Rows per ``map_batches`` call of step 1 (None: whole blocks). Small blocks are
         gathered into batches of this size, so it also sets how many blocks the later steps
         run over.
@@ -429,6 +433,11 @@ def dedup(
         fn_kwargs={"text_column": text_column, "hasher": params, "bands": b, "rows": r},
     )  # fmt: skip
     refs, n = _ordered_refs(sig_ds)  # ds runs once; its rows and signatures stay in the object store
+    if len(refs) >= 1 << (63 - _ROW_BITS):
+        raise ValueError(
+            f"the dataset came out of map_batches in {len(refs)} blocks, more than mixsieve.ray can "
+            f"name (2^{63 - _ROW_BITS}); pass a larger batch_size"
+        )
     if partitions is None:
         # one reducer per CPU, but no more than one per ~256 MB of (key, row) pairs, so that a
         # small dataset on a large cluster is not cut into blocks x CPUs tiny objects
