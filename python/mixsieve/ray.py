@@ -262,15 +262,6 @@ def _bucket_members(refs: list[Any], bands: int, partitions: int) -> np.ndarray:
 # Step 3: fetch the members' signatures (and every block's row count)
 
 
-def _in_sorted(pos: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
-    """Which of pos are in sorted_values (sorted, unique): a binary search per row, not a sort
-    of sorted_values per batch as np.isin would do."""
-    at = np.searchsorted(sorted_values, pos)
-    hit = at < sorted_values.size
-    hit[hit] = sorted_values[at[hit]] == pos[hit]
-    return hit
-
-
 def _take(block: Any, wanted: np.ndarray, id_column: str | None) -> tuple[int, Any]:
     """The block's row count, and the signature, digest (and id) of its rows `wanted` (sorted
     row numbers within the block), in row order."""
@@ -311,7 +302,7 @@ def _fetch(refs: list[Any], members: np.ndarray, num_perm: int, dtype: Any,
 
 
 # ---------------------------------------------------------------------------------------------
-# Step 5: the filters
+# Step 5: kept and removed rows, block by block
 
 
 def _filter(block: Any, start: int, removed: dict[str, Any], kept_schema: Any,
