@@ -27,6 +27,16 @@ def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = Non
     return v
 
 
+def check_optional_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int | None:
+    """``None``, or ``value`` checked as by :func:`check_int`."""
+    if value is None:
+        return None
+    try:
+        return check_int(name, value, lo, hi)
+    except (TypeError, ValueError) as e:
+        raise type(e)(str(e).replace(f"{name} must be", f"{name} must be None or", 1)) from None
+
+
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         options = ", ".join(repr(c) for c in choices)

@@ -45,9 +45,10 @@ steps' inputs ever reach the driver):
 
 Where the limit is: step 4 holds, for each document that shares a bucket with another one, its
 signature (``num_perm * 4`` bytes: 512 at 128 permutations) up to three times (as fetched,
-joined, and as the numpy array the clustering reads), its digest, id and position, and the clustering's tables
-(about 28 bytes per band): some 1.5 KB per such document at 128 permutations, so roughly 600
-million of them per TB of driver memory (and at most 2^32 - 2, the clustering's row limit).
+joined, and as the numpy array the clustering reads), its digest, id and position, and the
+clustering's tables (about 28 bytes per band): some 1.5 KB per such document at 128
+permutations, so roughly 600 million of them per TB of driver memory (and at most 2^32 - 2,
+the clustering's row limit).
 Everything else is spread over the cluster. Beyond that size the clustering would need a
 distributed connected-components step over the verified edges, which this module does not have.
 """
@@ -61,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _core
+from ._checks import check_int, check_optional_int
 from .dedup import DedupResult, MinHasher, _check_threshold, _exact_duplicates, resolve_bands
 from .sampling import WeightedReservoir
 
@@ -93,16 +95,6 @@ def _remote(fn: Any) -> Any:
 
 
 _REMOTE: dict[Any, Any] = {}
-
-
-def _int_arg(name: str, value: Any, *, none_ok: bool = False) -> int | None:
-    """value as an int >= 1 (numpy ints too), or None where allowed."""
-    if value is None and none_ok:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        what = "None or an int >= 1" if none_ok else "an int >= 1"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return int(value)
 
 
 def _check_dataset(
@@ -323,11 +315,7 @@ def _filter(block: Any, start: int, removed: dict[str, Any], kept_schema: Any,
     rows = at[mask]
     kept = block.filter(pa.array(~mask))
     out = block.filter(pa.array(mask))
-    dup_of = removed["duplicate_of"]
-    dup_of = dup_of.take(pa.array(rows)) if isinstance(dup_of, pa.Array) else pa.array(dup_of[rows])
-    if dup_of.type != removed["duplicate_of_type"]:
-        dup_of = dup_of.cast(removed["duplicate_of_type"])
-    out = out.append_column("duplicate_of", dup_of)
+    out = out.append_column("duplicate_of", removed["duplicate_of"].take(pa.array(rows)))
     out = out.append_column("similarity", pa.array(removed["similarity"][rows], type=pa.float32()))
     return kept, out.append_column("exact", pa.array(removed["exact"][rows], type=pa.bool_()))
 
@@ -408,8 +396,8 @@ def dedup(
             f"bands and rows go together: give both or neither (got bands={bands!r}, rows={rows!r})"
         )
     b, r = resolve_bands(threshold, num_perm, bands, rows)
-    batch_size = _int_arg("batch_size", batch_size, none_ok=True)
-    partitions = _int_arg("partitions", partitions, none_ok=True)
+    batch_size = check_optional_int("batch_size", batch_size, 1)
+    partitions = check_optional_int("partitions", partitions, 1)
     if not isinstance(text_column, str):
         raise TypeError(f"text_column must be a column name (str), got {type(text_column).__name__}")
     ray = _ray()
@@ -460,12 +448,11 @@ def dedup(
         dup_type = schema.field(id_column).type
         dup_of = pa.array([], dup_type)
     else:
-        dup_of = np.where(has_dup, pos[np.maximum(dup_at, 0)], -1)
         dup_type = pa.int64()
+        dup_of = pa.array(np.where(has_dup, pos[np.maximum(dup_at, 0)], -1), dup_type)
     removed = {
         "pos": pos[removed_at],
-        "duplicate_of": dup_of,
-        "duplicate_of_type": dup_type,
+        "duplicate_of": dup_of,  # an Arrow array of dup_type
         "similarity": sim[removed_at],
         "exact": exact_sub[removed_at],
     }
@@ -474,8 +461,8 @@ def dedup(
     # empty result still have the dataset's columns
     kept_schema: Any = None
     removed_schema: Any = None
-    if schema is not None:
-        kept_schema = pa.schema([f for f in schema if f.name not in _ADDED])
+    if schema is not None:  # the dataset's (it has none of the _ADDED columns)
+        kept_schema = schema
         removed_schema = kept_schema.append(pa.field("duplicate_of", dup_type)).append(
             pa.field("similarity", pa.float32())).append(pa.field("exact", pa.bool_()))  # fmt: skip
     filtered = _remote(_filter).options(num_returns=2)
@@ -580,10 +567,9 @@ def weighted_sample(ds: ray.data.Dataset, *, weight_column: str, k: int, seed: i
     ...  == ms.weighted_sample(w, 5, seed=0)).all()                      # doctest: +SKIP
     True
     """
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 0:
-        raise ValueError(f"k must be an int >= 0, got {k!r}")
-    WeightedReservoir(int(k), seed=seed)  # validates seed
-    batch_size = _int_arg("batch_size", batch_size, none_ok=True)
+    k = check_int("k", k, 0)
+    WeightedReservoir(k, seed=seed)  # validates seed
+    batch_size = check_optional_int("batch_size", batch_size, 1)
     if not isinstance(weight_column, str):
         raise TypeError(f"weight_column must be a column name (str), got {type(weight_column).__name__}")
     ray = _ray()
@@ -596,11 +582,11 @@ def weighted_sample(ds: ray.data.Dataset, *, weight_column: str, k: int, seed: i
     counts = ray.get([_remote(_rows).remote(r) for r in refs])
     starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
     reservoir = _remote(_block_reservoir)
-    states = ray.get([reservoir.remote(r, int(s), weight_column, int(k), int(seed), batch_size)
+    states = ray.get([reservoir.remote(r, int(s), weight_column, k, int(seed), batch_size)
                       for r, s in zip(refs, starts[:-1])])  # fmt: skip
-    total = WeightedReservoir(int(k), seed=seed)
+    total = WeightedReservoir(k, seed=seed)
     for state in states:
-        part = WeightedReservoir(int(k), seed=seed)
+        part = WeightedReservoir(k, seed=seed)
         part.load_state_dict(json.loads(state))
         total.merge(part)
     out: np.ndarray = total.ids()
